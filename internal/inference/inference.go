@@ -1,0 +1,34 @@
+// Package inference defines the protocol-neutral inference request and
+// response that the REST and gRPC front ends translate to and from, and that
+// the scheduler carries to model instances.
+package inference
+
+import "github.com/vigilhq/vigil/internal/tensor"
+
+// Request is one inference request for one model.
+type Request struct {
+	Model string
+	// Version is the requested version; empty means the server's choice
+	// (the latest ready version).
+	Version    string
+	ID         string
+	Parameters map[string]any
+	Inputs     []tensor.Tensor
+	// Outputs lists the requested outputs; empty means all of them.
+	Outputs []RequestedOutput
+}
+
+// RequestedOutput names one output the client asked for.
+type RequestedOutput struct {
+	Name       string
+	Parameters map[string]any
+}
+
+// Response is the answer to one Request.
+type Response struct {
+	Model      string
+	Version    string
+	ID         string
+	Parameters map[string]any
+	Outputs    []tensor.Tensor
+}
