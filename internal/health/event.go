@@ -1,0 +1,90 @@
+package health
+
+import "time"
+
+// InstanceKey names one model instance: the model, its version and the
+// instance's own name (Triton style, e.g. "add_sub_0").
+type InstanceKey struct {
+	Model    string
+	Version  string
+	Instance string
+}
+
+// ModelKey names one model version.
+type ModelKey struct {
+	Model   string
+	Version string
+}
+
+// EventKind says what happened.
+type EventKind int
+
+// The events the engine consumes. Producers: the model manager (lifecycle),
+// the instance supervisor (process and checks) and the scheduler (execute
+// outcomes).
+const (
+	// Model lifecycle.
+	ModelLoading    EventKind = iota // a version starts loading; Instances lists its instances
+	ModelLoaded                      // every instance was spawned; readiness now follows them
+	ModelLoadFailed                  // Reason says why (config error, initialize raised, …)
+	ModelUnloading                   // an unload began; the version leaves readiness
+	ModelUnloaded                    // the version is gone; Reason "unloaded"
+	StartupComplete                  // the initial load finished
+	Draining                         // shutdown began: readiness fails from now on
+
+	// Instance process.
+	InstanceSpawned     // process started, initialize running
+	InstanceInitialized // initialize returned
+	InstanceInitFailed  // initialize raised or the stub failed to start; Reason
+	InstanceExited      // the process is gone; ExitCode or Signal, Reason
+	InstanceStopped     // stopped on purpose (unload, shutdown)
+
+	// Checks and outcomes.
+	CheckResult   // Check, OK, Reason
+	ExecuteResult // OK, Reason, TimedOut
+)
+
+// Check names one of an instance's checks.
+type Check string
+
+// The instance checks of the health model.
+const (
+	CheckProcess   Check = "process"   // the process is running (event driven)
+	CheckHeartbeat Check = "heartbeat" // control-channel ping answered in time
+	CheckProgress  Check = "progress"  // no execute ran past its limit
+	CheckHook      Check = "hook"      // the user's is_healthy()/is_ready()
+	CheckErrors    Check = "errors"    // passive: consecutive errors, error patterns
+)
+
+// Event is one input to the engine.
+type Event struct {
+	Kind     EventKind
+	At       time.Time
+	Instance InstanceKey // Model and Version are also set for model events
+	// Instances lists a version's instance names (ModelLoading).
+	Instances []string
+	// Policy applies to the version's instances (ModelLoading).
+	Policy *Policy
+	// Expected is false for versions that should not count toward strict
+	// readiness (ModelLoading).
+	Expected bool
+	Check    Check
+	OK       bool
+	TimedOut bool
+	Reason   string
+	PID      int
+	ExitCode int
+	Signal   string
+}
+
+// Actuator carries out the engine's decisions. The model manager implements
+// it; every method must return quickly and never call back into the engine
+// synchronously.
+type Actuator interface {
+	// SetRoutable puts the instance in or out of traffic.
+	SetRoutable(k InstanceKey, routable bool)
+	// Restart stops the instance's process, if any, and starts a new one.
+	Restart(k InstanceKey, reason string)
+	// Fail stops the instance for good: restarts are exhausted.
+	Fail(k InstanceKey, reason string)
+}

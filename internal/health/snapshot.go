@@ -1,0 +1,99 @@
+package health
+
+import "time"
+
+// Instance states.
+type InstanceState string
+
+// The instance state machine (docs/health.md has the diagram).
+const (
+	StateStarting     InstanceState = "STARTING"
+	StateReady        InstanceState = "READY"
+	StateUnhealthy    InstanceState = "UNHEALTHY"
+	StateOutOfTraffic InstanceState = "OUT_OF_TRAFFIC"
+	StateRestarting   InstanceState = "RESTARTING"
+	StateExited       InstanceState = "EXITED"
+	StateFailed       InstanceState = "FAILED"
+	StateStopping     InstanceState = "STOPPING"
+	StateStopped      InstanceState = "STOPPED"
+)
+
+// ModelState is a model version's state, with Triton's strings.
+type ModelState string
+
+// Triton's model states.
+const (
+	ModelStateLoading     ModelState = "LOADING"
+	ModelStateReady       ModelState = "READY"
+	ModelStateUnloading   ModelState = "UNLOADING"
+	ModelStateUnavailable ModelState = "UNAVAILABLE"
+)
+
+// Snapshot is an immutable picture of the server's health. Endpoints read it
+// without locks; the engine replaces it on every change.
+type Snapshot struct {
+	At       time.Time
+	Started  bool // the initial load finished (latches)
+	Draining bool
+	// Loading is the start-up progress, e.g. "loading 1/3: add_sub".
+	Loading string
+	// Models lists every model version the server knows, sorted by name
+	// then version.
+	Models []ModelHealth
+	// Strict is the readiness mode (--strict-readiness).
+	Strict bool
+	// WatchdogStalled is set when the engine's own loop stalled.
+	WatchdogStalled bool
+	// Escalate lets FAILED instances fail liveness.
+	Escalate bool
+}
+
+// ModelHealth is one model version's health.
+type ModelHealth struct {
+	Name    string
+	Version string
+	State   ModelState
+	Reason  string
+	// Ready is State == READY and at least MinReady instances routable.
+	Ready    bool
+	Degraded bool // ready, but fewer than all instances routable
+	Routable int
+	MinReady int
+	// Expected versions count toward strict readiness.
+	Expected  bool
+	Instances []InstanceHealth
+}
+
+// InstanceHealth is one instance's health.
+type InstanceHealth struct {
+	Name     string
+	State    InstanceState
+	Reason   string
+	Since    time.Time
+	Routable bool
+	PID      int
+	Restarts int
+	LastExit string
+	Checks   []CheckHealth
+	// Transitions are the most recent state changes, oldest first.
+	Transitions []Transition
+}
+
+// CheckHealth is one check's raw last result next to its effective state.
+type CheckHealth struct {
+	Name        Check
+	Passing     bool // effective, after thresholds
+	LastOK      bool // raw last result
+	LastMessage string
+	LastAt      time.Time
+	Consecutive int // consecutive identical raw results
+	Since       time.Time
+}
+
+// Transition is one recorded state change.
+type Transition struct {
+	At     time.Time
+	From   InstanceState
+	To     InstanceState
+	Reason string
+}
