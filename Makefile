@@ -1,0 +1,50 @@
+# vigil — the two commands: `make run` serves the bundled examples, `make test`
+# runs the whole suite. Both install what is missing first.
+
+GO        ?= go
+PYTHON    ?= python3
+BIN       := bin/vigil
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+
+.PHONY: all build run test test-go test-python deps deps-python proto bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/vigil
+
+# deps-python installs the Python packages the stub (numpy) and the
+# conformance tests (tritonclient, pytest) need, only when they are missing.
+deps-python:
+	@$(PYTHON) -c "import numpy, tritonclient.http, tritonclient.grpc, pytest" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+
+deps: deps-python
+	$(GO) mod download
+
+run: deps build
+	$(BIN) serve --model-repository examples/models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --python $(PYTHON)
+
+test: deps build test-go test-python
+
+test-go:
+	$(GO) vet ./...
+	VIGIL_PYTHON=$(PYTHON) $(GO) test -race -count=1 -timeout 15m ./...
+
+test-python:
+	VIGIL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/conformance
+
+# proto regenerates the protocol code from proto/*.proto with the plugin
+# versions pinned in go.mod. Needs protoc (apt-get install protobuf-compiler).
+proto:
+	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc -I proto \
+		--plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
+		--go_out=. --go_opt=module=github.com/vigilhq/vigil \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/vigilhq/vigil \
+		proto/*.proto
+
+clean:
+	rm -rf bin
