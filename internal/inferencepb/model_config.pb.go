@@ -171,9 +171,12 @@ func (ModelInstanceGroup_Kind) EnumDescriptor() ([]byte, []int) {
 
 // ModelInstanceGroup is a group of identical instances of a model.
 type ModelInstanceGroup struct {
-	state         protoimpl.MessageState  `protogen:"open.v1"`
-	Name          string                  `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Count         int32                   `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// count is optional (explicit presence) so that an absent count defaults
+	// to 1 as in Triton while an explicit 0 is rejected. Presence does not
+	// change the wire or JSON encoding.
+	Count         *int32                  `protobuf:"varint,2,opt,name=count,proto3,oneof" json:"count,omitempty"`
 	Gpus          []int32                 `protobuf:"varint,3,rep,packed,name=gpus,proto3" json:"gpus,omitempty"`
 	Kind          ModelInstanceGroup_Kind `protobuf:"varint,4,opt,name=kind,proto3,enum=inference.ModelInstanceGroup_Kind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -218,8 +221,8 @@ func (x *ModelInstanceGroup) GetName() string {
 }
 
 func (x *ModelInstanceGroup) GetCount() int32 {
-	if x != nil {
-		return x.Count
+	if x != nil && x.Count != nil {
+		return *x.Count
 	}
 	return 0
 }
@@ -825,8 +828,10 @@ func (x *ModelConfig) GetModelTransactionPolicy() *ModelTransactionPolicy {
 
 // Latest serves the num_versions highest-numbered versions.
 type ModelVersionPolicy_Latest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NumVersions   uint32                 `protobuf:"varint,1,opt,name=num_versions,json=numVersions,proto3" json:"num_versions,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional for the same reason as ModelInstanceGroup.count: absent
+	// means 1, an explicit 0 is an error.
+	NumVersions   *uint32 `protobuf:"varint,1,opt,name=num_versions,json=numVersions,proto3,oneof" json:"num_versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -862,8 +867,8 @@ func (*ModelVersionPolicy_Latest) Descriptor() ([]byte, []int) {
 }
 
 func (x *ModelVersionPolicy_Latest) GetNumVersions() uint32 {
-	if x != nil {
-		return x.NumVersions
+	if x != nil && x.NumVersions != nil {
+		return *x.NumVersions
 	}
 	return 0
 }
@@ -954,10 +959,10 @@ var File_model_config_proto protoreflect.FileDescriptor
 
 const file_model_config_proto_rawDesc = "" +
 	"\n" +
-	"\x12model_config.proto\x12\tinference\"\xcd\x01\n" +
+	"\x12model_config.proto\x12\tinference\"\xdc\x01\n" +
 	"\x12ModelInstanceGroup\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x05R\x05count\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\x05count\x18\x02 \x01(\x05H\x00R\x05count\x88\x01\x01\x12\x12\n" +
 	"\x04gpus\x18\x03 \x03(\x05R\x04gpus\x126\n" +
 	"\x04kind\x18\x04 \x01(\x0e2\".inference.ModelInstanceGroup.KindR\x04kind\"A\n" +
 	"\x04Kind\x12\r\n" +
@@ -965,7 +970,8 @@ const file_model_config_proto_rawDesc = "" +
 	"\bKIND_GPU\x10\x01\x12\f\n" +
 	"\bKIND_CPU\x10\x02\x12\x0e\n" +
 	"\n" +
-	"KIND_MODEL\x10\x03\"*\n" +
+	"KIND_MODEL\x10\x03B\b\n" +
+	"\x06_count\"*\n" +
 	"\x12ModelTensorReshape\x12\x14\n" +
 	"\x05shape\x18\x01 \x03(\x03R\x05shape\"\xbb\x01\n" +
 	"\n" +
@@ -980,13 +986,14 @@ const file_model_config_proto_rawDesc = "" +
 	"\tdata_type\x18\x02 \x01(\x0e2\x13.inference.DataTypeR\bdataType\x12\x12\n" +
 	"\x04dims\x18\x03 \x03(\x03R\x04dims\x12%\n" +
 	"\x0elabel_filename\x18\x04 \x01(\tR\rlabelFilename\x127\n" +
-	"\areshape\x18\x05 \x01(\v2\x1d.inference.ModelTensorReshapeR\areshape\"\xbe\x02\n" +
+	"\areshape\x18\x05 \x01(\v2\x1d.inference.ModelTensorReshapeR\areshape\"\xd4\x02\n" +
 	"\x12ModelVersionPolicy\x12>\n" +
 	"\x06latest\x18\x01 \x01(\v2$.inference.ModelVersionPolicy.LatestH\x00R\x06latest\x125\n" +
 	"\x03all\x18\x02 \x01(\v2!.inference.ModelVersionPolicy.AllH\x00R\x03all\x12D\n" +
-	"\bspecific\x18\x03 \x01(\v2&.inference.ModelVersionPolicy.SpecificH\x00R\bspecific\x1a+\n" +
-	"\x06Latest\x12!\n" +
-	"\fnum_versions\x18\x01 \x01(\rR\vnumVersions\x1a\x05\n" +
+	"\bspecific\x18\x03 \x01(\v2&.inference.ModelVersionPolicy.SpecificH\x00R\bspecific\x1aA\n" +
+	"\x06Latest\x12&\n" +
+	"\fnum_versions\x18\x01 \x01(\rH\x00R\vnumVersions\x88\x01\x01B\x0f\n" +
+	"\r_num_versions\x1a\x05\n" +
 	"\x03All\x1a&\n" +
 	"\bSpecific\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\x03R\bversionsB\x0f\n" +
@@ -1099,11 +1106,13 @@ func file_model_config_proto_init() {
 	if File_model_config_proto != nil {
 		return
 	}
+	file_model_config_proto_msgTypes[0].OneofWrappers = []any{}
 	file_model_config_proto_msgTypes[4].OneofWrappers = []any{
 		(*ModelVersionPolicy_Latest_)(nil),
 		(*ModelVersionPolicy_All_)(nil),
 		(*ModelVersionPolicy_Specific_)(nil),
 	}
+	file_model_config_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
