@@ -1,0 +1,172 @@
+// Package repository finds models in a Triton-style model repository and
+// tells when one changed on disk.
+//
+// A model is a subdirectory of the repository, with a valid name (ValidName),
+// that holds a config.pbtxt. Other entries (files, hidden directories such
+// as .git, directories without config.pbtxt) are not models and are skipped.
+//
+// Fingerprint summarizes everything under a model directory that makes up
+// the model: the content of config.pbtxt and health.yaml, and the name,
+// type, size and modification time of every other file and directory, at any
+// depth, following symbolic links (Kubernetes ConfigMap volumes are made of
+// them). Hidden entries (editor swap files, ..data of ConfigMaps) and
+// __pycache__ directories, which Python writes next to model.py when the stub
+// imports it, are left out so that running a model does not make it look
+// changed. Poll mode compares fingerprints to decide what to reload.
+package repository
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+)
+
+// ErrInvalidName is wrapped by the errors of ValidName. They are also
+// classified apierr.InvalidArgument, so an API request naming such a model
+// is a bad request.
+var ErrInvalidName = errors.New("invalid model name")
+
+const (
+	configFile = "config.pbtxt"
+	healthFile = "health.yaml"
+	// maxDepth bounds the walk under a model directory, which also stops a
+	// symbolic link loop.
+	maxDepth = 16
+)
+
+// Scan lists the models of the repository repoDir, sorted by name.
+func Scan(repoDir string) ([]string, error) {
+	entries, err := os.ReadDir(repoDir)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read model repository: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		name := e.Name()
+		if ValidName(name) != nil {
+			continue
+		}
+		// Stat follows symbolic links: a linked model directory is a model.
+		fi, err := os.Stat(filepath.Join(repoDir, name))
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		cfg, err := os.Stat(filepath.Join(repoDir, name, configFile))
+		if err != nil || !cfg.Mode().IsRegular() {
+			continue
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// ValidName checks that name can name a model directory of the repository
+// and nothing outside it: not empty, not "." or "..", no path separator, no
+// NUL or other control character, no leading dot (hidden entries are not
+// models).
+func ValidName(name string) error {
+	var why string
+	switch {
+	case name == "":
+		why = "empty"
+	case name == "." || name == "..":
+		why = "not a directory name"
+	case strings.HasPrefix(name, "."):
+		why = "must not start with a dot"
+	case strings.ContainsAny(name, `/\`):
+		why = "must not contain a path separator"
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		why = "must not contain control characters"
+	default:
+		return nil
+	}
+	return &apierr.Error{
+		Code: apierr.InvalidArgument,
+		Msg:  fmt.Sprintf("invalid model name %q: %s", name, why),
+		Err:  ErrInvalidName,
+	}
+}
+
+// Fingerprint returns a digest of the model directory name of the
+// repository that changes whenever config.pbtxt, health.yaml or any version
+// directory or file under it changes. When the model directory does not
+// exist the error wraps fs.ErrNotExist.
+func Fingerprint(repoDir, name string) (string, error) {
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(repoDir, name)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("model %q: %w", name, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("model %q: %s is not a directory", name, dir)
+	}
+	h := sha256.New()
+	if err := fingerprintDir(h, dir, "", 0); err != nil {
+		return "", fmt.Errorf("model %q: %w", name, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fingerprintDir writes one record per entry of dir (rel is its path under
+// the model directory) into h, in name order, and recurses into
+// directories.
+func fingerprintDir(h hash.Hash, dir, rel string, depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("%s: directories nested deeper than %d levels (a symbolic link loop?)", dir, maxDepth)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("cannot list %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || name == "__pycache__" {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		relPath := filepath.ToSlash(filepath.Join(rel, name))
+		fi, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// A dangling symbolic link, or an entry removed since ReadDir:
+			// record it as missing, which differs from any real entry.
+			fmt.Fprintf(h, "%q missing\n", relPath)
+			continue
+		case err != nil:
+			return fmt.Errorf("cannot stat %s: %w", path, err)
+		}
+		if fi.IsDir() {
+			fmt.Fprintf(h, "%q dir\n", relPath)
+			if err := fingerprintDir(h, path, relPath, depth+1); err != nil {
+				return err
+			}
+			continue
+		}
+		fmt.Fprintf(h, "%q %v %d %d\n", relPath, fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		if rel == "" && (name == configFile || name == healthFile) {
+			// The configuration is small and decides everything: hash its
+			// content so an edit is seen even within the timestamp
+			// granularity of the file system.
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("cannot read %s: %w", path, err)
+			}
+			fmt.Fprintf(h, "%d\n", len(data))
+			h.Write(data)
+		}
+	}
+	return nil
+}
