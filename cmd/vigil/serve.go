@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/modelconfig"
+	"github.com/vigilhq/vigil/internal/server"
+)
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func serveMain(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("vigil serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg          server.Config
+		mode         string
+		loadModels   listFlag
+		healthConfig string
+		healthSet    listFlag
+		logFormat    string
+		logLevel     string
+	)
+	fs.StringVar(&cfg.ModelRepository, "model-repository", "", "model repository directory (required)")
+	fs.StringVar(&cfg.Host, "host", "0.0.0.0", "address to listen on")
+	fs.IntVar(&cfg.HTTPPort, "http-port", 8000, "HTTP port (0 picks a free port)")
+	fs.IntVar(&cfg.GRPCPort, "grpc-port", 8001, "gRPC port (0 picks a free port)")
+	fs.IntVar(&cfg.HealthPort, "health-port", 0, "if set, also serve health and metrics on this port")
+	fs.StringVar(&cfg.Python, "python", "python3", "Python interpreter for model stubs (resolved once to an absolute path)")
+	fs.StringVar(&mode, "model-control-mode", "none", "model control mode: none, explicit or poll")
+	fs.Var(&loadModels, "load-model", "model to load at start in explicit mode (repeatable)")
+	fs.DurationVar(&cfg.PollInterval, "repository-poll-interval", 15*time.Second, "repository rescan period in poll mode")
+	fs.BoolVar(&cfg.StrictReadiness, "strict-readiness", true, "readiness requires every model that should be loaded to be READY")
+	fs.BoolVar(&cfg.EscalateFailed, "escalate-failed-models", true, "fail liveness when an instance has exhausted its restarts")
+	fs.BoolVar(&cfg.HideReasons, "health-hide-reasons", false, "withhold failure reasons from health endpoints")
+	fs.StringVar(&healthConfig, "health-config", "", "YAML file with server-wide health policy defaults (health.yaml keys)")
+	fs.Var(&healthSet, "health-default", "one health policy default as key=value, e.g. execute_timeout_seconds=30 (repeatable)")
+	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", 64<<20, "largest accepted request body")
+	fs.IntVar(&cfg.MaxQueue, "max-queue-size", 1024, "largest number of requests waiting per model version (0 = unbounded)")
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token required by the repository API (load, unload, index)")
+	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 5*time.Second, "how long requests keep being served after SIGTERM while readiness fails")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "limit for in-flight requests to finish after the drain delay")
+	fs.DurationVar(&cfg.FinalizeTimeout, "finalize-timeout", 5*time.Second, "limit for each stub's finalize() on unload and shutdown")
+	fs.DurationVar(&cfg.WatchdogInterval, "watchdog-interval", time.Second, "health engine watchdog period; a stall of several periods fails liveness")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	logger, err := newLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "vigil serve:", err)
+		return 2
+	}
+	cfg.Logger = logger
+	cfg.Version = version
+	if cfg.ModelRepository == "" {
+		fmt.Fprintln(stderr, "vigil serve: --model-repository is required")
+		return 2
+	}
+	if st, err := os.Stat(cfg.ModelRepository); err != nil || !st.IsDir() {
+		fmt.Fprintf(stderr, "vigil serve: --model-repository %s is not a directory\n", cfg.ModelRepository)
+		return 2
+	}
+	switch model.ControlMode(mode) {
+	case model.ModeNone, model.ModeExplicit, model.ModePoll:
+		cfg.ControlMode = model.ControlMode(mode)
+	default:
+		fmt.Fprintf(stderr, "vigil serve: --model-control-mode must be none, explicit or poll, not %q\n", mode)
+		return 2
+	}
+	if len(loadModels) > 0 && cfg.ControlMode != model.ModeExplicit {
+		fmt.Fprintln(stderr, "vigil serve: --load-model needs --model-control-mode explicit")
+		return 2
+	}
+	cfg.LoadModels = loadModels
+	if cfg.Policy, err = serverPolicy(healthConfig, healthSet); err != nil {
+		fmt.Fprintln(stderr, "vigil serve:", err)
+		return 2
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		logger.Info("signal received: shutting down; a second signal exits at once", "signal", sig.String())
+		cancel()
+		if sig, ok = <-sigs; ok {
+			logger.Warn("second signal: exiting now", "signal", sig.String())
+			os.Exit(1)
+		}
+	}()
+	if err := server.Run(ctx, cfg); err != nil {
+		logger.Error("vigil serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serverPolicy builds the server-wide policy: built-in defaults, then the
+// --health-config file, then each --health-default.
+func serverPolicy(file string, sets []string) (health.Policy, error) {
+	p := health.DefaultPolicy()
+	var err error
+	if file != "" {
+		if p, err = modelconfig.LoadPolicyFile(file, p); err != nil {
+			return p, err
+		}
+	}
+	for _, kv := range sets {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return p, fmt.Errorf("--health-default %q: want key=value", kv)
+		}
+		if p, err = modelconfig.ParsePolicy([]byte(k+": "+v), "--health-default", p); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}

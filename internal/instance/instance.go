@@ -1,0 +1,519 @@
+// Package instance supervises one model instance: a Python stub process
+// that it spawns, reaps, checks and restarts on the health engine's word,
+// and a worker that pulls batches from the model's queue while the instance
+// is routable.
+//
+// Each start of the process is a generation. A generation's goroutines (the
+// reaper, the heartbeat and the hook loop) end with it; the worker lives as
+// long as the instance. Every goroutine is tracked and Stop waits for all of
+// them.
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/ipc"
+	"github.com/vigilhq/vigil/internal/scheduler"
+)
+
+// Sink receives the instance's health events.
+type Sink interface {
+	Post(ev health.Event)
+}
+
+// Source hands out batches of work; a scheduler.Queue.
+type Source interface {
+	Next(ctx context.Context) ([]*scheduler.Task, error)
+}
+
+// Config describes one instance.
+type Config struct {
+	Key     health.InstanceKey
+	Runtime Runtime
+	Init    ipc.InitArgs
+	Policy  health.Policy
+	Queue   Source
+	Stats   *scheduler.Stats
+	Events  Sink
+	Logger  *slog.Logger
+	// FinalizeTimeout bounds finalize() on stop; StopGrace is the time
+	// between SIGTERM and SIGKILL.
+	FinalizeTimeout time.Duration
+	StopGrace       time.Duration
+}
+
+// generation is one run of the stub process.
+type generation struct {
+	proc   *process
+	ctx    context.Context // ends when the process ends
+	cancel context.CancelFunc
+
+	// Guarded by Instance.mu.
+	initialized bool
+	exited      bool
+	hung        bool
+}
+
+// Instance supervises one model instance.
+type Instance struct {
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // the instance's lifetime
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	worker chan struct{} // closed when the worker has returned
+
+	mu          sync.Mutex
+	gen         *generation
+	routable    bool
+	restarting  bool
+	terminal    bool // failed or stopped: no more generations
+	changed     chan struct{}
+	session     context.Context
+	endSession  context.CancelFunc
+	workerStart sync.Once
+}
+
+// New returns an instance; it starts nothing.
+func New(cfg Config) *Instance {
+	if cfg.FinalizeTimeout == 0 {
+		cfg.FinalizeTimeout = 5 * time.Second
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = 2 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Instance{
+		cfg:     cfg,
+		log:     cfg.Logger.With("instance", cfg.Key.Instance),
+		ctx:     ctx,
+		cancel:  cancel,
+		worker:  make(chan struct{}),
+		changed: make(chan struct{}),
+	}
+}
+
+// Key names the instance.
+func (i *Instance) Key() health.InstanceKey { return i.cfg.Key }
+
+// Start spawns the first process and waits for initialize to return. The
+// error carries the reason a load fails: the stub could not start, or the
+// model raised.
+func (i *Instance) Start(ctx context.Context) error {
+	i.workerStart.Do(func() {
+		i.wg.Add(1)
+		go i.work()
+	})
+	return i.launch(ctx)
+}
+
+// SetRoutable puts the instance in or out of traffic.
+func (i *Instance) SetRoutable(routable bool) {
+	i.mu.Lock()
+	i.routable = routable
+	i.refreshLocked()
+	i.mu.Unlock()
+}
+
+// Restart kills the current process, if any, and starts a new one. It
+// returns at once; a restart already under way absorbs this one.
+func (i *Instance) Restart(reason string) {
+	i.mu.Lock()
+	if i.terminal || i.restarting {
+		i.mu.Unlock()
+		return
+	}
+	i.restarting = true
+	old := i.gen
+	i.mu.Unlock()
+	i.log.Info("restarting instance", "reason", reason)
+	i.wg.Add(1)
+	go func() {
+		defer i.wg.Done()
+		if old != nil {
+			old.proc.kill()
+			<-old.proc.done
+		}
+		_ = i.launch(i.ctx)
+		i.mu.Lock()
+		i.restarting = false
+		i.mu.Unlock()
+	}()
+}
+
+// Fail stops the instance for good: restarts are exhausted.
+func (i *Instance) Fail(reason string) {
+	i.mu.Lock()
+	if i.terminal {
+		i.mu.Unlock()
+		return
+	}
+	i.terminal = true
+	g := i.gen
+	i.refreshLocked()
+	i.mu.Unlock()
+	i.log.Warn("instance failed for good", "reason", reason)
+	if g != nil {
+		g.proc.kill()
+	}
+}
+
+// Stop takes the instance out of traffic, lets the batch in flight finish
+// within ctx, runs finalize, stops the process and waits for every goroutine.
+func (i *Instance) Stop(ctx context.Context) {
+	i.mu.Lock()
+	i.terminal = true
+	i.refreshLocked()
+	i.mu.Unlock()
+	i.cancel()
+	i.workerStart.Do(func() { close(i.worker) })
+	select {
+	case <-i.worker:
+	case <-ctx.Done():
+	}
+	i.mu.Lock()
+	g := i.gen
+	i.mu.Unlock()
+	if g != nil {
+		g.proc.stop(context.WithoutCancel(ctx), true, i.cfg.FinalizeTimeout, i.cfg.StopGrace)
+	}
+	i.wg.Wait()
+	i.post(health.Event{Kind: health.InstanceStopped, Reason: "stopped"})
+}
+
+// PID is the current process's id, or 0.
+func (i *Instance) PID() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.gen == nil || i.gen.exited {
+		return 0
+	}
+	return i.gen.proc.pid
+}
+
+func (i *Instance) post(ev health.Event) {
+	ev.Instance = i.cfg.Key
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	i.cfg.Events.Post(ev)
+}
+
+// launch starts a generation and runs initialize.
+func (i *Instance) launch(ctx context.Context) error {
+	i.mu.Lock()
+	if i.terminal {
+		i.mu.Unlock()
+		return errors.New("instance is stopped")
+	}
+	i.mu.Unlock()
+
+	p, err := startProcess(i.cfg.Runtime, i.log, &i.wg)
+	if err != nil {
+		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: err.Error()})
+		return err
+	}
+	gctx, gcancel := context.WithCancel(i.ctx)
+	g := &generation{proc: p, ctx: gctx, cancel: gcancel}
+	i.mu.Lock()
+	i.gen = g
+	i.refreshLocked()
+	i.mu.Unlock()
+	i.post(health.Event{Kind: health.InstanceSpawned, PID: p.pid})
+	i.wg.Add(1)
+	go i.reap(g)
+
+	res, err := p.client.Init(ctx, i.cfg.Init)
+	if err != nil {
+		reason := i.initFailure(g, err)
+		p.kill()
+		i.mu.Lock()
+		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason})
+		i.mu.Unlock()
+		return errors.New(reason)
+	}
+
+	i.mu.Lock()
+	if g.exited {
+		i.mu.Unlock()
+		desc, _, _ := p.exitDescription()
+		reason := "stub exited right after initialize: " + desc
+		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason})
+		return errors.New(reason)
+	}
+	g.initialized = true
+	i.refreshLocked()
+	// Posted under the lock so that it precedes the reaper's exit event.
+	i.post(health.Event{Kind: health.InstanceInitialized, OK: res.HasHealthHook, Reason: res.HookName})
+	i.mu.Unlock()
+
+	i.wg.Add(1)
+	go i.heartbeat(g)
+	if res.HasHealthHook {
+		i.wg.Add(1)
+		go i.hook(g, res.HookName)
+	}
+	return nil
+}
+
+// initFailure explains why initialize did not return.
+func (i *Instance) initFailure(g *generation, err error) string {
+	var me *ipc.ModelError
+	if errors.As(err, &me) {
+		return "initialize raised " + me.Error()
+	}
+	if errors.Is(err, ipc.ErrClosed) {
+		select {
+		case <-g.proc.done:
+		case <-time.After(time.Second):
+		}
+		desc, _, _ := g.proc.exitDescription()
+		msg := "stub exited during initialize: " + desc
+		if tail := lastLine(g.proc.out.Tail(2048)); tail != "" {
+			msg += ": " + tail
+		}
+		return msg
+	}
+	return fmt.Sprintf("initialize failed: %v", err)
+}
+
+// reap turns the end of a generation's process into an event.
+func (i *Instance) reap(g *generation) {
+	defer i.wg.Done()
+	<-g.proc.done
+	g.cancel()
+	desc, code, sig := g.proc.exitDescription()
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	g.exited = true
+	i.refreshLocked()
+	if g.proc.wasIntended() || !g.initialized {
+		return
+	}
+	reason := desc
+	if tail := lastLine(g.proc.out.Tail(2048)); tail != "" && code > 0 {
+		reason += ": " + tail
+	}
+	i.log.Warn("stub exited", "pid", g.proc.pid, "exit", desc)
+	i.post(health.Event{Kind: health.InstanceExited, ExitCode: code, Signal: sig, Reason: reason, PID: g.proc.pid})
+}
+
+// refreshLocked recomputes whether the worker may take work and wakes it.
+func (i *Instance) refreshLocked() {
+	g := i.gen
+	ready := i.routable && !i.terminal && g != nil && g.initialized && !g.exited && !g.hung
+	switch {
+	case ready && i.session == nil:
+		i.session, i.endSession = context.WithCancel(g.ctx)
+	case !ready && i.session != nil:
+		i.endSession()
+		i.session, i.endSession = nil, nil
+	}
+	close(i.changed)
+	i.changed = make(chan struct{})
+}
+
+// work is the instance's worker: while routable, it takes batches from the
+// queue and executes them on the current process.
+func (i *Instance) work() {
+	defer i.wg.Done()
+	defer close(i.worker)
+	for {
+		i.mu.Lock()
+		session, g, changed := i.session, i.gen, i.changed
+		i.mu.Unlock()
+		if session == nil {
+			select {
+			case <-i.ctx.Done():
+				return
+			case <-changed:
+				continue
+			}
+		}
+		batch, err := i.cfg.Queue.Next(session)
+		if err != nil {
+			if i.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		i.execute(g, batch)
+	}
+}
+
+// execute runs one batch and finishes its tasks.
+func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
+	reqs := make([]*inference.Request, len(batch))
+	for k, t := range batch {
+		reqs[k] = t.Req
+	}
+	if i.cfg.Stats != nil {
+		i.cfg.Stats.RecordExecution()
+	}
+	ctx := context.Background()
+	limit := i.cfg.Policy.ExecuteTimeout
+	if limit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
+	results, err := g.proc.client.Execute(ctx, reqs)
+	model := i.cfg.Key.Model
+	switch {
+	case err == nil:
+		var firstErr string
+		for k, t := range batch {
+			r := results[k]
+			if r.Err != nil {
+				if firstErr == "" {
+					firstErr = r.Err.Error()
+				}
+				t.Finish(nil, modelError(model, r.Err))
+				continue
+			}
+			t.Finish(r.Response, nil)
+		}
+		i.post(health.Event{Kind: health.ExecuteResult, OK: firstErr == "", Reason: firstErr})
+	case errors.Is(err, context.DeadlineExceeded):
+		msg := fmt.Sprintf("model %s: instance %s: execute ran past execute_timeout_seconds (%s); the instance is restarted",
+			model, i.cfg.Key.Instance, limit)
+		i.mu.Lock()
+		g.hung = true
+		i.refreshLocked()
+		i.mu.Unlock()
+		for _, t := range batch {
+			t.Finish(nil, &apierr.Error{Code: apierr.DeadlineExceeded, Msg: msg})
+		}
+		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Reason: fmt.Sprintf("execute ran past %s", limit)})
+	case errors.Is(err, ipc.ErrClosed):
+		select {
+		case <-g.proc.done:
+		case <-time.After(time.Second):
+		}
+		desc := "connection lost"
+		if g.proc.exited() {
+			desc, _, _ = g.proc.exitDescription()
+		}
+		for _, t := range batch {
+			t.Finish(nil, apierr.Unavailablef("model %s: instance %s died while executing the request (%s)", model, i.cfg.Key.Instance, desc))
+		}
+	default:
+		for _, t := range batch {
+			t.Finish(nil, modelError(model, err))
+		}
+		i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: err.Error()})
+	}
+}
+
+// modelError classifies an error the model reported.
+func modelError(model string, err error) error {
+	var me *ipc.ModelError
+	if !errors.As(err, &me) {
+		return apierr.Wrap(apierr.Internal, err, "model %s", model)
+	}
+	code := apierr.Internal
+	switch me.Code {
+	case "INVALID_ARG":
+		code = apierr.InvalidArgument
+	case "UNAVAILABLE":
+		code = apierr.Unavailable
+	case "UNSUPPORTED":
+		code = apierr.Unsupported
+	case "NOT_FOUND":
+		code = apierr.NotFound
+	}
+	return &apierr.Error{Code: code, Msg: me.Error(), Err: err}
+}
+
+// heartbeat pings the stub every HeartbeatPeriod for as long as the
+// generation lives.
+func (i *Instance) heartbeat(g *generation) {
+	defer i.wg.Done()
+	t := time.NewTicker(i.cfg.Policy.HeartbeatPeriod)
+	defer t.Stop()
+	for {
+		i.pingOnce(g)
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pingOnce is one responsiveness check.
+func (i *Instance) pingOnce(g *generation) {
+	ctx, cancel := context.WithTimeout(g.ctx, i.cfg.Policy.HeartbeatTimeout)
+	defer cancel()
+	err := g.proc.client.Ping(ctx)
+	if g.ctx.Err() != nil {
+		return // the process ended; its exit is the news
+	}
+	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHeartbeat, OK: err == nil}
+	if err != nil {
+		ev.Reason = fmt.Sprintf("stub did not answer a ping within %s", i.cfg.Policy.HeartbeatTimeout)
+	}
+	i.post(ev)
+}
+
+// hook calls the user's health hook every Period, after the restart check
+// delay, for as long as the generation lives. The loop is the single flight.
+func (i *Instance) hook(g *generation, name string) {
+	defer i.wg.Done()
+	if d := i.cfg.Policy.RestartCheckDelay; d > 0 {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+	t := time.NewTicker(i.cfg.Policy.Period)
+	defer t.Stop()
+	for {
+		i.hookOnce(g, name)
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// hookOnce is one call of the user's hook.
+func (i *Instance) hookOnce(g *generation, name string) {
+	ctx, cancel := context.WithTimeout(g.ctx, i.cfg.Policy.Timeout)
+	defer cancel()
+	ok, detail, err := g.proc.client.CheckHealth(ctx)
+	if g.ctx.Err() != nil {
+		return
+	}
+	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHook, OK: ok && err == nil, Reason: detail}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		ev.TimedOut = true
+		ev.Reason = fmt.Sprintf("%s() did not return within %s", name, i.cfg.Policy.Timeout)
+	case err != nil:
+		ev.Reason = fmt.Sprintf("%s() could not be called: %v", name, err)
+	case !ok && detail == "":
+		ev.Reason = name + "() returned False"
+	}
+	i.post(ev)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n\r\t ")
+	if j := strings.LastIndexByte(s, '\n'); j >= 0 {
+		return s[j+1:]
+	}
+	return s
+}

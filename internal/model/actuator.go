@@ -1,0 +1,63 @@
+package model
+
+import "github.com/vigilhq/vigil/internal/health"
+
+var _ health.Actuator = (*Manager)(nil)
+
+// instanceFor finds a serving instance and its version.
+func (m *Manager) instanceFor(k health.InstanceKey) (*version, int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v := m.live[health.ModelKey{Model: k.Model, Version: k.Version}]
+	if v == nil {
+		return nil, -1
+	}
+	for i, in := range v.instances {
+		if in.Key() == k {
+			return v, i
+		}
+	}
+	return nil, -1
+}
+
+// SetRoutable puts an instance in or out of traffic and tells its queue how
+// many instances can serve.
+func (m *Manager) SetRoutable(k health.InstanceKey, routable bool) {
+	v, i := m.instanceFor(k)
+	if v == nil {
+		return
+	}
+	v.instances[i].SetRoutable(routable)
+	v.mu.Lock()
+	v.routable[k.Instance] = routable
+	n := 0
+	for _, r := range v.routable {
+		if r {
+			n++
+		}
+	}
+	v.mu.Unlock()
+	v.queue.SetRoutable(n)
+}
+
+// Restart restarts an instance of a serving version. Instances of a version
+// that is still loading are not restarted: the load decides their fate.
+func (m *Manager) Restart(k health.InstanceKey, reason string) {
+	v, i := m.instanceFor(k)
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	serving := v.serving
+	v.mu.Unlock()
+	if serving {
+		v.instances[i].Restart(reason)
+	}
+}
+
+// Fail stops an instance for good.
+func (m *Manager) Fail(k health.InstanceKey, reason string) {
+	if v, i := m.instanceFor(k); v != nil {
+		v.instances[i].Fail(reason)
+	}
+}

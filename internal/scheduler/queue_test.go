@@ -1,0 +1,213 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
+)
+
+const testTimeout = 5 * time.Second
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type outcome struct {
+	resp *inference.Response
+	err  error
+}
+
+func submit(ctx context.Context, q *Queue, id string, size int) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		r, err := q.Submit(ctx, &inference.Request{ID: id}, size)
+		ch <- outcome{r, err}
+	}()
+	return ch
+}
+
+// waitLen polls until the queue holds n requests.
+func waitLen(t *testing.T, q *Queue, n int) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for q.Len() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue length %d, want %d", q.Len(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestSubmitWithoutRoutableInstanceFailsAtOnce(t *testing.T) {
+	q := NewQueue("m version 1", Batching{}, &Stats{})
+	_, err := q.Submit(testCtx(t), &inference.Request{}, 1)
+	if got, want := apierr.CodeOf(err), apierr.Unavailable; got != want {
+		t.Fatalf("code %v, want %v (err %v)", got, want, err)
+	}
+	if apierr.RetryAfter(err) == 0 {
+		t.Errorf("503 without Retry-After")
+	}
+}
+
+func TestNextHandsOutOneRequestAndFinishDelivers(t *testing.T) {
+	ctx := testCtx(t)
+	stats := &Stats{}
+	q := NewQueue("m", Batching{}, stats)
+	q.SetRoutable(1)
+	done := submit(ctx, q, "a", 1)
+	batch, err := q.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batch) != 1 || batch[0].Req.ID != "a" {
+		t.Fatalf("batch %v", batch)
+	}
+	batch[0].Finish(&inference.Response{ID: "a"}, nil)
+	o := <-done
+	if o.err != nil || o.resp.ID != "a" {
+		t.Fatalf("got %+v", o)
+	}
+	if s := stats.Snapshot(); s.Success.Count != 1 || s.InferenceCount != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestLosingLastRoutableInstanceFailsWaitingRequests(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	done := submit(ctx, q, "a", 1)
+	waitLen(t, q, 1)
+	q.SetRoutable(0)
+	o := <-done
+	if apierr.CodeOf(o.err) != apierr.Unavailable {
+		t.Fatalf("err %v, want unavailable", o.err)
+	}
+}
+
+func TestDynamicBatchingGathersUpToMaxBatchSize(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{MaxBatchSize: 4, Dynamic: true}, &Stats{})
+	q.SetRoutable(1)
+	var outs []<-chan outcome
+	for i, size := range []int{2, 1, 2} {
+		outs = append(outs, submit(ctx, q, string(rune('a'+i)), size))
+		waitLen(t, q, i+1)
+	}
+	batch, err := q.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(batch), 2; got != want {
+		t.Fatalf("batch of %d requests, want %d (sizes 2+1 fit in 4, +2 does not)", got, want)
+	}
+	rest, err := q.Next(ctx)
+	if err != nil || len(rest) != 1 {
+		t.Fatalf("second batch %v, %v", rest, err)
+	}
+	for _, tk := range append(batch, rest...) {
+		tk.Finish(&inference.Response{ID: tk.Req.ID}, nil)
+	}
+	for _, o := range outs {
+		if r := <-o; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+}
+
+func TestDynamicBatchingWaitsForMoreWithinDelay(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{MaxBatchSize: 2, Dynamic: true, MaxDelay: testTimeout}, &Stats{})
+	q.SetRoutable(1)
+	submit(ctx, q, "a", 1)
+	waitLen(t, q, 1)
+	got := make(chan []*Task, 1)
+	go func() {
+		b, _ := q.Next(ctx)
+		got <- b
+	}()
+	waitLen(t, q, 0)
+	submit(ctx, q, "b", 1)
+	select {
+	case b := <-got:
+		if len(b) != 2 {
+			t.Fatalf("batch of %d, want 2", len(b))
+		}
+		for _, tk := range b {
+			tk.Finish(nil, nil)
+		}
+	case <-ctx.Done():
+		t.Fatal("no batch")
+	}
+}
+
+func TestCancelledRequestsAreSkipped(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	cctx, cancel := context.WithCancel(ctx)
+	gone := submit(cctx, q, "gone", 1)
+	waitLen(t, q, 1)
+	cancel()
+	if o := <-gone; !errors.Is(o.err, context.Canceled) {
+		t.Fatalf("err %v, want canceled", o.err)
+	}
+	kept := submit(ctx, q, "kept", 1)
+	waitLen(t, q, 2)
+	batch, err := q.Next(ctx)
+	if err != nil || batch[0].Req.ID != "kept" {
+		t.Fatalf("batch %v err %v, want the live request", batch, err)
+	}
+	batch[0].Finish(&inference.Response{}, nil)
+	<-kept
+}
+
+func TestDeadlineWhileQueuedIsDeadlineExceeded(t *testing.T) {
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_, err := q.Submit(ctx, &inference.Request{}, 1)
+	if apierr.CodeOf(err) != apierr.DeadlineExceeded {
+		t.Fatalf("err %v, want deadline exceeded", err)
+	}
+}
+
+func TestQueueLimit(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{MaxQueue: 1}, &Stats{})
+	q.SetRoutable(1)
+	first := submit(ctx, q, "a", 1)
+	waitLen(t, q, 1)
+	_, err := q.Submit(ctx, &inference.Request{}, 1)
+	if apierr.CodeOf(err) != apierr.ResourceExhausted || apierr.RetryAfter(err) == 0 {
+		t.Fatalf("err %v, want resource exhausted with Retry-After", err)
+	}
+	q.Close(errors.New("closed"))
+	<-first
+}
+
+func TestCloseFailsWaitingAndNewRequests(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	waiting := submit(ctx, q, "a", 1)
+	waitLen(t, q, 1)
+	closed := apierr.Unavailablef("unloading")
+	q.Close(closed)
+	if o := <-waiting; !errors.Is(o.err, closed) {
+		t.Fatalf("err %v", o.err)
+	}
+	if _, err := q.Submit(ctx, &inference.Request{}, 1); !errors.Is(err, closed) {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := q.Next(ctx); !errors.Is(err, closed) {
+		t.Fatalf("next err %v", err)
+	}
+}

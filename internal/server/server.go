@@ -1,0 +1,286 @@
+// Package server assembles vigil: listeners first, so liveness answers while
+// models load, then the health engine, the model manager and the REST and
+// gRPC front ends; and it runs the shutdown sequence of the drain contract.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	grpcapi "github.com/vigilhq/vigil/internal/api/grpc"
+	"github.com/vigilhq/vigil/internal/api/rest"
+	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/instance"
+	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/python"
+)
+
+// Name and Version identify the server in metadata.
+const Name = "vigil"
+
+// Config is everything `vigil serve` is told.
+type Config struct {
+	Version         string
+	ModelRepository string
+	Host            string
+	HTTPPort        int
+	GRPCPort        int
+	// HealthPort, when non-zero, serves health and metrics on a listener of
+	// their own.
+	HealthPort       int
+	Python           string
+	ControlMode      model.ControlMode
+	PollInterval     time.Duration
+	LoadModels       []string
+	StrictReadiness  bool
+	EscalateFailed   bool
+	HideReasons      bool
+	Policy           health.Policy
+	MaxRequestBytes  int64
+	MaxQueue         int
+	AdminToken       string
+	DrainDelay       time.Duration
+	ShutdownTimeout  time.Duration
+	FinalizeTimeout  time.Duration
+	WatchdogInterval time.Duration
+	Logger           *slog.Logger
+}
+
+// Run serves until ctx ends, then drains and stops. It returns nil after a
+// clean shutdown.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+
+	// Ports open before anything loads: liveness answers from the start.
+	httpLis, err := listen(cfg.Host, cfg.HTTPPort)
+	if err != nil {
+		return fmt.Errorf("cannot listen for HTTP: %w", err)
+	}
+	grpcLis, err := listen(cfg.Host, cfg.GRPCPort)
+	if err != nil {
+		httpLis.Close()
+		return fmt.Errorf("cannot listen for gRPC: %w", err)
+	}
+	var healthLis net.Listener
+	if cfg.HealthPort != 0 {
+		if healthLis, err = listen(cfg.Host, cfg.HealthPort); err != nil {
+			httpLis.Close()
+			grpcLis.Close()
+			return fmt.Errorf("cannot listen for health: %w", err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	act := &lateActuator{}
+	engine := health.NewEngine(health.EngineConfig{
+		Actuator:         act,
+		Logger:           log.With("component", "health"),
+		Registerer:       reg,
+		Strict:           cfg.StrictReadiness,
+		Escalate:         cfg.EscalateFailed,
+		WatchdogInterval: cfg.WatchdogInterval,
+	})
+	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEngine()
+	engine.Start(engineCtx)
+	defer engine.Close()
+
+	stubDir, err := os.MkdirTemp("", "vigil-stub-")
+	if err != nil {
+		return fmt.Errorf("cannot create the stub runtime directory: %w", err)
+	}
+	defer os.RemoveAll(stubDir)
+	pythonPath, err := python.Install(stubDir)
+	if err != nil {
+		return fmt.Errorf("cannot install the stub runtime: %w", err)
+	}
+	interp, runtimeErr := resolvePython(ctx, cfg.Python)
+	if runtimeErr != nil {
+		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr)
+	} else {
+		log.Info("python interpreter", "path", interp)
+	}
+
+	mgr := model.New(model.Config{
+		RepoDir:         cfg.ModelRepository,
+		Mode:            cfg.ControlMode,
+		StartupModels:   cfg.LoadModels,
+		Defaults:        cfg.Policy,
+		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args()},
+		RuntimeErr:      runtimeErr,
+		Events:          engine,
+		Health:          engine,
+		Logger:          log,
+		FinalizeTimeout: cfg.FinalizeTimeout,
+		MaxQueue:        cfg.MaxQueue,
+		Metrics:         reg,
+	})
+	act.set(mgr)
+
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	restCfg := rest.Config{
+		ServerName:      Name,
+		ServerVersion:   cfg.Version,
+		Extensions:      protocolExtensions(),
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		AdminToken:      cfg.AdminToken,
+		HideReasons:     cfg.HideReasons,
+		Metrics:         metrics,
+		Logger:          log.With("component", "rest"),
+	}
+	httpSrv := &http.Server{
+		Handler:           rest.NewHandler(mgr, engine, restCfg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	grpcSrv := grpcapi.NewServer(mgr, engine, grpcapi.Config{
+		ServerName:    Name,
+		ServerVersion: cfg.Version,
+		Extensions:    protocolExtensions(),
+		AdminToken:    cfg.AdminToken,
+		MaxRecvBytes:  int(cfg.MaxRequestBytes),
+		Logger:        log.With("component", "grpc"),
+	})
+	var healthSrv *http.Server
+	if healthLis != nil {
+		healthSrv = &http.Server{Handler: rest.NewHealthHandler(engine, restCfg), ReadHeaderTimeout: 5 * time.Second}
+	}
+
+	var wg sync.WaitGroup
+	serve := func(what string, lis net.Listener, fn func() error) {
+		log.Info("listening", "protocol", what, "addr", lis.Addr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("server stopped", "protocol", what, "err", err)
+			}
+		}()
+	}
+	serve("http", httpLis, func() error { return httpSrv.Serve(httpLis) })
+	serve("grpc", grpcLis, func() error { return grpcSrv.Serve(grpcLis) })
+	if healthSrv != nil {
+		serve("health", healthLis, func() error { return healthSrv.Serve(healthLis) })
+	}
+
+	loadCtx, stopLoading := context.WithCancel(ctx)
+	defer stopLoading()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		mgr.LoadStartup(loadCtx)
+	}()
+	if cfg.ControlMode == model.ModePoll {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mgr.Poll(loadCtx, cfg.PollInterval)
+		}()
+	}
+
+	<-ctx.Done()
+	shutdown(cfg, log, engine, grpcSrv, httpSrv, healthSrv, mgr, stopLoading)
+	wg.Wait()
+	return nil
+}
+
+// shutdown is the drain contract: readiness fails at once while requests
+// are still served for the drain delay; then listeners close and in-flight
+// requests finish within the shutdown timeout; then every stub finalizes.
+func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpcapi.Server,
+	httpSrv, healthSrv *http.Server, mgr *model.Manager, stopLoading context.CancelFunc) {
+	log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String())
+	engine.Post(health.Event{Kind: health.Draining, At: time.Now(), Reason: "server is shutting down"})
+	grpcSrv.Drain()
+	if cfg.DrainDelay > 0 {
+		t := time.NewTimer(cfg.DrainDelay)
+		<-t.C
+	}
+	log.Info("shutting down: closing listeners", "shutdown_timeout", cfg.ShutdownTimeout.String())
+	stopLoading()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Shutdown(ctx); err != nil {
+			log.Warn("HTTP requests still running at the shutdown timeout", "err", err)
+			httpSrv.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		grpcSrv.GracefulStop(ctx)
+	}()
+	wg.Wait()
+	log.Info("shutting down: stopping model instances")
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), cfg.FinalizeTimeout+5*time.Second)
+	defer cancelStop()
+	mgr.Close(stopCtx)
+	if healthSrv != nil {
+		_ = healthSrv.Close()
+	}
+	log.Info("shutdown complete")
+}
+
+// protocolExtensions are the protocol extensions vigil implements.
+func protocolExtensions() []string {
+	return []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters"}
+}
+
+func listen(host string, port int) (net.Listener, error) {
+	return net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+}
+
+// lateActuator lets the engine be built before the manager it acts on.
+type lateActuator struct {
+	mu sync.RWMutex
+	m  *model.Manager
+}
+
+func (a *lateActuator) set(m *model.Manager) {
+	a.mu.Lock()
+	a.m = m
+	a.mu.Unlock()
+}
+
+func (a *lateActuator) get() *model.Manager {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.m
+}
+
+func (a *lateActuator) SetRoutable(k health.InstanceKey, r bool) {
+	if m := a.get(); m != nil {
+		m.SetRoutable(k, r)
+	}
+}
+
+func (a *lateActuator) Restart(k health.InstanceKey, reason string) {
+	if m := a.get(); m != nil {
+		m.Restart(k, reason)
+	}
+}
+
+func (a *lateActuator) Fail(k health.InstanceKey, reason string) {
+	if m := a.get(); m != nil {
+		m.Fail(k, reason)
+	}
+}
