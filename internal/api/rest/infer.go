@@ -1,0 +1,107 @@
+package rest
+
+import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+)
+
+// infer serves POST /v2/models/{model}[/versions/{version}]/infer: read the
+// body within the limit, decode it, run it, encode the answer.
+func (s *server) infer(w http.ResponseWriter, r *http.Request) {
+	name, version := r.PathValue("model"), r.PathValue("version")
+	body, err := s.readBody(w, r)
+	if err == nil {
+		body, err = s.decompress(body, r.Header.Get("Content-Encoding"))
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	hv, present := r.Header[http.CanonicalHeaderKey(headerContentLength)]
+	var hvalue string
+	if present && len(hv) > 0 {
+		hvalue = hv[0]
+	}
+	header, bin, err := splitInferBody(body, hvalue, present)
+	if err != nil {
+		s.writeError(w, r, apierr.Wrap(apierr.InvalidArgument, err, "model %q", name))
+		return
+	}
+	req, format, err := decodeInferRequest(header, bin)
+	if err != nil {
+		s.writeError(w, r, apierr.Wrap(apierr.InvalidArgument, err, "model %q", name))
+		return
+	}
+	req.Model, req.Version = name, version
+
+	resp, err := s.models.Infer(r.Context(), req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// The protocol requires the response to echo the request's id, and to
+	// name the model and version that answered.
+	if resp.ID == "" {
+		resp.ID = req.ID
+	}
+	if resp.Model == "" {
+		resp.Model = name
+	}
+	if resp.Version == "" {
+		resp.Version = version
+	}
+	out, jsonLen, binary, err := encodeInferResponse(resp, format)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !binary {
+		writeRawJSON(w, http.StatusOK, out)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set(headerContentLength, strconv.Itoa(jsonLen))
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out) // the client went away; nothing left to do
+}
+
+// decompress undoes a request Content-Encoding of gzip or deflate (Triton
+// clients can compress requests); the decompressed body is held to the same
+// limit as the raw one.
+func (s *server) decompress(body []byte, encoding string) ([]byte, error) {
+	var rd io.Reader
+	var err error
+	switch strings.ToLower(strings.TrimSpace(encoding)) {
+	case "", "identity":
+		return body, nil
+	case "gzip":
+		rd, err = gzip.NewReader(bytes.NewReader(body))
+	case "deflate":
+		rd, err = zlib.NewReader(bytes.NewReader(body))
+	default:
+		return nil, apierr.New(apierr.InvalidArgument, "unsupported Content-Encoding %q; use gzip, deflate or none", encoding)
+	}
+	if err != nil {
+		return nil, apierr.Wrap(apierr.InvalidArgument, err, "cannot decompress the %s request body", encoding)
+	}
+	if s.maxBytes > 0 {
+		rd = io.LimitReader(rd, s.maxBytes+1)
+	}
+	out, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, apierr.Wrap(apierr.InvalidArgument, err, "cannot decompress the %s request body", encoding)
+	}
+	if s.maxBytes > 0 && int64(len(out)) > s.maxBytes {
+		return nil, apierr.New(apierr.TooLarge, "decompressed request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
+	}
+	return out, nil
+}

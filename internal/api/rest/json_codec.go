@@ -1,0 +1,365 @@
+package rest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"strconv"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+// The JSON inference request and response of the Open Inference Protocol,
+// with the binary extension's parameters. Decoding errors are plain errors
+// that name the input, output or field; the handler classifies them as
+// InvalidArgument and names the model.
+
+// Protocol parameters the REST layer consumes itself.
+const (
+	paramBinaryDataSize   = "binary_data_size"
+	paramBinaryData       = "binary_data"
+	paramBinaryDataOutput = "binary_data_output"
+	paramClassCount       = "classification"
+	paramSharedMemory     = "shared_memory_region"
+)
+
+type inferRequestJSON struct {
+	ID         string              `json:"id"`
+	Parameters map[string]any      `json:"parameters"`
+	Inputs     []inferInputJSON    `json:"inputs"`
+	Outputs    []requestOutputJSON `json:"outputs"`
+}
+
+type inferInputJSON struct {
+	Name       string          `json:"name"`
+	Shape      *[]int64        `json:"shape"`
+	Datatype   string          `json:"datatype"`
+	Parameters map[string]any  `json:"parameters"`
+	Data       json.RawMessage `json:"data"`
+}
+
+type requestOutputJSON struct {
+	Name       string         `json:"name"`
+	Parameters map[string]any `json:"parameters"`
+}
+
+// outputFormat says which outputs the response carries in binary.
+type outputFormat struct {
+	binaryDefault bool            // binary_data_output on the request
+	binary        map[string]bool // binary_data on a requested output
+}
+
+func (f outputFormat) isBinary(name string) bool {
+	if b, ok := f.binary[name]; ok {
+		return b
+	}
+	return f.binaryDefault
+}
+
+// decodeInferRequest decodes the JSON header of an inference request and
+// attaches each input's data, from JSON or from bin. The request's Model and
+// Version are left for the caller, who knows them from the path.
+func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, outputFormat, error) {
+	var raw inferRequestJSON
+	var format outputFormat
+	dec := json.NewDecoder(bytes.NewReader(header))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, format, fmt.Errorf("malformed JSON inference header: %s", describeJSONError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, format, errors.New("malformed JSON inference header: unexpected data after the JSON object (is the Inference-Header-Content-Length header right?)")
+	}
+	if raw.Inputs == nil {
+		return nil, format, errors.New("field inputs is required")
+	}
+
+	params, err := normalizeParameters(raw.Parameters, "parameters")
+	if err != nil {
+		return nil, format, err
+	}
+	if format.binaryDefault, err = boolParameter(params, paramBinaryDataOutput, "parameters"); err != nil {
+		return nil, format, err
+	}
+	delete(params, paramBinaryDataOutput)
+
+	req := &inference.Request{ID: raw.ID, Parameters: nilIfEmpty(params), Inputs: make([]tensor.Tensor, 0, len(raw.Inputs))}
+	seen := make(map[string]bool, len(raw.Inputs))
+	for i := range raw.Inputs {
+		t, err := decodeInput(&raw.Inputs[i], i, &bin)
+		if err != nil {
+			return nil, format, err
+		}
+		if seen[t.Name] {
+			return nil, format, fmt.Errorf("input %q is given more than once", t.Name)
+		}
+		seen[t.Name] = true
+		req.Inputs = append(req.Inputs, t)
+	}
+	if bin.present {
+		if err := bin.finish(); err != nil {
+			return nil, format, err
+		}
+	}
+
+	seenOut := make(map[string]bool, len(raw.Outputs))
+	for i, o := range raw.Outputs {
+		if o.Name == "" {
+			return nil, format, fmt.Errorf("outputs[%d]: field name is required", i)
+		}
+		where := fmt.Sprintf("output %q", o.Name)
+		if seenOut[o.Name] {
+			return nil, format, fmt.Errorf("%s is requested more than once", where)
+		}
+		seenOut[o.Name] = true
+		p, err := normalizeParameters(o.Parameters, where+" parameters")
+		if err != nil {
+			return nil, format, err
+		}
+		if err := refuseUnsupported(p, where); err != nil {
+			return nil, format, err
+		}
+		if _, ok := p[paramBinaryData]; ok {
+			b, err := boolParameter(p, paramBinaryData, where+" parameters")
+			if err != nil {
+				return nil, format, err
+			}
+			if format.binary == nil {
+				format.binary = map[string]bool{}
+			}
+			format.binary[o.Name] = b
+			delete(p, paramBinaryData)
+		}
+		req.Outputs = append(req.Outputs, inference.RequestedOutput{Name: o.Name, Parameters: nilIfEmpty(p)})
+	}
+	return req, format, nil
+}
+
+func decodeInput(in *inferInputJSON, i int, bin *binaryReader) (tensor.Tensor, error) {
+	var t tensor.Tensor
+	switch {
+	case in.Name == "":
+		return t, fmt.Errorf("inputs[%d]: field name is required", i)
+	case in.Datatype == "":
+		return t, fmt.Errorf("input %q: field datatype is required", in.Name)
+	case in.Shape == nil:
+		return t, fmt.Errorf("input %q: field shape is required", in.Name)
+	}
+	dt := tensor.Datatype(in.Datatype)
+	if !dt.Valid() {
+		return t, fmt.Errorf("input %q: unknown datatype %q", in.Name, in.Datatype)
+	}
+	shape := *in.Shape
+	n, err := tensor.ElementCount(shape)
+	if err != nil {
+		return t, fmt.Errorf("input %q: %w", in.Name, err)
+	}
+	where := fmt.Sprintf("input %q", in.Name)
+	params, err := normalizeParameters(in.Parameters, where+" parameters")
+	if err != nil {
+		return t, err
+	}
+	if err := refuseUnsupported(params, where); err != nil {
+		return t, err
+	}
+	t = tensor.Tensor{Name: in.Name, Datatype: dt, Shape: shape}
+
+	hasJSONData := len(in.Data) > 0 && !bytes.Equal(bytes.TrimSpace(in.Data), []byte("null"))
+	if size, ok := params[paramBinaryDataSize]; ok {
+		s, isInt := size.(int64)
+		if !isInt || s < 0 {
+			return t, fmt.Errorf("%s: parameter binary_data_size must be a non-negative integer, got %v", where, size)
+		}
+		if hasJSONData {
+			return t, fmt.Errorf("%s: has both data and the binary_data_size parameter; give one", where)
+		}
+		if t.Data, err = bin.take(in.Name, s); err != nil {
+			return t, err
+		}
+		delete(params, paramBinaryDataSize)
+		if err := t.Validate(); err != nil {
+			return t, fmt.Errorf("binary data of %s does not match its shape and datatype: %w", where, err)
+		}
+	} else {
+		if !hasJSONData {
+			return t, fmt.Errorf("%s: field data is required (or the binary_data_size parameter with binary data)", where)
+		}
+		if t.Data, err = decodeJSONData(in.Data, dt, shape, n); err != nil {
+			return t, fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	t.Parameters = nilIfEmpty(params)
+	return t, nil
+}
+
+// decodeJSONData converts a nested or flat JSON array of n elements to raw
+// bytes. Nesting is not checked against the shape; only the element count
+// is, as Triton does.
+func decodeJSONData(raw json.RawMessage, dt tensor.Datatype, shape []int64, n int64) ([]byte, error) {
+	// Every JSON element takes at least one byte, so the body bounds the
+	// allocation whatever the shape claims.
+	capElems := min(n, int64(len(raw)))
+	var out []byte
+	if size := dt.Size(); size > 0 {
+		out = make([]byte, 0, capElems*int64(size))
+	} else {
+		out = make([]byte, 0, len(raw)+4*int(capElems))
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var count int64
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("malformed data: %s", describeJSONError(err))
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' {
+				return nil, errors.New("data holds an object; elements must be numbers, booleans or strings")
+			}
+			continue
+		case nil:
+			return nil, fmt.Errorf("data element %d is null", count)
+		}
+		if count == n {
+			return nil, fmt.Errorf("shape %v needs %d elements, data has more", shape, n)
+		}
+		if out, err = appendElement(out, dt, tok); err != nil {
+			return nil, fmt.Errorf("data element %d: %w", count, err)
+		}
+		count++
+	}
+	if count != n {
+		return nil, fmt.Errorf("shape %v needs %d elements, data has %d", shape, n, count)
+	}
+	return out, nil
+}
+
+// normalizeParameters checks that parameter values are strings, numbers or
+// booleans and turns JSON numbers into int64 (integer literals) or float64.
+func normalizeParameters(p map[string]any, where string) (map[string]any, error) {
+	out := make(map[string]any, len(p))
+	for k, v := range p {
+		switch v := v.(type) {
+		case string, bool, int64:
+			out[k] = v
+		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, fmt.Errorf("%s: %q is not a finite number", where, k)
+			}
+			out[k] = v
+		case json.Number:
+			if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+				out[k] = i
+				continue
+			}
+			f, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q: number %s is out of range", where, k, truncate(string(v), 32))
+			}
+			out[k] = f
+		default:
+			return nil, fmt.Errorf("%s: %q must be a string, number or boolean", where, k)
+		}
+	}
+	return out, nil
+}
+
+func boolParameter(p map[string]any, key, where string) (bool, error) {
+	v, ok := p[key]
+	if !ok {
+		return false, nil
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, fmt.Errorf("%s: %q must be a boolean, got %v", where, key, v)
+	}
+	return b, nil
+}
+
+// refuseUnsupported rejects the shared-memory and classification extensions,
+// which vigil does not implement, instead of silently ignoring them.
+func refuseUnsupported(p map[string]any, where string) error {
+	if _, ok := p[paramSharedMemory]; ok {
+		return fmt.Errorf("%s: the shared-memory extension is not supported; send the data in the body", where)
+	}
+	if v, ok := p[paramClassCount]; ok && v != int64(0) {
+		return fmt.Errorf("%s: the classification extension is not supported", where)
+	}
+	return nil
+}
+
+func nilIfEmpty(p map[string]any) map[string]any {
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+type inferResponseJSON struct {
+	ModelName    string             `json:"model_name"`
+	ModelVersion string             `json:"model_version,omitempty"`
+	ID           string             `json:"id,omitempty"`
+	Parameters   map[string]any     `json:"parameters,omitempty"`
+	Outputs      []outputTensorJSON `json:"outputs"`
+}
+
+type outputTensorJSON struct {
+	Name       string          `json:"name"`
+	Datatype   string          `json:"datatype"`
+	Shape      []int64         `json:"shape"`
+	Parameters map[string]any  `json:"parameters,omitempty"`
+	Data       json.RawMessage `json:"data,omitempty"`
+}
+
+// encodeInferResponse builds the response body. When any output is binary,
+// jsonLen is the length of the JSON header that starts the body (for the
+// Inference-Header-Content-Length header) and binary is true.
+func encodeInferResponse(resp *inference.Response, format outputFormat) (body []byte, jsonLen int, binary bool, err error) {
+	out := inferResponseJSON{
+		ModelName: resp.Model, ModelVersion: resp.Version, ID: resp.ID,
+		Parameters: resp.Parameters, Outputs: make([]outputTensorJSON, 0, len(resp.Outputs)),
+	}
+	var tails [][]byte
+	for i := range resp.Outputs {
+		t := &resp.Outputs[i]
+		if err := t.Validate(); err != nil {
+			return nil, 0, false, apierr.Wrap(apierr.Internal, err, "model %q returned a malformed output", resp.Model)
+		}
+		o := outputTensorJSON{Name: t.Name, Datatype: string(t.Datatype), Shape: t.Shape}
+		if o.Shape == nil {
+			o.Shape = []int64{}
+		}
+		if len(t.Parameters) > 0 {
+			o.Parameters = maps.Clone(t.Parameters)
+		}
+		if format.isBinary(t.Name) {
+			if o.Parameters == nil {
+				o.Parameters = map[string]any{}
+			}
+			o.Parameters[paramBinaryDataSize] = len(t.Data)
+			tails = append(tails, t.Data)
+		} else if o.Data, err = appendJSONData(nil, t); err != nil {
+			return nil, 0, false, apierr.New(apierr.InvalidArgument, "model %q output %q: %s", resp.Model, t.Name, err)
+		}
+		out.Outputs = append(out.Outputs, o)
+	}
+	header, err := json.Marshal(out)
+	if err != nil {
+		return nil, 0, false, apierr.Wrap(apierr.Internal, err, "model %q: cannot encode the response", resp.Model)
+	}
+	if tails == nil {
+		return header, len(header), false, nil
+	}
+	return assembleBinaryResponse(header, tails), len(header), true, nil
+}

@@ -1,0 +1,170 @@
+// Package rest serves vigil's HTTP/REST API: the Open Inference Protocol
+// (KServe v2) with Triton's extensions (binary tensor data, statistics, model
+// configuration, model repository), the Kubernetes-style /livez, /readyz and
+// /startupz probes, and /metrics.
+//
+// Handlers are thin: request bodies are decoded by the codecs in
+// json_codec.go, binary_codec.go and elements.go; everything about models is
+// asked of the Models interface and everything about health is read from the
+// health snapshot, which never blocks on a model.
+//
+// Every error answers {"error": "..."} with the status that apierr assigns to
+// the error's class; 503s carry Retry-After.
+package rest
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/model"
+)
+
+// DefaultMaxRequestBytes is the request body limit when Config.MaxRequestBytes
+// is zero.
+const DefaultMaxRequestBytes int64 = 64 << 20
+
+// Models is what the REST API needs from the model manager.
+type Models interface {
+	// Infer runs one inference request. Errors are classified with apierr.
+	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// Metadata describes a model version; an empty version means the
+	// server's choice.
+	Metadata(name, version string) (*model.Metadata, error)
+	// ConfigJSON is the model's configuration as Triton's JSON ModelConfig.
+	ConfigJSON(name, version string) ([]byte, error)
+	// Stats are the statistics of one model's versions; name "" means all
+	// models.
+	Stats(name, version string) ([]model.Stats, error)
+	// Index lists the repository's model versions with their runtime state.
+	Index(ctx context.Context, readyOnly bool) []model.IndexEntry
+	// Load loads (or reloads) a model; Unload unloads it.
+	Load(ctx context.Context, name string, params map[string]any) error
+	Unload(ctx context.Context, name string, params map[string]any) error
+}
+
+// HealthSource gives the current health snapshot. It must return quickly and
+// never wait on a model.
+type HealthSource interface {
+	Snapshot() *health.Snapshot
+}
+
+// Config configures the handlers.
+type Config struct {
+	// ServerName, ServerVersion and Extensions are the server metadata.
+	ServerName, ServerVersion string
+	Extensions                []string
+	// MaxRequestBytes limits request bodies (413 above it); 0 means
+	// DefaultMaxRequestBytes, a negative value means no limit.
+	MaxRequestBytes int64
+	// AdminToken, when non-empty, protects the repository API: requests need
+	// "Authorization: Bearer <token>" (401 when missing, 403 when wrong).
+	AdminToken string
+	// HideReasons withholds failure reasons from health endpoints
+	// (--health-hide-reasons), for ports reachable by the public.
+	HideReasons bool
+	// Metrics, when set, is served at /metrics.
+	Metrics http.Handler
+	// Logger receives request failures that are vigil's fault; nil discards.
+	Logger *slog.Logger
+}
+
+// server holds the handlers' dependencies; it has no mutable state, so one
+// value serves every request concurrently.
+type server struct {
+	models   Models
+	health   HealthSource
+	cfg      Config
+	log      *slog.Logger
+	maxBytes int64
+}
+
+func newServer(m Models, h HealthSource, cfg Config) *server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	maxBytes := cfg.MaxRequestBytes
+	if maxBytes == 0 {
+		maxBytes = DefaultMaxRequestBytes
+	}
+	return &server{models: m, health: h, cfg: cfg, log: log, maxBytes: maxBytes}
+}
+
+// NewHandler returns the full REST API: inference, metadata, statistics,
+// repository, health, probes and metrics.
+func NewHandler(m Models, h HealthSource, cfg Config) http.Handler {
+	s := newServer(m, h, cfg)
+	mux := http.NewServeMux()
+	s.registerHealth(mux)
+
+	s.handle(mux, http.MethodGet, "/v2", s.serverMetadata)
+	s.handle(mux, http.MethodGet, "/v2/{$}", s.serverMetadata)
+	s.handle(mux, http.MethodGet, "/v2/models/stats", s.modelStats)
+	for _, base := range []string{"/v2/models/{model}", "/v2/models/{model}/versions/{version}"} {
+		s.handle(mux, http.MethodGet, base, s.modelMetadata)
+		s.handle(mux, http.MethodGet, base+"/config", s.modelConfig)
+		s.handle(mux, http.MethodGet, base+"/stats", s.modelStats)
+		s.handle(mux, http.MethodPost, base+"/infer", s.infer)
+	}
+	s.handle(mux, http.MethodPost, "/v2/repository/index", s.admin(s.repositoryIndex))
+	s.handle(mux, http.MethodPost, "/v2/repository/models/{model}/load", s.admin(s.repositoryLoad))
+	s.handle(mux, http.MethodPost, "/v2/repository/models/{model}/unload", s.admin(s.repositoryUnload))
+	return mux
+}
+
+// NewHealthHandler returns only the health routes (/v2/health/*, model
+// readiness, /livez, /readyz, /startupz) and /metrics, for --health-port.
+func NewHealthHandler(h HealthSource, cfg Config) http.Handler {
+	s := newServer(nil, h, cfg)
+	mux := http.NewServeMux()
+	s.registerHealth(mux)
+	return mux
+}
+
+func (s *server) registerHealth(mux *http.ServeMux) {
+	s.handle(mux, http.MethodGet, "/v2/health/live", s.serverLive)
+	s.handle(mux, http.MethodGet, "/v2/health/ready", s.serverReady)
+	s.handle(mux, http.MethodGet, "/v2/models/{model}/ready", s.modelReady)
+	s.handle(mux, http.MethodGet, "/v2/models/{model}/versions/{version}/ready", s.modelReady)
+	for _, p := range []health.Probe{health.ProbeLive, health.ProbeReady, health.ProbeStartup} {
+		s.handle(mux, http.MethodGet, "/"+string(p), s.probe(p))
+		s.handle(mux, http.MethodGet, "/"+string(p)+"/{check...}", s.probeCheck(p))
+	}
+	if s.cfg.Metrics != nil {
+		s.handle(mux, http.MethodGet, "/metrics", s.cfg.Metrics.ServeHTTP)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErrorStatus(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
+	})
+}
+
+// handle registers h for one method on pattern. Patterns carry no method so
+// that a wrong method gets our JSON 405 instead of ServeMux's plain text.
+// GET routes also answer HEAD.
+func (s *server) handle(mux *http.ServeMux, method, pattern string, h http.HandlerFunc) {
+	allow := method
+	if method == http.MethodGet {
+		allow = "GET, HEAD"
+	}
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", allow)
+			writeErrorStatus(w, http.StatusMethodNotAllowed,
+				"method "+r.Method+" is not allowed on "+r.URL.Path+"; use "+method)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// snapshot returns the current snapshot; before the health engine has
+// published one, an empty snapshot stands in (live, not ready, not started).
+func (s *server) snapshot() *health.Snapshot {
+	if snap := s.health.Snapshot(); snap != nil {
+		return snap
+	}
+	return &health.Snapshot{}
+}
