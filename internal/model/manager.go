@@ -280,7 +280,7 @@ func (m *Manager) load(ctx context.Context, name string) error {
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		m.stopVersions(context.WithoutCancel(ctx), versions, err.Error())
+		m.stopFailedLoad(context.WithoutCancel(ctx), versions)
 		for _, v := range versions {
 			m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(),
 				Instance: health.InstanceKey{Model: name, Version: v.key.Version}, Reason: err.Error()})
@@ -376,6 +376,25 @@ func (m *Manager) stopVersions(ctx context.Context, vs map[string]*version, reas
 			m.mu.Unlock()
 			m.cfg.Events.Post(health.Event{Kind: health.ModelUnloaded, At: time.Now(),
 				Instance: health.InstanceKey{Model: v.key.Model, Version: v.key.Version}, Reason: reason})
+		}()
+	}
+	wg.Wait()
+}
+
+// stopFailedLoad stops the instances of versions whose load failed; their
+// lifecycle ends in ModelLoadFailed, not in an unload.
+func (m *Manager) stopFailedLoad(ctx context.Context, vs map[string]*version) {
+	var wg sync.WaitGroup
+	for _, v := range vs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v.stop(ctx)
+			m.mu.Lock()
+			if m.live[v.key] == v {
+				delete(m.live, v.key)
+			}
+			m.mu.Unlock()
 		}()
 	}
 	wg.Wait()

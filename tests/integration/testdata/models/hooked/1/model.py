@@ -1,0 +1,19 @@
+"""Healthy while no file named UNHEALTHY exists in the model directory."""
+
+import os
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.flag = os.path.join(args["model_repository"], "UNHEALTHY")
+
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())])
+            for r in requests
+        ]
+
+    def is_healthy(self):
+        return not os.path.exists(self.flag)
