@@ -1,6 +1,9 @@
 package health
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Probe names one of the server's three probes.
 type Probe string
@@ -40,9 +43,13 @@ func (s *Snapshot) liveChecks() []NamedCheck {
 		for _, m := range s.Models {
 			for _, in := range m.Instances {
 				if in.State == StateFailed {
+					reason := in.Reason
+					if !strings.HasPrefix(reason, "restarts exhausted") {
+						reason = "restarts exhausted: " + reason
+					}
 					out = append(out, NamedCheck{
 						Name:   fmt.Sprintf("instance/%s/%s/%s", m.Name, m.Version, in.Name),
-						Reason: fmt.Sprintf("restarts exhausted: %s", in.Reason),
+						Reason: reason,
 					})
 				}
 			}

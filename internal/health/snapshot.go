@@ -77,6 +77,13 @@ type InstanceHealth struct {
 	Checks   []CheckHealth
 	// Transitions are the most recent state changes, oldest first.
 	Transitions []Transition
+	// FailingSince is when a check of this instance started failing
+	// (effective state); zero while every check passes. The stop-traffic
+	// and restart thresholds run from it.
+	FailingSince time.Time
+	// RestartAt is when a decided restart will be issued once its backoff
+	// has elapsed; zero when none is waiting.
+	RestartAt time.Time
 }
 
 // CheckHealth is one check's raw last result next to its effective state.

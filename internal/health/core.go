@@ -1,0 +1,168 @@
+package health
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// core is the engine's whole state: every model version and its instances,
+// plus the server-level flags. Like tracker it is a pure step function with
+// no I/O and no locks; the engine's loop is its only user.
+type core struct {
+	strict   bool
+	escalate bool
+	started  bool
+	draining bool
+	models   map[ModelKey]*modelTracker
+}
+
+func newCore(strict, escalate bool) *core {
+	return &core{strict: strict, escalate: escalate, models: map[ModelKey]*modelTracker{}}
+}
+
+// step applies one event and returns the actions it causes.
+func (c *core) step(ev Event, now time.Time) []action {
+	mk := ModelKey{Model: ev.Instance.Model, Version: ev.Instance.Version}
+	switch ev.Kind {
+	case StartupComplete:
+		c.started = true // latches
+		return nil
+	case Draining:
+		c.draining = true
+		for _, m := range c.models {
+			for _, t := range m.instances {
+				t.noRestart = true
+			}
+		}
+		return nil
+	case ModelLoading:
+		// A (re)load starts the version over: fresh trackers, FAILED
+		// forgotten, restart budgets full again.
+		m := newModelTracker(ev, now)
+		if old, ok := c.models[mk]; ok {
+			m.shownState, m.shownReady = old.shownState, old.shownReady
+		}
+		if c.draining {
+			for _, t := range m.instances {
+				t.noRestart = true
+			}
+		}
+		c.models[mk] = m
+		return m.observe()
+	}
+	m, ok := c.models[mk]
+	if !ok {
+		return nil // events for a version never announced by ModelLoading are ignored
+	}
+	var out []action
+	switch ev.Kind {
+	case ModelLoaded, ModelLoadFailed, ModelUnloading, ModelUnloaded:
+		out = m.step(ev, now)
+	case InstanceSpawned, InstanceInitialized, InstanceInitFailed, InstanceExited, InstanceStopped, CheckResult, ExecuteResult:
+		t, ok := m.instances[ev.Instance.Instance]
+		if !ok {
+			if ev.Kind != InstanceSpawned {
+				return nil
+			}
+			t = m.addInstance(ev.Instance.Instance, now)
+			t.noRestart = c.draining
+		}
+		out = t.step(ev, now)
+	}
+	return append(out, m.observe()...)
+}
+
+// tick advances time for every instance.
+func (c *core) tick(now time.Time) []action {
+	var out []action
+	for _, mk := range c.keys() {
+		m := c.models[mk]
+		before := len(out)
+		for _, name := range m.order {
+			out = append(out, m.instances[name].tick(now)...)
+		}
+		if len(out) > before {
+			out = append(out, m.observe()...)
+		}
+	}
+	return out
+}
+
+// nextDeadline is the earliest time tick has something to do; zero if none.
+func (c *core) nextDeadline() time.Time {
+	var d time.Time
+	for _, m := range c.models {
+		for _, t := range m.instances {
+			if n := t.nextDeadline(); !n.IsZero() && (d.IsZero() || n.Before(d)) {
+				d = n
+			}
+		}
+	}
+	return d
+}
+
+// keys lists the model versions sorted by name, then numerically by version.
+func (c *core) keys() []ModelKey {
+	ks := make([]ModelKey, 0, len(c.models))
+	for k := range c.models {
+		ks = append(ks, k)
+	}
+	slices.SortFunc(ks, func(a, b ModelKey) int {
+		if n := strings.Compare(a.Model, b.Model); n != 0 {
+			return n
+		}
+		switch {
+		case versionLess(a.Version, b.Version):
+			return -1
+		case versionLess(b.Version, a.Version):
+			return 1
+		}
+		return 0
+	})
+	return ks
+}
+
+// snapshot builds an immutable picture of the current state.
+func (c *core) snapshot(now time.Time) *Snapshot {
+	s := &Snapshot{
+		At:       now,
+		Started:  c.started,
+		Draining: c.draining,
+		Strict:   c.strict,
+		Escalate: c.escalate,
+		Models:   make([]ModelHealth, 0, len(c.models)),
+	}
+	for _, k := range c.keys() {
+		s.Models = append(s.Models, c.models[k].health())
+	}
+	if !c.started {
+		s.Loading = loadingProgress(s.Models)
+	}
+	return s
+}
+
+// loadingProgress says how far the initial load is, e.g.
+// "loading 2/3: add_sub".
+func loadingProgress(ms []ModelHealth) string {
+	total, done := 0, 0
+	loading := ""
+	for _, m := range ms {
+		if !m.Expected {
+			continue
+		}
+		total++
+		if m.State == ModelStateLoading || (m.State == ModelStateReady && !m.Ready) {
+			if loading == "" {
+				loading = m.Name
+			}
+			continue
+		}
+		done++
+	}
+	if loading == "" {
+		return "initial load in progress"
+	}
+	return fmt.Sprintf("loading %d/%d: %s", done+1, total, loading)
+}

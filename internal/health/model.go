@@ -1,0 +1,169 @@
+package health
+
+import (
+	"fmt"
+	"time"
+)
+
+// modelTracker is one model version: its lifecycle state from the model
+// manager's events and its instances' trackers. Its readiness is derived:
+//
+//   - LOADING (ModelLoading), READY (ModelLoaded), UNLOADING (ModelUnloading),
+//     UNAVAILABLE + reason (ModelLoadFailed; ModelUnloaded with "unloaded").
+//   - Ready is state READY and at least MinReadyInstances routable instances
+//     (clamped to 1..number of instances).
+//   - Degraded is ready with fewer than all instances routable.
+//   - A READY version whose instances are all FAILED is shown UNAVAILABLE
+//     with the instances' reason: in-server recovery is exhausted.
+type modelTracker struct {
+	key       ModelKey
+	lifecycle ModelState
+	reason    string
+	expected  bool
+	pol       Policy
+	order     []string // instance names, in the order the manager gave them
+	instances map[string]*tracker
+
+	// Last reported view, to log model transitions once.
+	shownState ModelState
+	shownReady bool
+}
+
+func newModelTracker(ev Event, now time.Time) *modelTracker {
+	pol := DefaultPolicy()
+	if ev.Policy != nil {
+		pol = *ev.Policy
+	}
+	m := &modelTracker{
+		key:        ModelKey{Model: ev.Instance.Model, Version: ev.Instance.Version},
+		lifecycle:  ModelStateLoading,
+		expected:   ev.Expected,
+		pol:        pol,
+		instances:  map[string]*tracker{},
+		shownState: ModelStateLoading,
+	}
+	for _, name := range ev.Instances {
+		m.addInstance(name, now)
+	}
+	return m
+}
+
+func (m *modelTracker) addInstance(name string, now time.Time) *tracker {
+	if t, ok := m.instances[name]; ok {
+		return t
+	}
+	t := newTracker(InstanceKey{Model: m.key.Model, Version: m.key.Version, Instance: name}, m.pol, now)
+	m.instances[name] = t
+	m.order = append(m.order, name)
+	return t
+}
+
+// step applies a lifecycle event of this version.
+func (m *modelTracker) step(ev Event, now time.Time) []action {
+	var out []action
+	stopAll := func(to InstanceState, reason string, keepFailed bool) {
+		for _, name := range m.order {
+			t := m.instances[name]
+			if t.state == to || t.state == StateStopped || (keepFailed && t.state == StateFailed) {
+				continue
+			}
+			t.out = nil
+			t.stop(to, reason, now)
+			out = append(out, t.out...)
+		}
+	}
+	switch ev.Kind {
+	case ModelLoaded:
+		m.lifecycle, m.reason = ModelStateReady, ""
+	case ModelLoadFailed:
+		m.lifecycle, m.reason = ModelStateUnavailable, ev.Reason
+		if m.reason == "" {
+			m.reason = "load failed"
+		}
+		// Nothing restarts the instances of a failed load.
+		stopAll(StateStopped, "load failed: "+m.reason, true)
+	case ModelUnloading:
+		m.lifecycle, m.reason, m.expected = ModelStateUnloading, ev.Reason, false
+		// An explicit unload also ends a FAILED instance's escalation.
+		stopAll(StateStopping, "unloading", false)
+	case ModelUnloaded:
+		m.lifecycle, m.reason, m.expected = ModelStateUnavailable, ev.Reason, false
+		if m.reason == "" {
+			m.reason = "unloaded"
+		}
+		stopAll(StateStopped, "unloaded", false)
+	}
+	return out
+}
+
+// view derives the version's reported state and readiness.
+func (m *modelTracker) view() (state ModelState, reason string, ready, degraded bool, routable, minReady int) {
+	state, reason = m.lifecycle, m.reason
+	failed := 0
+	var firstFailed *tracker
+	for _, name := range m.order {
+		t := m.instances[name]
+		if t.routable {
+			routable++
+		}
+		if t.state == StateFailed {
+			failed++
+			if firstFailed == nil {
+				firstFailed = t
+			}
+		}
+	}
+	n := len(m.order)
+	minReady = min(max(m.pol.MinReadyInstances, 1), max(n, 1))
+	if state == ModelStateReady && n > 0 && failed == n {
+		state = ModelStateUnavailable
+		reason = fmt.Sprintf("all instances failed; %s: %s", firstFailed.key.Instance, firstFailed.reason)
+	}
+	ready = state == ModelStateReady && routable >= minReady
+	degraded = ready && routable < n
+	return state, reason, ready, degraded, routable, minReady
+}
+
+// observe emits a model transition when the reported state or readiness
+// changed since the last call.
+func (m *modelTracker) observe() []action {
+	state, reason, ready, _, _, _ := m.view()
+	if state == m.shownState && ready == m.shownReady {
+		return nil
+	}
+	a := action{
+		kind:     actModelTransition,
+		key:      InstanceKey{Model: m.key.Model, Version: m.key.Version},
+		from:     string(m.shownState),
+		to:       string(state),
+		routable: ready,
+		reason:   reason,
+	}
+	if !ready && reason == "" && state == ModelStateReady {
+		h := m.health()
+		a.reason = h.notReadyReason()
+	}
+	m.shownState, m.shownReady = state, ready
+	return []action{a}
+}
+
+// health is the snapshot view of the version.
+func (m *modelTracker) health() ModelHealth {
+	state, reason, ready, degraded, routable, minReady := m.view()
+	h := ModelHealth{
+		Name:      m.key.Model,
+		Version:   m.key.Version,
+		State:     state,
+		Reason:    reason,
+		Ready:     ready,
+		Degraded:  degraded,
+		Routable:  routable,
+		MinReady:  minReady,
+		Expected:  m.expected,
+		Instances: make([]InstanceHealth, 0, len(m.order)),
+	}
+	for _, name := range m.order {
+		h.Instances = append(h.Instances, m.instances[name].health())
+	}
+	return h
+}
