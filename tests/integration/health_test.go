@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// instanceField reads one field of a model's first instance from the
+// health JSON.
+func (s *server) instance(model string) map[string]any {
+	s.t.Helper()
+	models, _ := s.healthJSON()["models"].([]any)
+	for _, m := range models {
+		mm := m.(map[string]any)
+		if mm["name"] == model {
+			if ins, _ := mm["instances"].([]any); len(ins) > 0 {
+				return ins[0].(map[string]any)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *server) restarts(model string) float64 {
+	in := s.instance(model)
+	if in == nil {
+		return -1
+	}
+	n, _ := in["restarts"].(float64)
+	return n
+}
+
+func TestHookReturningFalseTakesInstanceOutOfTrafficThenRestartsIt(t *testing.T) {
+	s := start(t, copyModels(t, "hooked"))
+	s.waitReady(30 * time.Second)
+	flag := filepath.Join(s.Repo, "hooked", "UNHEALTHY")
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "out of traffic after the hook fails", func() bool {
+		r := s.get("/v2/models/hooked/ready")
+		return r.Status == 503 && strings.Contains(string(r.Body), "returned False")
+	})
+	if r := s.post("/v2/models/hooked/infer", echoBody(1)); r.Status != 503 || r.Header.Get("Retry-After") == "" {
+		t.Errorf("infer on an out-of-traffic model: %d %s, want 503 with Retry-After", r.Status, r.Body)
+	}
+	// restart_threshold_seconds is 1: the instance is restarted while the
+	// hook keeps failing.
+	eventually(t, 10*time.Second, "restarted after the restart threshold", func() bool { return s.restarts("hooked") >= 1 })
+	os.Remove(flag)
+	eventually(t, 10*time.Second, "back in traffic when the hook recovers", func() bool {
+		return s.get("/v2/models/hooked/ready").Status == 200
+	})
+	if r := s.post("/v2/models/hooked/infer", echoBody(1)); r.Status != 200 {
+		t.Fatalf("infer after recovery: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestStoppedStubFailsResponsivenessAndIsRestarted(t *testing.T) {
+	s := start(t, copyModels(t, "echo"),
+		"--health-default", "heartbeat_period_seconds=0.1",
+		"--health-default", "heartbeat_timeout_seconds=0.3",
+		"--health-default", "restart_threshold_seconds=1")
+	s.waitReady(30 * time.Second)
+	pid := s.stubPIDs("echo")[0]
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	took := eventually(t, 5*time.Second, "not ready after SIGSTOP", func() bool {
+		r := s.get("/v2/models/echo/ready")
+		return r.Status == 503 && strings.Contains(string(r.Body), "ping")
+	})
+	t.Logf("SIGSTOP seen after %s (heartbeat timeout 0.3s)", took)
+	eventually(t, 10*time.Second, "a new process serves", func() bool {
+		pids := s.stubPIDs("echo")
+		return len(pids) == 1 && pids[0] != pid && s.get("/v2/models/echo/ready").Status == 200
+	})
+}
+
+func TestHungExecuteGets504AndTheInstanceIsRestarted(t *testing.T) {
+	s := start(t, copyModels(t, "sleepy"))
+	s.waitReady(30 * time.Second)
+	// execute_timeout_seconds is 1 in sleepy's health.yaml.
+	r := s.post("/v2/models/sleepy/infer", echoBody(60))
+	if r.Status != 504 || !strings.Contains(string(r.Body), "execute_timeout_seconds") {
+		t.Fatalf("hung execute: %d %s, want 504", r.Status, r.Body)
+	}
+	eventually(t, 10*time.Second, "the hung instance restarted", func() bool {
+		h := string(s.get("/readyz?format=json").Body)
+		return strings.Contains(h, `"restarts":1`)
+	})
+	s.waitReady(10 * time.Second)
+	if r := s.post("/v2/models/sleepy/infer", echoBody(0)); r.Status != 200 {
+		t.Fatalf("infer after restart: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestErrorPatternRestartsTheInstance(t *testing.T) {
+	s := start(t, copyModels(t, "faulty"))
+	s.waitReady(30 * time.Second)
+	if r := s.post("/v2/models/faulty/infer", echoBody(-1)); r.Status != 500 {
+		t.Fatalf("CUDA error: %d %s", r.Status, r.Body)
+	}
+	eventually(t, 10*time.Second, "restarted after the CUDA error", func() bool { return s.restarts("faulty") >= 1 })
+	s.waitReady(10 * time.Second)
+	if r := s.post("/v2/models/faulty/infer", echoBody(1)); r.Status != 200 {
+		t.Fatalf("after restart: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestCrashLoopEndsFailedAndFailsLiveness(t *testing.T) {
+	s := start(t, copyModels(t, "crashy"))
+	s.waitReady(30 * time.Second)
+	if err := os.WriteFile(filepath.Join(s.Repo, "crashy", "CRASH"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pid := s.stubPIDs("crashy")[0]
+	syscall.Kill(pid, syscall.SIGKILL)
+	eventually(t, 20*time.Second, "liveness fails once restarts are exhausted", func() bool {
+		r := s.get("/livez")
+		return r.Status == 503 && strings.Contains(string(r.Body), "crashy")
+	})
+	r := s.get("/v2/health/live")
+	if r.Status != 503 {
+		t.Errorf("/v2/health/live: %d %s", r.Status, r.Body)
+	}
+	if in := s.instance("crashy"); in == nil || in["state"] != "FAILED" {
+		t.Errorf("instance %v, want FAILED", in)
+	}
+}
+
+func TestOneDeadInstanceOfTwoIsDegradedButReady(t *testing.T) {
+	s := start(t, copyModels(t, "add_sub"), "--health-default", "restart_backoff={initial_seconds: 30}")
+	s.waitReady(30 * time.Second)
+	pids := s.stubPIDs("add_sub")
+	if len(pids) != 2 {
+		t.Fatalf("pids %v", pids)
+	}
+	// Kill one instance twice: the first restart is immediate, the second
+	// waits 30 s, which leaves time to look at the degraded state.
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	eventually(t, 10*time.Second, "first restart", func() bool {
+		p := s.stubPIDs("add_sub")
+		return len(p) == 2 && p[0] != pids[0] && p[1] != pids[0]
+	})
+	var victim int
+	for _, p := range s.stubPIDs("add_sub") {
+		if p != pids[1] {
+			victim = p
+		}
+	}
+	syscall.Kill(victim, syscall.SIGKILL)
+	eventually(t, 5*time.Second, "degraded", func() bool {
+		return strings.Contains(string(s.get("/readyz?verbose").Body), "degraded")
+	})
+	if r := s.get("/v2/health/ready"); r.Status != 200 {
+		t.Fatalf("ready with one of two instances: %d %s", r.Status, r.Body)
+	}
+	for i := 0; i < 20; i++ {
+		if r := s.post("/v2/models/add_sub/infer", addSubBody(1, 2)); r.Status != 200 {
+			t.Fatalf("request %d on a degraded model: %d %s", i, r.Status, r.Body)
+		}
+	}
+	m := string(s.get("/metrics").Body)
+	if !strings.Contains(m, `vigil_model_degraded{model="add_sub",version="1"} 1`) {
+		t.Errorf("metrics do not show the degraded model")
+	}
+}
