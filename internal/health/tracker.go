@@ -122,8 +122,38 @@ func (t *tracker) tick(now time.Time) []action {
 	if !t.restartAt.IsZero() && !now.Before(t.restartAt) {
 		t.issueRestart(now)
 	}
+	if t.live() {
+		for _, i := range []int{ixHeartbeat, ixHook} {
+			if d := t.silentAfter(i); !d.IsZero() && !now.Before(d) {
+				c := &t.checks[i]
+				c.force(false, fmt.Sprintf("no result for %s", now.Sub(c.lastAt)), now, false)
+				t.emit(action{kind: actCheck, key: t.key, check: checkName(i), ok: false})
+			}
+		}
+	}
 	t.evaluate(now)
 	return t.out
+}
+
+// silentAfter is when periodic check i counts as failed for lack of
+// results: 2 periods plus its timeout after its last result (Consul's TTL
+// rule). A check that has not reported since the process started is never
+// silent, so a supervisor that does not run a check (no hook in model.py)
+// cannot fail it; one that stops reporting can. Zero when not applicable.
+func (t *tracker) silentAfter(i int) time.Time {
+	period, timeout := t.pol.HeartbeatPeriod, t.pol.HeartbeatTimeout
+	if i == ixHook {
+		period, timeout = t.pol.Period, t.pol.Timeout
+	}
+	c := &t.checks[i]
+	if period <= 0 || c.lastAt.IsZero() {
+		return time.Time{}
+	}
+	d := c.lastAt.Add(2*period + timeout)
+	if d.Before(t.graceUntil) {
+		d = t.graceUntil // silence inside the restart check delay does not count either
+	}
+	return d
 }
 
 // nextDeadline is the earliest time tick has something to do; zero if none.
@@ -135,6 +165,10 @@ func (t *tracker) nextDeadline() time.Time {
 		}
 	}
 	earliest(t.restartAt)
+	if t.live() {
+		earliest(t.silentAfter(ixHeartbeat))
+		earliest(t.silentAfter(ixHook))
+	}
 	if t.live() && !t.failingSince.IsZero() {
 		if t.state == StateUnhealthy {
 			earliest(t.failingSince.Add(t.pol.StopTrafficThreshold))

@@ -246,6 +246,32 @@ func TestTrackerScenarios(t *testing.T) {
 			),
 		},
 		{
+			// A check that stops reporting fails after 2 periods plus its
+			// timeout (heartbeat: 2×1s+5s); one that never reported cannot.
+			name: "silent heartbeat fails",
+			steps: append(started(testPolicy(func(p *Policy) { p.RestartThreshold = time.Hour })),
+				tickAt(time.Minute, StateReady, []string{}...), // no heartbeat yet: not silent
+				at(time.Minute, heartbeat(true), StateReady),
+				tickAt(time.Minute+6*s, StateReady),
+				tickAt(time.Minute+7*s, StateOutOfTraffic, "unroutable"),
+				at(time.Minute+8*s, heartbeat(true), StateReady, "routable"),
+			),
+			check: func(t *testing.T, h *harness) {
+				tr := h.instance("m_0").ring
+				if r := tr[len(tr)-2].Reason; r != "check heartbeat failing: no result for 7s" {
+					t.Fatalf("reason = %q", r)
+				}
+			},
+		},
+		{
+			name: "silence inside the restart check delay does not count",
+			steps: append(started(testPolicy(func(p *Policy) { p.RestartCheckDelay = 30 * s })),
+				at(1*s, heartbeat(true), StateReady),
+				tickAt(29*s, StateReady, []string{}...),
+				tickAt(30*s, StateOutOfTraffic, "unroutable"),
+			),
+		},
+		{
 			name: "unload stops without restart",
 			steps: append(started(testPolicy(nil)),
 				at(1*s, modelEv(ModelUnloading), StateStopping, "unroutable"),
