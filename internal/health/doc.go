@@ -42,6 +42,10 @@
 //   - Unload: STOPPING, then STOPPED on exit or InstanceStopped;
 //     InstanceStopped alone: STOPPED. No restarts.
 //   - After Draining, exits and hangs are recorded but never restarted.
+//   - ModelLoadFailed, ModelUnloading and ModelUnloaded retire the
+//     version's instances (STOPPED/STOPPING, FAILED ones included): they
+//     are never started or restarted again, and a failed load is reported
+//     as the version's UNAVAILABLE state, not escalated to liveness.
 //
 // Routable means READY or UNHEALTHY; the engine calls SetRoutable exactly
 // when that changes. Each transition is kept in a ring of the last 16 and

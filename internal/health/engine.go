@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,8 +196,16 @@ func (e *Engine) Close() {
 // goroutine, including from inside an Actuator call; events posted before
 // Start are processed when the loop starts, events posted after Close are
 // ignored. The engine stamps events with its own clock when it processes
-// them; Event.At is informational.
+// them; Event.At is informational. Post copies ev.Policy and ev.Instances.
 func (e *Engine) Post(ev Event) {
+	// The loop reads the event later, on its own goroutine: copy what the
+	// caller might still modify.
+	if ev.Policy != nil {
+		p := *ev.Policy
+		p.ErrorPatterns = slices.Clone(p.ErrorPatterns)
+		ev.Policy = &p
+	}
+	ev.Instances = slices.Clone(ev.Instances)
 	e.qmu.Lock()
 	if e.qclosed {
 		e.qmu.Unlock()

@@ -61,10 +61,13 @@ func (m *modelTracker) addInstance(name string, now time.Time) *tracker {
 // step applies a lifecycle event of this version.
 func (m *modelTracker) step(ev Event, now time.Time) []action {
 	var out []action
-	stopAll := func(to InstanceState, reason string, keepFailed bool) {
+	// stopAll retires every instance: it is never started or restarted
+	// again, and a FAILED one stops counting toward liveness.
+	stopAll := func(to InstanceState, reason string) {
 		for _, name := range m.order {
 			t := m.instances[name]
-			if t.state == to || t.state == StateStopped || (keepFailed && t.state == StateFailed) {
+			t.retired = true
+			if t.state == to || t.state == StateStopped {
 				continue
 			}
 			t.out = nil
@@ -80,18 +83,20 @@ func (m *modelTracker) step(ev Event, now time.Time) []action {
 		if m.reason == "" {
 			m.reason = "load failed"
 		}
-		// Nothing restarts the instances of a failed load.
-		stopAll(StateStopped, "load failed: "+m.reason, true)
+		// Nothing restarts the instances of a failed load. A failed load
+		// is the version's UNAVAILABLE state, as in Triton, never a
+		// liveness escalation: that is for versions that had loaded.
+		stopAll(StateStopped, "load failed: "+m.reason)
 	case ModelUnloading:
 		m.lifecycle, m.reason, m.expected = ModelStateUnloading, ev.Reason, false
 		// An explicit unload also ends a FAILED instance's escalation.
-		stopAll(StateStopping, "unloading", false)
+		stopAll(StateStopping, "unloading")
 	case ModelUnloaded:
 		m.lifecycle, m.reason, m.expected = ModelStateUnavailable, ev.Reason, false
 		if m.reason == "" {
 			m.reason = "unloaded"
 		}
-		stopAll(StateStopped, "unloaded", false)
+		stopAll(StateStopped, "unloaded")
 	}
 	return out
 }

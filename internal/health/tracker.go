@@ -68,6 +68,7 @@ type tracker struct {
 	restartCause  string
 	restartIssued bool // Restart was called; waiting for the new process
 	noRestart     bool // the server is draining: exits are recorded, never restarted
+	retired       bool // the version is unloading, unloaded or failed to load: never started again
 
 	ring []Transition
 	out  []action
@@ -210,8 +211,10 @@ func (t *tracker) resetChecks(now time.Time) {
 }
 
 func (t *tracker) onSpawned(ev Event, now time.Time) {
-	if t.state == StateFailed {
-		return // terminal until the model is reloaded
+	if t.state == StateFailed || t.retired {
+		// FAILED is terminal until the model is reloaded; a retired
+		// instance's late spawn (a restart racing an unload) is ignored.
+		return
 	}
 	t.pid = ev.PID
 	t.restartAt, t.restartIssued = time.Time{}, false
@@ -406,7 +409,7 @@ func (t *tracker) failingCheck() (int, bool) {
 // traffic and readiness at once, then a restart per backoff.
 func (t *tracker) crash(cause string, now time.Time) {
 	t.failingSince = time.Time{}
-	if t.noRestart {
+	if t.noRestart || t.retired {
 		t.moveTo(StateExited, "process exited: "+cause+" (server draining, no restart)", now)
 		return
 	}
@@ -418,7 +421,7 @@ func (t *tracker) crash(cause string, now time.Time) {
 // backoff delay. The first restart is issued at once; later ones wait.
 func (t *tracker) requestRestart(cause string, now time.Time) {
 	t.failingSince = time.Time{}
-	if t.noRestart {
+	if t.noRestart || t.retired {
 		t.moveTo(StateOutOfTraffic, cause+" (server draining, no restart)", now)
 		return
 	}

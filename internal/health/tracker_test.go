@@ -286,6 +286,35 @@ func TestTrackerScenarios(t *testing.T) {
 			},
 		},
 		{
+			// A restart racing an unload: the late spawn is ignored and the
+			// new process's exit is not a crash.
+			name: "restart racing an unload",
+			steps: append(started(testPolicy(nil)),
+				at(1*s, exited(1), StateRestarting, "unroutable", "restart"),
+				at(2*s, modelEv(ModelUnloading), StateStopping, []string{}...),
+				at(3*s, spawned(101), StateStopping, []string{}...),
+				at(4*s, initialized(), StateStopping, []string{}...),
+				at(5*s, exited(0), StateStopped, []string{}...),
+			),
+		},
+		{
+			name: "a failed load is not escalated",
+			steps: []step{
+				at(0, loading(testPolicy(func(p *Policy) { p.MaxRestarts = 0 })), StateStarting),
+				at(0, spawned(100), StateStarting),
+				at(1*s, initFailed("ImportError: no module named torch"), StateFailed, "fail"),
+				at(1*s, Event{Kind: ModelLoadFailed, Instance: ikey(""), Reason: "initialize failed: ImportError: no module named torch"}, StateStopped, []string{}...),
+			},
+			check: func(t *testing.T, h *harness) {
+				if live, why := h.snapshot().Live(); !live {
+					t.Fatalf("Live() = false: %s", why)
+				}
+				if m := h.snapshot().Models[0]; m.State != ModelStateUnavailable || !strings.Contains(m.Reason, "ImportError") {
+					t.Fatalf("model = %+v", m)
+				}
+			},
+		},
+		{
 			name: "stopped on purpose is not a crash",
 			steps: append(started(testPolicy(nil)),
 				at(1*s, stopped(), StateStopped, "unroutable"),
