@@ -35,6 +35,11 @@ test-go:
 test-python:
 	VIGIL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/conformance
 
+# bench measures latency, throughput, probe latency under load, detection and
+# recovery in one run, each next to a baseline from the same run.
+bench: deps build
+	$(GO) run ./bench -vigil $(BIN) -python $(PYTHON)
+
 # proto regenerates the protocol code from proto/*.proto with the plugin
 # versions pinned in go.mod. Needs protoc (apt-get install protobuf-compiler).
 proto:

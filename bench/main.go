@@ -1,0 +1,132 @@
+// Command bench measures vigil in one run and reports each figure next to a
+// baseline measured in the same run, since absolute numbers on shared
+// machines are noisy:
+//
+//   - the raw Go↔Python IPC round trip (an empty ping to a stub) is the
+//     baseline for infer latency;
+//   - GET /v2/health/live on an idle server is the baseline for the HTTP stack;
+//   - infer latency (concurrency 1) and throughput (concurrency 8) over HTTP
+//     and gRPC on the add_sub example;
+//   - /v2/health/ready and grpc.health.v1 Check latency while that load runs;
+//   - detection (SIGKILL → model NOT_SERVING, pushed by gRPC Watch) and
+//     recovery (→ SERVING again) over repeated kills;
+//   - hang detection: SIGSTOP against heartbeat_timeout_seconds, and a hung
+//     execute against execute_timeout_seconds.
+//
+// Run it with `make bench` (it builds vigil first).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+type options struct {
+	vigil    string
+	python   string
+	duration time.Duration
+	kills    int
+	samples  int
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.vigil, "vigil", "bin/vigil", "vigil binary")
+	flag.StringVar(&o.python, "python", "python3", "Python interpreter for the stubs")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput run")
+	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
+	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
+	flag.Parse()
+	if err := run(context.Background(), o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options, w io.Writer) error {
+	python, err := resolvePython(o.python)
+	if err != nil {
+		return err
+	}
+	r := &report{w: w}
+	fmt.Fprintf(w, "vigil benchmark — %s, python %s\n\n", time.Now().Format(time.RFC3339), python)
+
+	ipc, err := measureIPC(ctx, python, o.samples)
+	if err != nil {
+		return fmt.Errorf("ipc: %w", err)
+	}
+	r.add("ipc ping round trip (baseline)", ipc.ping, "")
+	r.add("ipc execute add_sub FP32[1,16]", ipc.exec, ratio(ipc.exec.p50, ipc.ping.p50))
+
+	repo, err := benchRepository()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(repo)
+	srv, err := startServer(o.vigil, repo, python)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	if err := srv.waitReady(60 * time.Second); err != nil {
+		return err
+	}
+	if err := measureServing(ctx, srv, o, r, ipc.ping); err != nil {
+		return err
+	}
+	if err := measureRecovery(ctx, srv, o, r); err != nil {
+		return err
+	}
+	r.print()
+	return nil
+}
+
+// benchRepository copies the examples and the test models the health
+// figures need into a temporary repository. The kill target gets a policy
+// without restart backoff, so that repeated kills measure recovery itself.
+func benchRepository() (string, error) {
+	dir, err := os.MkdirTemp("", "vigil-bench-")
+	if err != nil {
+		return "", err
+	}
+	copies := map[string]string{
+		"add_sub": "examples/models/add_sub",
+		"echo":    "tests/integration/testdata/models/echo",
+		"sleepy":  "tests/integration/testdata/models/sleepy",
+		"victim":  "tests/integration/testdata/models/echo",
+	}
+	for name, src := range copies {
+		if err := os.CopyFS(filepath.Join(dir, name), os.DirFS(src)); err != nil {
+			return "", err
+		}
+	}
+	cfg := filepath.Join(dir, "victim", "config.pbtxt")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), `name: "echo"`, `name: "victim"`, 1)), 0o644); err != nil {
+		return "", err
+	}
+	policy := "max_restarts: 100000\nrestart_backoff: { initial_seconds: 0.001, max_seconds: 0.001 }\n" +
+		"heartbeat_period_seconds: 0.1\nheartbeat_timeout_seconds: 0.5\nrestart_threshold_seconds: 0.5\n"
+	return dir, os.WriteFile(filepath.Join(dir, "victim", "health.yaml"), []byte(policy), 0o644)
+}
+
+func resolvePython(name string) (string, error) {
+	out, err := exec.Command(name, "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return "", fmt.Errorf("python %s: %w", name, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
