@@ -21,7 +21,7 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 		body, err = s.decompress(body, r.Header.Get("Content-Encoding"))
 	}
 	if err != nil {
-		s.writeError(w, r, err)
+		s.writeError(w, r, apierr.Wrap(apierr.CodeOf(err), err, "model %q", name))
 		return
 	}
 	hv, present := r.Header[http.CanonicalHeaderKey(headerContentLength)]

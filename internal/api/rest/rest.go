@@ -1,15 +1,3 @@
-// Package rest serves vigil's HTTP/REST API: the Open Inference Protocol
-// (KServe v2) with Triton's extensions (binary tensor data, statistics, model
-// configuration, model repository), the Kubernetes-style /livez, /readyz and
-// /startupz probes, and /metrics.
-//
-// Handlers are thin: request bodies are decoded by the codecs in
-// json_codec.go, binary_codec.go and elements.go; everything about models is
-// asked of the Models interface and everything about health is read from the
-// health snapshot, which never blocks on a model.
-//
-// Every error answers {"error": "..."} with the status that apierr assigns to
-// the error's class; 503s carry Retry-After.
 package rest
 
 import (
