@@ -145,26 +145,30 @@ func fieldBefore(data []byte, line, column int) string {
 	return m[1]
 }
 
-// tritonOnlyFields are Triton ModelConfig field names (at any level) that
-// vigil does not implement. They are reported as unsupported rather than
-// unknown, so a user porting a Triton config knows the name is right and
-// the feature is missing.
-var tritonOnlyFields = map[string]bool{
-	"runtime": true, "batch_input": true, "batch_output": true,
-	"optimization": true, "sequence_batching": true, "ensemble_scheduling": true,
-	"cc_model_filenames": true, "metric_tags": true, "model_warmup": true,
-	"model_operations": true, "model_repository_agents": true,
-	"response_cache": true, "model_metrics": true,
-	"format": true, "is_shape_tensor": true, "allow_ragged_batch": true,
-	"is_non_linear_format_io": true,
-	"rate_limiter": true, "secondary_devices": true, "profile": true,
-	"passive": true, "host_policy": true,
-	"priority_levels": true, "default_priority_level": true,
-	"default_queue_policy": true, "priority_queue_policy": true,
+// isTritonOnlyField reports whether name is a Triton ModelConfig field name
+// (at any level) that vigil does not implement. Such fields are reported as
+// unsupported rather than unknown, so a user porting a Triton config knows
+// the name is right and the feature is missing.
+func isTritonOnlyField(name string) bool {
+	switch name {
+	case "runtime", "batch_input", "batch_output", "optimization",
+		"sequence_batching", "ensemble_scheduling", "cc_model_filenames",
+		"metric_tags", "model_warmup", "model_operations",
+		"model_repository_agents", "response_cache", "model_metrics",
+		// ModelInput and ModelOutput
+		"format", "is_shape_tensor", "allow_ragged_batch", "is_non_linear_format_io",
+		// ModelInstanceGroup
+		"rate_limiter", "secondary_devices", "profile", "passive", "host_policy",
+		// ModelDynamicBatching
+		"priority_levels", "default_priority_level", "default_queue_policy",
+		"priority_queue_policy":
+		return true
+	}
+	return false
 }
 
 func unknownFieldMessage(name string) string {
-	if tritonOnlyFields[name] {
+	if isTritonOnlyField(name) {
 		return fmt.Sprintf("unsupported field %q: vigil does not implement this Triton feature", name)
 	}
 	msg := fmt.Sprintf("unknown field %q", name)

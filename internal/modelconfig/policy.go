@@ -251,6 +251,10 @@ func positiveSeconds(dst func(*health.Policy) *time.Duration) func(*yaml.Node, s
 
 func atLeast(lo int, dst func(*health.Policy) *int) func(*yaml.Node, string, string, *health.Policy) error {
 	return func(n *yaml.Node, field, file string, p *health.Policy) error {
+		// yaml.v3 would truncate 1.5 into an int: accept integers only.
+		if n.Kind == yaml.ScalarNode && n.ShortTag() != "!!int" {
+			return nodeError(file, n, field, "%s: must be an integer, got %q", field, n.Value)
+		}
 		var v int
 		if err := decodeScalar(n, field, file, "an integer", &v); err != nil {
 			return err
@@ -271,7 +275,8 @@ func setErrorPatterns(n *yaml.Node, field, file string, p *health.Policy) error 
 	for i, item := range n.Content {
 		item = resolve(item)
 		f := fmt.Sprintf("%s[%d]", field, i)
-		if item.Kind != yaml.ScalarNode || item.Tag != "!!str" {
+		// Any scalar is taken as written: error_patterns: [503] means "503".
+		if item.Kind != yaml.ScalarNode || isNull(item) {
 			return nodeError(file, item, f, "%s: must be a string, got %s", f, describe(item))
 		}
 		if item.Value == "" {

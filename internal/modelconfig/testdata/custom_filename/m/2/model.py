@@ -1,0 +1,1 @@
+# model.py is not the model file here

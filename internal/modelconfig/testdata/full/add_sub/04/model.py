@@ -1,0 +1,1 @@
+# not canonical: "04" is ignored

@@ -1,0 +1,1 @@
+# version 0 is not a version
