@@ -21,7 +21,7 @@ func (m *Manager) Infer(ctx context.Context, req *inference.Request) (resp *infe
 	}
 	start := time.Now()
 	defer func() { m.metrics.observe(v.key.Model, v.key.Version, start, err) }()
-	size, err := checkRequest(v.spec.Config, req)
+	size, err := checkRequest(v.spec.Config, req, m.cfg.MaxElements)
 	if err != nil {
 		return nil, err
 	}
@@ -34,7 +34,7 @@ func (m *Manager) Infer(ctx context.Context, req *inference.Request) (resp *infe
 
 // checkRequest validates req against cfg, applies input reshapes, and
 // returns the request's batch size (1 for models that do not batch).
-func checkRequest(cfg *inferencepb.ModelConfig, req *inference.Request) (int, error) {
+func checkRequest(cfg *inferencepb.ModelConfig, req *inference.Request, maxElements int64) (int, error) {
 	name := cfg.GetName()
 	batching := cfg.GetMaxBatchSize() > 0
 	seen := make(map[string]bool, len(req.Inputs))
@@ -72,6 +72,9 @@ func checkRequest(cfg *inferencepb.ModelConfig, req *inference.Request) (int, er
 		}
 		if !shapeMatches(shape, dims) {
 			return 0, apierr.New(apierr.InvalidArgument, "model %s: input %q has shape %v, expected %s", name, in.Name, in.Shape, describeDims(dims, batching))
+		}
+		if n, _ := tensor.ElementCount(in.Shape); maxElements > 0 && n > maxElements {
+			return 0, apierr.New(apierr.InvalidArgument, "model %s: input %q has %d elements, more than the limit of %d (--max-tensor-elements)", name, in.Name, n, maxElements)
 		}
 		if err := in.Validate(); err != nil {
 			return 0, apierr.Wrap(apierr.InvalidArgument, err, "model %s", name)

@@ -66,6 +66,9 @@ type Config struct {
 	StopGrace       time.Duration
 	// MaxQueue bounds each version's queue (0 = unbounded).
 	MaxQueue int
+	// MaxElements bounds the element count of one input tensor (0 = no
+	// limit).
+	MaxElements int64
 	// LoadConcurrency bounds parallel loads at start-up.
 	LoadConcurrency int
 	// Metrics registers the inference metrics; nil keeps them unexported.

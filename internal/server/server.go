@@ -50,6 +50,7 @@ type Config struct {
 	Policy           health.Policy
 	MaxRequestBytes  int64
 	MaxQueue         int
+	MaxElements      int64
 	AdminToken       string
 	DrainDelay       time.Duration
 	ShutdownTimeout  time.Duration
@@ -127,6 +128,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:          log,
 		FinalizeTimeout: cfg.FinalizeTimeout,
 		MaxQueue:        cfg.MaxQueue,
+		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
 	})
 	act.set(mgr)

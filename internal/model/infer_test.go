@@ -1,0 +1,110 @@
+package model
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/modelconfig"
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+const batchedConfig = `
+name: "m"
+backend: "python"
+max_batch_size: 4
+input [
+  { name: "A" data_type: TYPE_FP32 dims: [ 2 ] },
+  { name: "B" data_type: TYPE_INT32 dims: [ -1 ] optional: true },
+  { name: "R" data_type: TYPE_FP32 dims: [ 4 ] reshape: { shape: [ 2, 2 ] } optional: true }
+]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 2 ] } ]
+`
+
+func fp32s(name string, shape ...int64) tensor.Tensor {
+	n, _ := tensor.ElementCount(shape)
+	return tensor.Tensor{Name: name, Datatype: tensor.FP32, Shape: shape, Data: make([]byte, 4*n)}
+}
+
+func TestCheckRequest(t *testing.T) {
+	cfg, err := modelconfig.ParseConfig([]byte(batchedConfig), "m/config.pbtxt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		inputs   []tensor.Tensor
+		outputs  []inference.RequestedOutput
+		max      int64
+		wantSize int
+		wantErr  string // substring; empty means success
+	}{
+		{name: "ok", inputs: []tensor.Tensor{fp32s("A", 3, 2)}, wantSize: 3},
+		{name: "unknown input", inputs: []tensor.Tensor{fp32s("A", 1, 2), fp32s("Z", 1, 2)}, wantErr: `no input named "Z"`},
+		{name: "missing required", inputs: []tensor.Tensor{{Name: "B", Datatype: tensor.Int32, Shape: []int64{1, 1}, Data: make([]byte, 4)}}, wantErr: `missing input "A"`},
+		{name: "wrong datatype", inputs: []tensor.Tensor{{Name: "A", Datatype: tensor.FP64, Shape: []int64{1, 2}, Data: make([]byte, 16)}}, wantErr: `input "A" has datatype FP64, expected FP32`},
+		{name: "wrong dims", inputs: []tensor.Tensor{fp32s("A", 1, 3)}, wantErr: `input "A" has shape [1 3], expected [-1 2]`},
+		{name: "no batch dim", inputs: []tensor.Tensor{fp32s("A", 2)}, wantErr: `has shape [2]`},
+		{name: "batch too big", inputs: []tensor.Tensor{fp32s("A", 5, 2)}, wantErr: "batch size 5, must be 1 to 4"},
+		{name: "batch mismatch", inputs: []tensor.Tensor{fp32s("A", 2, 2), {Name: "B", Datatype: tensor.Int32, Shape: []int64{3, 1}, Data: make([]byte, 12)}}, wantErr: "other inputs have 2"},
+		{name: "data short", inputs: []tensor.Tensor{{Name: "A", Datatype: tensor.FP32, Shape: []int64{1, 2}, Data: make([]byte, 4)}}, wantErr: "needs 8 bytes"},
+		{name: "duplicate", inputs: []tensor.Tensor{fp32s("A", 1, 2), fp32s("A", 1, 2)}, wantErr: "appears twice"},
+		{name: "unknown output", inputs: []tensor.Tensor{fp32s("A", 1, 2)}, outputs: []inference.RequestedOutput{{Name: "Q"}}, wantErr: `no output named "Q"`},
+		{name: "element limit", inputs: []tensor.Tensor{fp32s("A", 4, 2)}, max: 4, wantErr: "more than the limit"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &inference.Request{Model: "m", Inputs: c.inputs, Outputs: c.outputs}
+			size, err := checkRequest(cfg, req, c.max)
+			if c.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				if size != c.wantSize {
+					t.Errorf("size %d, want %d", size, c.wantSize)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, c.wantErr)
+			}
+			if apierr.CodeOf(err) != apierr.InvalidArgument {
+				t.Errorf("code %v, want invalid argument", apierr.CodeOf(err))
+			}
+			if !strings.Contains(err.Error(), "model m") {
+				t.Errorf("error %q does not name the model", err)
+			}
+		})
+	}
+}
+
+func TestCheckRequestAppliesReshape(t *testing.T) {
+	cfg, err := modelconfig.ParseConfig([]byte(batchedConfig), "m/config.pbtxt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &inference.Request{Inputs: []tensor.Tensor{fp32s("A", 2, 2), fp32s("R", 2, 4)}}
+	if _, err := checkRequest(cfg, req, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := req.Inputs[1].Shape; len(got) != 3 || got[0] != 2 || got[1] != 2 || got[2] != 2 {
+		t.Errorf("reshaped shape %v, want [2 2 2]", got)
+	}
+}
+
+func TestSelectOutputsKeepsRequestedInOrder(t *testing.T) {
+	v := &version{}
+	v.key.Model, v.key.Version = "m", "1"
+	resp := &inference.Response{Outputs: []tensor.Tensor{{Name: "X"}, {Name: "Y"}}}
+	got, err := selectOutputs(v, &inference.Request{ID: "7", Outputs: []inference.RequestedOutput{{Name: "Y"}}}, resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Outputs) != 1 || got.Outputs[0].Name != "Y" || got.ID != "7" || got.Version != "1" {
+		t.Errorf("got %+v", got)
+	}
+	if _, err := selectOutputs(v, &inference.Request{Outputs: []inference.RequestedOutput{{Name: "Z"}}}, resp); apierr.CodeOf(err) != apierr.Internal {
+		t.Errorf("missing output: %v, want internal", err)
+	}
+}
