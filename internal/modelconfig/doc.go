@@ -88,7 +88,8 @@
 //     max_restarts are ≥ 1; consecutive_errors ≥ 0 (0 = off).
 //   - restart_threshold_seconds ≥ stop_traffic_threshold_seconds, and
 //     restart_backoff.max_seconds ≥ restart_backoff.initial_seconds.
-//   - error_patterns are non-empty substrings (an empty one would match
-//     every error).
+//   - error_patterns is a list of non-empty substrings (an empty one would
+//     match every error); any scalar is taken as written, so [503] is "503".
+//   - integer keys take integers only: 1.5 is an error, not 1.
 //   - Load also requires min_ready_instances ≤ the model's instance count.
 package modelconfig
