@@ -1,0 +1,1 @@
+# placeholder: manifests only read the configuration
