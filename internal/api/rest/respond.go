@@ -60,12 +60,18 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	var classified *apierr.Error
-	if status >= 500 && !errors.As(err, &classified) {
+	// A request whose client went away fails with the context's error; that
+	// is not a fault worth a log line.
+	if status >= 500 && !errors.As(err, &classified) && r.Context().Err() == nil {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("error", err.Error()))
 	}
 	writeErrorStatus(w, status, err.Error())
 }
+
+// maxPreallocBytes bounds the buffer allocated from Content-Length before
+// any of the body has arrived.
+const maxPreallocBytes = 4 << 20
 
 // readBody reads the whole request body within the server's limit. A body
 // over the limit is a TooLarge error (413); it is refused before reading when
@@ -80,7 +86,10 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		// Trust Content-Length for the first few megabytes only: a client
+		// that announces a large body and sends nothing must not make every
+		// connection allocate it up front.
+		buf.Grow(int(min(r.ContentLength, maxPreallocBytes)))
 	}
 	if _, err := buf.ReadFrom(body); err != nil {
 		var tooLarge *http.MaxBytesError
