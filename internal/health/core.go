@@ -60,6 +60,8 @@ func (c *core) step(ev Event, now time.Time) []action {
 	switch ev.Kind {
 	case ModelLoaded, ModelLoadFailed, ModelUnloading, ModelUnloaded:
 		out = m.step(ev, now)
+	case InstanceRemoved:
+		m.removeInstance(ev.Instance.Instance)
 	case InstanceSpawned, InstanceInitialized, InstanceInitFailed, InstanceExited, InstanceStopped, CheckResult, ExecuteResult:
 		t, ok := m.instances[ev.Instance.Instance]
 		if !ok {

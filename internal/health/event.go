@@ -42,6 +42,10 @@ const (
 	// Checks and outcomes.
 	CheckResult   // Check, OK, Reason
 	ExecuteResult // OK, Reason, TimedOut
+
+	// InstanceRemoved forgets a stopped instance: a reload replaced it with
+	// a new one under another name, and the version keeps serving.
+	InstanceRemoved
 )
 
 // Check names one of an instance's checks.

@@ -58,6 +58,20 @@ func (m *modelTracker) addInstance(name string, now time.Time) *tracker {
 	return t
 }
 
+// removeInstance forgets an instance; its process has been stopped.
+func (m *modelTracker) removeInstance(name string) {
+	if _, ok := m.instances[name]; !ok {
+		return
+	}
+	delete(m.instances, name)
+	for i, n := range m.order {
+		if n == name {
+			m.order = append(m.order[:i:i], m.order[i+1:]...)
+			break
+		}
+	}
+}
+
 // step applies a lifecycle event of this version.
 func (m *modelTracker) step(ev Event, now time.Time) []action {
 	var out []action

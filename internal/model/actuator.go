@@ -8,7 +8,7 @@ var _ health.Actuator = (*Manager)(nil)
 func (m *Manager) instanceFor(k health.InstanceKey) (*version, int) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	v := m.live[health.ModelKey{Model: k.Model, Version: k.Version}]
+	v := m.live[k]
 	if v == nil {
 		return nil, -1
 	}

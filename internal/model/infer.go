@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -26,6 +27,14 @@ func (m *Manager) Infer(ctx context.Context, req *inference.Request) (resp *infe
 		return nil, err
 	}
 	resp, err = v.queue.Submit(ctx, req, size)
+	if errors.Is(err, errReplaced) {
+		// A reload switched versions between resolve and submit: the
+		// replacement serves it.
+		if v, err = m.resolve(req.Model, req.Version); err != nil {
+			return nil, err
+		}
+		resp, err = v.queue.Submit(ctx, req, size)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,10 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sort"
 	"strconv"
 	"sync"
@@ -83,14 +85,18 @@ type Manager struct {
 
 	mu     sync.RWMutex
 	models map[string]*entry
-	// live holds every version with instances, loading or serving: the
-	// health engine's decisions reach instances through it.
-	live map[health.ModelKey]*version
+	// live holds every instance of every version, loading, serving or
+	// being replaced: the health engine's decisions reach them through it.
+	live map[health.InstanceKey]*version
 }
 
 // entry is one model name. op serializes its loads and unloads.
 type entry struct {
 	op sync.Mutex
+	// loads counts this model's loads (guarded by op); a rolling reload
+	// names its instances after it, so that old and new instances can
+	// coexist in the health engine.
+	loads int
 
 	// Guarded by Manager.mu.
 	spec     *modelconfig.Model
@@ -116,7 +122,7 @@ func New(cfg Config) *Manager {
 	if cfg.LoadConcurrency <= 0 {
 		cfg.LoadConcurrency = 4
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.ModelKey]*version{}}
+	return &Manager{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
 }
 
 // StartupModels lists the models to load at start-up for the control mode.
@@ -240,23 +246,27 @@ func (m *Manager) load(ctx context.Context, name string) error {
 		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
 	}
 
-	// A reload stops the old versions first: the new instances reuse the
-	// old ones' names, and the health engine tracks instances by name.
-	m.mu.Lock()
+	m.mu.RLock()
 	old := e.versions
-	e.versions = nil
-	m.mu.Unlock()
+	m.mu.RUnlock()
+	e.loads++
+	if canRoll(old, spec) {
+		return m.rollingReload(ctx, e, old, spec)
+	}
+	// Any other reload stops the old versions first: the health engine
+	// starts each version over on ModelLoading.
 	if len(old) > 0 {
+		m.mu.Lock()
+		e.versions = nil
+		m.mu.Unlock()
 		m.stopVersions(ctx, old, "reloading")
 	}
 
 	versions := make(map[string]*version, len(spec.Versions))
 	for _, n := range spec.Versions {
-		v := m.newVersion(spec, n)
+		v := m.newVersion(spec, n, e.loads)
 		versions[v.key.Version] = v
-		m.mu.Lock()
-		m.live[v.key] = v
-		m.mu.Unlock()
+		m.register(v)
 		names := make([]string, len(v.instances))
 		for i, in := range v.instances {
 			names[i] = in.Key().Instance
@@ -267,22 +277,7 @@ func (m *Manager) load(ctx context.Context, name string) error {
 			Instances: names, Policy: &policy, Expected: true})
 	}
 
-	errs := make(chan error, len(versions)*8)
-	var wg sync.WaitGroup
-	for _, v := range versions {
-		for _, in := range v.instances {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := in.Start(ctx); err != nil {
-					errs <- fmt.Errorf("instance %s: %w", in.Key().Instance, err)
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := m.startAll(ctx, versions); err != nil {
 		m.stopFailedLoad(context.WithoutCancel(ctx), versions)
 		for _, v := range versions {
 			m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(),
@@ -296,14 +291,118 @@ func (m *Manager) load(ctx context.Context, name string) error {
 	e.versions = versions
 	m.mu.Unlock()
 	for _, v := range versions {
-		v.mu.Lock()
-		v.serving = true
-		v.mu.Unlock()
+		v.setServing(true)
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoaded, At: time.Now(),
 			Instance: health.InstanceKey{Model: name, Version: v.key.Version}})
 	}
 	m.log.Info("model loaded", "model", name, "versions", len(versions))
 	return nil
+}
+
+// canRoll reports whether a reload can replace instances while the old
+// ones serve: the same versions with the same health policy. Anything else
+// is a new load.
+func canRoll(old map[string]*version, spec *modelconfig.Model) bool {
+	if len(old) == 0 || len(old) != len(spec.Versions) {
+		return false
+	}
+	for _, n := range spec.Versions {
+		v := old[strconv.FormatInt(n, 10)]
+		if v == nil || !reflect.DeepEqual(v.spec.Policy, spec.Policy) {
+			return false
+		}
+	}
+	return true
+}
+
+// rollingReload starts a new set of instances beside the serving ones,
+// switches traffic to them once all have initialized, lets the old ones
+// finish what they were given, and stops them. The versions stay READY
+// throughout; if the new instances fail, the old ones keep serving.
+func (m *Manager) rollingReload(ctx context.Context, e *entry, old map[string]*version, spec *modelconfig.Model) error {
+	name := spec.Name
+	versions := make(map[string]*version, len(old))
+	for _, n := range spec.Versions {
+		v := m.newVersion(spec, n, e.loads)
+		versions[v.key.Version] = v
+		m.register(v)
+	}
+	if err := m.startAll(ctx, versions); err != nil {
+		m.stopFailedLoad(context.WithoutCancel(ctx), versions)
+		m.forget(versions)
+		m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
+		return apierr.Wrap(apierr.Internal, err, "failed to reload model %s (the loaded version keeps serving)", name)
+	}
+	m.mu.Lock()
+	e.spec = spec
+	e.versions = versions
+	m.mu.Unlock()
+	for _, v := range versions {
+		v.setServing(true)
+	}
+	for _, v := range old {
+		v.drain(ctx)
+	}
+	m.stopFailedLoad(context.WithoutCancel(ctx), old)
+	m.forget(old)
+	m.log.Info("model reloaded", "model", name, "versions", len(versions))
+	return nil
+}
+
+// startAll starts every instance of versions and waits for initialize.
+func (m *Manager) startAll(ctx context.Context, versions map[string]*version) error {
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for _, v := range versions {
+		for _, in := range v.instances {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := in.Start(ctx); err != nil {
+					select {
+					case errs <- fmt.Errorf("instance %s: %w", in.Key().Instance, err):
+					default:
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// register makes a version's instances reachable by the health engine.
+func (m *Manager) register(v *version) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, in := range v.instances {
+		m.live[in.Key()] = v
+	}
+}
+
+// unregister undoes register.
+func (m *Manager) unregister(v *version) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, in := range v.instances {
+		if m.live[in.Key()] == v {
+			delete(m.live, in.Key())
+		}
+	}
+}
+
+// forget tells the health engine that replaced instances are gone.
+func (m *Manager) forget(vs map[string]*version) {
+	for _, v := range vs {
+		for _, in := range v.instances {
+			m.cfg.Events.Post(health.Event{Kind: health.InstanceRemoved, At: time.Now(), Instance: in.Key()})
+		}
+	}
 }
 
 // readSpec loads and checks a model's configuration.
@@ -314,8 +413,10 @@ func (m *Manager) readSpec(name string) (*modelconfig.Model, error) {
 	return modelconfig.Load(m.cfg.RepoDir, name, m.cfg.Defaults)
 }
 
-// newVersion builds a version's queue and instances.
-func (m *Manager) newVersion(spec *modelconfig.Model, n int64) *version {
+// newVersion builds a version's queue and instances. Instances of the
+// model's first load are named as the configuration names them; later
+// loads add "-r<load>".
+func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *version {
 	vs := strconv.FormatInt(n, 10)
 	cfg := spec.Config
 	b := scheduler.Batching{MaxBatchSize: int(cfg.GetMaxBatchSize()), MaxQueue: m.cfg.MaxQueue}
@@ -337,6 +438,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64) *version {
 		configJSON = []byte("{}")
 	}
 	for _, inName := range spec.InstanceNames() {
+		if load > 1 {
+			inName = fmt.Sprintf("%s-r%d", inName, load)
+		}
 		key := health.InstanceKey{Model: spec.Name, Version: vs, Instance: inName}
 		v.instances = append(v.instances, instance.New(instance.Config{
 			Key:     key,
@@ -372,11 +476,7 @@ func (m *Manager) stopVersions(ctx context.Context, vs map[string]*version, reas
 		go func() {
 			defer wg.Done()
 			v.stop(ctx)
-			m.mu.Lock()
-			if m.live[v.key] == v {
-				delete(m.live, v.key)
-			}
-			m.mu.Unlock()
+			m.unregister(v)
 			m.cfg.Events.Post(health.Event{Kind: health.ModelUnloaded, At: time.Now(),
 				Instance: health.InstanceKey{Model: v.key.Model, Version: v.key.Version}, Reason: reason})
 		}()
@@ -393,22 +493,49 @@ func (m *Manager) stopFailedLoad(ctx context.Context, vs map[string]*version) {
 		go func() {
 			defer wg.Done()
 			v.stop(ctx)
-			m.mu.Lock()
-			if m.live[v.key] == v {
-				delete(m.live, v.key)
-			}
-			m.mu.Unlock()
+			m.unregister(v)
 		}()
 	}
 	wg.Wait()
 }
+
+func (v *version) setServing(serving bool) {
+	v.mu.Lock()
+	v.serving = serving
+	v.mu.Unlock()
+}
+
+// drain waits, within ctx and at most drainLimit, until the version's
+// queue is empty: requests that reached it before traffic moved on are
+// served by its own instances. Requests that arrive after it closes are
+// retried on the version that replaced it.
+func (v *version) drain(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, drainLimit)
+	defer cancel()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for v.queue.Len() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// drainLimit bounds how long a replaced version serves its queue.
+const drainLimit = 30 * time.Second
+
+// errReplaced closes the queue of a version a reload replaced.
+var errReplaced = errors.New("model version was replaced by a reload")
 
 // stop closes the version's queue and stops its instances.
 func (v *version) stop(ctx context.Context) {
 	v.mu.Lock()
 	v.serving = false
 	v.mu.Unlock()
-	v.queue.Close(apierr.Unavailablef("model %s version %s is unloading", v.key.Model, v.key.Version))
+	v.queue.Close(&apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: errReplaced,
+		Msg: fmt.Sprintf("model %s version %s is unloading", v.key.Model, v.key.Version)})
 	var wg sync.WaitGroup
 	for _, in := range v.instances {
 		wg.Add(1)

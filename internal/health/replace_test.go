@@ -1,0 +1,31 @@
+package health
+
+import "testing"
+
+// A reload replaces instances one set for another while the version stays
+// READY: new instances join by spawning under new names, old ones stop and
+// are removed, and readiness never drops.
+func TestReloadReplacesInstancesWithoutLosingReadiness(t *testing.T) {
+	h := newHarness(t)
+	h.post(loading(testPolicy(nil), "m_0"))
+	h.post(spawned(10))
+	h.post(initialized())
+	h.post(modelEv(ModelLoaded))
+	if ok, r, _ := h.snapshot().ModelReady(testModel, testVersion); !ok {
+		t.Fatalf("not ready before the reload: %s", r)
+	}
+	h.post(spawned(20).on("m_0-r2"))
+	h.post(initialized().on("m_0-r2"))
+	h.post(stopped())
+	if ok, r, _ := h.snapshot().ModelReady(testModel, testVersion); !ok {
+		t.Fatalf("not ready while replacing: %s", r)
+	}
+	h.post(ev(InstanceRemoved))
+	m, _ := h.snapshot().Model(testModel, testVersion)
+	if len(m.Instances) != 1 || m.Instances[0].Name != "m_0-r2" {
+		t.Fatalf("instances after removal: %+v", m.Instances)
+	}
+	if !m.Ready || m.Degraded {
+		t.Errorf("ready %v degraded %v, want ready and not degraded", m.Ready, m.Degraded)
+	}
+}
