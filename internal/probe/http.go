@@ -76,7 +76,9 @@ func checkHTTP(ctx context.Context, r resolved) Result {
 		res.Outcome, res.Detail = Unknown, oneLine(err.Error())
 		return res
 	}
-	req.Header.Set("Accept", "text/plain, application/json")
+	// As the kubelet does: vigil's probe endpoints answer JSON only when
+	// asked for it, and the verbose text is what the line is taken from.
+	req.Header.Set("Accept", "*/*")
 	req.Header.Set("User-Agent", "vigil-probe")
 	resp, err := client.Do(req)
 	if err != nil {
@@ -145,18 +147,33 @@ func failedLine(body []byte) string {
 	return ""
 }
 
+// jsonReason reads why from a JSON body: a model endpoint's "reason", an
+// error's "error", or the first failing check of a probe's ?format=json.
 func jsonReason(body []byte) string {
 	var v struct {
 		Reason string `json:"reason"`
 		Error  string `json:"error"`
+		Checks []struct {
+			Name   string `json:"name"`
+			OK     bool   `json:"ok"`
+			Reason string `json:"reason"`
+		} `json:"checks"`
 	}
 	if json.Unmarshal(body, &v) != nil {
 		return ""
 	}
-	if v.Reason != "" {
+	switch {
+	case v.Reason != "":
 		return oneLine(v.Reason)
+	case v.Error != "":
+		return oneLine(v.Error)
 	}
-	return oneLine(v.Error)
+	for _, c := range v.Checks {
+		if !c.OK {
+			return oneLine(c.Name + " failed: " + c.Reason)
+		}
+	}
+	return ""
 }
 
 func firstLine(body []byte) string {

@@ -43,6 +43,10 @@ type answer struct {
 func healthServer(t *testing.T, answers map[string]answer) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept") != "*/*" {
+			http.Error(w, "probe sent Accept "+r.Header.Get("Accept"), http.StatusNotAcceptable)
+			return
+		}
 		a, ok := answers[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
@@ -82,6 +86,7 @@ func TestHTTP(t *testing.T) {
 		"/v2/models/internal/ready":            {500, "boom"},
 		"/v2/models/apiserver-style/ready":     {500, "[+]a ok\n[-]b failed: reason withheld\n"},
 		"/v2/models/sp ace/ready":              {200, ""},
+		"/v2/models/json-probe/ready":          {503, `{"probe":"readyz","ok":false,"checks":[{"name":"ping","ok":true},{"name":"model/x/1","ok":false,"reason":"model x version 1 is LOADING"}]}`},
 		"/v2/models/add_sub/versions/1/ready":  {200, ""},
 		"/v2/models/add_sub/versions/77/ready": {404, ""},
 	})
@@ -112,6 +117,7 @@ func TestHTTP(t *testing.T) {
 		{"redirect is no answer", []string{"model", "redirect"}, ExitUnknown,
 			"model/redirect: could not ask " + addr + `: unexpected HTTP 301 from /v2/models/redirect/ready: <a href="/elsewhere">Moved Permanently</a>.`},
 		{"escaped model name", []string{"model", "sp ace"}, ExitHealthy, "model/sp ace: ok"},
+		{"json probe body", []string{"model", "json-probe"}, ExitUnhealthy, "model/json-probe: unhealthy: model/x/1 failed: model x version 1 is LOADING"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
