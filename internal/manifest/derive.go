@@ -46,8 +46,10 @@ const (
 	// answer) plus process start.
 	execProbeTimeout = 3 * time.Second
 	// graceMargin is added to the grace period after the shutdown timeout
-	// and the finalize timeout, for stragglers' SIGKILL and process exit.
-	graceMargin = 5 * time.Second
+	// and the finalize timeout: vigil gives stopping instances the finalize
+	// timeout plus 5 s before it kills stragglers, and 5 s more covers
+	// process exit.
+	graceMargin = 10 * time.Second
 	// serverLoadConcurrency is how many models `vigil serve` loads at once
 	// at start-up.
 	serverLoadConcurrency = 4
@@ -56,7 +58,8 @@ const (
 	defaultLoadTime = 5 * time.Minute
 )
 
-// Probe timing, in whole seconds, as the Kubernetes Probe fields take them.
+// Timing is one probe's timing, in whole seconds, as the Kubernetes Probe
+// fields take them.
 type Timing struct {
 	PeriodSeconds    int32
 	TimeoutSeconds   int32
