@@ -172,12 +172,12 @@ func TestDerive(t *testing.T) {
 			name:      "defaults",
 			models:    []ModelInfo{{Name: "m", Policy: policy(nil), Instances: 1}},
 			startupFT: 61, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 5 + 5 + 30 + 5 + 5, instances: 1,
+			preStop: 5, grace: 5 + 5 + 30 + 5 + 10, instances: 1,
 		},
 		{
 			name:      "no models: server defaults",
 			startupFT: 61, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 50, instances: 1,
+			preStop: 5, grace: 55, instances: 1,
 		},
 		{
 			name: "fast stop-traffic wins over slow",
@@ -186,19 +186,19 @@ func TestDerive(t *testing.T) {
 				{Name: "fast", Policy: stopAfter(0), Instances: 3},
 			},
 			startupFT: 61, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 50, instances: 5,
+			preStop: 5, grace: 55, instances: 5,
 		},
 		{
 			name:      "stop-traffic 3s",
 			models:    []ModelInfo{{Name: "m", Policy: stopAfter(3500 * time.Millisecond), Instances: 1}},
 			startupFT: 61, readyPeriod: 3, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 50, instances: 1,
+			preStop: 5, grace: 55, instances: 1,
 		},
 		{
 			name:      "slow stop-traffic caps the period at 5s",
 			models:    []ModelInfo{{Name: "m", Policy: stopAfter(30 * time.Second), Instances: 1}},
 			startupFT: 61, readyPeriod: 5, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 50, instances: 1,
+			preStop: 5, grace: 55, instances: 1,
 		},
 		{
 			name: "slow load",
@@ -207,7 +207,7 @@ func TestDerive(t *testing.T) {
 				{Name: "small", Policy: policy(nil), Instances: 1, LoadTime: 10 * time.Second},
 			},
 			startupFT: 20*60/5 + 1, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 50, instances: 2,
+			preStop: 5, grace: 55, instances: 2,
 		},
 		{
 			name: "five models load in two waves",
@@ -218,21 +218,21 @@ func TestDerive(t *testing.T) {
 			},
 			edit:      func(o *Options) { o.LoadTime = time.Minute },
 			startupFT: 2*60/5 + 1, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 50, instances: 5,
+			preStop: 5, grace: 55, instances: 5,
 		},
 		{
 			name:      "explicit startup budget, rounded up",
 			models:    []ModelInfo{{Name: "m", Policy: policy(nil), Instances: 1, LoadTime: time.Hour}},
 			edit:      func(o *Options) { o.StartupBudget = 92 * time.Second },
 			startupFT: 19 + 1, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 5, grace: 50, instances: 1,
+			preStop: 5, grace: 55, instances: 1,
 		},
 		{
 			name:      "no drain delay: no preStop",
 			models:    []ModelInfo{{Name: "m", Policy: policy(nil), Instances: 1}},
 			edit:      func(o *Options) { o.DrainDelay = 0 },
 			startupFT: 61, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 0, grace: 30 + 5 + 5, instances: 1,
+			preStop: 0, grace: 30 + 5 + 10, instances: 1,
 		},
 		{
 			name:   "long drain and shutdown",
@@ -241,7 +241,7 @@ func TestDerive(t *testing.T) {
 				o.DrainDelay, o.ShutdownTimeout, o.FinalizeTimeout = 12500*time.Millisecond, 2*time.Minute, 20*time.Second
 			},
 			startupFT: 61, readyPeriod: 2, livePeriod: 10, liveFT: 3,
-			preStop: 13, grace: 13 + 13 + 120 + 20 + 5, instances: 1,
+			preStop: 13, grace: 13 + 13 + 120 + 20 + 10, instances: 1,
 		},
 	}
 	for _, tt := range tests {
@@ -466,7 +466,7 @@ func TestKServe(t *testing.T) {
 	if *p.Model.ProtocolVersion != "v2" {
 		t.Errorf("protocolVersion %q, want v2", *p.Model.ProtocolVersion)
 	}
-	if *p.MinReplicas != 2 || *p.TerminationGracePeriodSeconds != 50 {
+	if *p.MinReplicas != 2 || *p.TerminationGracePeriodSeconds != 55 {
 		t.Errorf("minReplicas %d grace %d", *p.MinReplicas, *p.TerminationGracePeriodSeconds)
 	}
 	if d.isvc.Annotations["serving.kserve.io/deploymentMode"] != "RawDeployment" || d.isvc.Namespace != "ml" {
