@@ -63,6 +63,7 @@ type Queue struct {
 
 	mu       sync.Mutex
 	tasks    []*Task
+	idle     int // workers waiting in Next for work
 	routable int
 	closed   error
 	wake     chan struct{} // closed and replaced whenever tasks arrive
@@ -144,20 +145,32 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 }
 
 // Next blocks until it can hand out a batch or ctx ends. Tasks whose client
-// has gone are dropped on the way.
+// has gone are dropped on the way. A worker counts as idle from the moment
+// it finds nothing to do until it takes a batch.
 func (q *Queue) Next(ctx context.Context) ([]*Task, error) {
+	idle := false
+	q.mu.Lock()
+	defer func() {
+		if idle {
+			q.idle--
+		}
+		q.mu.Unlock()
+	}()
 	for {
-		q.mu.Lock()
 		if q.closed != nil {
-			q.mu.Unlock()
 			return nil, q.closed
 		}
 		q.dropCancelledLocked()
 		if len(q.tasks) > 0 {
+			if idle {
+				q.idle--
+				idle = false
+			}
 			batch := q.takeLocked()
-			q.mu.Unlock()
 			if q.batching.Dynamic && q.batching.MaxDelay > 0 && batchSize(batch) < q.batching.MaxBatchSize {
+				q.mu.Unlock()
 				batch = q.fill(ctx, batch)
+				q.mu.Lock()
 			}
 			now := time.Now()
 			for _, t := range batch {
@@ -165,17 +178,26 @@ func (q *Queue) Next(ctx context.Context) ([]*Task, error) {
 			}
 			return batch, nil
 		}
+		if !idle {
+			q.idle++
+			idle = true
+		}
 		wake := q.wake
 		q.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
 		case <-wake:
+		}
+		q.mu.Lock()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
 	}
 }
 
-// fill waits up to MaxDelay for more requests to join batch.
+// fill waits up to MaxDelay for more requests to join batch. It does not
+// wait while another worker is idle: that worker would serve the next
+// request at once, so holding this batch back only adds latency.
 func (q *Queue) fill(ctx context.Context, batch []*Task) []*Task {
 	deadline := time.NewTimer(q.batching.MaxDelay)
 	defer deadline.Stop()
@@ -185,6 +207,10 @@ func (q *Queue) fill(ctx context.Context, batch []*Task) []*Task {
 			batch = append(batch, q.takeMoreLocked(batch)...)
 			q.mu.Unlock()
 			continue
+		}
+		if q.idle > 0 {
+			q.mu.Unlock()
+			return batch
 		}
 		wake := q.wake
 		q.mu.Unlock()

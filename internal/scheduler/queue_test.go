@@ -211,3 +211,42 @@ func TestCloseFailsWaitingAndNewRequests(t *testing.T) {
 		t.Fatalf("next err %v", err)
 	}
 }
+
+func TestDynamicBatchingDoesNotWaitWhileAnotherWorkerIsIdle(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{MaxBatchSize: 4, Dynamic: true, MaxDelay: time.Hour}, &Stats{})
+	q.SetRoutable(2)
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	batches := make(chan []*Task, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			if b, err := q.Next(wctx); err == nil {
+				batches <- b
+			}
+		}()
+	}
+	deadline := time.Now().Add(testTimeout)
+	for {
+		q.mu.Lock()
+		n := q.idle
+		q.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle workers, want 2", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// One worker takes the request; the other is idle and would serve the
+	// next one at once, so the batch must not wait an hour for company.
+	done := submit(ctx, q, "a", 1)
+	select {
+	case b := <-batches:
+		b[0].Finish(&inference.Response{}, nil)
+	case <-ctx.Done():
+		t.Fatal("batch held back although another worker was idle")
+	}
+	<-done
+}
