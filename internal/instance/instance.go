@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
@@ -72,6 +73,12 @@ type Instance struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	worker chan struct{} // closed when the worker has returned
+
+	// execFailing is set while the last execute failed. Successes are
+	// reported to the health engine only when they end a run of failures:
+	// that is all the errors check needs, and it keeps the engine off the
+	// request path.
+	execFailing atomic.Bool
 
 	mu          sync.Mutex
 	gen         *generation
@@ -383,7 +390,12 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 			}
 			t.Finish(r.Response, nil)
 		}
-		i.post(health.Event{Kind: health.ExecuteResult, OK: firstErr == "", Reason: firstErr})
+		if firstErr != "" {
+			i.execFailing.Store(true)
+			i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: firstErr})
+		} else if i.execFailing.Swap(false) {
+			i.post(health.Event{Kind: health.ExecuteResult, OK: true})
+		}
 	case errors.Is(err, context.DeadlineExceeded):
 		msg := fmt.Sprintf("model %s: instance %s: execute ran past execute_timeout_seconds (%s); the instance is restarted",
 			model, i.cfg.Key.Instance, limit)
@@ -411,6 +423,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		for _, t := range batch {
 			t.Finish(nil, modelError(model, err))
 		}
+		i.execFailing.Store(true)
 		i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: err.Error()})
 	}
 }
