@@ -245,7 +245,7 @@ func (i *Instance) launch(ctx context.Context) error {
 		reason := i.initFailure(g, err)
 		p.kill()
 		i.mu.Lock()
-		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason})
+		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason, PID: p.pid})
 		i.mu.Unlock()
 		return errors.New(reason)
 	}
@@ -255,13 +255,13 @@ func (i *Instance) launch(ctx context.Context) error {
 		i.mu.Unlock()
 		desc, _, _ := p.exitDescription()
 		reason := "stub exited right after initialize: " + desc
-		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason})
+		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason, PID: p.pid})
 		return errors.New(reason)
 	}
 	g.initialized = true
 	i.refreshLocked()
 	// Posted under the lock so that it precedes the reaper's exit event.
-	i.post(health.Event{Kind: health.InstanceInitialized, OK: res.HasHealthHook, Reason: res.HookName})
+	i.post(health.Event{Kind: health.InstanceInitialized, OK: res.HasHealthHook, Reason: res.HookName, PID: p.pid})
 	i.mu.Unlock()
 
 	i.wg.Add(1)
@@ -392,9 +392,9 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		}
 		if firstErr != "" {
 			i.execFailing.Store(true)
-			i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: firstErr})
+			i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: firstErr, PID: g.proc.pid})
 		} else if i.execFailing.Swap(false) {
-			i.post(health.Event{Kind: health.ExecuteResult, OK: true})
+			i.post(health.Event{Kind: health.ExecuteResult, OK: true, PID: g.proc.pid})
 		}
 	case errors.Is(err, context.DeadlineExceeded):
 		msg := fmt.Sprintf("model %s: instance %s: execute ran past execute_timeout_seconds (%s); the instance is restarted",
@@ -406,7 +406,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		for _, t := range batch {
 			t.Finish(nil, &apierr.Error{Code: apierr.DeadlineExceeded, Msg: msg})
 		}
-		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Reason: fmt.Sprintf("execute ran past %s", limit)})
+		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Reason: fmt.Sprintf("execute ran past %s", limit), PID: g.proc.pid})
 	case errors.Is(err, ipc.ErrClosed):
 		select {
 		case <-g.proc.done:
@@ -424,7 +424,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 			t.Finish(nil, modelError(model, err))
 		}
 		i.execFailing.Store(true)
-		i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: err.Error()})
+		i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: err.Error(), PID: g.proc.pid})
 	}
 }
 
@@ -472,7 +472,7 @@ func (i *Instance) pingOnce(g *generation) {
 	if g.ctx.Err() != nil {
 		return // the process ended; its exit is the news
 	}
-	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHeartbeat, OK: err == nil}
+	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHeartbeat, OK: err == nil, PID: g.proc.pid}
 	if err != nil {
 		ev.Reason = fmt.Sprintf("stub did not answer a ping within %s", i.cfg.Policy.HeartbeatTimeout)
 	}
@@ -510,7 +510,7 @@ func (i *Instance) hookOnce(g *generation, name string) {
 	if g.ctx.Err() != nil {
 		return
 	}
-	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHook, OK: ok && err == nil, Reason: detail}
+	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHook, OK: ok && err == nil, Reason: detail, PID: g.proc.pid}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		ev.TimedOut = true
