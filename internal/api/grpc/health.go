@@ -47,11 +47,21 @@ func (s *Server) watchHealth() {
 func (s *Server) syncHealth() {
 	s.statusMu.Lock()
 	defer s.statusMu.Unlock()
-	if s.drained {
-		// Shutdown is final; the health server would ignore the update anyway.
-		return
-	}
+	s.syncHealthLocked()
+}
+
+// syncHealthLocked is syncHealth with s.statusMu held.
+func (s *Server) syncHealthLocked() {
 	want := servingStatuses(s.snapshot())
+	if s.drained {
+		// Draining is final for everything that gates traffic; liveness
+		// and startup keep following the server, as on the HTTP side.
+		for svc := range want {
+			if svc != ServiceLiveness && svc != ServiceStartup {
+				want[svc] = healthpb.HealthCheckResponse_NOT_SERVING
+			}
+		}
+	}
 	for svc, st := range want {
 		if old, ok := s.statuses[svc]; ok && old == st {
 			continue

@@ -182,13 +182,20 @@ func TestDrain(t *testing.T) {
 	if got := recvStatus(t, w); got != notServing {
 		t.Fatalf("after drain: %v", got)
 	}
-	services := []string{"", "readiness", "liveness", "startup", "model/m"}
+	services := []string{"", "readiness", "model/m"}
 	checkAll := func(when string) {
 		t.Helper()
 		for _, svc := range services {
 			got, err := h.hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
 			if err != nil || got.GetStatus() != notServing {
 				t.Fatalf("%s: Check(%q) = %v, %v; want NOT_SERVING", when, svc, got, err)
+			}
+		}
+		// Liveness (and the latched startup) stay true while draining.
+		for _, svc := range []string{"liveness", "startup"} {
+			got, err := h.hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+			if err != nil || got.GetStatus() != serving {
+				t.Fatalf("%s: Check(%q) = %v, %v; want SERVING", when, svc, got, err)
 			}
 		}
 		ready, err := h.client.ServerReady(ctx, &pb.ServerReadyRequest{})

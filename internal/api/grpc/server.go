@@ -17,7 +17,9 @@
 // model that disappears from the snapshot stays registered as NOT_SERVING:
 // grpc-go's health server cannot unregister a service, and NOT_SERVING is
 // the truthful answer for a model that is no longer served. Drain switches
-// every service to NOT_SERVING for good.
+// "", "readiness" and every "model/<name>" to NOT_SERVING for good, while
+// "liveness" and "startup" keep following the server, as /livez does: a
+// draining server is alive.
 package grpc
 
 import (
@@ -173,9 +175,10 @@ func (s *Server) Serve(lis net.Listener) error {
 	return nil
 }
 
-// Drain sets every grpc.health.v1 service to NOT_SERVING for good (nothing
-// resumes it; later snapshot changes are ignored) and makes ServerReady
-// answer false. Inference keeps being served: shutdown calls Drain first,
+// Drain sets the readiness services ("", "readiness", "model/<name>") to
+// NOT_SERVING for good (nothing resumes them; later snapshot changes are
+// ignored for them) and makes ServerReady answer false; liveness and startup
+// are unaffected. Inference keeps being served: shutdown calls Drain first,
 // then GracefulStop after the drain delay.
 func (s *Server) Drain() {
 	s.statusMu.Lock()
@@ -184,8 +187,8 @@ func (s *Server) Drain() {
 		return
 	}
 	s.drained = true
-	s.hs.Shutdown()
-	s.log.Info("grpc health draining: every service NOT_SERVING")
+	s.syncHealthLocked()
+	s.log.Info("grpc health draining: readiness and every model NOT_SERVING; liveness unchanged")
 }
 
 func (s *Server) isDrained() bool {
