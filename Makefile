@@ -26,11 +26,29 @@ deps: deps-python
 run: deps build
 	$(BIN) serve --model-repository examples/models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --python $(PYTHON)
 
-test: deps build test-go test-python
+test: deps build test-go test-fuzz test-python
 
+# The integration tests run a -race build of the server, so that data races
+# in the real server under real traffic fail the suite.
 test-go:
 	$(GO) vet ./...
-	VIGIL_PYTHON=$(PYTHON) $(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) build -race -o bin/vigil-race ./cmd/vigil
+	VIGIL_BIN=$(abspath bin/vigil-race) VIGIL_PYTHON=$(PYTHON) $(GO) test -race -count=1 -timeout 15m ./...
+
+# Every fuzz target runs briefly in the suite; `make fuzz` runs them longer.
+FUZZ_TARGETS := ./internal/modelconfig:FuzzParseConfig ./internal/modelconfig:FuzzParsePolicy \
+	./internal/api/rest:FuzzDecodeInferJSON ./internal/api/rest:FuzzDecodeBinaryInfer
+FUZZTIME ?= 3s
+
+test-fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+fuzz:
+	$(MAKE) test-fuzz FUZZTIME=2m
 
 test-python:
 	VIGIL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/conformance

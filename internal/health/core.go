@@ -15,6 +15,7 @@ type core struct {
 	escalate bool
 	started  bool
 	draining bool
+	planned  []string // the initial load's models (StartupPlanned)
 	models   map[ModelKey]*modelTracker
 }
 
@@ -26,6 +27,9 @@ func newCore(strict, escalate bool) *core {
 func (c *core) step(ev Event, now time.Time) []action {
 	mk := ModelKey{Model: ev.Instance.Model, Version: ev.Instance.Version}
 	switch ev.Kind {
+	case StartupPlanned:
+		c.planned = append([]string(nil), ev.Instances...)
+		return nil
 	case StartupComplete:
 		c.started = true // latches
 		return nil
@@ -140,20 +144,23 @@ func (c *core) snapshot(now time.Time) *Snapshot {
 		s.Models = append(s.Models, c.models[k].health())
 	}
 	if !c.started {
-		s.Loading = loadingProgress(s.Models)
+		s.Loading = loadingProgress(s.Models, c.planned)
 	}
 	return s
 }
 
 // loadingProgress says how far the initial load is, e.g.
-// "loading 2/3: add_sub".
-func loadingProgress(ms []ModelHealth) string {
+// "loading 2/3: add_sub". planned names the models the load will try, some
+// of which the engine may not have heard of yet.
+func loadingProgress(ms []ModelHealth, planned []string) string {
 	total, done := 0, 0
 	loading := ""
+	seen := map[string]bool{}
 	for _, m := range ms {
 		if !m.Expected {
 			continue
 		}
+		seen[m.Name] = true
 		total++
 		if m.State == ModelStateLoading || (m.State == ModelStateReady && !m.Ready) {
 			if loading == "" {
@@ -162,6 +169,15 @@ func loadingProgress(ms []ModelHealth) string {
 			continue
 		}
 		done++
+	}
+	for _, name := range planned {
+		if seen[name] {
+			continue
+		}
+		total++
+		if loading == "" {
+			loading = name
+		}
 	}
 	if loading == "" {
 		return "initial load in progress"

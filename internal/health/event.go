@@ -46,6 +46,11 @@ const (
 	// InstanceRemoved forgets a stopped instance: a reload replaced it with
 	// a new one under another name, and the version keeps serving.
 	InstanceRemoved
+
+	// StartupPlanned lists the models the initial load will load
+	// (Instances holds their names), so that progress reads "loading k/n"
+	// from the first moment.
+	StartupPlanned
 )
 
 // Check names one of an instance's checks.

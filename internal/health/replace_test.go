@@ -29,3 +29,18 @@ func TestReloadReplacesInstancesWithoutLosingReadiness(t *testing.T) {
 		t.Errorf("ready %v degraded %v, want ready and not degraded", m.Ready, m.Degraded)
 	}
 }
+
+func TestStartupProgressCountsPlannedModels(t *testing.T) {
+	h := newHarness(t)
+	h.post(Event{Kind: StartupPlanned, Instances: []string{"a", "m"}})
+	if got, want := h.snapshot().Loading, "loading 1/2: a"; got != want {
+		t.Fatalf("before any load: %q, want %q", got, want)
+	}
+	h.post(loading(testPolicy(nil), "m_0"))
+	h.post(spawned(1))
+	h.post(initialized())
+	h.post(modelEv(ModelLoaded))
+	if got, want := h.snapshot().Loading, "loading 2/2: a"; got != want {
+		t.Fatalf("after m loaded: %q, want %q", got, want)
+	}
+}

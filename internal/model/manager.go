@@ -140,6 +140,7 @@ func (m *Manager) LoadStartup(ctx context.Context) {
 	if err != nil {
 		m.log.Error("cannot scan the model repository", "repository", m.cfg.RepoDir, "err", err)
 	}
+	m.cfg.Events.Post(health.Event{Kind: health.StartupPlanned, At: time.Now(), Instances: names})
 	sem := make(chan struct{}, m.cfg.LoadConcurrency)
 	var wg sync.WaitGroup
 	for _, name := range names {

@@ -70,6 +70,7 @@ type server struct {
 	exited  chan struct{}
 	logMu   sync.Mutex
 	logs    []map[string]any
+	raced   bool // the race detector reported in the server (a -race build)
 	exitErr error
 }
 
@@ -136,6 +137,9 @@ func (s *server) readLogs(r io.Reader, addrs chan<- [2]string) {
 		}
 		s.logMu.Lock()
 		s.logs = append(s.logs, rec)
+		if strings.Contains(sc.Text(), "WARNING: DATA RACE") {
+			s.raced = true
+		}
 		s.logMu.Unlock()
 		if rec["msg"] == "listening" {
 			switch rec["protocol"] {
@@ -177,6 +181,12 @@ func (s *server) kill() {
 	case <-time.After(20 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-s.exited
+	}
+	s.logMu.Lock()
+	raced := s.raced
+	s.logMu.Unlock()
+	if raced {
+		s.t.Errorf("the race detector reported a data race in the server")
 	}
 	if s.t.Failed() {
 		s.t.Logf("server log:\n%s", s.logText())
