@@ -1,0 +1,59 @@
+package ipc_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+// BenchmarkPing is the empty round trip: the floor every other call pays.
+func BenchmarkPing(b *testing.B) {
+	s, _ := startModel(b, "addsub")
+	ctx := context.Background()
+	for b.Loop() {
+		if err := s.Ping(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkExecuteAddSub is Triton's add_sub example: two FP32[16] inputs,
+// two FP32[16] outputs, one request per batch.
+func BenchmarkExecuteAddSub(b *testing.B) {
+	s, _ := startModel(b, "addsub")
+	ctx := context.Background()
+	reqs := []*inference.Request{addSubRequest("bench")}
+	for b.Loop() {
+		results, err := s.Execute(ctx, reqs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if results[0].Err != nil {
+			b.Fatal(results[0].Err)
+		}
+	}
+}
+
+// BenchmarkExecuteAddSub1MiB is add_sub on FP32[262144] inputs (1 MiB
+// each), to show that tensor bytes travel without per-element work.
+func BenchmarkExecuteAddSub1MiB(b *testing.B) {
+	s, _ := startModel(b, "addsub")
+	ctx := context.Background()
+	vals := make([]float32, 1<<18)
+	for i := range vals {
+		vals[i] = float32(i)
+	}
+	reqs := []*inference.Request{{Inputs: []tensor.Tensor{fp32("INPUT0", vals...), fp32("INPUT1", vals...)}}}
+	b.SetBytes(4 << 20) // 2 MiB in, 2 MiB out
+	for b.Loop() {
+		results, err := s.Execute(ctx, reqs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if results[0].Err != nil {
+			b.Fatal(results[0].Err)
+		}
+	}
+}

@@ -1,0 +1,388 @@
+package ipc
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/inference"
+)
+
+// Log keys used by the client.
+const (
+	LogKeyKind = "kind"
+	LogKeySeq  = "seq"
+	LogKeyErr  = "err"
+)
+
+// InitArgs describes the model instance a stub loads. The fields become
+// Triton's initialize() args (see the package documentation).
+type InitArgs struct {
+	ModelFile       string // absolute path of <model>/<version>/model.py
+	ModelName       string
+	ModelVersion    string
+	ModelRepository string // the model's directory, as Triton passes it
+	InstanceName    string
+	InstanceKind    string // e.g. "CPU", "GPU"
+	DeviceID        int
+	ModelConfigJSON string // the model configuration as JSON
+}
+
+// InitResult is what the stub found in the model.
+type InitResult struct {
+	HasHealthHook bool
+	HookName      string // "is_healthy" or "is_ready"; empty without a hook
+}
+
+// Result is the outcome of one request of a batch: a response, or a
+// per-request error (a *ModelError).
+type Result struct {
+	Response *inference.Response
+	Err      error
+}
+
+// Client talks to one stub over one connection. Its methods may be called
+// concurrently; replies are matched to callers by sequence id.
+type Client struct {
+	rw  io.ReadWriteCloser
+	log *slog.Logger
+
+	// wsem serializes writes. A channel rather than a mutex so that waiting
+	// for it honours the caller's context.
+	wsem chan struct{}
+	seq  atomic.Uint32
+
+	mu      sync.Mutex
+	pending map[uint32]chan frame // callers waiting for a reply, by seq
+	cause   error                 // why the connection ended; non-nil once done is closed
+
+	done       chan struct{} // closed when the connection is lost or closed
+	readerDone chan struct{} // closed when the reader goroutine has returned
+	shutOnce   sync.Once
+}
+
+// errClosedByServer is the cause recorded when Close ends the connection.
+var errClosedByServer = errors.New("closed by the server")
+
+// NewClient starts a client on conn (normally the server's end of the stub
+// socketpair, from net.FileConn) and its reader goroutine. Close stops it.
+// A nil log discards.
+func NewClient(conn io.ReadWriteCloser, log *slog.Logger) *Client {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		rw:         conn,
+		log:        log,
+		wsem:       make(chan struct{}, 1),
+		pending:    make(map[uint32]chan frame),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+	go c.readLoop()
+	return c
+}
+
+// Done is closed when the connection is lost or closed.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Close closes the connection, which makes the stub exit, and waits for the
+// reader goroutine. Calls in flight return an error wrapping ErrClosed. It
+// is idempotent and always returns nil.
+func (c *Client) Close() error {
+	c.shutdown(errClosedByServer)
+	<-c.readerDone
+	return nil
+}
+
+// Err returns why the connection ended (wrapping ErrClosed), or nil while it
+// is open.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cause == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, c.cause)
+}
+
+// Ping sends an empty frame and waits for the echo. The stub's reader thread
+// answers it even while a batch executes.
+func (c *Client) Ping(ctx context.Context) error {
+	f, err := c.roundTrip(ctx, kindPing, [][]byte{make([]byte, headerSize)}, 0)
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	return replyError(f)
+}
+
+// Init loads the model: imports model.py, instantiates TritonPythonModel
+// and calls initialize(args). A failure the model reported is a *ModelError
+// (Error() "ValueError: ..."; the returned error reads "initialize raised
+// ValueError: ...").
+func (c *Client) Init(ctx context.Context, a InitArgs) (InitResult, error) {
+	msg := wireInit{
+		ModelFile: a.ModelFile,
+		Args: map[string]string{
+			"model_config":             a.ModelConfigJSON,
+			"model_name":               a.ModelName,
+			"model_version":            a.ModelVersion,
+			"model_repository":         a.ModelRepository,
+			"model_instance_kind":      a.InstanceKind,
+			"model_instance_name":      a.InstanceName,
+			"model_instance_device_id": strconv.Itoa(a.DeviceID),
+		},
+	}
+	f, err := c.jsonRoundTrip(ctx, kindInit, &msg)
+	if err != nil {
+		return InitResult{}, fmt.Errorf("init: %w", err)
+	}
+	if err := replyError(f); err != nil {
+		return InitResult{}, err
+	}
+	var r wireInitReply
+	if err := json.Unmarshal(f.body, &r); err != nil {
+		return InitResult{}, fmt.Errorf("init: decode reply: %w", err)
+	}
+	return InitResult(r), nil
+}
+
+// Execute runs one batch. It returns one Result per request, in order, or an
+// error for the whole batch: a *ModelError (execute raised or returned the
+// wrong thing; the error reads "execute raised RuntimeError: ..."), an error
+// wrapping ErrClosed, or ctx's error. When ctx ends first, Execute returns at
+// once; the stub is still busy and its late reply is dropped.
+func (c *Client) Execute(ctx context.Context, reqs []*inference.Request) ([]Result, error) {
+	if len(reqs) == 0 {
+		return nil, errors.New("execute: empty batch")
+	}
+	bufs, n, err := encodeExecute(reqs)
+	if err != nil {
+		return nil, fmt.Errorf("execute: %w", err)
+	}
+	f, err := c.roundTrip(ctx, kindExecute, bufs, n)
+	if err != nil {
+		return nil, fmt.Errorf("execute: %w", err)
+	}
+	if err := replyError(f); err != nil {
+		return nil, err
+	}
+	results, err := decodeExecuteReply(f.body, reqs)
+	if err != nil {
+		return nil, fmt.Errorf("execute: %w", err)
+	}
+	return results, nil
+}
+
+// CheckHealth calls the model's health hook. ok and detail are the check's
+// result ("is_healthy returned False", "is_healthy raised ValueError: x");
+// err means the stub could not be asked (connection lost, ctx ended).
+func (c *Client) CheckHealth(ctx context.Context) (ok bool, detail string, err error) {
+	f, err := c.roundTrip(ctx, kindHealth, [][]byte{make([]byte, headerSize)}, 0)
+	if err != nil {
+		return false, "", fmt.Errorf("health: %w", err)
+	}
+	if err := replyError(f); err != nil {
+		return false, "", fmt.Errorf("health: %w", err)
+	}
+	var r wireHealthReply
+	if err := json.Unmarshal(f.body, &r); err != nil {
+		return false, "", fmt.Errorf("health: decode reply: %w", err)
+	}
+	return r.OK, r.Detail, nil
+}
+
+// Finalize asks the stub to call finalize() after any queued batches and to
+// exit. A raised exception is a *ModelError ("finalize raised ..."); the
+// stub exits either way.
+func (c *Client) Finalize(ctx context.Context) error {
+	f, err := c.roundTrip(ctx, kindFinalize, [][]byte{make([]byte, headerSize)}, 0)
+	if err != nil {
+		return fmt.Errorf("finalize: %w", err)
+	}
+	return replyError(f)
+}
+
+// replyError turns an error reply into a *ModelError, wrapped so that it
+// reads "<op> raised <Type>: <message>".
+func replyError(f frame) error {
+	if f.flags&flagError == 0 {
+		return nil
+	}
+	var w wireError
+	if err := json.Unmarshal(f.body, &w); err != nil {
+		return fmt.Errorf("%s: decode error reply: %w", f.kind, err)
+	}
+	return &raisedError{me: w.modelError()}
+}
+
+func (c *Client) jsonRoundTrip(ctx context.Context, k kind, v any) (frame, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return frame{}, err
+	}
+	buf := make([]byte, headerSize, headerSize+len(body))
+	return c.roundTrip(ctx, k, [][]byte{append(buf, body...)}, len(body))
+}
+
+// roundTrip sends a request frame and waits for its reply. bufs[0] starts
+// with headerSize bytes of room for the header; bodyLen counts the bytes
+// after it.
+func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen int) (frame, error) {
+	if err := ctx.Err(); err != nil {
+		return frame{}, err
+	}
+	seq := c.seq.Add(1)
+	// Buffered so that the reader never blocks on a caller that gave up.
+	ch := make(chan frame, 1)
+	c.mu.Lock()
+	if c.cause != nil {
+		c.mu.Unlock()
+		return frame{}, c.Err()
+	}
+	c.pending[seq] = ch
+	c.mu.Unlock()
+
+	putHeader(bufs[0], bodyLen, k, 0, seq)
+	if err := c.write(ctx, k, bufs); err != nil {
+		c.forget(seq)
+		return frame{}, err
+	}
+	select {
+	case f := <-ch:
+		return f, nil
+	case <-ctx.Done():
+		c.forget(seq)
+		select {
+		case f := <-ch: // the reply won the race
+			return f, nil
+		default:
+		}
+		return frame{}, ctx.Err()
+	case <-c.done:
+		select {
+		case f := <-ch:
+			return f, nil
+		default:
+		}
+		return frame{}, c.Err()
+	}
+}
+
+func (c *Client) forget(seq uint32) {
+	c.mu.Lock()
+	delete(c.pending, seq)
+	c.mu.Unlock()
+}
+
+type writeDeadliner interface {
+	SetWriteDeadline(time.Time) error
+}
+
+// write sends one frame. If ctx ends while the socket is full (the stub
+// stopped reading), the write is abandoned through a write deadline; as part
+// of a frame may have gone out, the connection is then unusable and is shut
+// down.
+func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
+	select {
+	case c.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.Err()
+	}
+	defer func() { <-c.wsem }()
+
+	var stop func() bool
+	var fired chan struct{}
+	dl, canDeadline := c.rw.(writeDeadliner)
+	if canDeadline && ctx.Done() != nil {
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			_ = dl.SetWriteDeadline(time.Unix(1, 0))
+			close(fired)
+		})
+	}
+	var n int64
+	var err error
+	if len(bufs) == 1 {
+		var m int
+		m, err = c.rw.Write(bufs[0])
+		n = int64(m)
+	} else {
+		nb := net.Buffers(bufs)
+		n, err = nb.WriteTo(c.rw)
+	}
+	if stop != nil && !stop() {
+		// The deadline was (or is being) moved into the past: wait for that
+		// and clear it for the next writer.
+		<-fired
+		_ = dl.SetWriteDeadline(time.Time{})
+	}
+	if err == nil {
+		return nil
+	}
+	if n == 0 && ctx.Err() != nil {
+		return ctx.Err() // nothing went out; the stream is intact
+	}
+	c.shutdown(fmt.Errorf("writing %s frame: %w", k, err))
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return c.Err()
+}
+
+// shutdown records why the connection ended, wakes every caller and closes
+// the connection (which ends the reader goroutine and makes the stub exit).
+func (c *Client) shutdown(cause error) {
+	c.shutOnce.Do(func() {
+		c.mu.Lock()
+		c.cause = cause
+		c.pending = nil
+		c.mu.Unlock()
+		close(c.done)
+		if err := c.rw.Close(); err != nil {
+			c.log.Debug("closing stub connection", LogKeyErr, err)
+		}
+	})
+}
+
+func (c *Client) readLoop() {
+	defer close(c.readerDone)
+	r := bufio.NewReaderSize(c.rw, 64<<10)
+	var hdr [headerSize]byte
+	for {
+		f, err := readFrame(r, &hdr)
+		if err != nil {
+			c.shutdown(err)
+			return
+		}
+		if f.flags&flagReply == 0 {
+			err := fmt.Errorf("protocol error: the stub sent a %s request (seq %d)", f.kind, f.seq)
+			c.log.Warn("stub protocol error", LogKeyKind, f.kind.String(), LogKeySeq, f.seq, LogKeyErr, err)
+			c.shutdown(err)
+			return
+		}
+		c.mu.Lock()
+		ch, ok := c.pending[f.seq]
+		if ok {
+			delete(c.pending, f.seq)
+		}
+		c.mu.Unlock()
+		if !ok {
+			// The caller gave up (its context ended); the reply is late.
+			c.log.Debug("dropped late stub reply", LogKeyKind, f.kind.String(), LogKeySeq, f.seq)
+			continue
+		}
+		ch <- f
+	}
+}

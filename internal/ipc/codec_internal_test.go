@@ -1,0 +1,154 @@
+package ipc
+
+import (
+	"encoding/binary"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+// replyBuilder builds EXECUTE reply bodies the way the stub does.
+type replyBuilder struct {
+	meta, data []byte
+}
+
+func newReply(n int) *replyBuilder {
+	return &replyBuilder{meta: binary.LittleEndian.AppendUint32(nil, uint32(n))}
+}
+
+func (r *replyBuilder) ok(params string, outs ...tensor.Tensor) *replyBuilder {
+	r.meta = append(r.meta, 0)
+	r.meta = binary.LittleEndian.AppendUint32(r.meta, uint32(len(params)))
+	r.meta = binary.LittleEndian.AppendUint32(r.meta, uint32(len(outs)))
+	r.meta = append(r.meta, params...)
+	for _, t := range outs {
+		r.meta = appendTensorRecord(r.meta, t.Name, datatypeCodes[t.Datatype], t.Shape, len(t.Data))
+		r.data = append(r.data, t.Data...)
+	}
+	return r
+}
+
+func (r *replyBuilder) fail(msg, code string) *replyBuilder {
+	r.meta = append(r.meta, 1)
+	r.meta = binary.LittleEndian.AppendUint32(r.meta, uint32(len(msg)))
+	r.meta = binary.LittleEndian.AppendUint32(r.meta, uint32(len(code)))
+	r.meta = append(r.meta, msg...)
+	r.meta = append(r.meta, code...)
+	return r
+}
+
+func (r *replyBuilder) body() []byte {
+	b := binary.LittleEndian.AppendUint32(nil, uint32(len(r.meta)))
+	b = append(b, r.meta...)
+	return append(b, r.data...)
+}
+
+func TestEncodeExecute(t *testing.T) {
+	reqs := []*inference.Request{{
+		ID:         "r1",
+		Parameters: map[string]any{"k": "v"},
+		Inputs: []tensor.Tensor{
+			{Name: "A", Datatype: tensor.FP32, Shape: []int64{2}, Data: []byte{1, 2, 3, 4, 5, 6, 7, 8}},
+			{Name: "E", Datatype: tensor.Int8, Shape: []int64{0}},
+		},
+		Outputs: []inference.RequestedOutput{{Name: "Y"}},
+	}}
+	bufs, n, err := encodeExecute(reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bufs) != 2 || string(bufs[1]) != string(reqs[0].Inputs[0].Data) {
+		t.Fatalf("buffers = %d, want the header+meta and A's data (aliased)", len(bufs))
+	}
+	if got := len(bufs[0]) - headerSize + len(bufs[1]); got != n {
+		t.Errorf("body length = %d, buffers hold %d", n, got)
+	}
+	c := cursor{b: bufs[0][headerSize:]}
+	if mlen := c.u32(); int(mlen) != len(bufs[0])-headerSize-4 {
+		t.Errorf("meta length = %d, want %d", mlen, len(bufs[0])-headerSize-4)
+	}
+	if c.u32() != 1 || c.u32() != 2 || c.u32() != 9 || c.u32() != 2 || c.u32() != 1 || c.str(2) != "r1" || c.str(9) != `{"k":"v"}` {
+		t.Fatal("request header mismatch")
+	}
+	if c.u32() != 1 || c.u8() != 11 || c.u8() != 1 || c.str(1) != "A" || c.u64() != 2 || c.u64() != 8 {
+		t.Fatal("input A mismatch")
+	}
+	if c.u32() != 1 || c.u8() != 6 || c.u8() != 1 || c.str(1) != "E" || c.u64() != 0 || c.u64() != 0 {
+		t.Fatal("input E mismatch")
+	}
+	if c.u32() != 1 || c.str(1) != "Y" || len(c.b) != 0 || c.err != nil {
+		t.Fatalf("outputs mismatch or %d bytes left (%v)", len(c.b), c.err)
+	}
+
+	if _, _, err := encodeExecute([]*inference.Request{{Inputs: []tensor.Tensor{{Name: "X", Datatype: "COMPLEX"}}}}); err == nil {
+		t.Error("unknown datatype accepted")
+	}
+}
+
+func TestDecodeExecuteReply(t *testing.T) {
+	reqs := []*inference.Request{{Model: "m", Version: "2", ID: "a"}, {Model: "m", ID: "b"}}
+	y := tensor.Tensor{Name: "Y", Datatype: tensor.Int16, Shape: []int64{1, 2}, Data: []byte{1, 0, 2, 0}}
+	body := newReply(2).ok(`{"p":1}`, y).fail("bad input", "INVALID_ARG").body()
+	results, err := decodeExecuteReply(body, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &inference.Response{Model: "m", Version: "2", ID: "a", Parameters: map[string]any{"p": float64(1)}, Outputs: []tensor.Tensor{y}}
+	if !reflect.DeepEqual(results[0].Response, want) || results[0].Err != nil {
+		t.Errorf("result 0 = %+v, want %+v", results[0].Response, want)
+	}
+	var me *ModelError
+	if !errors.As(results[1].Err, &me) || me.Error() != "bad input" || me.Code != "INVALID_ARG" || results[1].Response != nil {
+		t.Errorf("result 1 = %+v", results[1])
+	}
+
+	bad := []struct {
+		name string
+		body []byte
+		want string
+	}{
+		{"count", newReply(1).ok("").body(), "1 responses for 2 requests"},
+		{"truncated", body[:len(body)-2], "declares 4 bytes, 2 remain"},
+		{"short meta", []byte{3, 0, 0, 0, 2, 0}, "overruns"},
+		{"leftover", append(body, 0), "left over"},
+	}
+	for _, tc := range bad {
+		if _, err := decodeExecuteReply(tc.body, reqs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+
+	// A tensor whose data does not match its shape fails its request only.
+	wrong := tensor.Tensor{Name: "W", Datatype: tensor.FP32, Shape: []int64{2}, Data: []byte{1, 2, 3, 4}}
+	results, err = decodeExecuteReply(newReply(2).ok("", wrong).ok("").body(), reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if results[0].Err == nil || results[1].Err != nil {
+		t.Errorf("results = %+v, want the first to fail validation", results)
+	}
+}
+
+func BenchmarkCodecAddSub(b *testing.B) {
+	data := make([]byte, 64)
+	reqs := []*inference.Request{{ID: "x", Inputs: []tensor.Tensor{
+		{Name: "INPUT0", Datatype: tensor.FP32, Shape: []int64{16}, Data: data},
+		{Name: "INPUT1", Datatype: tensor.FP32, Shape: []int64{16}, Data: data},
+	}}}
+	body := newReply(1).ok("",
+		tensor.Tensor{Name: "OUTPUT0", Datatype: tensor.FP32, Shape: []int64{16}, Data: data},
+		tensor.Tensor{Name: "OUTPUT1", Datatype: tensor.FP32, Shape: []int64{16}, Data: data},
+	).body()
+	for b.Loop() {
+		if _, _, err := encodeExecute(reqs); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := decodeExecuteReply(body, reqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

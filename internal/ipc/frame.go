@@ -1,0 +1,92 @@
+package ipc
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// headerSize is the size of a frame header; see the package documentation.
+const headerSize = 12
+
+// maxBody bounds the body of a frame the client will read. A larger length
+// means the stream is corrupt (or something other than the stub writes to
+// the socket), and allocating it would only make matters worse.
+const maxBody = 1 << 31
+
+// kind is the type of a frame.
+type kind uint8
+
+const (
+	kindInit     kind = 1
+	kindExecute  kind = 2
+	kindPing     kind = 3
+	kindHealth   kind = 4
+	kindFinalize kind = 5
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindInit:
+		return "init"
+	case kindExecute:
+		return "execute"
+	case kindPing:
+		return "ping"
+	case kindHealth:
+		return "health"
+	case kindFinalize:
+		return "finalize"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Frame flags.
+const (
+	flagReply uint8 = 0x01
+	flagError uint8 = 0x02
+)
+
+// frame is one decoded frame.
+type frame struct {
+	kind  kind
+	flags uint8
+	seq   uint32
+	body  []byte
+}
+
+// putHeader writes a frame header for a body of n bytes into b[:headerSize].
+func putHeader(b []byte, n int, k kind, flags uint8, seq uint32) {
+	binary.LittleEndian.PutUint32(b[0:4], uint32(n))
+	b[4] = byte(k)
+	b[5] = flags
+	b[6], b[7] = 0, 0
+	binary.LittleEndian.PutUint32(b[8:12], seq)
+}
+
+// readFrame reads one frame. hdr is scratch space for the header, so that
+// the reader loop does not allocate for bodiless frames.
+func readFrame(r io.Reader, hdr *[headerSize]byte) (frame, error) {
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return frame{}, err
+	}
+	n := binary.LittleEndian.Uint32(hdr[0:4])
+	f := frame{
+		kind:  kind(hdr[4]),
+		flags: hdr[5],
+		seq:   binary.LittleEndian.Uint32(hdr[8:12]),
+	}
+	if uint64(n) > maxBody {
+		return frame{}, fmt.Errorf("frame %s seq %d: body of %d bytes exceeds the %d-byte limit", f.kind, f.seq, n, uint64(maxBody))
+	}
+	if n > 0 {
+		f.body = make([]byte, n)
+		if _, err := io.ReadFull(r, f.body); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return frame{}, fmt.Errorf("frame %s seq %d: reading %d-byte body: %w", f.kind, f.seq, n, err)
+		}
+	}
+	return f, nil
+}

@@ -1,0 +1,134 @@
+// Package python holds vigil's embedded Python runtime: the vigil_stub
+// package, which runs one model instance per process, and the
+// triton_python_backend_utils module models import. The server writes them
+// to disk with Install and starts each stub as
+//
+//	<python> <Args()...>
+//
+// with the installed directory on PYTHONPATH and its socket as fd 3. The
+// wire protocol is documented in internal/ipc.
+package python
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+//go:embed vigil_stub/*.py triton_python_backend_utils.py
+var runtime embed.FS
+
+// Install writes the runtime under dir (created if needed) and returns the
+// directory to put on PYTHONPATH. Files from an earlier Install are
+// overwritten.
+func Install(dir string) (pythonPath string, err error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("install python runtime: %w", err)
+	}
+	err = fs.WalkDir(runtime, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(abs, filepath.FromSlash(path))
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		data, err := runtime.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return writeFileAtomic(dst, data)
+	})
+	if err != nil {
+		return "", fmt.Errorf("install python runtime in %s: %w", abs, err)
+	}
+	return abs, nil
+}
+
+// writeFileAtomic replaces path so that a stub starting concurrently never
+// imports a half-written file.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp, 0o644)); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// StubFD is the file descriptor on which the stub expects its socket: the
+// first of exec.Cmd.ExtraFiles.
+const StubFD = 3
+
+// Args returns the interpreter arguments that start a stub on fd StubFD.
+func Args() []string {
+	return []string{"-u", "-m", "vigil_stub", "--fd", strconv.Itoa(StubFD)}
+}
+
+// NumpyError reports an interpreter that cannot import numpy.
+type NumpyError struct {
+	Python string // the interpreter, as given
+	Detail string // the interpreter's last line of output, e.g. "ModuleNotFoundError: No module named 'numpy'"
+	Err    error  // the exec error
+}
+
+func (e *NumpyError) Error() string {
+	return fmt.Sprintf("python %s: numpy is not importable: %s — install it with: %s -m pip install numpy",
+		e.Python, e.Detail, e.Python)
+}
+
+func (e *NumpyError) Unwrap() error { return e.Err }
+
+// CheckNumpy runs the interpreter once and reports whether it can import
+// numpy, the runtime's only dependency. An interpreter that cannot be run at
+// all is reported as such; one that runs but lacks numpy gives a
+// *NumpyError that says how to install it.
+func CheckNumpy(ctx context.Context, python string) error {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, python, "-c", "import numpy")
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("python %s: checking for numpy: %w", python, ctx.Err())
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) {
+		return fmt.Errorf("python %s: cannot run the interpreter: %w", python, err)
+	}
+	detail := lastLine(out.String())
+	if detail == "" {
+		detail = err.Error()
+	}
+	return &NumpyError{Python: python, Detail: detail, Err: err}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return strings.TrimSpace(s)
+}

@@ -1,0 +1,295 @@
+"""The stub: one model instance behind one socket.
+
+Threads:
+  reader (the main thread)  reads frames; answers PING itself; queues INIT,
+                            EXECUTE and FINALIZE for the execute thread;
+                            hands HEALTH to the health thread.
+  execute                   runs INIT, EXECUTE and FINALIZE one at a time,
+                            in arrival order.
+  health                    calls the user's health hook, single-flight:
+                            HEALTH requests that arrive while a call runs
+                            share its result.
+  asyncio (on first use)    runs coroutine initialize/execute/hook/finalize
+                            on one event loop.
+
+Writes to the socket are serialized by Conn's lock. The stub exits on end of
+stream, and after answering FINALIZE.
+"""
+
+import importlib.util
+import json
+import os
+import queue
+import sys
+import threading
+import traceback
+
+from . import wire
+from .wire import FLAG_ERROR, FLAG_REPLY
+
+_HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
+
+
+def _is_awaitable(obj):
+    return hasattr(type(obj), "__await__")
+
+
+def _format_traceback(exc, skip=0):
+    tb = exc.__traceback__
+    for _ in range(skip):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class ModelFailure(Exception):
+    """A failure to report to the server as an error reply."""
+
+    def __init__(self, op, message, exc=None, code="INTERNAL"):
+        super().__init__(message)
+        self.op = op
+        self.message = message
+        self.exc = exc
+        self.code = code
+
+    def body(self):
+        d = {"op": self.op, "message": self.message, "code": self.code}
+        if self.exc is not None:
+            d["type"] = type(self.exc).__name__
+            d["traceback"] = _format_traceback(self.exc, skip=1)
+        return json.dumps(d).encode()
+
+
+def _raised(op, exc):
+    return ModelFailure(op, str(exc), exc)
+
+
+class Stub:
+    def __init__(self, conn):
+        self._conn = conn
+        self._work = queue.SimpleQueue()
+        # Set by the execute thread once initialize has returned.
+        self._ready = False
+        self._model = None
+        self._codec = None
+        self._hook = None
+        self._hook_name = ""
+        self._hook_lock = threading.Lock()
+        self._hook_waiters = []
+        self._hook_running = False
+        self._hook_go = queue.SimpleQueue()
+        self._loop = None
+        self._loop_lock = threading.Lock()
+
+    # --- reader -----------------------------------------------------------
+
+    def serve(self):
+        """Read frames until end of stream; returns the exit code."""
+        threading.Thread(target=self._execute_loop, name="vigil-execute", daemon=True).start()
+        threading.Thread(target=self._health_loop, name="vigil-health", daemon=True).start()
+        conn = self._conn
+        while True:
+            try:
+                frame = conn.read_frame()
+            except OSError as e:
+                print("vigil_stub: cannot read from the server: %s" % e, file=sys.stderr)
+                return 1
+            if frame is None:
+                return 0
+            kind, _flags, seq, body = frame
+            if kind == wire.KIND_PING:
+                conn.send(wire.KIND_PING, FLAG_REPLY, seq)
+            elif kind in (wire.KIND_EXECUTE, wire.KIND_INIT, wire.KIND_FINALIZE):
+                self._work.put((kind, seq, body))
+            elif kind == wire.KIND_HEALTH:
+                self._request_health(seq)
+            else:
+                self._fail(kind, seq, ModelFailure("protocol", "unknown frame kind %d" % kind))
+
+    def _reply(self, kind, seq, obj):
+        self._conn.send(kind, FLAG_REPLY, seq, (json.dumps(obj).encode(),))
+
+    def _fail(self, kind, seq, failure):
+        self._conn.send(kind, FLAG_REPLY | FLAG_ERROR, seq, (failure.body(),))
+
+    # --- execute thread ---------------------------------------------------
+
+    def _execute_loop(self):
+        handlers = {
+            wire.KIND_INIT: self._init,
+            wire.KIND_EXECUTE: self._execute,
+            wire.KIND_FINALIZE: self._finalize,
+        }
+        while True:
+            kind, seq, body = self._work.get()
+            try:
+                handlers[kind](seq, body)
+            except ModelFailure as f:
+                self._fail(kind, seq, f)
+            except BaseException as e:  # noqa: BLE001 - a stub bug must not kill the thread
+                self._fail(kind, seq, ModelFailure("stub", "vigil_stub failed: %s: %s" % (type(e).__name__, e), e))
+            if kind == wire.KIND_FINALIZE:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(0)
+
+    def _call(self, op, fn, *args):
+        """Call user code; run it on the event loop if it is a coroutine."""
+        try:
+            result = fn(*args)
+            if _is_awaitable(result):
+                result = self._run_async(result)
+            return result
+        except BaseException as e:  # noqa: BLE001 - SystemExit from a model is a failure too
+            raise _raised(op, e) from None
+
+    def _init(self, seq, body):
+        if self._model is not None:
+            raise ModelFailure("initialize", "the model is already initialized")
+        req = json.loads(bytes(body))
+        model_file = req["model_file"]
+        args = {k: str(v) for k, v in req["args"].items()}
+
+        try:
+            import numpy  # noqa: F401, PLC0415
+        except BaseException as e:  # noqa: BLE001
+            raise ModelFailure(
+                "import numpy",
+                "%s (python %s; install it with: %s -m pip install numpy)" % (e, sys.executable, sys.executable),
+                e,
+            ) from None
+        try:
+            from .tensors import Codec  # noqa: PLC0415 - needs numpy
+
+            self._codec = Codec()
+        except BaseException as e:  # noqa: BLE001
+            raise _raised("import triton_python_backend_utils", e) from None
+
+        version_dir = os.path.dirname(model_file)
+        if version_dir not in sys.path:
+            sys.path.insert(0, version_dir)
+        try:
+            spec = importlib.util.spec_from_file_location("model", model_file)
+            if spec is None:
+                raise ImportError("cannot load %s as a Python module" % model_file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["model"] = module
+            spec.loader.exec_module(module)
+        except BaseException as e:  # noqa: BLE001
+            raise _raised("import model.py", e) from None
+
+        cls = getattr(module, "TritonPythonModel", None)
+        if cls is None:
+            raise ModelFailure("import model.py", "%s defines no class TritonPythonModel" % model_file)
+        if not callable(getattr(cls, "execute", None)):
+            raise ModelFailure("import model.py", "TritonPythonModel in %s has no execute method" % model_file)
+        model = self._call("TritonPythonModel()", cls)
+        init = getattr(model, "initialize", None)
+        if init is not None:
+            self._call("initialize", init, args)
+
+        hook_name = ""
+        for name in _HOOK_NAMES:
+            if callable(getattr(model, name, None)):
+                hook_name = name
+                break
+        self._model = model
+        self._hook = getattr(model, hook_name) if hook_name else None
+        self._hook_name = hook_name
+        self._ready = True
+        self._reply(wire.KIND_INIT, seq, {"has_health_hook": bool(hook_name), "hook_name": hook_name})
+
+    def _execute(self, seq, body):
+        if not self._ready:
+            raise ModelFailure("execute", "execute before initialize returned")
+        try:
+            requests = self._codec.decode_requests(body)
+        except Exception as e:  # noqa: BLE001
+            raise _raised("decode requests", e) from None
+        n = len(requests)
+        result = self._call("execute", self._model.execute, requests)
+        if not isinstance(result, (list, tuple)):
+            raise ModelFailure(
+                "execute",
+                "execute returned %s, want a list of %d InferenceResponse" % (type(result).__name__, n))
+        if len(result) != n:
+            raise ModelFailure("execute", "execute returned %d responses for %d requests" % (len(result), n))
+        resp_type = sys.modules["triton_python_backend_utils"].InferenceResponse
+        for i, r in enumerate(result):
+            if not isinstance(r, resp_type):
+                raise ModelFailure(
+                    "execute",
+                    "execute returned %s at index %d, want InferenceResponse" % (type(r).__name__, i))
+        try:
+            parts = self._codec.encode_responses(result, requests)
+        except Exception as e:  # noqa: BLE001
+            raise _raised("encode responses", e) from None
+        self._conn.send(wire.KIND_EXECUTE, FLAG_REPLY, seq, parts)
+
+    def _finalize(self, seq, body):
+        model = self._model
+        fin = getattr(model, "finalize", None) if model is not None else None
+        if fin is not None:
+            self._call("finalize", fin)
+        self._reply(wire.KIND_FINALIZE, seq, {})
+
+    # --- health thread ----------------------------------------------------
+
+    def _request_health(self, seq):
+        if not self._ready:
+            self._reply(wire.KIND_HEALTH, seq, {"ok": False, "detail": "initialize has not returned"})
+            return
+        if self._hook is None:
+            self._reply(wire.KIND_HEALTH, seq, {"ok": True, "detail": "the model has no health hook"})
+            return
+        with self._hook_lock:
+            self._hook_waiters.append(seq)
+            if self._hook_running:
+                return
+            self._hook_running = True
+        self._hook_go.put(None)
+
+    def _health_loop(self):
+        while True:
+            self._hook_go.get()
+            ok, detail = self._check_hook()
+            with self._hook_lock:
+                waiters, self._hook_waiters = self._hook_waiters, []
+                self._hook_running = False
+            for seq in waiters:
+                self._reply(wire.KIND_HEALTH, seq, {"ok": ok, "detail": detail})
+
+    def _check_hook(self):
+        name = self._hook_name
+        try:
+            result = self._hook()
+            if _is_awaitable(result):
+                result = self._run_async(result)
+        except BaseException as e:  # noqa: BLE001
+            return False, "%s raised %s: %s" % (name, type(e).__name__, e)
+        try:
+            ok = bool(result)
+        except BaseException as e:  # noqa: BLE001 - e.g. a numpy array
+            return False, "%s returned %s, whose truth value raised %s: %s" % (
+                name, type(result).__name__, type(e).__name__, e)
+        if not ok:
+            return False, "%s returned %r" % (name, result)
+        return True, ""
+
+    # --- asyncio ----------------------------------------------------------
+
+    def _run_async(self, awaitable):
+        import asyncio  # noqa: PLC0415 - only models with coroutines pay for it
+
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="vigil-asyncio", daemon=True).start()
+                self._loop = loop
+
+        async def wait():
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wait(), self._loop).result()
