@@ -15,7 +15,6 @@ import (
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/ipc"
 	"github.com/vigilhq/vigil/internal/tensor"
-	"github.com/vigilhq/vigil/python"
 )
 
 func addSubRequest(id string) *inference.Request {
@@ -543,41 +542,5 @@ func TestCloseStopsStub(t *testing.T) {
 	waitClosed(t, s.exited, "stub exit after Close (end of stream)")
 	if _, err := s.Execute(ctxT(t), []*inference.Request{addSubRequest("late")}); !errors.Is(err, ipc.ErrClosed) {
 		t.Errorf("execute after close = %v, want ErrClosed", err)
-	}
-}
-
-func TestCheckNumpy(t *testing.T) {
-	t.Parallel()
-	py := pythonPath(t)
-	if err := python.CheckNumpy(ctxT(t), py); err != nil {
-		t.Fatalf("CheckNumpy(%s) = %v", py, err)
-	}
-
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "fake", "numpy"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "fake", "numpy", "__init__.py"), []byte("raise ImportError(\"No module named 'numpy'\")\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	wrapper := filepath.Join(dir, "python-without-numpy")
-	script := "#!/bin/sh\nPYTHONPATH=" + filepath.Join(dir, "fake") + " exec " + py + " \"$@\"\n"
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	err := python.CheckNumpy(ctxT(t), wrapper)
-	var ne *python.NumpyError
-	if !errors.As(err, &ne) {
-		t.Fatalf("CheckNumpy(no numpy) = %v, want *NumpyError", err)
-	}
-	for _, want := range []string{"python " + wrapper + ": numpy is not importable", "ImportError: No module named 'numpy'", wrapper + " -m pip install numpy"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q lacks %q", err, want)
-		}
-	}
-
-	err = python.CheckNumpy(ctxT(t), filepath.Join(dir, "no-such-python"))
-	if err == nil || errors.As(err, &ne) || !strings.Contains(err.Error(), "cannot run the interpreter") {
-		t.Errorf("CheckNumpy(missing) = %v", err)
 	}
 }

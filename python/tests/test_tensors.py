@@ -1,0 +1,112 @@
+"""The EXECUTE codec against hand-built bodies (the Go side's layout)."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import triton_python_backend_utils as pb
+from vigil_stub.tensors import Codec
+
+
+def tensor_record(name, code, shape, nbytes):
+    n = name.encode()
+    return struct.pack("<IBB", len(n), code, len(shape)) + n + struct.pack("<%dqQ" % len(shape), *shape, nbytes)
+
+
+def request_body(requests):
+    """requests: list of (id, params, [(name, code, shape, data)], [output names])."""
+    meta = [struct.pack("<I", len(requests))]
+    data = []
+    for rid, params, inputs, outputs in requests:
+        rid, params = rid.encode(), params.encode()
+        meta.append(struct.pack("<IIII", len(rid), len(params), len(inputs), len(outputs)) + rid + params)
+        for name, code, shape, raw in inputs:
+            meta.append(tensor_record(name, code, shape, len(raw)))
+            data.append(raw)
+        for o in outputs:
+            o = o.encode()
+            meta.append(struct.pack("<I", len(o)) + o)
+    meta = b"".join(meta)
+    return bytearray(struct.pack("<I", len(meta)) + meta + b"".join(data))
+
+
+def parse_reply(parts):
+    body = b"".join(bytes(p) for p in parts)
+    (mlen,) = struct.unpack_from("<I", body, 0)
+    p, data = 8, 4 + mlen
+    (n,) = struct.unpack_from("<I", body, 4)
+    out = []
+    for _ in range(n):
+        status, a, b = struct.unpack_from("<BII", body, p)
+        p += 9
+        if status:
+            out.append(("error", body[p:p + a].decode(), body[p + a:p + a + b].decode()))
+            p += a + b
+            continue
+        params = json.loads(body[p:p + a]) if a else None
+        p += a
+        tensors = []
+        for _ in range(b):
+            nlen, code, ndim = struct.unpack_from("<IBB", body, p)
+            p += 6
+            name = body[p:p + nlen].decode()
+            p += nlen
+            *shape, nbytes = struct.unpack_from("<%dqQ" % ndim, body, p)
+            p += 8 * ndim + 8
+            tensors.append((name, code, shape, body[data:data + nbytes]))
+            data += nbytes
+        out.append(("ok", params, tensors))
+    assert p == 4 + mlen and data == len(body)
+    return out
+
+
+def test_decode_numeric_and_bytes():
+    fp32 = np.arange(6, dtype="<f4").reshape(2, 3)
+    strings = struct.pack("<I", 2) + b"hi" + struct.pack("<I", 0)
+    body = request_body([
+        ("r1", '{"k": 1}', [("A", 11, [2, 3], fp32.tobytes()), ("S", 13, [2], strings)], ["Y"]),
+        ("r2", "", [("E", 6, [0, 4], b""), ("B", 1, [2], b"\x01\x00")], []),
+    ])
+    r1, r2 = Codec().decode_requests(body)
+    assert r1.request_id() == "r1" and json.loads(r1.parameters()) == {"k": 1}
+    assert r1.requested_output_names() == ["Y"]
+    a = pb.get_input_tensor_by_name(r1, "A")
+    assert a.triton_dtype() == pb.TYPE_FP32 and a.shape() == [2, 3]
+    np.testing.assert_array_equal(a.as_numpy(), fp32)
+    s = pb.get_input_tensor_by_name(r1, "S").as_numpy()
+    assert s.dtype == np.object_ and list(s) == [b"hi", b""]
+    assert r2.parameters() == "{}"
+    assert pb.get_input_tensor_by_name(r2, "E").as_numpy().shape == (0, 4)
+    assert list(pb.get_input_tensor_by_name(r2, "B").as_numpy()) == [True, False]
+
+
+@pytest.mark.parametrize("inputs,match", [
+    ([("A", 11, [3], b"\x00" * 8)], "3"),  # 2 elements for shape [3]
+    ([("A", 11, [2], b"\x00" * 7)], "whole number"),
+    ([("A", 99, [1], b"\x00")], "unknown datatype"),
+])
+def test_decode_rejects(inputs, match):
+    with pytest.raises(ValueError, match=match):
+        Codec().decode_requests(request_body([("r", "", inputs, [])]))
+
+
+def test_encode_responses():
+    reqs = [pb.InferenceRequest(requested_output_names=["Y"]), pb.InferenceRequest(), pb.InferenceRequest(),
+            pb.InferenceRequest()]
+    big = np.arange(1 << 15, dtype=np.float64)  # larger than the copy limit: sent as a view
+    resps = [
+        pb.InferenceResponse([pb.Tensor("X", np.zeros(1, np.int8)), pb.Tensor("Y", np.array([[1.5]], "<f2"))]),
+        pb.InferenceResponse([pb.Tensor("S", np.array(["a", "é"])), pb.Tensor("BIG", big)], parameters={"p": 1}),
+        pb.InferenceResponse(error=pb.TritonError("nope", pb.TritonError.NOT_FOUND)),
+        pb.InferenceResponse([pb.Tensor("C", np.zeros(1, np.int8))]),
+    ]
+    resps[3].output_tensors()[0]._array = np.zeros(1, np.complex64)
+    r0, r1, r2, r3 = parse_reply(Codec().encode_responses(resps, reqs))
+    assert r0 == ("ok", None, [("Y", 10, [1, 1], np.array([[1.5]], "<f2").tobytes())])
+    assert r1[1] == {"p": 1}
+    assert r1[2][0] == ("S", 13, [2], struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + "é".encode())
+    assert r1[2][1][:3] == ("BIG", 12, [1 << 15]) and r1[2][1][3] == big.tobytes()
+    assert r2 == ("error", "nope", "NOT_FOUND")
+    assert r3[0] == "error" and "complex64" in r3[1] and r3[2] == "INTERNAL"

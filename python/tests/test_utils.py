@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+
+import triton_python_backend_utils as pb
+
+
+@pytest.mark.parametrize("config_type,numpy_type", [
+    ("TYPE_BOOL", bool),
+    ("TYPE_UINT8", np.uint8),
+    ("TYPE_INT64", np.int64),
+    ("TYPE_FP16", np.float16),
+    ("TYPE_FP32", np.float32),
+    ("TYPE_STRING", np.object_),
+])
+def test_triton_string_to_numpy(config_type, numpy_type):
+    assert pb.triton_string_to_numpy(config_type) is numpy_type
+
+
+def test_type_codes_round_trip():
+    for code in range(1, 14):
+        np_type = pb.triton_to_numpy_type(code)
+        assert pb.numpy_to_triton_type(np_type) == code
+    assert pb.triton_to_numpy_type(11) is np.float32
+    assert pb.numpy_to_triton_type(np.bytes_) == 13
+    assert pb.numpy_to_triton_type(np.complex64) is None
+    assert pb.triton_to_numpy_type(99) is None
+    assert pb.TYPE_BF16 == 14
+
+
+def test_tensor():
+    t = pb.Tensor("X", np.zeros((2, 3), dtype=np.float32))
+    assert t.name() == "X"
+    assert t.shape() == [2, 3]
+    assert t.triton_dtype() == pb.TYPE_FP32
+    assert t.as_numpy().dtype == np.float32
+    assert pb.Tensor("S", np.array([b"a"], dtype=np.object_)).triton_dtype() == pb.TYPE_STRING
+    with pytest.raises(pb.TritonModelException):
+        pb.Tensor("C", np.zeros(2, dtype=np.complex64))
+
+
+def test_request_and_lookups():
+    x = pb.Tensor("X", np.arange(3, dtype=np.int32))
+    req = pb.InferenceRequest(inputs=[x], request_id="r", requested_output_names=["Y"], parameters='{"a": 1}')
+    assert pb.get_input_tensor_by_name(req, "X") is x
+    assert pb.get_input_tensor_by_name(req, "nope") is None
+    assert req.request_id() == "r"
+    assert req.requested_output_names() == ["Y"]
+    assert json.loads(req.parameters()) == {"a": 1}
+    assert pb.InferenceRequest().parameters() == "{}"
+    assert req.correlation_id() == 0
+    assert req.is_cancelled() is False
+    with pytest.raises(pb.TritonModelException):
+        req.exec()
+
+
+def test_response_and_error():
+    y = pb.Tensor("Y", np.ones(1, dtype=np.float64))
+    resp = pb.InferenceResponse(output_tensors=[y])
+    assert not resp.has_error()
+    assert pb.get_output_tensor_by_name(resp, "Y") is y
+    assert pb.get_output_tensor_by_name(resp, "Z") is None
+    err = pb.TritonError("bad", pb.TritonError.INVALID_ARG)
+    resp = pb.InferenceResponse(error=err)
+    assert resp.has_error() and resp.error().message() == "bad" and resp.error().code() == 3
+    assert resp.output_tensors() == []
+    assert pb.TritonError("x").code() == pb.TritonError.INTERNAL
+    codes = [pb.TritonError.UNKNOWN, pb.TritonError.INTERNAL, pb.TritonError.NOT_FOUND, pb.TritonError.INVALID_ARG,
+             pb.TritonError.UNAVAILABLE, pb.TritonError.UNSUPPORTED, pb.TritonError.ALREADY_EXISTS,
+             pb.TritonError.CANCELLED]
+    assert codes == list(range(8))
+    with pytest.raises(pb.TritonModelException):
+        pb.InferenceResponse(output_tensors="not a list")
+    assert pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL == 1
+
+
+def test_config_lookups():
+    cfg = {"input": [{"name": "A", "data_type": "TYPE_FP32"}], "output": [{"name": "B", "data_type": "TYPE_INT8"}]}
+    assert pb.get_input_config_by_name(cfg, "A")["data_type"] == "TYPE_FP32"
+    assert pb.get_input_config_by_name(cfg, "B") is None
+    assert pb.get_output_config_by_name(cfg, "B")["data_type"] == "TYPE_INT8"
+    assert pb.get_output_config_by_name({}, "B") is None
+    assert not pb.using_decoupled_model_transaction_policy(cfg)
+
+
+def test_bytes_serialization():
+    arr = np.array([b"", b"ab", "é"], dtype=np.object_)
+    flat = pb.serialize_byte_tensor(arr)
+    assert flat.dtype == np.uint8
+    back = pb.deserialize_bytes_tensor(flat.tobytes())
+    assert list(back) == [b"", b"ab", "é".encode()]
+    assert pb.serialize_byte_tensor(np.array([], dtype=np.object_)) == ()
+    with pytest.raises(ValueError):
+        pb.deserialize_bytes_tensor(b"\x05\x00\x00\x00ab")
