@@ -269,10 +269,27 @@ class Tensor:
 
     __slots__ = ("_name", "_array", "_datatype")
 
-    def __init__(self, name, numpy_array):
+    def __init__(self, name, numpy_array, triton_dtype=None):
+        """A tensor named name holding numpy_array.
+
+        triton_dtype (a type code such as TYPE_FP32) reinterprets the array's
+        bytes as that type; with TYPE_BF16 the array holds the raw 16-bit
+        patterns (any 2-byte dtype), since numpy has no bfloat16.
+        """
         if not isinstance(numpy_array, np.ndarray):
             numpy_array = np.asarray(numpy_array)
-        datatype = _datatype_of(numpy_array.dtype)
+        if triton_dtype is None:
+            datatype = _datatype_of(numpy_array.dtype)
+        else:
+            datatype = _CODE_TO_DATATYPE.get(triton_dtype)
+            if datatype == "BF16":
+                if numpy_array.dtype.itemsize != 2:
+                    raise TritonModelException(
+                        "tensor %r: TYPE_BF16 needs a 2-byte dtype, got %s" % (name, numpy_array.dtype))
+            elif datatype is not None:
+                want = np.dtype(_CODE_TO_NUMPY[triton_dtype])
+                if numpy_array.dtype != want:
+                    numpy_array = numpy_array.view(want)
         if datatype is None:
             raise TritonModelException(
                 "tensor %r: numpy dtype %s has no Triton datatype" % (name, numpy_array.dtype))

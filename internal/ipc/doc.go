@@ -9,9 +9,12 @@
 //
 //	<python> -u -m vigil_stub --fd 3
 //
-// with the directory returned by python.Install on PYTHONPATH. The stub exits
-// when it reads end of stream, so closing the server's end (or the server
-// dying) stops it.
+// with the directory returned by python.Install on PYTHONPATH (python.Args
+// gives the arguments). The stub exits when it reads end of stream, so
+// closing the server's end (or the server dying) stops it. The server checks
+// the interpreter once at start-up with python.CheckNumpy; a stub whose numpy
+// import fails anyway reports it as an INIT error that says how to install
+// numpy.
 //
 // # Frames
 //
@@ -60,35 +63,50 @@
 // is_healthy wins when a model defines both.
 //
 // EXECUTE: one batch, run by the stub's execute thread, one batch at a time
-// in arrival order. Request and reply bodies have the same layout:
+// in arrival order. It is the hot path, so its meta is binary rather than
+// JSON. Request and reply bodies have the same outline:
 //
-//	uint32 meta length | meta (UTF-8 JSON) | tensor data, concatenated in meta order
+//	uint32 meta length | meta | tensor data, concatenated in meta order
 //
-// Request meta:
+// Request meta (u32 = uint32, u8 = uint8, i64 = int64, u64 = uint64):
 //
-//	{"r": [{"id": "req-1", "p": {request parameters},
-//	        "i": [{"n": "INPUT0", "d": "FP32", "s": [16], "b": 64}, ...],
-//	        "o": ["OUTPUT0"]}]}
+//	u32 number of requests, then per request:
+//	  u32 id length | u32 parameters length | u32 number of inputs | u32 number of requested outputs
+//	  id (UTF-8) | parameters (a JSON object, or empty when there are none)
+//	  per input:  tensor record
+//	  per output: u32 name length | name
 //
 // Reply meta, one entry per request in request order:
 //
-//	{"r": [{"o": [{"n": "OUTPUT0", "d": "FP32", "s": [16], "b": 64}],
-//	        "p": {response parameters, optional}},
-//	       {"o": [], "e": {"message": "bad input", "code": "INVALID_ARG"}}]}
+//	u32 number of responses, then per response:
+//	  u8 status | u32 a | u32 b
+//	  status 0 (outputs): a = parameters length, b = number of outputs;
+//	                      parameters (JSON object or empty) | b tensor records
+//	  status 1 (error):   a = message length, b = code length; message | code
 //
-// n, d, s and b are a tensor's name, datatype, shape and data length in
-// bytes. Tensor data is the raw little-endian element bytes of
-// tensor.Tensor.Data; BYTES tensors use the serialized form (a uint32 length
-// before each element). The stub wraps numeric data with numpy.frombuffer
-// (no per-element work) and turns BYTES into numpy object arrays of bytes;
-// outputs go back the same way, with numpy object, bytes and str arrays sent
-// as BYTES (str encoded as UTF-8). When a request names outputs, the stub
-// sends only those. "e" is a per-request error (the model returned
-// InferenceResponse(error=TritonError(msg, code))); code is a Triton error
-// code name: UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE,
-// UNSUPPORTED, ALREADY_EXISTS or CANCELLED. A whole batch fails with an error
-// reply when execute raised or did not return one InferenceResponse per
-// request.
+// A tensor record is
+//
+//	u32 name length | u8 datatype | u8 ndim | name | i64 dims[ndim] | u64 data length
+//
+// with datatype one of Triton's type codes: 1 BOOL, 2 UINT8, 3 UINT16,
+// 4 UINT32, 5 UINT64, 6 INT8, 7 INT16, 8 INT32, 9 INT64, 10 FP16, 11 FP32,
+// 12 FP64, 13 BYTES, 14 BF16. Tensor data is the raw little-endian element
+// bytes of tensor.Tensor.Data; BYTES tensors use the serialized form (a
+// uint32 length before each element). The stub wraps numeric data with
+// numpy.frombuffer (no per-element work) and turns BYTES into numpy object
+// arrays of bytes; outputs go back the same way, with numpy object, bytes
+// and str arrays sent as BYTES (str encoded as UTF-8). BF16 inputs are
+// ml_dtypes.bfloat16 arrays when ml_dtypes is installed, else uint16 arrays
+// of the raw bit patterns; a model returns BF16 with an ml_dtypes array or
+// with Tensor(name, raw_uint16_array, triton_dtype=TYPE_BF16). When a request
+// names outputs, the stub sends only those.
+//
+// A status 1 entry is a per-request error: the model returned
+// InferenceResponse(error=TritonError(msg, code)), or the response's tensors
+// could not be sent. code is a Triton error code name: UNKNOWN, INTERNAL,
+// NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS or
+// CANCELLED. A whole batch fails with an error reply when execute raised or
+// did not return one InferenceResponse per request.
 //
 // HEALTH: empty request; reply {"ok": bool, "detail": "..."}. The stub calls
 // the hook on its own thread, single-flight: requests that arrive while a

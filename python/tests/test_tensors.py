@@ -110,3 +110,13 @@ def test_encode_responses():
     assert r1[2][1][:3] == ("BIG", 12, [1 << 15]) and r1[2][1][3] == big.tobytes()
     assert r2 == ("error", "nope", "NOT_FOUND")
     assert r3[0] == "error" and "complex64" in r3[1] and r3[2] == "INTERNAL"
+
+
+def test_bf16_passthrough():
+    bits = np.array([0x3F80, 0xC000], dtype="<u2")  # 1.0, -2.0
+    (req,) = Codec().decode_requests(request_body([("r", "", [("H", 14, [2], bits.tobytes())], [])]))
+    h = req.inputs()[0]
+    assert h.triton_dtype() == pb.TYPE_BF16 and h.as_numpy().dtype.itemsize == 2
+    out = pb.Tensor("H_OUT", h.as_numpy(), triton_dtype=h.triton_dtype())
+    ((_, _, tensors),) = parse_reply(Codec().encode_responses([pb.InferenceResponse([out])], [req]))
+    assert tensors == [("H_OUT", 14, [2], bits.tobytes())]

@@ -38,6 +38,11 @@ def test_tensor():
     assert pb.Tensor("S", np.array([b"a"], dtype=np.object_)).triton_dtype() == pb.TYPE_STRING
     with pytest.raises(pb.TritonModelException):
         pb.Tensor("C", np.zeros(2, dtype=np.complex64))
+    # triton_dtype reinterprets the bytes, as Triton's constructor does.
+    v = pb.Tensor("V", np.zeros(2, dtype=np.uint32), triton_dtype=pb.TYPE_FP32)
+    assert v.as_numpy().dtype == np.float32 and v.triton_dtype() == pb.TYPE_FP32
+    with pytest.raises(pb.TritonModelException):
+        pb.Tensor("B", np.zeros(2, dtype=np.float32), triton_dtype=pb.TYPE_BF16)
 
 
 def test_request_and_lookups():

@@ -184,6 +184,8 @@ class Codec:
         # Derived from the array, not the Tensor, in case the model replaced
         # or retyped the array after building the Tensor.
         datatype = pb._datatype_of(arr.dtype)
+        if t._datatype == "BF16" and arr.dtype.itemsize == 2:
+            datatype = "BF16"  # raw bfloat16 bits in a 2-byte array
         if datatype is None:
             raise TypeError("output %r: numpy dtype %s has no Triton datatype" % (t.name(), arr.dtype))
         if arr.dtype.byteorder == ">":
