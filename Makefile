@@ -23,10 +23,15 @@ deps-python:
 deps: deps-python
 	$(GO) mod download
 
+# grpcurl, a gRPC client nobody here wrote, for the conformance suite.
+GRPCURL_VERSION := v1.9.3
+bin/grpcurl:
+	GOBIN=$(abspath bin) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
 run: deps build
 	$(BIN) serve --model-repository examples/models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --python $(PYTHON)
 
-test: deps build test-go test-fuzz test-python
+test: deps build bin/grpcurl test-go test-fuzz test-python
 
 # The integration tests run a -race build of the server, so that data races
 # in the real server under real traffic fail the suite.
@@ -51,7 +56,7 @@ fuzz:
 	$(MAKE) test-fuzz FUZZTIME=2m
 
 test-python:
-	VIGIL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/conformance
+	VIGIL_BIN=$(abspath $(BIN)) GRPCURL=$(abspath bin/grpcurl) $(PYTHON) -m pytest -q tests/conformance
 
 # bench measures latency, throughput, probe latency under load, detection and
 # recovery in one run, each next to a baseline from the same run.

@@ -314,7 +314,12 @@ func (e *Engine) iterate() {
 	now := e.clock.Now()
 	batch := e.takeQueue()
 	var acts []action
+	var synced []chan struct{}
 	for _, ev := range batch {
+		if ev.synced != nil {
+			synced = append(synced, ev.synced)
+			continue
+		}
 		acts = append(acts, e.core.step(ev, now)...)
 	}
 	acts = append(acts, e.core.tick(now)...)
@@ -326,8 +331,32 @@ func (e *Engine) iterate() {
 		e.snap.Store(e.core.snapshot(now))
 		e.notify()
 	}
+	for _, ch := range synced {
+		close(ch)
+	}
 	e.actuate(acts)
 	e.arm()
+}
+
+// Sync waits until the Snapshot reflects every event posted before the
+// call, or ctx ends. The repository API uses it so that a load or unload
+// returns only once readiness says so.
+func (e *Engine) Sync(ctx context.Context) error {
+	ch := make(chan struct{})
+	e.qmu.Lock()
+	if e.qclosed {
+		e.qmu.Unlock()
+		return nil
+	}
+	e.queue = append(e.queue, Event{synced: ch})
+	e.qmu.Unlock()
+	e.poke()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (e *Engine) takeQueue() []Event {

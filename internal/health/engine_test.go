@@ -533,3 +533,19 @@ func (b *syncBuffer) lines() []string {
 	defer b.mu.Unlock()
 	return strings.FieldsFunc(b.buf.String(), func(r rune) bool { return r == '\n' })
 }
+
+func TestEngineSyncWaitsForPublishedEvents(t *testing.T) {
+	e := NewEngine(EngineConfig{WatchdogInterval: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e.Start(ctx)
+	defer e.Close()
+	p := DefaultPolicy()
+	e.Post(Event{Kind: ModelLoading, Instance: InstanceKey{Model: "m", Version: "1"}, Instances: []string{"m_0"}, Policy: &p, Expected: true})
+	if err := e.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.Snapshot().Model("m", "1"); !ok {
+		t.Fatal("Sync returned before the snapshot had the model")
+	}
+}

@@ -84,6 +84,10 @@ type Event struct {
 	PID      int
 	ExitCode int
 	Signal   string
+
+	// synced is closed once the engine has published a snapshot that
+	// includes every event posted before this one (Engine.Sync).
+	synced chan struct{}
 }
 
 // Actuator carries out the engine's decisions. The model manager implements

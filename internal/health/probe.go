@@ -131,10 +131,14 @@ func (s *Snapshot) ModelReady(name, version string) (ready bool, reason string, 
 
 func (m *ModelHealth) notReadyReason() string {
 	if m.State != ModelStateReady {
-		if m.Reason != "" {
-			return fmt.Sprintf("model %s version %s is %s: %s", m.Name, m.Version, m.State, m.Reason)
+		name := "model " + m.Name
+		if m.Version != "" {
+			name += " version " + m.Version
 		}
-		return fmt.Sprintf("model %s version %s is %s", m.Name, m.Version, m.State)
+		if m.Reason != "" {
+			return fmt.Sprintf("%s is %s: %s", name, m.State, m.Reason)
+		}
+		return fmt.Sprintf("%s is %s", name, m.State)
 	}
 	msg := fmt.Sprintf("model %s version %s has %d routable instances, needs %d", m.Name, m.Version, m.Routable, m.MinReady)
 	for _, in := range m.Instances {

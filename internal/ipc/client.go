@@ -350,6 +350,7 @@ func (c *Client) shutdown(cause error) {
 		c.pending = nil
 		c.mu.Unlock()
 		close(c.done)
+		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		if err := c.rw.Close(); err != nil {
 			c.log.Debug("closing stub connection", LogKeyErr, err)
 		}

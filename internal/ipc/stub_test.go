@@ -129,8 +129,13 @@ func startStub(t testing.TB, model string, opts stubOptions) *stub {
 		conn.Close()
 		t.Fatal(err)
 	}
+	// Benchmarks log only what goes wrong, so that their output stays a table.
+	level := slog.LevelDebug
+	if _, ok := t.(*testing.B); ok {
+		level = slog.LevelWarn
+	}
 	s := &stub{
-		Client: ipc.NewClient(conn, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		Client: ipc.NewClient(conn, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))),
 		cmd:    cmd,
 		exited: make(chan struct{}),
 		out:    out,

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -45,6 +47,8 @@ type EventSink interface {
 // HealthSource gives the current health snapshot: the health engine.
 type HealthSource interface {
 	Snapshot() *health.Snapshot
+	// Sync waits until the snapshot reflects every event posted so far.
+	Sync(ctx context.Context) error
 }
 
 // Config configures the manager.
@@ -166,7 +170,20 @@ func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %q", name)
 	}
-	return m.load(ctx, name)
+	if !m.inRepository(name) {
+		return apierr.New(apierr.NotFound, "cannot load model %s: no %s in %s", name,
+			filepath.Join(name, modelconfig.ConfigFileName), m.cfg.RepoDir)
+	}
+	err := m.load(ctx, name)
+	// Return only once readiness tells the outcome.
+	_ = m.cfg.Health.Sync(ctx)
+	return err
+}
+
+// inRepository reports whether the repository holds a model of that name.
+func (m *Manager) inRepository(name string) bool {
+	_, err := os.Stat(filepath.Join(m.cfg.RepoDir, name, modelconfig.ConfigFileName))
+	return err == nil
 }
 
 // Unload unloads every version of a model: the repository API.
@@ -179,7 +196,10 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 	}
 	e := m.lookup(name)
 	if e == nil {
-		return apierr.New(apierr.NotFound, "cannot unload model %s: it is not loaded", name)
+		if m.inRepository(name) {
+			return nil // known but not loaded: nothing to do, as in Triton
+		}
+		return apierr.New(apierr.NotFound, "cannot unload model %s: it is neither loaded nor in the repository", name)
 	}
 	e.op.Lock()
 	defer e.op.Unlock()
@@ -188,6 +208,17 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 	e.versions = nil
 	m.mu.Unlock()
 	m.stopVersions(ctx, old, "unloaded")
+	// Versions that failed to load have no instances but still count for
+	// strict readiness until they are unloaded too.
+	for _, mh := range m.cfg.Health.Snapshot().Models {
+		if mh.Name == name && mh.Expected {
+			if _, stopped := old[mh.Version]; !stopped {
+				m.cfg.Events.Post(health.Event{Kind: health.ModelUnloaded, At: time.Now(),
+					Instance: health.InstanceKey{Model: name, Version: mh.Version}, Reason: "unloaded"})
+			}
+		}
+	}
+	_ = m.cfg.Health.Sync(ctx)
 	return nil
 }
 

@@ -113,10 +113,6 @@ def test_http_compressed_request_and_response(http_proto, alg):
     np.testing.assert_array_equal(res.as_numpy("OUTPUT0"), a + b)
 
 
-@pytest.mark.known_bug(
-    "tritonclient.grpc compression_algorithm='gzip'/'deflate' fails with UNIMPLEMENTED "
-    "'grpc: Decompressor is not installed for grpc-encoding \"gzip\"': the gRPC server "
-    "registers no decompressors (Triton accepts gzip and deflate)")
 @pytest.mark.parametrize("alg", ["gzip", "deflate"])
 def test_grpc_compressed_request(grpc_proto, alg):
     a, b = batch(2, seed=11)
@@ -205,11 +201,6 @@ def test_identity_empty_tensor(proto):
     assert out.shape == (0,)
 
 
-@pytest.mark.known_bug(
-    "tritonclient.http JSON tensors with non-finite floats: the client serializes "
-    "np.nan/np.inf as the bare JSON tokens NaN/Infinity/-Infinity (Python json.dumps), "
-    "which Triton accepts (rapidjson kParseNanAndInfFlag); vigil answers 400 "
-    "'malformed JSON inference header: invalid character 'N' looking for beginning of value'")
 def test_identity_non_finite_fp32_json_input(http_proto):
     arr = np.array([np.nan, np.inf, -np.inf, 1.0], np.float32)
     try:

@@ -89,14 +89,6 @@ def test_explicit_reload_cycle(explicit):
     assert c.is_server_ready() is True
 
 
-@pytest.mark.known_bug(
-    "load_model/unload_model return success before the health snapshot reflects them: "
-    "right after POST .../load returns 200, GET /v2/models/<m>/ready can still say 503 "
-    "(gRPC ModelReady false), and right after .../unload returns 200 it can still say 200 "
-    "ready:true although the instances are stopped (inference gets 503). Manager.Load/Unload "
-    "post lifecycle events but do not wait for the engine to publish the snapshot. Triton "
-    "users (and its L0 tests) check is_model_ready right after load_model. Racy: seen in "
-    "about 1 in 8 cycles here, so this xfail is not strict", strict=False)
 def test_ready_reflects_load_unload_at_once(explicit_server):
     http, grpc_ = Proto("http", explicit_server), Proto("grpc", explicit_server)
     stale = []
@@ -142,26 +134,14 @@ def explicit_private(tmp_path_factory):
     srv.stop()
 
 
-@pytest.mark.known_bug(
-    "POST /v2/repository/models/no_such_model/load (gRPC RepositoryModelLoad) for a name "
-    "with no directory in the repository answers 500 / INTERNAL 'failed to load model ...: "
-    "cannot read configuration: open .../config.pbtxt: no such file or directory'; expected "
-    "404 / NOT_FOUND (SPEC §5 unknown model) or 400 / INVALID_ARGUMENT as Triton does; "
-    "500 is reserved for model exceptions")
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_load_unknown_model_status(explicit_private, protocol):
     p = Proto(protocol, explicit_private)
     err = error_of(p.client.load_model, "no_such_model")
     assert "no_such_model" in err.message()
-    assert str(err.status()) in (p.status("not_found"), p.status("invalid")), \
-        (err.status(), err.message())
+    assert str(err.status()) == p.status("not_found"), (err.status(), err.message())
 
 
-@pytest.mark.known_bug(
-    "a failed load of a model that is not in the repository (e.g. a typo) leaves the server "
-    "NOT READY for good: /v2/health/ready -> 503 'model no_such_model version  is UNAVAILABLE: "
-    "... cannot read configuration ...', gRPC ServerReady false; the name is added to the "
-    "repository index as UNAVAILABLE and to /readyz as a failing check")
 def test_load_unknown_model_keeps_server_ready(explicit_private):
     p = Proto("http", explicit_private)
     error_of(p.client.load_model, "no_such_model")
@@ -169,14 +149,27 @@ def test_load_unknown_model_keeps_server_ready(explicit_private):
     assert "no_such_model" not in by_name(p.repository_index())
 
 
-@pytest.mark.known_bug(
-    "after a failed load of a name not in the repository, unload_model(name) answers 200 "
-    "but readiness stays 503 naming that model; only a restart recovers")
 def test_unload_after_failed_load_restores_readiness(explicit_private):
+    """A model that is in the repository but fails to load takes strict
+    readiness down (as in Triton); unloading it gives readiness back."""
+    broken = explicit_private.repo / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        'backend: "python"\n'
+        'input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n')
+    (broken / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('weights missing')\n"
+        "    def execute(self, requests):\n"
+        "        return []\n")
     p = Proto("http", explicit_private)
-    error_of(p.client.load_model, "no_such_model")
-    p.client.unload_model("no_such_model")
-    assert p.client.is_server_ready() is True, "still not ready after unloading the failed name"
+    err = error_of(p.client.load_model, "broken")
+    assert "weights missing" in err.message()
+    assert p.client.is_server_ready() is False, "a failed load must show in strict readiness"
+    p.client.unload_model("broken")
+    assert p.client.is_server_ready() is True, "still not ready after unloading the failed model"
 
 
 def test_unload_unknown_model_not_found(explicit_private):

@@ -68,6 +68,7 @@ func (f outputFormat) isBinary(name string) bool {
 func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, outputFormat, error) {
 	var raw inferRequestJSON
 	var format outputFormat
+	header = quoteNonFinite(header)
 	dec := json.NewDecoder(bytes.NewReader(header))
 	dec.UseNumber()
 	if err := dec.Decode(&raw); err != nil {
@@ -211,6 +212,15 @@ func decodeJSONData(raw json.RawMessage, dt tensor.Datatype, shape []int64, n in
 	} else {
 		out = make([]byte, 0, len(raw)+4*int(capElems))
 	}
+	if fast, ok, err := scanPlainElements(out, raw, dt, shape, n); ok || err != nil {
+		return fast, err
+	}
+	return decodeJSONTokens(out, raw, dt, shape, n)
+}
+
+// decodeJSONTokens is decodeJSONData's general path, through the token
+// decoder.
+func decodeJSONTokens(out []byte, raw json.RawMessage, dt tensor.Datatype, shape []int64, n int64) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var count int64
@@ -362,4 +372,101 @@ func encodeInferResponse(resp *inference.Response, format outputFormat) (body []
 		return header, len(header), false, nil
 	}
 	return assembleBinaryResponse(header, tails), len(header), true, nil
+}
+
+// scanPlainElements is the fast path of decodeJSONData for data made only
+// of (nested) arrays of numbers and booleans, the common case: it walks the
+// bytes once instead of going through the token decoder. ok is false when
+// the data holds anything else (strings, objects, null), and the caller
+// decodes it the general way, which also produces the precise error.
+func scanPlainElements(out []byte, raw json.RawMessage, dt tensor.Datatype, shape []int64, n int64) (_ []byte, ok bool, _ error) {
+	if !json.Valid(raw) {
+		return nil, false, nil
+	}
+	var count int64
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		switch {
+		case c == '[' || c == ']' || c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			i++
+			continue
+		case c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9'):
+		default:
+			return nil, false, nil
+		}
+		j := i
+		for j < len(raw) && raw[j] != ',' && raw[j] != ']' && raw[j] != ' ' && raw[j] != '\t' && raw[j] != '\n' && raw[j] != '\r' {
+			j++
+		}
+		if count == n {
+			return nil, true, fmt.Errorf("shape %v needs %d elements, data has more", shape, n)
+		}
+		var v any
+		switch tok := raw[i:j]; tok[0] {
+		case 't':
+			v = true
+		case 'f':
+			v = false
+		default:
+			v = json.Number(tok)
+		}
+		var err error
+		if out, err = appendElement(out, dt, v); err != nil {
+			return nil, true, fmt.Errorf("data element %d: %w", count, err)
+		}
+		count++
+		i = j
+	}
+	if count != n {
+		return nil, true, fmt.Errorf("shape %v needs %d elements, data has %d", shape, n, count)
+	}
+	return out, true, nil
+}
+
+// quoteNonFinite turns the bare tokens NaN, Infinity and -Infinity outside
+// strings into the strings "NaN", "Infinity" and "-Infinity", which the
+// element decoder accepts for floating-point tensors. Python's json module,
+// and so tritonclient, writes them bare for non-finite floats; strict JSON
+// has no such tokens. Headers without them are returned unchanged.
+func quoteNonFinite(b []byte) []byte {
+	if !bytes.Contains(b, []byte("NaN")) && !bytes.Contains(b, []byte("Infinity")) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	inString, escaped := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			out = append(out, c)
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		if c == '"' {
+			inString = true
+			out = append(out, c)
+			continue
+		}
+		matched := false
+		for _, tok := range [...]string{"NaN", "Infinity", "-Infinity"} {
+			if bytes.HasPrefix(b[i:], []byte(tok)) {
+				out = append(out, '"')
+				out = append(out, tok...)
+				out = append(out, '"')
+				i += len(tok) - 1
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -1,0 +1,48 @@
+package rest
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+// The fast path must agree with the token decoder on everything it accepts.
+func FuzzPlainElementsMatchTokens(f *testing.F) {
+	for _, s := range []string{`[1,2,3]`, `[[1, 2],[3,4]]`, `[true,false]`, `[1e3, -0.5, 2.0]`, `[300]`, `[1,"a"]`, `[1,,2]`, `[-]`, `[1 2]`, `[tru]`, `[1e400]`} {
+		f.Add(s, uint8(0))
+	}
+	types := []tensor.Datatype{tensor.FP32, tensor.Int8, tensor.Bool, tensor.Uint64, tensor.FP16, tensor.Int64}
+	f.Fuzz(func(t *testing.T, data string, ti uint8) {
+		dt := types[int(ti)%len(types)]
+		raw := json.RawMessage(data)
+		for n := int64(0); n < 5; n++ {
+			shape := []int64{n}
+			fast, ok, ferr := scanPlainElements(nil, raw, dt, shape, n)
+			if !ok && ferr == nil {
+				continue
+			}
+			slow, serr := decodeJSONTokens(nil, raw, dt, shape, n)
+			if (ferr == nil) != (serr == nil) {
+				t.Fatalf("%s as %s[%d]: fast err %v, token err %v", data, dt, n, ferr, serr)
+			}
+			if ferr == nil && !bytes.Equal(fast, slow) {
+				t.Fatalf("%s as %s[%d]: fast %x, token %x", data, dt, n, fast, slow)
+			}
+		}
+	})
+}
+
+func TestQuoteNonFinite(t *testing.T) {
+	cases := map[string]string{
+		`{"data":[1.0,NaN,Infinity,-Infinity]}`:  `{"data":[1.0,"NaN","Infinity","-Infinity"]}`,
+		`{"id":"NaN \"Infinity\"","data":[NaN]}`: `{"id":"NaN \"Infinity\"","data":["NaN"]}`,
+		`{"data":[1,2]}`:                         `{"data":[1,2]}`,
+	}
+	for in, want := range cases {
+		if got := string(quoteNonFinite([]byte(in))); got != want {
+			t.Errorf("quoteNonFinite(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
