@@ -56,6 +56,7 @@ fuzz:
 	$(MAKE) test-fuzz FUZZTIME=2m
 
 test-python:
+	$(PYTHON) -m pytest -q python/tests
 	VIGIL_BIN=$(abspath $(BIN)) GRPCURL=$(abspath bin/grpcurl) $(PYTHON) -m pytest -q tests/conformance
 
 # bench measures latency, throughput, probe latency under load, detection and

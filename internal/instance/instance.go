@@ -277,7 +277,7 @@ func (i *Instance) launch(ctx context.Context) error {
 func (i *Instance) initFailure(g *generation, err error) string {
 	var me *ipc.ModelError
 	if errors.As(err, &me) {
-		return "initialize raised " + me.Error()
+		return err.Error() // "<step> raised <Type>: <message>"
 	}
 	if errors.Is(err, ipc.ErrClosed) {
 		select {
@@ -428,24 +428,14 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	}
 }
 
-// modelError classifies an error the model reported.
+// modelError classifies an error the model reported: per-request
+// TritonErrors keep their code, anything that raised is Internal.
 func modelError(model string, err error) error {
 	var me *ipc.ModelError
 	if !errors.As(err, &me) {
 		return apierr.Wrap(apierr.Internal, err, "model %s", model)
 	}
-	code := apierr.Internal
-	switch me.Code {
-	case "INVALID_ARG":
-		code = apierr.InvalidArgument
-	case "UNAVAILABLE":
-		code = apierr.Unavailable
-	case "UNSUPPORTED":
-		code = apierr.Unsupported
-	case "NOT_FOUND":
-		code = apierr.NotFound
-	}
-	return &apierr.Error{Code: code, Msg: me.Error(), Err: err}
+	return &apierr.Error{Code: me.APICode(), Msg: me.Error(), Err: err}
 }
 
 // heartbeat pings the stub every HeartbeatPeriod for as long as the
