@@ -41,7 +41,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Host, "host", "0.0.0.0", "address to listen on")
 	fs.IntVar(&cfg.HTTPPort, "http-port", 8000, "HTTP port (0 picks a free port)")
 	fs.IntVar(&cfg.GRPCPort, "grpc-port", 8001, "gRPC port (0 picks a free port)")
-	fs.IntVar(&cfg.HealthPort, "health-port", 0, "if set, also serve health and metrics on this port")
+	fs.IntVar(&cfg.HealthPort, "health-port", -1, "also serve health and metrics on this port (-1 = off, 0 picks a free port)")
 	fs.StringVar(&cfg.Python, "python", "python3", "Python interpreter for model stubs (resolved once to an absolute path)")
 	fs.StringVar(&mode, "model-control-mode", "none", "model control mode: none, explicit or poll")
 	fs.Var(&loadModels, "load-model", "model to load at start in explicit mode (repeatable)")

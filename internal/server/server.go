@@ -37,8 +37,8 @@ type Config struct {
 	Host            string
 	HTTPPort        int
 	GRPCPort        int
-	// HealthPort, when non-zero, serves health and metrics on a listener of
-	// their own.
+	// HealthPort, when not negative, serves health and metrics on a
+	// listener of their own (0 picks a free port).
 	HealthPort       int
 	Python           string
 	ControlMode      model.ControlMode
@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("cannot listen for gRPC: %w", err)
 	}
 	var healthLis net.Listener
-	if cfg.HealthPort != 0 {
+	if cfg.HealthPort >= 0 {
 		if healthLis, err = listen(cfg.Host, cfg.HealthPort); err != nil {
 			httpLis.Close()
 			grpcLis.Close()

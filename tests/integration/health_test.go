@@ -171,3 +171,32 @@ func TestOneDeadInstanceOfTwoIsDegradedButReady(t *testing.T) {
 		t.Errorf("metrics do not show the degraded model")
 	}
 }
+
+func TestHealthPortServesProbesAndMetricsOnly(t *testing.T) {
+	s := start(t, copyModels(t, "echo"), "--health-port", "0")
+	s.waitReady(30 * time.Second)
+	var addr string
+	eventually(t, 5*time.Second, "health listener logged", func() bool {
+		s.logMu.Lock()
+		defer s.logMu.Unlock()
+		for _, r := range s.logs {
+			if r["msg"] == "listening" && r["protocol"] == "health" {
+				addr, _ = r["addr"].(string)
+			}
+		}
+		return addr != ""
+	})
+	h := &server{t: t, HTTP: "http://" + addr}
+	if r := h.get("/readyz"); r.Status != 200 || string(r.Body) != "ok" {
+		t.Errorf("/readyz on the health port: %d %s", r.Status, r.Body)
+	}
+	if r := h.get("/v2/health/ready"); r.Status != 200 {
+		t.Errorf("/v2/health/ready on the health port: %d", r.Status)
+	}
+	if r := h.get("/metrics"); r.Status != 200 || !strings.Contains(string(r.Body), "vigil_server_ready 1") {
+		t.Errorf("/metrics on the health port: %d", r.Status)
+	}
+	if r := h.post("/v2/models/echo/infer", echoBody(1)); r.Status != 404 {
+		t.Errorf("inference on the health port: %d, want 404", r.Status)
+	}
+}
