@@ -1,0 +1,90 @@
+package integration
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestStubThatWillNotStopIsKilledAtShutdown(t *testing.T) {
+	s := start(t, copyModels(t, "stubborn"), "--finalize-timeout", "500ms")
+	s.waitReady(30 * time.Second)
+	pid := s.stubPIDs("stubborn")[0]
+	began := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not exit")
+	}
+	t.Logf("exited %s after SIGTERM", time.Since(began))
+	if s.exitErr != nil {
+		t.Errorf("exit status %v, want 0", s.exitErr)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("stub %d survived the server (kill -0: %v)", pid, err)
+	}
+}
+
+// probeCmd runs `vigil probe` and returns its exit code and output line.
+func probeCmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	out, err := exec.Command(vigilBin, append([]string{"probe"}, args...)...).Output()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, strings.TrimSpace(string(out))
+}
+
+func TestProbeCommandAgainstTheRealServer(t *testing.T) {
+	s := start(t, copyModels(t, "echo"), "--drain-delay", "10s")
+	s.waitReady(30 * time.Second)
+	httpAddr := strings.TrimPrefix(s.HTTP, "http://")
+	cases := []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"ready", "--addr", httpAddr}, 0, "ok"},
+		{[]string{"live", "--protocol", "grpc", "--addr", s.GRPC}, 0, "ok"},
+		{[]string{"model", "echo", "--addr", httpAddr}, 0, "ok"},
+		{[]string{"model", "nope", "--protocol", "grpc", "--addr", s.GRPC}, 1, "nope"},
+		{[]string{"ready", "--addr", "127.0.0.1:1", "--connect-timeout", "200ms"}, 2, "could not ask"},
+		{[]string{"sideways"}, 3, ""},
+	}
+	for _, c := range cases {
+		code, out := probeCmd(t, c.args...)
+		if code != c.code || !strings.Contains(out, c.says) {
+			t.Errorf("vigil probe %v: exit %d %q, want exit %d mentioning %q", c.args, code, out, c.code, c.says)
+		}
+	}
+	// Drain: readiness fails and the probe says why.
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	eventually(t, 5*time.Second, "probe sees the drain", func() bool {
+		code, out := probeCmd(t, "ready", "--addr", httpAddr)
+		return code == 1 && strings.Contains(out, "shutting down")
+	})
+}
+
+func TestAdminTokenGuardsTheRepositoryAPI(t *testing.T) {
+	s := start(t, copyModels(t, "echo"), "--model-control-mode", "explicit", "--admin-token", "s3cret")
+	if r := s.post("/v2/repository/models/echo/load", ""); r.Status != 401 {
+		t.Errorf("load without a token: %d, want 401", r.Status)
+	}
+	if r := s.do("POST", "/v2/repository/models/echo/load", nil, "Authorization", "Bearer wrong"); r.Status != 403 {
+		t.Errorf("load with a wrong token: %d, want 403", r.Status)
+	}
+	if r := s.do("POST", "/v2/repository/models/echo/load", nil, "Authorization", "Bearer s3cret"); r.Status != 200 {
+		t.Errorf("load with the token: %d %s", r.Status, r.Body)
+	}
+	if r := s.get("/v2/health/ready"); r.Status != 200 {
+		t.Errorf("health needs no token: %d", r.Status)
+	}
+}
