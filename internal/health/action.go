@@ -1,5 +1,7 @@
 package health
 
+import "time"
+
 // actionKind says what an action asks the engine's loop to do.
 type actionKind int
 
@@ -20,10 +22,11 @@ type action struct {
 	key      InstanceKey // model and version only for actModelTransition
 	routable bool        // actSetRoutable; the model's readiness for actModelTransition
 	reason   string
-	from, to string // actTransition, actModelTransition
-	check    Check  // actCheck
-	ok       bool   // actCheck
-	restarts int    // actTransition: restarts so far
+	from, to string        // actTransition, actModelTransition
+	check    Check         // actCheck
+	ok       bool          // actCheck
+	took     time.Duration // actCheck: how long the check ran, if known
+	restarts int           // actTransition: restarts so far
 }
 
 func (a action) String() string {

@@ -84,6 +84,9 @@ type Event struct {
 	PID      int
 	ExitCode int
 	Signal   string
+	// Took is how long the check ran (CheckResult), for the duration
+	// histogram.
+	Took time.Duration
 
 	// synced is closed once the engine has published a snapshot that
 	// includes every event posted before this one (Engine.Sync).

@@ -17,10 +17,12 @@ import (
 //	vigil_instance_state{model,version,instance,state}  gauge 1 for the current state, 0 for the others
 //	vigil_instance_restarts_total{model,version,instance}  counter (restarts since the version loaded)
 //	vigil_health_check_results_total{model,version,instance,check,result}  counter, result "pass"|"fail"
+//	vigil_health_check_duration_seconds{model,version,check}  histogram of heartbeat and hook call times
 //	vigil_health_transitions_total{model,version,instance,from,to}  counter
 //	vigil_health_events_dropped_total     counter  check/execute results dropped by a full queue
 type metrics struct {
 	checks      *prometheus.CounterVec
+	durations   *prometheus.HistogramVec
 	transitions *prometheus.CounterVec
 	dropped     prometheus.Counter
 }
@@ -31,6 +33,11 @@ func newMetrics(reg prometheus.Registerer, snapshot func() *Snapshot) *metrics {
 			Name: "vigil_health_check_results_total",
 			Help: "Raw health check results per instance and check (result is pass or fail).",
 		}, []string{"model", "version", "instance", "check", "result"}),
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vigil_health_check_duration_seconds",
+			Help:    "How long heartbeat pings and user health hooks took, timeouts included.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10),
+		}, []string{"model", "version", "check"}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_health_transitions_total",
 			Help: "Instance state transitions.",
@@ -41,7 +48,7 @@ func newMetrics(reg prometheus.Registerer, snapshot func() *Snapshot) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.checks, m.transitions, m.dropped, newSnapshotCollector(snapshot))
+		reg.MustRegister(m.checks, m.durations, m.transitions, m.dropped, newSnapshotCollector(snapshot))
 	}
 	return m
 }
@@ -52,6 +59,9 @@ func (m *metrics) check(a action) {
 		result = "fail"
 	}
 	m.checks.WithLabelValues(a.key.Model, a.key.Version, a.key.Instance, string(a.check), result).Inc()
+	if a.took > 0 {
+		m.durations.WithLabelValues(a.key.Model, a.key.Version, string(a.check)).Observe(a.took.Seconds())
+	}
 }
 
 func (m *metrics) transition(a action) {

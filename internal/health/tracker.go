@@ -314,7 +314,7 @@ func (t *tracker) onCheck(ev Event, now time.Time) {
 	}
 	counted := ev.OK || !now.Before(t.graceUntil)
 	t.checks[i].observe(ev.OK, msg, now, counted, t.pol.FailureThreshold, t.pol.SuccessThreshold)
-	t.emit(action{kind: actCheck, key: t.key, check: ev.Check, ok: ev.OK})
+	t.emit(action{kind: actCheck, key: t.key, check: ev.Check, ok: ev.OK, took: ev.Took})
 }
 
 func (t *tracker) onExecute(ev Event, now time.Time) {

@@ -458,11 +458,13 @@ func (i *Instance) heartbeat(g *generation) {
 func (i *Instance) pingOnce(g *generation) {
 	ctx, cancel := context.WithTimeout(g.ctx, i.cfg.Policy.HeartbeatTimeout)
 	defer cancel()
+	start := time.Now()
 	err := g.proc.client.Ping(ctx)
+	took := time.Since(start)
 	if g.ctx.Err() != nil {
 		return // the process ended; its exit is the news
 	}
-	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHeartbeat, OK: err == nil, PID: g.proc.pid}
+	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHeartbeat, OK: err == nil, PID: g.proc.pid, Took: took}
 	if err != nil {
 		ev.Reason = fmt.Sprintf("stub did not answer a ping within %s", i.cfg.Policy.HeartbeatTimeout)
 	}
@@ -496,11 +498,13 @@ func (i *Instance) hook(g *generation, name string) {
 func (i *Instance) hookOnce(g *generation, name string) {
 	ctx, cancel := context.WithTimeout(g.ctx, i.cfg.Policy.Timeout)
 	defer cancel()
+	start := time.Now()
 	ok, detail, err := g.proc.client.CheckHealth(ctx)
+	took := time.Since(start)
 	if g.ctx.Err() != nil {
 		return
 	}
-	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHook, OK: ok && err == nil, Reason: detail, PID: g.proc.pid}
+	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHook, OK: ok && err == nil, Reason: detail, PID: g.proc.pid, Took: took}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		ev.TimedOut = true

@@ -193,9 +193,11 @@ func TestHealthPortServesProbesAndMetricsOnly(t *testing.T) {
 	if r := h.get("/v2/health/ready"); r.Status != 200 {
 		t.Errorf("/v2/health/ready on the health port: %d", r.Status)
 	}
-	if r := h.get("/metrics"); r.Status != 200 || !strings.Contains(string(r.Body), "vigil_server_ready 1") {
-		t.Errorf("/metrics on the health port: %d", r.Status)
-	}
+	eventually(t, 5*time.Second, "metrics with a heartbeat duration", func() bool {
+		m := string(h.get("/metrics").Body)
+		return strings.Contains(m, "vigil_server_ready 1") &&
+			strings.Contains(m, `vigil_health_check_duration_seconds_count{check="heartbeat",model="echo",version="1"}`)
+	})
 	if r := h.post("/v2/models/echo/infer", echoBody(1)); r.Status != 404 {
 		t.Errorf("inference on the health port: %d, want 404", r.Status)
 	}
