@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/server"
@@ -94,7 +93,7 @@ func serveMain(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.LoadModels = loadModels
-	if cfg.Policy, err = serverPolicy(healthConfig, healthSet); err != nil {
+	if cfg.Policy, err = modelconfig.ServerPolicy(healthConfig, healthSet); err != nil {
 		fmt.Fprintln(stderr, "vigil serve:", err)
 		return 2
 	}
@@ -121,28 +120,6 @@ func serveMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// serverPolicy builds the server-wide policy: built-in defaults, then the
-// --health-config file, then each --health-default.
-func serverPolicy(file string, sets []string) (health.Policy, error) {
-	p := health.DefaultPolicy()
-	var err error
-	if file != "" {
-		if p, err = modelconfig.LoadPolicyFile(file, p); err != nil {
-			return p, err
-		}
-	}
-	for _, kv := range sets {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return p, fmt.Errorf("--health-default %q: want key=value", kv)
-		}
-		if p, err = modelconfig.ParsePolicy([]byte(k+": "+v), "--health-default", p); err != nil {
-			return p, err
-		}
-	}
-	return p, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -129,7 +129,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("--finalize-timeout and --load-time must be positive")
 	}
 
-	base, err := serverPolicy(healthConfig, healthSet)
+	base, err := modelconfig.ServerPolicy(healthConfig, healthSet)
 	if err != nil {
 		fmt.Fprintln(stderr, "vigil manifests:", err)
 		return exitError
@@ -160,29 +160,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	return exitOK
-}
-
-// serverPolicy builds the server-wide policy as `vigil serve` does:
-// built-in defaults, then the --health-config file, then each
-// --health-default.
-func serverPolicy(file string, sets []string) (health.Policy, error) {
-	p := health.DefaultPolicy()
-	var err error
-	if file != "" {
-		if p, err = modelconfig.LoadPolicyFile(file, p); err != nil {
-			return p, err
-		}
-	}
-	for _, kv := range sets {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return p, fmt.Errorf("--health-default %q: want key=value", kv)
-		}
-		if p, err = modelconfig.ParsePolicy([]byte(k+": "+v), "--health-default", p); err != nil {
-			return p, err
-		}
-	}
-	return p, nil
 }
 
 // LoadModels reads every model of the repository repoDir with its effective

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -366,4 +367,28 @@ func trimYAMLPrefix(err error) string {
 		return s[6:]
 	}
 	return s
+}
+
+// ServerPolicy builds the server-wide policy from the command line:
+// health.DefaultPolicy, then the --health-config file (if any), then each
+// --health-default given as key=value (a top-level key; nested keys as
+// restart_backoff={max_seconds: 60}).
+func ServerPolicy(file string, sets []string) (health.Policy, error) {
+	p := health.DefaultPolicy()
+	var err error
+	if file != "" {
+		if p, err = LoadPolicyFile(file, p); err != nil {
+			return p, err
+		}
+	}
+	for _, kv := range sets {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return p, fmt.Errorf("--health-default %q: want key=value", kv)
+		}
+		if p, err = ParsePolicy([]byte(k+": "+v), "--health-default", p); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
