@@ -232,13 +232,21 @@ func (i *Instance) launch(ctx context.Context) error {
 	}
 	gctx, gcancel := context.WithCancel(i.ctx)
 	g := &generation{proc: p, ctx: gctx, cancel: gcancel}
+	i.wg.Add(1)
+	go i.reap(g)
 	i.mu.Lock()
+	if i.terminal {
+		// Stop or Fail came while the process was starting: it must not
+		// outlive the instance.
+		i.mu.Unlock()
+		p.kill()
+		<-p.done
+		return errors.New("instance is stopped")
+	}
 	i.gen = g
 	i.refreshLocked()
 	i.mu.Unlock()
 	i.post(health.Event{Kind: health.InstanceSpawned, PID: p.pid})
-	i.wg.Add(1)
-	go i.reap(g)
 
 	res, err := p.client.Init(ctx, i.cfg.Init)
 	if err != nil {

@@ -1,0 +1,214 @@
+package instance
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/ipc"
+	"github.com/vigilhq/vigil/internal/scheduler"
+	"github.com/vigilhq/vigil/internal/tensor"
+	stubpy "github.com/vigilhq/vigil/python"
+)
+
+const testTimeout = 20 * time.Second
+
+// sink records events and lets tests wait for one.
+type sink struct {
+	mu     sync.Mutex
+	events []health.Event
+	added  chan struct{}
+}
+
+func newSink() *sink { return &sink{added: make(chan struct{}, 1000)} }
+
+func (s *sink) Post(ev health.Event) {
+	s.mu.Lock()
+	s.events = append(s.events, ev)
+	s.mu.Unlock()
+	s.added <- struct{}{}
+}
+
+// waitFor waits for an event matching match, posted after the first skip
+// events, and returns it with its index.
+func (s *sink) waitFor(t *testing.T, skip int, what string, match func(health.Event) bool) (health.Event, int) {
+	t.Helper()
+	deadline := time.After(testTimeout)
+	for {
+		s.mu.Lock()
+		for i := skip; i < len(s.events); i++ {
+			if match(s.events[i]) {
+				ev := s.events[i]
+				s.mu.Unlock()
+				return ev, i
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.added:
+		case <-deadline:
+			t.Fatalf("no %s event within %s", what, testTimeout)
+		}
+	}
+}
+
+func kind(k health.EventKind) func(health.Event) bool {
+	return func(ev health.Event) bool { return ev.Kind == k }
+}
+
+func testRuntime(t *testing.T) Runtime {
+	t.Helper()
+	py := os.Getenv("VIGIL_PYTHON")
+	if py == "" {
+		py = "python3"
+	}
+	out, err := exec.Command(py, "-c", "import sys, numpy; print(sys.executable)").Output()
+	if err != nil {
+		t.Skipf("no python with numpy: %v", err)
+	}
+	pp, err := stubpy.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Runtime{Python: strings.TrimSpace(string(out)), PythonPath: pp, Args: stubpy.Args()}
+}
+
+func newEcho(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy) *Instance {
+	t.Helper()
+	dir, _ := filepath.Abs("testdata/echo")
+	return New(Config{
+		Key:     health.InstanceKey{Model: "echo", Version: "1", Instance: "echo_0"},
+		Runtime: testRuntime(t),
+		Init: ipc.InitArgs{ModelFile: filepath.Join(dir, "1", "model.py"), ModelName: "echo", ModelVersion: "1",
+			ModelRepository: dir, InstanceName: "echo_0", InstanceKind: "CPU", ModelConfigJSON: `{"name":"echo"}`},
+		Policy:          policy,
+		Queue:           q,
+		Stats:           &scheduler.Stats{},
+		Events:          ev,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		FinalizeTimeout: time.Second,
+		StopGrace:       time.Second,
+	})
+}
+
+func echoRequest(v float32) *inference.Request {
+	b := binary.LittleEndian.AppendUint32(nil, math.Float32bits(v))
+	return &inference.Request{Model: "echo", Inputs: []tensor.Tensor{{Name: "INPUT0", Datatype: tensor.FP32, Shape: []int64{1}, Data: b}}}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestServesWhileRoutableAndReportsItsDeath(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	in := newEcho(t, ev, q, health.DefaultPolicy())
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	resp, err := q.Submit(ctx(t), echoRequest(2.5), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := math.Float32frombits(binary.LittleEndian.Uint32(resp.Outputs[0].Data)); got != 2.5 {
+		t.Fatalf("echo returned %v", got)
+	}
+	if err := syscall.Kill(init.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exit, _ := ev.waitFor(t, 0, "exited", kind(health.InstanceExited))
+	if exit.Signal != "SIGKILL" || exit.PID != init.PID || !strings.Contains(exit.Reason, "SIGKILL") {
+		t.Errorf("exit event %+v", exit)
+	}
+}
+
+func TestRestartStartsANewProcess(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	in := newEcho(t, ev, q, health.DefaultPolicy())
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	first, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.Restart("test")
+	second, _ := ev.waitFor(t, i+1, "initialized again", kind(health.InstanceInitialized))
+	if second.PID == first.PID || second.PID == 0 {
+		t.Fatalf("restart kept pid %d", first.PID)
+	}
+	if err := syscall.Kill(first.PID, 0); err == nil {
+		t.Errorf("the old process %d still exists", first.PID)
+	}
+}
+
+func TestStopDuringRestartLeavesNoProcess(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	in := newEcho(t, ev, q, health.DefaultPolicy())
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	in.Restart("test")
+	done := make(chan struct{})
+	go func() {
+		in.Stop(context.Background())
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(testTimeout):
+		t.Fatal("Stop hung while a restart was under way")
+	}
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, e := range ev.events {
+		if e.Kind == health.InstanceSpawned {
+			if err := syscall.Kill(e.PID, 0); err == nil {
+				t.Errorf("process %d outlived Stop", e.PID)
+			}
+		}
+	}
+}
+
+func TestHeartbeatReportsAStoppedProcess(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	p := health.DefaultPolicy()
+	p.HeartbeatPeriod, p.HeartbeatTimeout = 50*time.Millisecond, 200*time.Millisecond
+	in := newEcho(t, ev, q, p)
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	ev.waitFor(t, i, "a passing heartbeat", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && e.OK && e.Took > 0
+	})
+	syscall.Kill(init.PID, syscall.SIGSTOP)
+	defer syscall.Kill(init.PID, syscall.SIGKILL)
+	fail, _ := ev.waitFor(t, i, "a failing heartbeat", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && !e.OK
+	})
+	if !strings.Contains(fail.Reason, "ping") || fail.PID != init.PID {
+		t.Errorf("heartbeat failure %+v", fail)
+	}
+}
