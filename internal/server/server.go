@@ -47,6 +47,8 @@ type Config struct {
 	StrictReadiness  bool
 	EscalateFailed   bool
 	HideReasons      bool
+	// Metrics serves Prometheus metrics on /metrics.
+	Metrics bool
 	Policy           health.Policy
 	MaxRequestBytes  int64
 	MaxQueue         int
@@ -133,7 +135,10 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	act.set(mgr)
 
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	var metrics http.Handler
+	if cfg.Metrics {
+		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	}
 	restCfg := rest.Config{
 		ServerName:      Name,
 		ServerVersion:   cfg.Version,
