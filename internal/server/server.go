@@ -39,16 +39,16 @@ type Config struct {
 	GRPCPort        int
 	// HealthPort, when not negative, serves health and metrics on a
 	// listener of their own (0 picks a free port).
-	HealthPort       int
-	Python           string
-	ControlMode      model.ControlMode
-	PollInterval     time.Duration
-	LoadModels       []string
-	StrictReadiness  bool
-	EscalateFailed   bool
-	HideReasons      bool
+	HealthPort      int
+	Python          string
+	ControlMode     model.ControlMode
+	PollInterval    time.Duration
+	LoadModels      []string
+	StrictReadiness bool
+	EscalateFailed  bool
+	HideReasons     bool
 	// Metrics serves Prometheus metrics on /metrics.
-	Metrics bool
+	Metrics          bool
 	Policy           health.Policy
 	MaxRequestBytes  int64
 	MaxQueue         int
