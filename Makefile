@@ -62,6 +62,7 @@ test-python:
 # bench measures latency, throughput, probe latency under load, detection and
 # recovery in one run, each next to a baseline from the same run.
 bench: deps build
+	VIGIL_PYTHON=$(PYTHON) $(GO) test -run '^$$' -bench . -benchtime 3000x ./internal/ipc ./internal/model
 	$(GO) run ./bench -vigil $(BIN) -python $(PYTHON)
 
 # proto regenerates the protocol code from proto/*.proto with the plugin

@@ -331,10 +331,13 @@ func (e *Engine) iterate() {
 		e.snap.Store(e.core.snapshot(now))
 		e.notify()
 	}
+	e.actuate(acts)
+	// After acting: when Sync returns, the snapshot shows the events and
+	// the Actuator has been told (a loaded model is routable, not only
+	// reported ready).
 	for _, ch := range synced {
 		close(ch)
 	}
-	e.actuate(acts)
 	e.arm()
 }
 

@@ -1,0 +1,73 @@
+package model
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/instance"
+	"github.com/vigilhq/vigil/internal/tensor"
+	stubpy "github.com/vigilhq/vigil/python"
+)
+
+// late lets the engine be built before the manager it acts on.
+type late struct{ m *Manager }
+
+func (l *late) SetRoutable(k health.InstanceKey, r bool) { l.m.SetRoutable(k, r) }
+func (l *late) Restart(k health.InstanceKey, r string)   { l.m.Restart(k, r) }
+func (l *late) Fail(k health.InstanceKey, r string)      { l.m.Fail(k, r) }
+
+// BenchmarkManagerInfer is the request path without a front end: request
+// validation, the queue, the instance worker and the stub. Compared with
+// internal/ipc's BenchmarkExecuteAddSub (the stub alone) it prices the
+// scheduler and the instance; the bench command prices HTTP and gRPC.
+func BenchmarkManagerInfer(b *testing.B) {
+	py := os.Getenv("VIGIL_PYTHON")
+	if py == "" {
+		py = "python3"
+	}
+	out, err := exec.Command(py, "-c", "import sys, numpy; print(sys.executable)").Output()
+	if err != nil {
+		b.Skipf("no python with numpy: %v", err)
+	}
+	pp, err := stubpy.Install(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	act := &late{}
+	eng := health.NewEngine(health.EngineConfig{Actuator: act, Strict: true, WatchdogInterval: -1})
+	ctx := context.Background()
+	eng.Start(ctx)
+	defer eng.Close()
+	m := New(Config{RepoDir: "../../examples/models", Mode: ModeExplicit, Defaults: health.DefaultPolicy(),
+		Runtime: instance.Runtime{Python: strings.TrimSpace(string(out)), PythonPath: pp, Args: stubpy.Args()},
+		Events:  eng, Health: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	act.m = m
+	if err := m.Load(ctx, "add_sub", nil); err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close(ctx)
+	mk := func() *inference.Request {
+		d := make([]byte, 64)
+		for i := 0; i < 16; i++ {
+			binary.LittleEndian.PutUint32(d[4*i:], math.Float32bits(1.5))
+		}
+		return &inference.Request{Model: "add_sub", Inputs: []tensor.Tensor{
+			{Name: "INPUT0", Datatype: tensor.FP32, Shape: []int64{1, 16}, Data: d},
+			{Name: "INPUT1", Datatype: tensor.FP32, Shape: []int64{1, 16}, Data: d}}}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.Infer(ctx, mk()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
