@@ -5,8 +5,8 @@
 //
 //	<python> <Args()...>
 //
-// with the installed directory on PYTHONPATH and its socket as fd 3. The
-// wire protocol is documented in internal/ipc.
+// with the installed directory on PYTHONPATH and its sockets as fds 3
+// (data) and 4 (control). The wire protocol is documented in internal/ipc.
 package python
 
 import (
@@ -75,13 +75,18 @@ func writeFileAtomic(path string, data []byte) error {
 	return nil
 }
 
-// StubFD is the file descriptor on which the stub expects its socket: the
-// first of exec.Cmd.ExtraFiles.
-const StubFD = 3
+// StubFD and ControlFD are the file descriptors on which the stub expects
+// its data socket (INIT, EXECUTE, FINALIZE) and its control socket (PING,
+// HEALTH): the first and second of exec.Cmd.ExtraFiles.
+const (
+	StubFD    = 3
+	ControlFD = 4
+)
 
-// Args returns the interpreter arguments that start a stub on fd StubFD.
+// Args returns the interpreter arguments that start a stub on fds StubFD
+// and ControlFD.
 func Args() []string {
-	return []string{"-u", "-m", "vigil_stub", "--fd", strconv.Itoa(StubFD)}
+	return []string{"-u", "-m", "vigil_stub", "--fd", strconv.Itoa(StubFD), "--control-fd", strconv.Itoa(ControlFD)}
 }
 
 // NumpyError reports an interpreter that cannot import numpy.

@@ -52,7 +52,7 @@ func TestInstall(t *testing.T) {
 
 func TestArgs(t *testing.T) {
 	t.Parallel()
-	if got := strings.Join(python.Args(), " "); got != "-u -m vigil_stub --fd 3" {
+	if got := strings.Join(python.Args(), " "); got != "-u -m vigil_stub --fd 3 --control-fd 4" {
 		t.Errorf("Args() = %q", got)
 	}
 }
@@ -67,7 +67,7 @@ func TestStubUsage(t *testing.T) {
 	cmd := exec.Command(py, "-m", "vigil_stub")
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+dir)
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "--fd N is required") {
+	if err == nil || !strings.Contains(string(out), "--fd is required") {
 		t.Errorf("stub without --fd: %v, %s", err, out)
 	}
 }

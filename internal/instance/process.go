@@ -48,17 +48,23 @@ type process struct {
 // startProcess starts a stub with one end of a socket pair as fd 3 and reaps
 // it in one goroutine, which wg tracks.
 func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	data, dataChild, err := socketPair("stub-data")
 	if err != nil {
-		return nil, fmt.Errorf("cannot create stub socket: %w", err)
+		return nil, err
 	}
-	parent := os.NewFile(uintptr(fds[0]), "stub-parent")
-	child := os.NewFile(uintptr(fds[1]), "stub-child")
-	defer child.Close()
+	control, controlChild, err := socketPair("stub-control")
+	if err != nil {
+		data.Close()
+		dataChild.Close()
+		return nil, err
+	}
+	defer dataChild.Close()
+	defer controlChild.Close()
 
 	out := &outputLog{log: log}
 	cmd := exec.Command(rt.Python, rt.Args...)
-	cmd.ExtraFiles = []*os.File{child}
+	// fd 3 is the data socket, fd 4 the control socket (python.Args).
+	cmd.ExtraFiles = []*os.File{dataChild, controlChild}
 	cmd.Env = append(os.Environ(), rt.Env...)
 	cmd.Env = append(cmd.Env, "PYTHONPATH="+joinPath(rt.PythonPath, os.Getenv("PYTHONPATH")), "PYTHONUNBUFFERED=1")
 	cmd.Stdout = out
@@ -70,19 +76,29 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 	// pipes open.
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
-		parent.Close()
+		data.Close()
+		control.Close()
 		return nil, fmt.Errorf("cannot start stub %s: %w", rt.Python, err)
 	}
-	conn, err := net.FileConn(parent)
-	parent.Close()
+	dataConn, err := net.FileConn(data)
+	data.Close()
 	if err != nil {
+		control.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("cannot open stub socket: %w", err)
 	}
+	controlConn, err := net.FileConn(control)
+	control.Close()
+	if err != nil {
+		dataConn.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("cannot open stub control socket: %w", err)
+	}
 	p := &process{
 		cmd:    cmd,
-		client: ipc.NewClient(conn, log),
+		client: ipc.NewClient(dataConn, controlConn, log),
 		out:    out,
 		pid:    cmd.Process.Pid,
 		done:   make(chan struct{}),
@@ -97,6 +113,16 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// socketPair returns the server's and the stub's ends of a Unix stream
+// socket pair.
+func socketPair(name string) (parent, child *os.File, err error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot create %s socket: %w", name, err)
+	}
+	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name+"-child"), nil
 }
 
 func joinPath(a, b string) string {

@@ -50,45 +50,65 @@ type Result struct {
 	Err      error
 }
 
-// Client talks to one stub over one connection. Its methods may be called
+// Client talks to one stub over two connections: the data connection
+// carries INIT, EXECUTE and FINALIZE, the control connection PING and
+// HEALTH, so that control messages never queue behind a batch and the stub
+// runs batches on the thread that reads them. Its methods may be called
 // concurrently; replies are matched to callers by sequence id.
 type Client struct {
-	rw  io.ReadWriteCloser
-	log *slog.Logger
+	data, control *link
+	log           *slog.Logger
 
-	// wsem serializes writes. A channel rather than a mutex so that waiting
-	// for it honours the caller's context.
-	wsem chan struct{}
-	seq  atomic.Uint32
+	seq atomic.Uint32
 
 	mu      sync.Mutex
 	pending map[uint32]chan frame // callers waiting for a reply, by seq
 	cause   error                 // why the connection ended; non-nil once done is closed
 
-	done       chan struct{} // closed when the connection is lost or closed
+	done     chan struct{} // closed when either connection is lost or closed
+	shutOnce sync.Once
+}
+
+// link is one connection to the stub with its reader goroutine.
+type link struct {
+	rw io.ReadWriteCloser
+	// wsem serializes writes. A channel rather than a mutex so that waiting
+	// for it honours the caller's context.
+	wsem       chan struct{}
 	readerDone chan struct{} // closed when the reader goroutine has returned
-	shutOnce   sync.Once
+}
+
+func newLink(rw io.ReadWriteCloser) *link {
+	return &link{rw: rw, wsem: make(chan struct{}, 1), readerDone: make(chan struct{})}
+}
+
+// linkFor routes a message kind to its connection.
+func (c *Client) linkFor(k kind) *link {
+	if k == kindPing || k == kindHealth {
+		return c.control
+	}
+	return c.data
 }
 
 // errClosedByServer is the cause recorded when Close ends the connection.
 var errClosedByServer = errors.New("closed by the server")
 
-// NewClient starts a client on conn (normally the server's end of the stub
-// socketpair, from net.FileConn) and its reader goroutine. Close stops it.
-// A nil log discards.
-func NewClient(conn io.ReadWriteCloser, log *slog.Logger) *Client {
+// NewClient starts a client on the server's ends of the stub's data and
+// control socketpairs (from net.FileConn) and a reader goroutine for each.
+// Close stops them. A nil log discards.
+func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{
-		rw:         conn,
-		log:        log,
-		wsem:       make(chan struct{}, 1),
-		pending:    make(map[uint32]chan frame),
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
+		data:    newLink(data),
+		control: newLink(control),
+		log:     log,
+		pending: make(map[uint32]chan frame),
+		done:    make(chan struct{}),
 	}
-	go c.readLoop()
+	go c.readLoop(c.data)
+	go c.readLoop(c.control)
 	return c
 }
 
@@ -100,7 +120,8 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 // is idempotent and always returns nil.
 func (c *Client) Close() error {
 	c.shutdown(errClosedByServer)
-	<-c.readerDone
+	<-c.data.readerDone
+	<-c.control.readerDone
 	return nil
 }
 
@@ -115,7 +136,7 @@ func (c *Client) Err() error {
 	return fmt.Errorf("%w: %w", ErrClosed, c.cause)
 }
 
-// Ping sends an empty frame and waits for the echo. The stub's reader thread
+// Ping sends an empty frame and waits for the echo. The stub's control thread
 // answers it even while a batch executes.
 func (c *Client) Ping(ctx context.Context) error {
 	f, err := c.roundTrip(ctx, kindPing, [][]byte{make([]byte, headerSize)}, 0)
@@ -293,18 +314,19 @@ type writeDeadliner interface {
 // of a frame may have gone out, the connection is then unusable and is shut
 // down.
 func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
+	l := c.linkFor(k)
 	select {
-	case c.wsem <- struct{}{}:
+	case l.wsem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.done:
 		return c.Err()
 	}
-	defer func() { <-c.wsem }()
+	defer func() { <-l.wsem }()
 
 	var stop func() bool
 	var fired chan struct{}
-	dl, canDeadline := c.rw.(writeDeadliner)
+	dl, canDeadline := l.rw.(writeDeadliner)
 	if canDeadline && ctx.Done() != nil {
 		fired = make(chan struct{})
 		stop = context.AfterFunc(ctx, func() {
@@ -316,11 +338,11 @@ func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
 	var err error
 	if len(bufs) == 1 {
 		var m int
-		m, err = c.rw.Write(bufs[0])
+		m, err = l.rw.Write(bufs[0])
 		n = int64(m)
 	} else {
 		nb := net.Buffers(bufs)
-		n, err = nb.WriteTo(c.rw)
+		n, err = nb.WriteTo(l.rw)
 	}
 	if stop != nil && !stop() {
 		// The deadline was (or is being) moved into the past: wait for that
@@ -351,15 +373,17 @@ func (c *Client) shutdown(cause error) {
 		c.mu.Unlock()
 		close(c.done)
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
-		if err := c.rw.Close(); err != nil {
-			c.log.Debug("closing stub connection", LogKeyErr, err)
+		for _, l := range []*link{c.data, c.control} {
+			if err := l.rw.Close(); err != nil {
+				c.log.Debug("closing stub connection", LogKeyErr, err)
+			}
 		}
 	})
 }
 
-func (c *Client) readLoop() {
-	defer close(c.readerDone)
-	r := bufio.NewReaderSize(c.rw, 64<<10)
+func (c *Client) readLoop(l *link) {
+	defer close(l.readerDone)
+	r := bufio.NewReaderSize(l.rw, 64<<10)
 	var hdr [headerSize]byte
 	for {
 		f, err := readFrame(r, &hdr)

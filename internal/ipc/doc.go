@@ -4,14 +4,20 @@
 //
 // # Transport
 //
-// The server creates a Unix stream socketpair and passes one end to the stub
-// as file descriptor 3 (exec.Cmd.ExtraFiles); the stub is started as
+// The server creates two Unix stream socketpairs and passes one end of each
+// to the stub (exec.Cmd.ExtraFiles): file descriptor 3 is the data socket,
+// which carries INIT, EXECUTE and FINALIZE, and file descriptor 4 the control
+// socket, which carries PING and HEALTH. The stub is started as
 //
-//	<python> -u -m vigil_stub --fd 3
+//	<python> -u -m vigil_stub --fd 3 --control-fd 4
 //
 // with the directory returned by python.Install on PYTHONPATH (python.Args
-// gives the arguments). The stub exits when it reads end of stream, so
-// closing the server's end (or the server dying) stops it. The server checks
+// gives the arguments). The stub's main thread reads the data socket and runs
+// each request as it reads it, so a batch crosses no thread hand-off in the
+// stub; a control thread reads the control socket, so a ping or a health
+// check is answered while a batch runs. The stub exits when it reads end of
+// stream on either socket, so closing the server's ends (or the server dying)
+// stops it. The server checks
 // the interpreter once at start-up with python.CheckNumpy; a stub whose numpy
 // import fails anyway reports it as an INIT error that says how to install
 // numpy.
@@ -48,7 +54,7 @@
 //
 // # Messages
 //
-// PING: empty body both ways. The stub's reader thread answers it at once,
+// PING: empty body both ways. The stub's control thread answers it at once,
 // so it proves the interpreter is scheduling threads, not that the model is
 // idle.
 //
@@ -62,7 +68,7 @@
 // {"has_health_hook": bool, "hook_name": "is_healthy"|"is_ready"|""};
 // is_healthy wins when a model defines both.
 //
-// EXECUTE: one batch, run by the stub's execute thread, one batch at a time
+// EXECUTE: one batch, run by the stub's main thread, one batch at a time
 // in arrival order. It is the hot path, so its meta is binary rather than
 // JSON. Request and reply bodies have the same outline:
 //

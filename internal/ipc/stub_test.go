@@ -100,18 +100,23 @@ func startStub(t testing.TB, model string, opts stubOptions) *stub {
 		t.Fatal(err)
 	}
 
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	pair := func() (net.Conn, *os.File) {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := os.NewFile(uintptr(fds[0]), "stub-parent")
+		child := os.NewFile(uintptr(fds[1]), "stub-child")
+		conn, err := net.FileConn(parent)
+		parent.Close()
+		if err != nil {
+			child.Close()
+			t.Fatal(err)
+		}
+		return conn, child
 	}
-	parent := os.NewFile(uintptr(fds[0]), "stub-parent")
-	child := os.NewFile(uintptr(fds[1]), "stub-child")
-	conn, err := net.FileConn(parent)
-	parent.Close()
-	if err != nil {
-		child.Close()
-		t.Fatal(err)
-	}
+	conn, child := pair()
+	control, controlChild := pair()
 
 	pp := rt
 	if opts.extraPythonPath != "" {
@@ -119,14 +124,16 @@ func startStub(t testing.TB, model string, opts stubOptions) *stub {
 	}
 	out := &syncBuffer{}
 	cmd := exec.Command(py, python.Args()...)
-	cmd.ExtraFiles = []*os.File{child}
+	cmd.ExtraFiles = []*os.File{child, controlChild}
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+pp, "PYTHONDONTWRITEBYTECODE=1")
 	cmd.Stdout = out
 	cmd.Stderr = out
 	err = cmd.Start()
 	child.Close()
+	controlChild.Close()
 	if err != nil {
 		conn.Close()
+		control.Close()
 		t.Fatal(err)
 	}
 	// Benchmarks log only what goes wrong, so that their output stays a table.
@@ -135,7 +142,7 @@ func startStub(t testing.TB, model string, opts stubOptions) *stub {
 		level = slog.LevelWarn
 	}
 	s := &stub{
-		Client: ipc.NewClient(conn, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))),
+		Client: ipc.NewClient(conn, control, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))),
 		cmd:    cmd,
 		exited: make(chan struct{}),
 		out:    out,

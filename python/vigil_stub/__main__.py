@@ -1,4 +1,4 @@
-"""Entry point: ``python -m vigil_stub --fd N``."""
+"""Entry point: ``python -m vigil_stub --fd N --control-fd M``."""
 
 import os
 import signal
@@ -9,26 +9,28 @@ from .runtime import Stub
 from .wire import Conn
 
 
-def _parse_fd(argv):
-    fd = None
+def _parse_fds(argv):
+    """Return (data fd, control fd) from --fd N --control-fd M."""
+    fds = {"--fd": None, "--control-fd": None}
     it = iter(argv)
     for arg in it:
-        if arg == "--fd":
-            fd = next(it, None)
-        elif arg.startswith("--fd="):
-            fd = arg[len("--fd="):]
-        else:
-            raise SystemExit("vigil_stub: unknown argument %r (usage: python -m vigil_stub --fd N)" % arg)
-    if fd is None:
-        raise SystemExit("vigil_stub: --fd N is required")
-    try:
-        return int(fd)
-    except ValueError:
-        raise SystemExit("vigil_stub: --fd wants a file descriptor number, got %r" % fd)
+        name, eq, value = arg.partition("=")
+        if name not in fds:
+            raise SystemExit("vigil_stub: unknown argument %r (usage: python -m vigil_stub --fd N --control-fd M)" % arg)
+        fds[name] = value if eq else next(it, None)
+    out = []
+    for name, value in fds.items():
+        if value is None:
+            raise SystemExit("vigil_stub: %s is required" % name)
+        try:
+            out.append(int(value))
+        except ValueError:
+            raise SystemExit("vigil_stub: %s wants a file descriptor number, got %r" % (name, value))
+    return out[0], out[1]
 
 
 def main(argv=None):
-    fd = _parse_fd(sys.argv[1:] if argv is None else argv)
+    fd, control_fd = _parse_fds(sys.argv[1:] if argv is None else argv)
     # -m puts the working directory first on sys.path; it must not shadow
     # the model's own imports (or numpy).
     if sys.path and sys.path[0] in ("", os.getcwd()):
@@ -37,12 +39,14 @@ def main(argv=None):
     # the process group); a Ctrl-C meant for the server must not kill the
     # model half-way through a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError as e:
-        raise SystemExit("vigil_stub: fd %d is not a socket: %s" % (fd, e))
-    os.set_inheritable(fd, False)
-    code = Stub(Conn(sock)).serve()
+    socks = []
+    for n in (fd, control_fd):
+        try:
+            socks.append(socket.socket(fileno=n))
+        except OSError as e:
+            raise SystemExit("vigil_stub: fd %d is not a socket: %s" % (n, e))
+        os.set_inheritable(n, False)
+    code = Stub(Conn(socks[0]), Conn(socks[1])).serve()
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,19 +1,21 @@
 """The stub: one model instance behind one socket.
 
-Threads:
-  reader (the main thread)  reads frames; answers PING itself; queues INIT,
-                            EXECUTE and FINALIZE for the execute thread;
-                            hands HEALTH to the health thread.
-  execute                   runs INIT, EXECUTE and FINALIZE one at a time,
-                            in arrival order.
-  health                    calls the user's health hook, single-flight:
-                            HEALTH requests that arrive while a call runs
-                            share its result.
-  asyncio (on first use)    runs coroutine initialize/execute/hook/finalize
-                            on one event loop.
+Two sockets, two readers:
+  main thread (data socket)     reads INIT, EXECUTE and FINALIZE and runs
+                                each as it arrives, one at a time, in order:
+                                no hand-off between threads on the request
+                                path.
+  control (control socket)      answers PING itself and hands HEALTH to the
+                                health thread, so both are answered while an
+                                execute runs.
+  health                        calls the user's health hook, single-flight:
+                                HEALTH requests that arrive while a call
+                                runs share its result.
+  asyncio (on first use)        runs coroutine initialize/execute/hook/
+                                finalize on one event loop.
 
-Writes to the socket are serialized by Conn's lock. The stub exits on end of
-stream, and after answering FINALIZE.
+Writes to each socket are serialized by its Conn's lock. The stub exits on
+end of stream on either socket, and after answering FINALIZE.
 """
 
 import importlib.util
@@ -65,10 +67,10 @@ def _raised(op, exc):
 
 
 class Stub:
-    def __init__(self, conn):
+    def __init__(self, conn, control):
         self._conn = conn
-        self._work = queue.SimpleQueue()
-        # Set by the execute thread once initialize has returned.
+        self._control = control
+        # Set by the main thread once initialize has returned.
         self._ready = False
         self._model = None
         self._codec = None
@@ -84,9 +86,14 @@ class Stub:
     # --- reader -----------------------------------------------------------
 
     def serve(self):
-        """Read frames until end of stream; returns the exit code."""
-        threading.Thread(target=self._execute_loop, name="vigil-execute", daemon=True).start()
+        """Serve both sockets until end of stream; returns the exit code."""
+        threading.Thread(target=self._control_loop, name="vigil-control", daemon=True).start()
         threading.Thread(target=self._health_loop, name="vigil-health", daemon=True).start()
+        handlers = {
+            wire.KIND_INIT: self._init,
+            wire.KIND_EXECUTE: self._execute,
+            wire.KIND_FINALIZE: self._finalize,
+        }
         conn = self._conn
         while True:
             try:
@@ -97,43 +104,52 @@ class Stub:
             if frame is None:
                 return 0
             kind, _flags, seq, body = frame
-            if kind == wire.KIND_PING:
-                conn.send(wire.KIND_PING, FLAG_REPLY, seq)
-            elif kind in (wire.KIND_EXECUTE, wire.KIND_INIT, wire.KIND_FINALIZE):
-                self._work.put((kind, seq, body))
-            elif kind == wire.KIND_HEALTH:
-                self._request_health(seq)
-            else:
-                self._fail(kind, seq, ModelFailure("protocol", "unknown frame kind %d" % kind))
-
-    def _reply(self, kind, seq, obj):
-        self._conn.send(kind, FLAG_REPLY, seq, (json.dumps(obj).encode(),))
-
-    def _fail(self, kind, seq, failure):
-        self._conn.send(kind, FLAG_REPLY | FLAG_ERROR, seq, (failure.body(),))
-
-    # --- execute thread ---------------------------------------------------
-
-    def _execute_loop(self):
-        handlers = {
-            wire.KIND_INIT: self._init,
-            wire.KIND_EXECUTE: self._execute,
-            wire.KIND_FINALIZE: self._finalize,
-        }
-        while True:
-            kind, seq, body = self._work.get()
+            handler = handlers.get(kind)
             try:
-                handlers[kind](seq, body)
+                if handler is None:
+                    raise ModelFailure("protocol", "frame kind %d does not belong on the data socket" % kind)
+                handler(seq, body)
             except ModelFailure as f:
                 self._fail(kind, seq, f)
-            except BaseException as e:  # noqa: BLE001 - a stub bug must not kill the thread
+            except BaseException as e:  # noqa: BLE001 - a stub bug must not end the stub
                 self._fail(kind, seq, ModelFailure("stub", "vigil_stub failed: %s: %s" % (type(e).__name__, e), e))
             if kind == wire.KIND_FINALIZE:
+                return 0
+
+    def _control_loop(self):
+        """Answer PING and HEALTH on the control socket. Its end of stream
+        means the server is gone: exit even if an execute is running."""
+        control = self._control
+        while True:
+            try:
+                frame = control.read_frame()
+            except OSError:
+                frame = None
+            if frame is None:
                 try:
                     sys.stdout.flush()
                     sys.stderr.flush()
                 finally:
                     os._exit(0)
+            kind, _flags, seq, _body = frame
+            if kind == wire.KIND_PING:
+                control.send(wire.KIND_PING, FLAG_REPLY, seq)
+            elif kind == wire.KIND_HEALTH:
+                self._request_health(seq)
+            else:
+                control.send(kind, FLAG_REPLY | FLAG_ERROR, seq, (ModelFailure(
+                    "protocol", "frame kind %d does not belong on the control socket" % kind).body(),))
+
+    def _reply(self, kind, seq, obj):
+        self._conn.send(kind, FLAG_REPLY, seq, (json.dumps(obj).encode(),))
+
+    def _reply_control(self, seq, obj):
+        self._control.send(wire.KIND_HEALTH, FLAG_REPLY, seq, (json.dumps(obj).encode(),))
+
+    def _fail(self, kind, seq, failure):
+        self._conn.send(kind, FLAG_REPLY | FLAG_ERROR, seq, (failure.body(),))
+
+    # --- user code -------------------------------------------------------
 
     def _call(self, op, fn, *args):
         """Call user code; run it on the event loop if it is a coroutine."""
@@ -239,10 +255,10 @@ class Stub:
 
     def _request_health(self, seq):
         if not self._ready:
-            self._reply(wire.KIND_HEALTH, seq, {"ok": False, "detail": "initialize has not returned"})
+            self._reply_control(seq, {"ok": False, "detail": "initialize has not returned"})
             return
         if self._hook is None:
-            self._reply(wire.KIND_HEALTH, seq, {"ok": True, "detail": "the model has no health hook"})
+            self._reply_control(seq, {"ok": True, "detail": "the model has no health hook"})
             return
         with self._hook_lock:
             self._hook_waiters.append(seq)
@@ -259,7 +275,7 @@ class Stub:
                 waiters, self._hook_waiters = self._hook_waiters, []
                 self._hook_running = False
             for seq in waiters:
-                self._reply(wire.KIND_HEALTH, seq, {"ok": ok, "detail": detail})
+                self._reply_control(seq, {"ok": ok, "detail": detail})
 
     def _check_hook(self):
         name = self._hook_name

@@ -60,7 +60,7 @@ class Conn:
         """Send one frame; parts are bytes-like objects forming the body.
 
         Returns False when the peer is gone, so that callers on worker
-        threads can give up quietly: the reader thread sees the same end of
+        threads can give up quietly: the reading threads see the same end of
         stream and stops the stub.
         """
         size = 0
