@@ -132,14 +132,22 @@ func (m *Manager) StartupModels() ([]string, error) {
 	return repository.Scan(m.cfg.RepoDir)
 }
 
-// LoadStartup loads the start-up models, several at a time, and reports
-// StartupComplete once every load has finished, whatever its outcome.
-func (m *Manager) LoadStartup(ctx context.Context) {
+// PlanStartup lists the start-up models and tells the health engine, so
+// that readiness reports "loading k/n" from the first probe on; it returns
+// once the engine shows the plan.
+func (m *Manager) PlanStartup(ctx context.Context) []string {
 	names, err := m.StartupModels()
 	if err != nil {
 		m.log.Error("cannot scan the model repository", "repository", m.cfg.RepoDir, "err", err)
 	}
 	m.cfg.Events.Post(health.Event{Kind: health.StartupPlanned, At: time.Now(), Instances: names})
+	_ = m.cfg.Health.Sync(ctx)
+	return names
+}
+
+// LoadStartup loads the start-up models (from PlanStartup), several at a time, and reports
+// StartupComplete once every load has finished, whatever its outcome.
+func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 	sem := make(chan struct{}, m.cfg.LoadConcurrency)
 	var wg sync.WaitGroup
 	for _, name := range names {

@@ -169,6 +169,8 @@ func Run(ctx context.Context, cfg Config) error {
 		healthSrv = &http.Server{Handler: rest.NewHealthHandler(engine, restCfg), ReadHeaderTimeout: 5 * time.Second}
 	}
 
+	startup := mgr.PlanStartup(ctx)
+
 	var wg sync.WaitGroup
 	serve := func(what string, lis net.Listener, fn func() error) {
 		log.Info("listening", "protocol", what, "addr", lis.Addr().String())
@@ -191,7 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		mgr.LoadStartup(loadCtx)
+		mgr.LoadStartup(loadCtx, startup)
 	}()
 	if cfg.ControlMode == model.ModePoll {
 		wg.Add(1)
