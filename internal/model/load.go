@@ -28,6 +28,13 @@ func (m *Manager) load(ctx context.Context, name string) error {
 	defer e.op.Unlock()
 
 	spec, err := m.readSpec(name)
+	if err != nil && m.serving(e) {
+		// A broken edit of a model that is serving: the loaded versions keep
+		// serving and readiness keeps saying so; the error goes to the
+		// caller and the log.
+		m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
+		return apierr.Wrap(apierr.InvalidArgument, err, "cannot reload model %s (the loaded version keeps serving)", name)
+	}
 	if err != nil {
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(), Instance: health.InstanceKey{Model: name}, Expected: true})
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: health.InstanceKey{Model: name}, Reason: err.Error()})
@@ -85,6 +92,13 @@ func (m *Manager) load(ctx context.Context, name string) error {
 	}
 	m.log.Info("model loaded", "model", name, "versions", len(versions))
 	return nil
+}
+
+// serving reports whether a model has loaded versions.
+func (m *Manager) serving(e *entry) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(e.versions) > 0
 }
 
 // canRoll reports whether a reload can replace instances while the old

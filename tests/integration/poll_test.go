@@ -98,3 +98,25 @@ func TestPollModeReloadsWithoutDroppingTraffic(t *testing.T) {
 	}
 	t.Logf("%d requests during the reload, all answered", sent.Load())
 }
+
+// TestPollModeKeepsServingThroughABrokenEdit breaks a serving model's
+// config.pbtxt: the loaded version keeps serving and readiness stays true;
+// fixing the file reloads it.
+func TestPollModeKeepsServingThroughABrokenEdit(t *testing.T) {
+	s := start(t, copyModels(t, "echo"), "--model-control-mode", "poll", "--repository-poll-interval", "100ms")
+	s.waitReady(30 * time.Second)
+	cfg := filepath.Join(s.Repo, "echo", "config.pbtxt")
+	good, _ := os.ReadFile(cfg)
+	if err := os.WriteFile(cfg, append(append([]byte{}, good...), "\nbogus_field: 1\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the broken edit is noticed", func() bool {
+		return strings.Contains(s.logText(), "reload failed; the loaded model keeps serving")
+	})
+	if r := s.get("/v2/health/ready"); r.Status != 200 {
+		t.Errorf("ready after a broken edit: %d %s", r.Status, r.Body)
+	}
+	if r := s.post("/v2/models/echo/infer", echoBody(1)); r.Status != 200 {
+		t.Errorf("infer after a broken edit: %d %s", r.Status, r.Body)
+	}
+}
