@@ -443,7 +443,7 @@ func modelError(model string, err error) error {
 	if !errors.As(err, &me) {
 		return apierr.Wrap(apierr.Internal, err, "model %s", model)
 	}
-	return &apierr.Error{Code: me.APICode(), Msg: me.Error(), Err: err}
+	return &apierr.Error{Code: me.APICode(), Msg: "model " + model + ": " + me.Error(), Err: err}
 }
 
 // heartbeat pings the stub every HeartbeatPeriod for as long as the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
@@ -15,30 +16,89 @@ import (
 
 // Infer checks a request against the model's configuration, queues it for
 // the model's instances and returns the outputs the client asked for.
-func (m *Manager) Infer(ctx context.Context, req *inference.Request) (resp *inference.Response, err error) {
+func (m *Manager) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
 	v, err := m.resolve(req.Model, req.Version)
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	defer func() { m.metrics.observe(v.key.Model, v.key.Version, start, err) }()
-	size, err := checkRequest(v.spec.Config, req, m.cfg.MaxElements)
+	key := v.key
+	resp, err := m.inferOn(ctx, v, req)
+	if errors.Is(err, errReplaced) {
+		// A reload switched versions between resolve and submit: the
+		// replacement serves it, if there is one.
+		if next, rerr := m.resolve(req.Model, req.Version); rerr != nil {
+			err = rerr
+		} else if next != v {
+			resp, err = m.inferOn(ctx, next, req)
+		}
+	}
+	m.metrics.observe(key.Model, key.Version, start, err)
+	return resp, err
+}
+
+// inferOn runs req on one version. req itself is not modified, so that it
+// can be retried on another version.
+func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Request) (*inference.Response, error) {
+	r := *req
+	r.Inputs = append([]tensor.Tensor(nil), req.Inputs...)
+	size, err := checkRequest(v.spec.Config, &r, m.cfg.MaxElements)
 	if err != nil {
 		return nil, err
 	}
-	resp, err = v.queue.Submit(ctx, req, size)
-	if errors.Is(err, errReplaced) {
-		// A reload switched versions between resolve and submit: the
-		// replacement serves it.
-		if v, err = m.resolve(req.Model, req.Version); err != nil {
-			return nil, err
-		}
-		resp, err = v.queue.Submit(ctx, req, size)
-	}
+	resp, err := v.queue.Submit(ctx, &r, size)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkOutputs(v.spec.Config, resp, size); err != nil {
 		return nil, err
 	}
 	return selectOutputs(v, req, resp)
+}
+
+// checkOutputs holds what the model returned to its configuration: every
+// output declared, once, with the declared datatype and dims (and the
+// request's batch size first for batching models). Clients rely on the
+// metadata; a model that breaks it gets 500 naming the output.
+func checkOutputs(cfg *inferencepb.ModelConfig, resp *inference.Response, size int) error {
+	name := cfg.GetName()
+	batching := cfg.GetMaxBatchSize() > 0
+	seen := make(map[string]bool, len(resp.Outputs))
+	for i := range resp.Outputs {
+		o := &resp.Outputs[i]
+		if seen[o.Name] {
+			return apierr.New(apierr.Internal, "model %s returned output %q twice", name, o.Name)
+		}
+		seen[o.Name] = true
+		oc := outputConfig(cfg, o.Name)
+		if oc == nil {
+			return apierr.New(apierr.Internal, "model %s returned output %q, which its config.pbtxt does not declare", name, o.Name)
+		}
+		if want := modelconfig.DatatypeOf(oc.GetDataType()); o.Datatype != want {
+			return apierr.New(apierr.Internal, "model %s returned output %q as %s, its config.pbtxt declares %s", name, o.Name, o.Datatype, want)
+		}
+		shape := o.Shape
+		if batching {
+			if len(shape) == 0 || shape[0] != int64(size) {
+				return apierr.New(apierr.Internal, "model %s returned output %q with shape %v, expected batch size %d first", name, o.Name, o.Shape, size)
+			}
+			shape = shape[1:]
+		}
+		if rs := oc.GetReshape(); rs != nil {
+			// The model returns the reshaped form; clients get dims.
+			if !shapeMatches(shape, rs.GetShape()) {
+				return apierr.New(apierr.Internal, "model %s returned output %q with shape %v, its config.pbtxt reshape declares %v", name, o.Name, o.Shape, rs.GetShape())
+			}
+			if dims := oc.GetDims(); !slices.Contains(dims, -1) {
+				o.Shape = append(o.Shape[:len(o.Shape)-len(shape):len(o.Shape)-len(shape)], dims...)
+			}
+			continue
+		}
+		if !shapeMatches(shape, oc.GetDims()) {
+			return apierr.New(apierr.Internal, "model %s returned output %q with shape %v, its config.pbtxt declares %s", name, o.Name, o.Shape, describeDims(oc.GetDims(), batching))
+		}
+	}
+	return nil
 }
 
 // checkRequest validates req against cfg, applies input reshapes, and

@@ -108,3 +108,50 @@ func TestSelectOutputsKeepsRequestedInOrder(t *testing.T) {
 		t.Errorf("missing output: %v, want internal", err)
 	}
 }
+
+func TestCheckOutputs(t *testing.T) {
+	cfg, err := modelconfig.ParseConfig([]byte(`
+name: "m"
+backend: "python"
+max_batch_size: 4
+input [ { name: "A" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [
+  { name: "Y" data_type: TYPE_FP32 dims: [ 2 ] },
+  { name: "R" data_type: TYPE_INT32 dims: [ 4 ] reshape: { shape: [ 2, 2 ] } }
+]`), "m/config.pbtxt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := func(shape ...int64) tensor.Tensor { return tensor.Tensor{Name: "Y", Datatype: tensor.FP32, Shape: shape} }
+	cases := []struct {
+		name    string
+		outputs []tensor.Tensor
+		wantErr string
+	}{
+		{"ok", []tensor.Tensor{y(3, 2)}, ""},
+		{"undeclared", []tensor.Tensor{{Name: "Z", Datatype: tensor.FP32, Shape: []int64{3, 2}}}, `output "Z", which its config.pbtxt does not declare`},
+		{"twice", []tensor.Tensor{y(3, 2), y(3, 2)}, `output "Y" twice`},
+		{"datatype", []tensor.Tensor{{Name: "Y", Datatype: tensor.Int64, Shape: []int64{3, 2}}}, "as INT64, its config.pbtxt declares FP32"},
+		{"batch", []tensor.Tensor{y(2, 2)}, "expected batch size 3 first"},
+		{"dims", []tensor.Tensor{y(3, 5)}, "declares [-1 2]"},
+	}
+	for _, c := range cases {
+		err := checkOutputs(cfg, &inference.Response{Outputs: c.outputs}, 3)
+		if c.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.wantErr) || apierr.CodeOf(err) != apierr.Internal {
+			t.Errorf("%s: error %v, want internal containing %q", c.name, err, c.wantErr)
+		}
+	}
+	resp := &inference.Response{Outputs: []tensor.Tensor{{Name: "R", Datatype: tensor.Int32, Shape: []int64{3, 2, 2}}}}
+	if err := checkOutputs(cfg, resp, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Outputs[0].Shape; len(got) != 2 || got[0] != 3 || got[1] != 4 {
+		t.Errorf("reshaped output shape %v, want [3 4]", got)
+	}
+}
