@@ -27,6 +27,9 @@ func newCore(strict, escalate bool) *core {
 func (c *core) step(ev Event, now time.Time) []action {
 	mk := ModelKey{Model: ev.Instance.Model, Version: ev.Instance.Version}
 	switch ev.Kind {
+	case ModelForgotten:
+		delete(c.models, mk)
+		return nil
 	case StartupPlanned:
 		c.planned = append([]string(nil), ev.Instances...)
 		return nil

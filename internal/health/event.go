@@ -47,6 +47,11 @@ const (
 	// a new one under another name, and the version keeps serving.
 	InstanceRemoved
 
+	// ModelForgotten drops a model version from the engine and the snapshot:
+	// an entry that no longer stands for anything (the configuration error
+	// of a load that has since succeeded).
+	ModelForgotten
+
 	// StartupPlanned lists the models the initial load will load
 	// (Instances holds their names), so that progress reads "loading k/n"
 	// from the first moment.

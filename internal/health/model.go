@@ -91,7 +91,10 @@ func (m *modelTracker) step(ev Event, now time.Time) []action {
 	}
 	switch ev.Kind {
 	case ModelLoaded:
-		m.lifecycle, m.reason = ModelStateReady, ""
+		// A loaded version should be served from now on: strict readiness
+		// counts it even if its load was not expected (a reload's new
+		// version).
+		m.lifecycle, m.reason, m.expected = ModelStateReady, "", true
 	case ModelLoadFailed:
 		m.lifecycle, m.reason = ModelStateUnavailable, ev.Reason
 		if m.reason == "" {

@@ -18,79 +18,130 @@ import (
 )
 
 // load reads a model's configuration, starts every selected version's
-// instances and waits for their initialize. A version starts serving only
-// when all of its instances initialized; on any failure the whole load
-// fails, its instances stop, and the model is UNAVAILABLE with the reason.
-// A reload replaces the versions that were serving once the new ones are up.
+// instances and waits for their initialize. A version serves only once all
+// of its instances initialized.
+//
+// A first load that fails leaves the model UNAVAILABLE with the reason. A
+// reload never takes down what serves: new instances start beside the
+// serving ones (a version whose health policy is unchanged keeps its place in
+// the health engine and stays READY; a new version loads under its own
+// key), traffic moves when every one of them has initialized, and only then
+// do the replaced and deselected versions drain and stop. If the reload
+// fails, the loaded versions keep serving.
 func (m *Manager) load(ctx context.Context, name string) error {
 	e := m.entryFor(name)
 	e.op.Lock()
 	defer e.op.Unlock()
 
-	spec, err := m.readSpec(name)
-	if err != nil && m.serving(e) {
-		// A broken edit of a model that is serving: the loaded versions keep
-		// serving and readiness keeps saying so; the error goes to the
-		// caller and the log.
-		m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-		return apierr.Wrap(apierr.InvalidArgument, err, "cannot reload model %s (the loaded version keeps serving)", name)
-	}
-	if err != nil {
-		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(), Instance: health.InstanceKey{Model: name}, Expected: true})
-		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: health.InstanceKey{Model: name}, Reason: err.Error()})
-		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
-	}
-
 	m.mu.RLock()
 	old := e.versions
 	m.mu.RUnlock()
-	e.loads++
-	if canRoll(old, spec) {
-		return m.rollingReload(ctx, e, old, spec)
-	}
-	// Any other reload stops the old versions first: the health engine
-	// starts each version over on ModelLoading.
-	if len(old) > 0 {
-		m.mu.Lock()
-		e.versions = nil
-		m.mu.Unlock()
-		m.stopVersions(ctx, old, "reloading")
-	}
+	reload := len(old) > 0
 
+	spec, err := m.readSpec(name)
+	if err != nil {
+		if reload {
+			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
+			return apierr.Wrap(apierr.InvalidArgument, err, "cannot reload model %s (the loaded version keeps serving)", name)
+		}
+		// The configuration names no versions: the error stands for the
+		// model as a whole, under version "".
+		key := health.InstanceKey{Model: name}
+		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(), Instance: key, Expected: true})
+		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: key, Reason: err.Error()})
+		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
+	}
+	// A configuration error from an earlier attempt no longer applies.
+	m.cfg.Events.Post(health.Event{Kind: health.ModelForgotten, At: time.Now(), Instance: health.InstanceKey{Model: name}})
+
+	e.loads++
 	versions := make(map[string]*version, len(spec.Versions))
+	fresh := map[string]bool{} // versions the health engine (re)starts from LOADING
 	for _, n := range spec.Versions {
 		v := m.newVersion(spec, n, e.loads)
-		versions[v.key.Version] = v
+		key := v.key.Version
+		versions[key] = v
+		if ov := old[key]; ov != nil && !reflect.DeepEqual(ov.spec.Policy, spec.Policy) {
+			// The version's policy changed: the engine must start it over,
+			// so the old instances go first (the only reload with a gap).
+			m.stopVersions(ctx, map[string]*version{key: ov}, "reloading with a new health policy")
+			m.mu.Lock()
+			delete(e.versions, key)
+			m.mu.Unlock()
+		}
 		m.register(v)
+		m.mu.RLock()
+		_, replacing := e.versions[key]
+		m.mu.RUnlock()
+		if replacing {
+			continue // new instances join the serving version's tracker
+		}
+		fresh[key] = true
 		names := make([]string, len(v.instances))
 		for i, in := range v.instances {
 			names[i] = in.Key().Instance
 		}
 		policy := spec.Policy
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(),
-			Instance:  health.InstanceKey{Model: name, Version: v.key.Version},
-			Instances: names, Policy: &policy, Expected: true})
+			Instance:  health.InstanceKey{Model: name, Version: key},
+			Instances: names, Policy: &policy,
+			// A first load that fails keeps strict readiness false, as in
+			// Triton; a reload's new version counts once it has loaded.
+			Expected: !reload})
 	}
 
 	if err := m.startAll(ctx, versions); err != nil {
 		m.stopFailedLoad(context.WithoutCancel(ctx), versions)
-		for _, v := range versions {
-			m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(),
-				Instance: health.InstanceKey{Model: name, Version: v.key.Version}, Reason: err.Error()})
+		for key, v := range versions {
+			if fresh[key] {
+				m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(),
+					Instance: health.InstanceKey{Model: name, Version: key}, Reason: err.Error()})
+			} else {
+				m.forget(map[string]*version{key: v})
+			}
+		}
+		if m.serving(e) {
+			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
+			return apierr.Wrap(apierr.Internal, err, "failed to reload model %s (the loaded version keeps serving)", name)
 		}
 		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
 	}
 
+	// The engine puts initialized instances in traffic; wait for it, so
+	// that traffic moves to queues that have routable instances.
+	_ = m.cfg.Health.Sync(ctx)
 	m.mu.Lock()
 	e.spec = spec
+	previous := e.versions
 	e.versions = versions
 	m.mu.Unlock()
-	for _, v := range versions {
+	for key, v := range versions {
 		v.setServing(true)
-		m.cfg.Events.Post(health.Event{Kind: health.ModelLoaded, At: time.Now(),
-			Instance: health.InstanceKey{Model: name, Version: v.key.Version}})
+		if fresh[key] {
+			m.cfg.Events.Post(health.Event{Kind: health.ModelLoaded, At: time.Now(),
+				Instance: health.InstanceKey{Model: name, Version: key}})
+		}
 	}
-	m.log.Info("model loaded", "model", name, "versions", len(versions))
+	// Traffic has moved: the old versions finish what they were given.
+	replaced, deselected := map[string]*version{}, map[string]*version{}
+	for key, ov := range previous {
+		ov.drain(ctx)
+		if _, kept := versions[key]; kept {
+			replaced[key] = ov
+		} else {
+			deselected[key] = ov
+		}
+	}
+	m.stopFailedLoad(context.WithoutCancel(ctx), replaced)
+	m.forget(replaced)
+	if len(deselected) > 0 {
+		m.stopVersions(context.WithoutCancel(ctx), deselected, "unloaded: no longer selected by the version policy")
+	}
+	if reload {
+		m.log.Info("model reloaded", "model", name, "versions", len(versions))
+	} else {
+		m.log.Info("model loaded", "model", name, "versions", len(versions))
+	}
 	return nil
 }
 
@@ -99,56 +150,6 @@ func (m *Manager) serving(e *entry) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return len(e.versions) > 0
-}
-
-// canRoll reports whether a reload can replace instances while the old
-// ones serve: the same versions with the same health policy. Anything else
-// is a new load.
-func canRoll(old map[string]*version, spec *modelconfig.Model) bool {
-	if len(old) == 0 || len(old) != len(spec.Versions) {
-		return false
-	}
-	for _, n := range spec.Versions {
-		v := old[strconv.FormatInt(n, 10)]
-		if v == nil || !reflect.DeepEqual(v.spec.Policy, spec.Policy) {
-			return false
-		}
-	}
-	return true
-}
-
-// rollingReload starts a new set of instances beside the serving ones,
-// switches traffic to them once all have initialized, lets the old ones
-// finish what they were given, and stops them. The versions stay READY
-// throughout; if the new instances fail, the old ones keep serving.
-func (m *Manager) rollingReload(ctx context.Context, e *entry, old map[string]*version, spec *modelconfig.Model) error {
-	name := spec.Name
-	versions := make(map[string]*version, len(old))
-	for _, n := range spec.Versions {
-		v := m.newVersion(spec, n, e.loads)
-		versions[v.key.Version] = v
-		m.register(v)
-	}
-	if err := m.startAll(ctx, versions); err != nil {
-		m.stopFailedLoad(context.WithoutCancel(ctx), versions)
-		m.forget(versions)
-		m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-		return apierr.Wrap(apierr.Internal, err, "failed to reload model %s (the loaded version keeps serving)", name)
-	}
-	m.mu.Lock()
-	e.spec = spec
-	e.versions = versions
-	m.mu.Unlock()
-	for _, v := range versions {
-		v.setServing(true)
-	}
-	for _, v := range old {
-		v.drain(ctx)
-	}
-	m.stopFailedLoad(context.WithoutCancel(ctx), old)
-	m.forget(old)
-	m.log.Info("model reloaded", "model", name, "versions", len(versions))
-	return nil
 }
 
 // startAll starts every instance of versions and waits for initialize.
@@ -272,6 +273,10 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 func (m *Manager) stopVersions(ctx context.Context, vs map[string]*version, reason string) {
 	var wg sync.WaitGroup
 	for _, v := range vs {
+		// Close the queue before the engine takes the instances out of
+		// traffic, so that late requests are retried on a replacement
+		// rather than told that no instance is routable.
+		v.close()
 		m.cfg.Events.Post(health.Event{Kind: health.ModelUnloading, At: time.Now(),
 			Instance: health.InstanceKey{Model: v.key.Model, Version: v.key.Version}, Reason: reason})
 		wg.Add(1)
@@ -331,13 +336,20 @@ const drainLimit = 30 * time.Second
 // errReplaced closes the queue of a version a reload replaced.
 var errReplaced = errors.New("model version was replaced by a reload")
 
-// stop closes the version's queue and stops its instances.
-func (v *version) stop(ctx context.Context) {
+// close takes the version out of service: its queue refuses new requests
+// and fails waiting ones with errReplaced, which Infer retries on whatever
+// serves the model next. Idempotent.
+func (v *version) close() {
 	v.mu.Lock()
 	v.serving = false
 	v.mu.Unlock()
 	v.queue.Close(&apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: errReplaced,
 		Msg: fmt.Sprintf("model %s version %s is unloading", v.key.Model, v.key.Version)})
+}
+
+// stop closes the version's queue and stops its instances.
+func (v *version) stop(ctx context.Context) {
+	v.close()
 	var wg sync.WaitGroup
 	for _, in := range v.instances {
 		wg.Add(1)
