@@ -31,6 +31,7 @@ type Runtime struct {
 // process is one generation of an instance: a started stub, its control
 // connection and the goroutine that reaps it.
 type process struct {
+	log    *slog.Logger
 	cmd    *exec.Cmd
 	client *ipc.Client
 	out    *outputLog
@@ -97,6 +98,7 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 		return nil, fmt.Errorf("cannot open stub control socket: %w", err)
 	}
 	p := &process{
+		log:    log,
 		cmd:    cmd,
 		client: ipc.NewClient(dataConn, controlConn, log),
 		out:    out,
@@ -107,6 +109,9 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 	go func() {
 		defer wg.Done()
 		err := cmd.Wait()
+		// Whatever the model started in the stub's process group goes with
+		// it (the group outlives its leader while members remain).
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 		p.exitErr = err
 		p.state = cmd.ProcessState
 		_ = p.client.Close()
@@ -200,6 +205,9 @@ func (p *process) stop(ctx context.Context, finalize bool, finalizeTimeout, grac
 		fctx, cancel := context.WithTimeout(ctx, finalizeTimeout)
 		err := p.client.Finalize(fctx)
 		cancel()
+		if err != nil {
+			p.log.Warn("finalize failed", "pid", p.pid, "err", err)
+		}
 		if err == nil {
 			select {
 			case <-p.done:

@@ -2,7 +2,10 @@ package integration
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,4 +90,31 @@ func TestAdminTokenGuardsTheRepositoryAPI(t *testing.T) {
 	if r := s.get("/v2/health/ready"); r.Status != 200 {
 		t.Errorf("health needs no token: %d", r.Status)
 	}
+}
+
+// TestProcessesStartedByAModelDoNotOutliveIt checks both ends of a stub's
+// life: a crash and a clean shutdown take the processes it started along.
+func TestProcessesStartedByAModelDoNotOutliveIt(t *testing.T) {
+	s := start(t, copyModels(t, "spawner"))
+	s.waitReady(30 * time.Second)
+	helperPID := func() int {
+		b, err := os.ReadFile(filepath.Join(s.Repo, "spawner", "HELPER_PID"))
+		if err != nil {
+			return 0
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	gone := func(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
+	first := helperPID()
+	syscall.Kill(s.stubPIDs("spawner")[0], syscall.SIGKILL)
+	eventually(t, 10*time.Second, "the crashed stub's helper is gone", func() bool { return first > 0 && gone(first) })
+	eventually(t, 30*time.Second, "restarted with a new helper", func() bool {
+		p := helperPID()
+		return p != first && p > 0 && s.get("/v2/models/spawner/ready").Status == 200
+	})
+	second := helperPID()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	<-s.exited
+	eventually(t, 5*time.Second, "the helper is gone after shutdown", func() bool { return gone(second) })
 }
