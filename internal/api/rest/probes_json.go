@@ -128,7 +128,7 @@ func (s *server) instanceJSON(in health.InstanceHealth) instanceHealthJSON {
 	}
 	for _, c := range in.Checks {
 		ij.Checks = append(ij.Checks, checkHealthJSON{
-			Name: string(c.Name), State: passFail(c.Passing), LastResult: passFail(c.LastOK),
+			Name: string(c.Name), State: passFail(c.Passing), LastResult: lastResult(c),
 			LastMessage: s.reason(c.LastMessage), LastAt: timePtr(c.LastAt),
 			Consecutive: c.Consecutive, Since: timePtr(c.Since),
 		})
@@ -139,6 +139,14 @@ func (s *server) instanceJSON(in health.InstanceHealth) instanceHealthJSON {
 		})
 	}
 	return ij
+}
+
+// lastResult is a check's raw last result, "none" before its first one.
+func lastResult(c health.CheckHealth) string {
+	if c.LastAt.IsZero() {
+		return "none"
+	}
+	return passFail(c.LastOK)
 }
 
 func passFail(ok bool) string {

@@ -146,3 +146,12 @@ func TestProbeJSON(t *testing.T) {
 		t.Errorf("GET /livez/ping?format=json = %d %+v", rec.Code, one)
 	}
 }
+
+func TestLastResultIsNoneBeforeTheFirstResult(t *testing.T) {
+	if got := lastResult(health.CheckHealth{Name: health.CheckHook}); got != "none" {
+		t.Errorf("never-run check: last_result %q, want none", got)
+	}
+	if got := lastResult(health.CheckHealth{Name: health.CheckHook, LastAt: time.Now()}); got != "fail" {
+		t.Errorf("failed check: last_result %q, want fail", got)
+	}
+}
