@@ -143,6 +143,21 @@ func (m *modelTracker) view() (state ModelState, reason string, ready, degraded 
 	}
 	ready = state == ModelStateReady && routable >= minReady
 	degraded = ready && routable < n
+	if state == ModelStateReady && !ready {
+		// Loaded, but not enough instances in traffic: report what the
+		// index reports, with the first instance that is out.
+		state = ModelStateUnavailable
+		reason = fmt.Sprintf("%d of %d instances routable, needs %d", routable, n, minReady)
+		for _, name := range m.order {
+			if t := m.instances[name]; !t.routable {
+				reason += fmt.Sprintf("; %s is %s", name, t.state)
+				if t.reason != "" {
+					reason += ": " + t.reason
+				}
+				break
+			}
+		}
+	}
 	return state, reason, ready, degraded, routable, minReady
 }
 

@@ -122,7 +122,9 @@ output [
 	if err != nil {
 		t.Fatal(err)
 	}
-	y := func(shape ...int64) tensor.Tensor { return tensor.Tensor{Name: "Y", Datatype: tensor.FP32, Shape: shape} }
+	y := func(shape ...int64) tensor.Tensor {
+		return tensor.Tensor{Name: "Y", Datatype: tensor.FP32, Shape: shape}
+	}
 	cases := []struct {
 		name    string
 		outputs []tensor.Tensor

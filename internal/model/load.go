@@ -360,4 +360,3 @@ func (v *version) stop(ctx context.Context) {
 	}
 	wg.Wait()
 }
-
