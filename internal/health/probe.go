@@ -75,7 +75,11 @@ func (s *Snapshot) readyChecks() []NamedCheck {
 		if !m.Expected {
 			continue
 		}
-		c := NamedCheck{Name: fmt.Sprintf("model/%s/%s", m.Name, m.Version), OK: m.Ready}
+		name := "model/" + m.Name
+		if m.Version != "" {
+			name += "/" + m.Version
+		}
+		c := NamedCheck{Name: name, OK: m.Ready}
 		switch {
 		case !m.Ready:
 			c.Reason = m.notReadyReason()

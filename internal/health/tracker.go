@@ -243,7 +243,10 @@ func (t *tracker) onInitFailed(ev Event, now time.Time) {
 		return
 	}
 	cause := "initialize failed"
-	if ev.Reason != "" {
+	switch {
+	case strings.HasPrefix(ev.Reason, "initialize "):
+		cause = ev.Reason // already says so: "initialize raised ValueError: …"
+	case ev.Reason != "":
 		cause += ": " + ev.Reason
 	}
 	t.crash(cause, now)

@@ -195,7 +195,7 @@ func (i *Instance) Stop(ctx context.Context) {
 		g.proc.stop(context.WithoutCancel(ctx), true, i.cfg.FinalizeTimeout, i.cfg.StopGrace)
 	}
 	i.wg.Wait()
-	i.post(health.Event{Kind: health.InstanceStopped, Reason: "stopped"})
+	i.post(health.Event{Kind: health.InstanceStopped})
 }
 
 // PID is the current process's id, or 0.
@@ -315,9 +315,11 @@ func (i *Instance) reap(g *generation) {
 	if g.proc.wasIntended() || !g.initialized {
 		return
 	}
-	reason := desc
+	// The engine words the exit from ExitCode and Signal; Reason adds the
+	// stub's last line of output, which often names the cause.
+	var reason string
 	if tail := lastLine(g.proc.out.Tail(2048)); tail != "" && code > 0 {
-		reason += ": " + tail
+		reason = tail
 	}
 	i.log.Warn("stub exited", "pid", g.proc.pid, "exit", desc)
 	i.post(health.Event{Kind: health.InstanceExited, ExitCode: code, Signal: sig, Reason: reason, PID: g.proc.pid})
@@ -416,9 +418,10 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		}
 		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Reason: fmt.Sprintf("execute ran past %s", limit), PID: g.proc.pid})
 	case errors.Is(err, ipc.ErrClosed):
+		// The reap can wait up to WaitDelay for the stub's output pipes.
 		select {
 		case <-g.proc.done:
-		case <-time.After(time.Second):
+		case <-time.After(2 * time.Second):
 		}
 		desc := "connection lost"
 		if g.proc.exited() {
