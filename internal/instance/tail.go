@@ -2,28 +2,43 @@ package instance
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 )
 
-// tailSize bounds how much of a stub's output is kept for error messages.
-const tailSize = 8 << 10
+const (
+	// tailSize bounds how much of a stub's output is kept for error
+	// messages.
+	tailSize = 8 << 10
+	// maxLogLine bounds one logged line; longer lines are cut, saying how
+	// long they were.
+	maxLogLine = 2 << 10
+	// logBurst and logRate bound how many lines of stub output reach the
+	// log: a model printing in a loop must not flood it. Lines over the
+	// budget are counted and the count is logged when logging resumes.
+	logBurst = 200
+	logRate  = 50 // lines per second
+)
 
 // outputLog forwards a stub's stdout and stderr to the log, one record per
-// line, and keeps a bounded tail so that a crash can be explained.
+// line within a budget, and keeps a bounded tail so that a crash can be
+// explained.
 type outputLog struct {
 	log *slog.Logger
 
-	mu      sync.Mutex
-	partial []byte
-	tail    []byte
-	total   int64
+	mu         sync.Mutex
+	partial    []byte
+	tail       []byte
+	tokens     float64
+	refilled   time.Time
+	suppressed int
 }
 
 func (o *outputLog) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.total += int64(len(p))
 	o.tail = append(o.tail, p...)
 	if len(o.tail) > tailSize {
 		o.tail = append(o.tail[:0], o.tail[len(o.tail)-tailSize:]...)
@@ -34,17 +49,41 @@ func (o *outputLog) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		o.log.Info("stub output", "line", string(o.partial[:i]))
+		o.logLocked(o.partial[:i])
 		o.partial = o.partial[i+1:]
 	}
-	if len(o.partial) > tailSize {
-		o.log.Info("stub output", "line", string(o.partial))
+	if len(o.partial) > maxLogLine {
+		o.logLocked(o.partial)
 		o.partial = o.partial[:0]
 	}
 	return len(p), nil
 }
 
-// Tail returns the last lines of output, saying when earlier output was cut.
+// logLocked logs one line if the budget allows.
+func (o *outputLog) logLocked(line []byte) {
+	now := time.Now()
+	if o.refilled.IsZero() {
+		o.tokens, o.refilled = logBurst, now
+	}
+	o.tokens = min(logBurst, o.tokens+now.Sub(o.refilled).Seconds()*logRate)
+	o.refilled = now
+	if o.tokens < 1 {
+		o.suppressed++
+		return
+	}
+	o.tokens--
+	if o.suppressed > 0 {
+		o.log.Warn("stub output suppressed", "lines", o.suppressed)
+		o.suppressed = 0
+	}
+	if len(line) > maxLogLine {
+		o.log.Info("stub output", "line", fmt.Sprintf("%s… (%d bytes)", line[:maxLogLine], len(line)))
+		return
+	}
+	o.log.Info("stub output", "line", string(line))
+}
+
+// Tail returns the last lines of output.
 func (o *outputLog) Tail(max int) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
