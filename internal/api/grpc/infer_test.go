@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
 
+	gogrpc "google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
@@ -395,5 +398,15 @@ func TestParamToProto(t *testing.T) {
 		if got := paramToProto(tc.in); got.String() != tc.want.String() {
 			t.Errorf("paramToProto(%#v) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestHandlerPanicBecomesInternal(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	_, err := recoverUnary(log)(context.Background(), nil, &gogrpc.UnaryServerInfo{FullMethod: "/inference.GRPCInferenceService/ModelInfer"},
+		func(context.Context, any) (any, error) { panic("boom") })
+	if status.Code(err) != codes.Internal || !strings.Contains(buf.String(), "boom") {
+		t.Fatalf("err %v, log %q", err, buf.String())
 	}
 }

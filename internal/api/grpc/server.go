@@ -129,7 +129,10 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var opts []gogrpc.ServerOption
+	opts := []gogrpc.ServerOption{
+		gogrpc.ChainUnaryInterceptor(recoverUnary(log)),
+		gogrpc.ChainStreamInterceptor(recoverStream(log)),
+	}
 	if cfg.MaxRecvBytes > 0 {
 		opts = append(opts, gogrpc.MaxRecvMsgSize(cfg.MaxRecvBytes))
 	}
