@@ -27,6 +27,7 @@ const (
 // explained.
 type outputLog struct {
 	log *slog.Logger
+	now func() time.Time // nil: time.Now
 
 	mu         sync.Mutex
 	partial    []byte
@@ -62,6 +63,9 @@ func (o *outputLog) Write(p []byte) (int, error) {
 // logLocked logs one line if the budget allows.
 func (o *outputLog) logLocked(line []byte) {
 	now := time.Now()
+	if o.now != nil {
+		now = o.now()
+	}
 	if o.refilled.IsZero() {
 		o.tokens, o.refilled = logBurst, now
 	}
