@@ -174,8 +174,11 @@ func decodeInput(in *inferInputJSON, i int, bin *binaryReader) (tensor.Tensor, e
 	hasJSONData := len(in.Data) > 0 && !bytes.Equal(bytes.TrimSpace(in.Data), []byte("null"))
 	if size, ok := params[paramBinaryDataSize]; ok {
 		s, isInt := size.(int64)
+		if f, isFloat := size.(float64); isFloat && f == math.Trunc(f) && f >= 0 && f < 1<<53 {
+			s, isInt = int64(f), true // 64.0: an integer written as a float
+		}
 		if !isInt || s < 0 {
-			return t, fmt.Errorf("%s: parameter binary_data_size must be a non-negative integer, got %v", where, size)
+			return t, fmt.Errorf("%s: parameter binary_data_size must be a non-negative integer, got %#v", where, size)
 		}
 		if hasJSONData {
 			return t, fmt.Errorf("%s: has both data and the binary_data_size parameter; give one", where)
