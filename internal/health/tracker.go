@@ -216,6 +216,12 @@ func (t *tracker) onSpawned(ev Event, now time.Time) {
 		// instance's late spawn (a restart racing an unload) is ignored.
 		return
 	}
+	// A restart says what it recovers from, so that a probe during the new
+	// initialize explains the gap.
+	starting := "initializing"
+	if t.restartCause != "" {
+		starting = "initializing after a restart (" + t.restartCause + ")"
+	}
 	t.pid = ev.PID
 	t.restartAt, t.restartIssued = time.Time{}, false
 	t.graceUntil = time.Time{}
@@ -226,7 +232,7 @@ func (t *tracker) onSpawned(ev Event, now time.Time) {
 	}
 	t.checks[ixProcess].reset(now)
 	t.checks[ixProcess].force(true, msg, now, true)
-	t.moveTo(StateStarting, "initializing", now)
+	t.moveTo(StateStarting, starting, now)
 }
 
 func (t *tracker) onInitialized(now time.Time) {
