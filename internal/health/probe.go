@@ -98,17 +98,28 @@ func (s *Snapshot) Live() (bool, string) { return firstFailure(s.Checks(ProbeLiv
 // Ready reports whether the readiness probe passes and, if not, why.
 func (s *Snapshot) Ready() (bool, string) { return firstFailure(s.Checks(ProbeReady)) }
 
-// Model finds a model version. An empty version means the highest version
-// the server knows of the model.
+// Model finds a model version. An empty version means the version a
+// request without one is served by: the highest ready version; with none
+// ready, the highest expected one (what should be serving); else the
+// highest the server knows of.
 func (s *Snapshot) Model(name, version string) (*ModelHealth, bool) {
 	var best *ModelHealth
+	rank := func(m *ModelHealth) int {
+		switch {
+		case m.Ready:
+			return 2
+		case m.Expected:
+			return 1
+		}
+		return 0
+	}
 	for i := range s.Models {
 		m := &s.Models[i]
 		if m.Name != name {
 			continue
 		}
 		if version == "" {
-			if best == nil || versionLess(best.Version, m.Version) {
+			if best == nil || rank(m) > rank(best) || rank(m) == rank(best) && versionLess(best.Version, m.Version) {
 				best = m
 			}
 			continue

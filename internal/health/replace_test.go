@@ -44,3 +44,22 @@ func TestStartupProgressCountsPlannedModels(t *testing.T) {
 		t.Fatalf("after m loaded: %q, want %q", got, want)
 	}
 }
+
+func TestVersionlessModelFollowsTheReadyVersion(t *testing.T) {
+	s := &Snapshot{Models: []ModelHealth{
+		{Name: "m", Version: "1", State: ModelStateReady, Ready: true, Expected: true},
+		{Name: "m", Version: "2", State: ModelStateLoading},
+		{Name: "m", Version: "10", State: ModelStateUnavailable, Reason: "initialize raised"},
+	}}
+	if m, _ := s.Model("m", ""); m.Version != "1" {
+		t.Errorf("versionless model = version %s, want the ready 1", m.Version)
+	}
+	if ok, _, _ := s.ModelReady("m", ""); !ok {
+		t.Error("versionless readiness must follow the ready version")
+	}
+	s.Models[0].Ready = false
+	s.Models[2].Expected = true
+	if m, _ := s.Model("m", ""); m.Version != "10" {
+		t.Errorf("with none ready: version %s, want the highest expected (10)", m.Version)
+	}
+}

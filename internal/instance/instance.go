@@ -184,15 +184,23 @@ func (i *Instance) Stop(ctx context.Context) {
 	i.mu.Unlock()
 	i.cancel()
 	i.workerStart.Do(func() { close(i.worker) })
+	idle := true
 	select {
 	case <-i.worker:
-	case <-ctx.Done():
+	default:
+		select {
+		case <-i.worker:
+		case <-ctx.Done():
+			// A batch is still running: finalize() would only queue
+			// behind it.
+			idle = false
+		}
 	}
 	i.mu.Lock()
 	g := i.gen
 	i.mu.Unlock()
 	if g != nil {
-		g.proc.stop(context.WithoutCancel(ctx), true, i.cfg.FinalizeTimeout, i.cfg.StopGrace)
+		g.proc.stop(context.WithoutCancel(ctx), idle, i.cfg.FinalizeTimeout, i.cfg.StopGrace)
 	}
 	i.wg.Wait()
 	i.post(health.Event{Kind: health.InstanceStopped})

@@ -35,33 +35,55 @@ type outputLog struct {
 	tokens     float64
 	refilled   time.Time
 	suppressed int
+	// long counts the bytes of a line already logged in part and being
+	// skipped up to its newline.
+	long int
 }
 
 func (o *outputLog) Write(p []byte) (int, error) {
+	n := len(p)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.tail = append(o.tail, p...)
 	if len(o.tail) > tailSize {
 		o.tail = append(o.tail[:0], o.tail[len(o.tail)-tailSize:]...)
 	}
-	o.partial = append(o.partial, p...)
-	for {
-		i := bytes.IndexByte(o.partial, '\n')
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if o.long > 0 {
+			// The rest of a line too long to log: skip to its end.
+			if i < 0 {
+				o.long += len(p)
+				break
+			}
+			o.long = 0
+			p = p[i+1:]
+			continue
+		}
 		if i < 0 {
+			o.partial = append(o.partial, p...)
+			if len(o.partial) > maxLogLine {
+				o.logLocked(o.partial[:maxLogLine], true)
+				o.long = len(o.partial)
+				o.partial = o.partial[:0]
+			}
 			break
 		}
-		o.logLocked(o.partial[:i])
-		o.partial = o.partial[i+1:]
-	}
-	if len(o.partial) > maxLogLine {
-		o.logLocked(o.partial)
+		o.partial = append(o.partial, p[:i]...)
+		if len(o.partial) > maxLogLine {
+			o.logLocked(o.partial[:maxLogLine], true)
+		} else {
+			o.logLocked(o.partial, false)
+		}
 		o.partial = o.partial[:0]
+		p = p[i+1:]
 	}
-	return len(p), nil
+	return n, nil
 }
 
-// logLocked logs one line if the budget allows.
-func (o *outputLog) logLocked(line []byte) {
+// logLocked logs one line if the budget allows; cut says the line went on
+// beyond what is logged.
+func (o *outputLog) logLocked(line []byte, cut bool) {
 	now := time.Now()
 	if o.now != nil {
 		now = o.now()
@@ -80,8 +102,8 @@ func (o *outputLog) logLocked(line []byte) {
 		o.log.Warn("stub output suppressed", "lines", o.suppressed)
 		o.suppressed = 0
 	}
-	if len(line) > maxLogLine {
-		o.log.Info("stub output", "line", fmt.Sprintf("%s… (%d bytes)", line[:maxLogLine], len(line)))
+	if cut {
+		o.log.Info("stub output", "line", fmt.Sprintf("%s… (line cut at %d bytes)", line, maxLogLine))
 		return
 	}
 	o.log.Info("stub output", "line", string(line))

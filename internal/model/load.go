@@ -229,12 +229,13 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 	}
 	stats := &scheduler.Stats{}
 	v := &version{
-		key:      health.ModelKey{Model: spec.Name, Version: vs},
-		spec:     spec,
-		number:   n,
-		stats:    stats,
-		queue:    scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
-		routable: map[string]bool{},
+		drainTimeout: m.cfg.DrainTimeout,
+		key:          health.ModelKey{Model: spec.Name, Version: vs},
+		spec:         spec,
+		number:       n,
+		stats:        stats,
+		queue:        scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
+		routable:     map[string]bool{},
 	}
 	configJSON, err := modelconfig.ToJSON(cfg)
 	if err != nil {
@@ -350,6 +351,11 @@ func (v *version) close() {
 // stop closes the version's queue and stops its instances.
 func (v *version) stop(ctx context.Context) {
 	v.close()
+	// A batch that never ends must not hold an unload (or the poller, or
+	// shutdown) forever: after the drain limit the instance is stopped
+	// under it, and its requests get 503.
+	ctx, cancel := context.WithTimeout(ctx, v.drainTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, in := range v.instances {
 		wg.Add(1)

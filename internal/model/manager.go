@@ -65,6 +65,9 @@ type Config struct {
 	// StopGrace is the time between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
 	StopGrace       time.Duration
+	// DrainTimeout bounds how long an unload, reload or shutdown waits for
+	// batches in flight before it stops their instances (default 30 s).
+	DrainTimeout time.Duration
 	// MaxQueue bounds each version's queue (0 = unbounded).
 	MaxQueue int
 	// MaxElements bounds the element count of one input tensor (0 = no
@@ -104,12 +107,13 @@ type entry struct {
 
 // version is one loaded model version.
 type version struct {
-	key       health.ModelKey
-	spec      *modelconfig.Model
-	number    int64
-	queue     *scheduler.Queue
-	stats     *scheduler.Stats
-	instances []*instance.Instance
+	key          health.ModelKey
+	drainTimeout time.Duration // how long stop waits for batches in flight
+	spec         *modelconfig.Model
+	number       int64
+	queue        *scheduler.Queue
+	stats        *scheduler.Stats
+	instances    []*instance.Instance
 
 	mu       sync.Mutex
 	serving  bool // loaded: restarts are carried out
@@ -120,6 +124,9 @@ type version struct {
 func New(cfg Config) *Manager {
 	if cfg.LoadConcurrency <= 0 {
 		cfg.LoadConcurrency = 4
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
 }

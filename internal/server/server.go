@@ -129,6 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Health:          engine,
 		Logger:          log,
 		FinalizeTimeout: cfg.FinalizeTimeout,
+		DrainTimeout:    cfg.ShutdownTimeout,
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
@@ -206,6 +207,9 @@ func Run(ctx context.Context, cfg Config) error {
 	<-ctx.Done()
 	shutdown(cfg, log, engine, grpcSrv, httpSrv, healthSrv, mgr, stopLoading)
 	wg.Wait()
+	stopEngine()
+	engine.Close()
+	log.Info("shutdown complete")
 	return nil
 }
 
@@ -223,30 +227,52 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	}
 	log.Info("shutting down: closing listeners", "shutdown_timeout", cfg.ShutdownTimeout.String())
 	stopLoading()
+
+	// In-flight requests get the shutdown timeout to finish. Those still
+	// running then are answered, not cut off: stopping the instances fails
+	// them with 503 (HTTP) or UNAVAILABLE (gRPC), and the front ends get a
+	// moment to write those answers before their connections close.
+	const answerGrace = 3 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(2)
+	grpcCtx, cancelGRPC := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+cfg.FinalizeTimeout+answerGrace)
+	defer cancelGRPC()
+	grpcDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		if err := httpSrv.Shutdown(ctx); err != nil {
-			log.Warn("HTTP requests still running at the shutdown timeout", "err", err)
-			httpSrv.Close()
+		defer close(grpcDone)
+		grpcSrv.GracefulStop(grpcCtx)
+	}()
+	httpErr := httpSrv.Shutdown(ctx)
+	timedOut := httpErr != nil
+	if !timedOut {
+		select {
+		case <-grpcDone:
+		case <-ctx.Done():
+			timedOut = true
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		grpcSrv.GracefulStop(ctx)
-	}()
-	wg.Wait()
-	log.Info("shutting down: stopping model instances")
-	stopCtx, cancelStop := context.WithTimeout(context.Background(), cfg.FinalizeTimeout+5*time.Second)
+	}
+	// Instances: when everything drained, finalize() gets its limit; when
+	// requests are stuck, their instances are stopped at once.
+	log.Info("shutting down: stopping model instances", "requests_stuck", timedOut)
+	waitForBatches := cfg.FinalizeTimeout
+	if timedOut {
+		waitForBatches = 0
+	}
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), waitForBatches)
 	defer cancelStop()
 	mgr.Close(stopCtx)
+	if timedOut {
+		answered, cancelAnswered := context.WithTimeout(context.Background(), answerGrace)
+		if err := httpSrv.Shutdown(answered); err != nil {
+			log.Warn("HTTP requests still open after the shutdown timeout: closing them", "err", err)
+			_ = httpSrv.Close()
+		}
+		cancelAnswered()
+	}
+	<-grpcDone
 	if healthSrv != nil {
 		_ = healthSrv.Close()
 	}
-	log.Info("shutdown complete")
 }
 
 // protocolExtensions are the protocol extensions vigil implements.

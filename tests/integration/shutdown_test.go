@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,5 +128,44 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	case <-s.exited:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a second signal did not end the server")
+	}
+}
+
+// TestShutdownAnswersARequestThatNeverFinishes: a request still executing
+// when the shutdown timeout ends gets an answer (503), not a closed
+// connection, and the server still exits promptly.
+func TestShutdownAnswersARequestThatNeverFinishes(t *testing.T) {
+	s := start(t, copyModels(t, "hang"), "--shutdown-timeout", "1s", "--finalize-timeout", "1s")
+	s.waitReady(30 * time.Second)
+	got := make(chan response, 1)
+	go func() {
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.Post(s.HTTP+"/v2/models/hang/infer", "application/json", strings.NewReader(echoBody(1)))
+		if err != nil {
+			got <- response{Status: -1, Body: []byte(err.Error())}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- response{Status: resp.StatusCode, Body: b}
+	}()
+	eventually(t, 10*time.Second, "executing", func() bool {
+		_, err := os.Stat(filepath.Join(s.Repo, "hang", "EXECUTING"))
+		return err == nil
+	})
+	began := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	r := <-got
+	if r.Status != 503 {
+		t.Errorf("stuck request at shutdown: %d %s, want a 503 answer", r.Status, r.Body)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not exit")
+	}
+	t.Logf("answered %d %q; exited %s after SIGTERM", r.Status, r.Body, time.Since(began))
+	if s.exitErr != nil {
+		t.Errorf("exit status %v", s.exitErr)
 	}
 }
