@@ -49,7 +49,12 @@ func (m *Manager) load(ctx context.Context, name string) error {
 		key := health.InstanceKey{Model: name}
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(), Instance: key, Expected: true})
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: key, Reason: err.Error()})
-		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
+		code := apierr.Internal
+		var cfgErr *modelconfig.Error
+		if errors.As(err, &cfgErr) {
+			code = apierr.InvalidArgument // the model's files are wrong, as on a reload
+		}
+		return apierr.Wrap(code, err, "failed to load model %s", name)
 	}
 	// A configuration error from an earlier attempt no longer applies.
 	m.cfg.Events.Post(health.Event{Kind: health.ModelForgotten, At: time.Now(), Instance: health.InstanceKey{Model: name}})

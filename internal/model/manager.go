@@ -65,6 +65,10 @@ type Config struct {
 	// StopGrace is the time between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
 	StopGrace       time.Duration
+	// HideReasons keeps health reasons (which may name files and carry
+	// exception text) out of inference errors, as --health-hide-reasons
+	// keeps them out of the health endpoints.
+	HideReasons bool
 	// DrainTimeout bounds how long an unload, reload or shutdown waits for
 	// batches in flight before it stops their instances (default 30 s).
 	DrainTimeout time.Duration
@@ -282,7 +286,7 @@ func (m *Manager) resolve(name, ver string) (*version, error) {
 	}
 	if len(e.versions) == 0 {
 		reason := "it is not loaded"
-		if _, r, ok := m.cfg.Health.Snapshot().ModelReady(name, ver); ok && r != "" {
+		if _, r, ok := m.cfg.Health.Snapshot().ModelReady(name, ver); ok && r != "" && !m.cfg.HideReasons {
 			reason = r
 		}
 		return nil, apierr.Unavailablef("model %s is not ready: %s", name, reason)

@@ -130,6 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:          log,
 		FinalizeTimeout: cfg.FinalizeTimeout,
 		DrainTimeout:    cfg.ShutdownTimeout,
+		HideReasons:     cfg.HideReasons,
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,

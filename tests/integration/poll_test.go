@@ -176,7 +176,7 @@ func TestFixedConfigAfterAFailedLoadClearsTheError(t *testing.T) {
 	cfg := filepath.Join(s.Repo, "echo", "config.pbtxt")
 	good, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, append(append([]byte{}, good...), "\nbogus_field: 1\n"...), 0o644)
-	if r := s.post("/v2/repository/models/echo/load", ""); r.Status != 500 || !strings.Contains(string(r.Body), "bogus_field") {
+	if r := s.post("/v2/repository/models/echo/load", ""); r.Status != 400 || !strings.Contains(string(r.Body), "bogus_field") {
 		t.Fatalf("broken load: %d %s", r.Status, r.Body)
 	}
 	if r := s.get("/v2/health/ready"); r.Status != 503 {
