@@ -56,7 +56,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxQueue, "max-queue-size", 1024, "largest number of requests waiting per model version (0 = unbounded)")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token required by the repository API (load, unload, index)")
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 5*time.Second, "how long requests keep being served after SIGTERM while readiness fails")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "limit for in-flight requests to finish after the drain delay")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "limit for in-flight requests to finish after the drain delay; also how long an unload or reload waits for them")
 	fs.DurationVar(&cfg.FinalizeTimeout, "finalize-timeout", 5*time.Second, "limit for each stub's finalize() on unload and shutdown")
 	fs.DurationVar(&cfg.WatchdogInterval, "watchdog-interval", time.Second, "health engine watchdog period; a stall of several periods fails liveness")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
