@@ -29,6 +29,20 @@ import (
 // do the replaced and deselected versions drain and stop. If the reload
 // fails, the loaded versions keep serving.
 func (m *Manager) load(ctx context.Context, name string) error {
+	m.loading.add()
+	defer m.loading.done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(m.closing, cancel)()
+	err := m.loadLocked(ctx, name)
+	if err != nil && m.closing.Err() != nil {
+		return apierr.Unavailablef("cannot load model %s: the server is shutting down", name)
+	}
+	return err
+}
+
+// loadLocked is load with the model's operation lock taken here.
+func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	e := m.entryFor(name)
 	e.op.Lock()
 	defer e.op.Unlock()

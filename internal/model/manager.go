@@ -89,6 +89,12 @@ type Manager struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	// closing ends when Close begins: loads still running then are
+	// cancelled, so that their callers are answered before shutdown ends.
+	closing     context.Context
+	stopLoading context.CancelFunc
+	loading     inflight // loads under way
+
 	mu     sync.RWMutex
 	models map[string]*entry
 	// live holds every instance of every version, loading, serving or
@@ -132,7 +138,8 @@ func New(cfg Config) *Manager {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	closing, stop := context.WithCancel(context.Background())
+	return &Manager{cfg: cfg, log: cfg.Logger, closing: closing, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
 }
 
 // StartupModels lists the models to load at start-up for the control mode.
@@ -239,6 +246,14 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 // Close unloads everything; the server is shutting down. Versions stay
 // known to the health engine as stopped.
 func (m *Manager) Close(ctx context.Context) {
+	m.stopLoading()
+	// Cancelled loads stop what they started; give them the time a stop
+	// takes, whatever ctx allows the running batches.
+	select {
+	case <-m.loading.idle():
+	case <-time.After(m.cfg.FinalizeTimeout + 5*time.Second):
+		m.log.Warn("loads still stopping at shutdown")
+	}
 	m.mu.Lock()
 	var all []map[string]*version
 	for _, e := range m.models {
@@ -321,4 +336,42 @@ func (v *version) routableCount() int {
 		}
 	}
 	return n
+}
+
+// inflight counts operations under way; unlike a WaitGroup, it may be
+// waited on while new operations start.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.zero = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.zero)
+	}
+}
+
+// idle is closed once no operation is under way.
+func (f *inflight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return f.zero
 }

@@ -137,8 +137,13 @@ func (m *Model) selectVersions(cfgFile string) ([]int64, error) {
 		selected = present[max(len(present)-n, 0):]
 	}
 	if len(selected) == 0 {
-		return nil, fmt.Errorf("model %q: no version to serve in %s: want a directory <version>/%s with a positive integer version",
-			m.Name, m.Dir, m.Config.GetDefaultModelFilename())
+		field := ""
+		if m.Config.GetDefaultModelFilename() != DefaultModelFilename {
+			field = "default_model_filename"
+		}
+		return nil, &Error{File: filepath.Join(m.Dir, ConfigFileName), Field: field,
+			Msg: fmt.Sprintf("model %q: no version to serve in %s: want a directory <version>/%s with a positive integer version (default_model_filename %q)",
+				m.Name, m.Dir, m.Config.GetDefaultModelFilename(), m.Config.GetDefaultModelFilename())}
 	}
 	return selected, nil
 }

@@ -169,3 +169,39 @@ func TestShutdownAnswersARequestThatNeverFinishes(t *testing.T) {
 		t.Errorf("exit status %v", s.exitErr)
 	}
 }
+
+// TestShutdownAnswersALoadInProgress: a repository load still running at
+// shutdown is cancelled and answered 503, not cut off.
+func TestShutdownAnswersALoadInProgress(t *testing.T) {
+	s := start(t, copyModels(t, "echo", "glacial"), "--model-control-mode", "explicit", "--load-model", "echo",
+		"--shutdown-timeout", "1s", "--finalize-timeout", "1s")
+	s.waitReady(30 * time.Second)
+	got := make(chan response, 1)
+	go func() {
+		c := &http.Client{Timeout: 60 * time.Second}
+		resp, err := c.Post(s.HTTP+"/v2/repository/models/glacial/load", "application/json", nil)
+		if err != nil {
+			got <- response{Status: -1, Body: []byte(err.Error())}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- response{Status: resp.StatusCode, Body: b}
+	}()
+	eventually(t, 10*time.Second, "glacial loading", func() bool {
+		return strings.Contains(string(s.get("/readyz?format=json").Body), `"name":"glacial"`)
+	})
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	r := <-got
+	if r.Status != 503 || !strings.Contains(string(r.Body), "shutting down") {
+		t.Errorf("load in progress at shutdown: %d %s, want 503 saying the server is shutting down", r.Status, r.Body)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not exit")
+	}
+	if s.exitErr != nil {
+		t.Errorf("exit status %v", s.exitErr)
+	}
+}
