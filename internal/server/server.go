@@ -84,6 +84,18 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("cannot listen for health: %w", err)
 		}
 	}
+	// Until the servers own them, the listeners are closed on any return.
+	serving := false
+	defer func() {
+		if serving {
+			return
+		}
+		for _, l := range []net.Listener{httpLis, grpcLis, healthLis} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -173,6 +185,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	startup := mgr.PlanStartup(ctx)
 
+	serving = true
 	var wg sync.WaitGroup
 	serve := func(what string, lis net.Listener, fn func() error) {
 		log.Info("listening", "protocol", what, "addr", lis.Addr().String())
