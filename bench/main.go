@@ -44,7 +44,16 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput run")
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
+	probeURL := flag.String("probe-url", "", "internal: run as the external readiness prober of this URL")
+	probeEvery := flag.Duration("probe-every", 5*time.Millisecond, "internal: prober period")
 	flag.Parse()
+	if *probeURL != "" {
+		if err := runProber(*probeURL, *probeEvery, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench prober:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(context.Background(), o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
