@@ -23,10 +23,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	stubpy "github.com/vigilhq/vigil/python"
 )
 
 type options struct {
@@ -61,7 +62,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options, w io.Writer) error {
-	python, err := resolvePython(o.python)
+	python, err := stubpy.Resolve(ctx, o.python)
 	if err != nil {
 		return err
 	}
@@ -128,14 +129,6 @@ func benchRepository() (string, error) {
 	policy := "max_restarts: 100000\nrestart_backoff: { initial_seconds: 0.001, max_seconds: 0.001 }\n" +
 		"heartbeat_period_seconds: 0.1\nheartbeat_timeout_seconds: 0.5\nrestart_threshold_seconds: 0.5\n"
 	return dir, os.WriteFile(filepath.Join(dir, "victim", "health.yaml"), []byte(policy), 0o644)
-}
-
-func resolvePython(name string) (string, error) {
-	out, err := exec.Command(name, "-c", "import sys; print(sys.executable)").Output()
-	if err != nil {
-		return "", fmt.Errorf("python %s: %w", name, err)
-	}
-	return strings.TrimSpace(string(out)), nil
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 //go:embed vigil_stub/*.py triton_python_backend_utils.py
@@ -91,7 +92,7 @@ func Args() []string {
 
 // NumpyError reports an interpreter that cannot import numpy.
 type NumpyError struct {
-	Python string // the interpreter, as given
+	Python string // the interpreter's absolute path
 	Detail string // the interpreter's last line of output, e.g. "ModuleNotFoundError: No module named 'numpy'"
 	Err    error  // the exec error
 }
@@ -103,31 +104,41 @@ func (e *NumpyError) Error() string {
 
 func (e *NumpyError) Unwrap() error { return e.Err }
 
-// CheckNumpy runs the interpreter once and reports whether it can import
-// numpy, the runtime's only dependency. An interpreter that cannot be run at
-// all is reported as such; one that runs but lacks numpy gives a
-// *NumpyError that says how to install it.
-func CheckNumpy(ctx context.Context, python string) error {
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, python, "-c", "import numpy")
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	err := cmd.Run()
-	if err == nil {
-		return nil
+// Resolve turns an interpreter name, as given to --python, into the
+// absolute path of the interpreter itself, by asking it for sys.executable
+// (so that shims such as pyenv's are not paid for at every stub start), and
+// checks that it imports numpy, the runtime's only dependency. An
+// interpreter that cannot be run is an error; one that runs but lacks numpy
+// gives its path and a *NumpyError that says how to install numpy.
+func Resolve(ctx context.Context, name string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("python %s: cannot run the interpreter: %w", name, err)
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("python %s: checking for numpy: %w", python, ctx.Err())
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, "-c", "import sys\nprint(sys.executable, flush=True)\nimport numpy\n")
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	exe := strings.TrimSpace(stdout.String())
+	if exe == "" || !filepath.IsAbs(exe) {
+		exe, _ = filepath.Abs(path)
 	}
-	var exitErr *exec.ExitError
-	if !errors.As(err, &exitErr) {
-		return fmt.Errorf("python %s: cannot run the interpreter: %w", python, err)
+	switch {
+	case err == nil:
+		return exe, nil
+	case ctx.Err() != nil:
+		return "", fmt.Errorf("python %s: checking for numpy: %w", name, ctx.Err())
+	case stdout.Len() == 0:
+		return "", fmt.Errorf("python %s: cannot run the interpreter: %w: %s", name, err, lastLine(stderr.String()))
 	}
-	detail := lastLine(out.String())
+	detail := lastLine(stderr.String())
 	if detail == "" {
 		detail = err.Error()
 	}
-	return &NumpyError{Python: python, Detail: detail, Err: err}
+	return exe, &NumpyError{Python: exe, Detail: detail, Err: err}
 }
 
 func lastLine(s string) string {

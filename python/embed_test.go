@@ -18,11 +18,11 @@ func interpreter(t *testing.T) string {
 	if p := os.Getenv("VIGIL_PYTHON"); p != "" {
 		return p
 	}
-	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
+	exe, err := python.Resolve(context.Background(), "python3")
 	if err != nil {
-		t.Skipf("no python3: %v", err)
+		t.Skipf("no python3 with numpy: %v", err)
 	}
-	return strings.TrimSpace(string(out))
+	return exe
 }
 
 func TestInstall(t *testing.T) {
@@ -72,13 +72,14 @@ func TestStubUsage(t *testing.T) {
 	}
 }
 
-func TestCheckNumpy(t *testing.T) {
+func TestResolve(t *testing.T) {
 	t.Parallel()
 	py := interpreter(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := python.CheckNumpy(ctx, py); err != nil {
-		t.Fatalf("CheckNumpy(%s) = %v", py, err)
+	exe, err := python.Resolve(ctx, py)
+	if err != nil || !filepath.IsAbs(exe) {
+		t.Fatalf("Resolve(%s) = %q, %v; want an absolute path", py, exe, err)
 	}
 
 	// An interpreter whose numpy import fails: a wrapper that puts a
@@ -95,19 +96,19 @@ func TestCheckNumpy(t *testing.T) {
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	err := python.CheckNumpy(ctx, wrapper)
+	_, err = python.Resolve(ctx, wrapper)
 	var ne *python.NumpyError
 	if !errors.As(err, &ne) {
-		t.Fatalf("CheckNumpy(no numpy) = %v, want *NumpyError", err)
+		t.Fatalf("Resolve(no numpy) = %v, want *NumpyError", err)
 	}
-	for _, want := range []string{"python " + wrapper + ": numpy is not importable", "ImportError: No module named 'numpy'", wrapper + " -m pip install numpy"} {
+	for _, want := range []string{"python " + exe + ": numpy is not importable", "ImportError: No module named 'numpy'", exe + " -m pip install numpy"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
 
-	err = python.CheckNumpy(ctx, filepath.Join(dir, "no-such-python"))
+	_, err = python.Resolve(ctx, filepath.Join(dir, "no-such-python"))
 	if err == nil || errors.As(err, &ne) || !strings.Contains(err.Error(), "cannot run the interpreter") {
-		t.Errorf("CheckNumpy(missing) = %v", err)
+		t.Errorf("Resolve(missing) = %v", err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -74,7 +73,7 @@ func testRuntime(t *testing.T) Runtime {
 	if py == "" {
 		py = "python3"
 	}
-	out, err := exec.Command(py, "-c", "import sys, numpy; print(sys.executable)").Output()
+	exe, err := stubpy.Resolve(context.Background(), py)
 	if err != nil {
 		t.Skipf("no python with numpy: %v", err)
 	}
@@ -82,7 +81,7 @@ func testRuntime(t *testing.T) Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Runtime{Python: strings.TrimSpace(string(out)), PythonPath: pp, Args: stubpy.Args()}
+	return Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args()}
 }
 
 func newEcho(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy) *Instance {

@@ -18,7 +18,7 @@
 // check is answered while a batch runs. The stub exits when it reads end of
 // stream on either socket, so closing the server's ends (or the server dying)
 // stops it. The server checks
-// the interpreter once at start-up with python.CheckNumpy; a stub whose numpy
+// the interpreter once at start-up with python.Resolve; a stub whose numpy
 // import fails anyway reports it as an INIT error that says how to install
 // numpy.
 //

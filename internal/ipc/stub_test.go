@@ -38,11 +38,7 @@ var interpreter = sync.OnceValues(func() (string, error) {
 	if p := os.Getenv("VIGIL_PYTHON"); p != "" {
 		return p, nil
 	}
-	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(out)), nil
+	return python.Resolve(context.Background(), "python3")
 })
 
 func pythonPath(t testing.TB) string {

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/vigilhq/vigil/internal/health"
@@ -34,7 +32,7 @@ func BenchmarkManagerInfer(b *testing.B) {
 	if py == "" {
 		py = "python3"
 	}
-	out, err := exec.Command(py, "-c", "import sys, numpy; print(sys.executable)").Output()
+	exe, err := stubpy.Resolve(context.Background(), py)
 	if err != nil {
 		b.Skipf("no python with numpy: %v", err)
 	}
@@ -48,7 +46,7 @@ func BenchmarkManagerInfer(b *testing.B) {
 	eng.Start(ctx)
 	defer eng.Close()
 	m := New(Config{RepoDir: "../../examples/models", Mode: ModeExplicit, Defaults: health.DefaultPolicy(),
-		Runtime: instance.Runtime{Python: strings.TrimSpace(string(out)), PythonPath: pp, Args: stubpy.Args()},
+		Runtime: instance.Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args()},
 		Events:  eng, Health: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	act.m = m
 	if err := m.Load(ctx, "add_sub", nil); err != nil {

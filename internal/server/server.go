@@ -123,7 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("cannot install the stub runtime: %w", err)
 	}
-	interp, runtimeErr := resolvePython(ctx, cfg.Python)
+	interp, runtimeErr := python.Resolve(ctx, cfg.Python)
 	if runtimeErr != nil {
 		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr)
 	} else {
