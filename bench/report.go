@@ -32,15 +32,10 @@ type row struct {
 type report struct {
 	w    io.Writer
 	rows []row
-	text []string
 }
 
 func (r *report) add(name string, d dist, extra string) {
 	r.rows = append(r.rows, row{name, d, extra})
-}
-
-func (r *report) note(format string, args ...any) {
-	r.text = append(r.text, fmt.Sprintf(format, args...))
 }
 
 func (r *report) print() {
@@ -49,9 +44,6 @@ func (r *report) print() {
 		fmt.Fprintf(r.w, "%-52s %7d %10s %10s %10s  %s\n", row.name, row.d.n, us(row.d.p50), us(row.d.p99), us(row.d.max), row.extra)
 	}
 	fmt.Fprintln(r.w)
-	for _, t := range r.text {
-		fmt.Fprintln(r.w, t)
-	}
 }
 
 func us(d time.Duration) string {

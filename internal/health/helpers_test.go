@@ -182,5 +182,3 @@ func actuatorCalls(acts []action) []string {
 	}
 	return out
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -206,16 +206,6 @@ func (i *Instance) Stop(ctx context.Context) {
 	i.post(health.Event{Kind: health.InstanceStopped})
 }
 
-// PID is the current process's id, or 0.
-func (i *Instance) PID() int {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.gen == nil || i.gen.exited {
-		return 0
-	}
-	return i.gen.proc.pid
-}
-
 func (i *Instance) post(ev health.Event) {
 	ev.Instance = i.cfg.Key
 	if ev.At.IsZero() {

@@ -46,10 +46,6 @@ type Task struct {
 	once     sync.Once
 }
 
-// Context is the context of the client's call; an instance may skip a task
-// whose context has ended.
-func (t *Task) Context() context.Context { return t.ctx }
-
 // Finish delivers the task's result. Only the first call counts.
 func (t *Task) Finish(resp *inference.Response, err error) {
 	t.once.Do(func() { t.done <- Result{resp, err} })

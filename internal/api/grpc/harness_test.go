@@ -14,7 +14,7 @@ import (
 	gogrpc "google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -226,7 +226,7 @@ type harness struct {
 	health   *fakeHealth
 	conn     *gogrpc.ClientConn
 	client   pb.GRPCInferenceServiceClient
-	hc       healthgrpc.HealthClient
+	hc       healthpb.HealthClient
 	serveErr chan error
 	stopOnce sync.Once
 }
@@ -255,7 +255,7 @@ func newHarness(t *testing.T, cfg Config, s *health.Snapshot) *harness {
 	}
 	h.conn = conn
 	h.client = pb.NewGRPCInferenceServiceClient(conn)
-	h.hc = healthgrpc.NewHealthClient(conn)
+	h.hc = healthpb.NewHealthClient(conn)
 
 	t.Cleanup(func() {
 		conn.Close()

@@ -5,7 +5,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	grpchealth "google.golang.org/grpc/health"
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -123,7 +122,7 @@ type healthService struct {
 }
 
 // Watch implements grpc.health.v1.Health.
-func (h *healthService) Watch(in *healthpb.HealthCheckRequest, stream healthgrpc.Health_WatchServer) error {
+func (h *healthService) Watch(in *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	stop := context.AfterFunc(h.stopping, cancel)
@@ -137,7 +136,7 @@ func (h *healthService) Watch(in *healthpb.HealthCheckRequest, stream healthgrpc
 
 // watchStream overrides a Watch stream's context.
 type watchStream struct {
-	healthgrpc.Health_WatchServer
+	healthpb.Health_WatchServer
 	ctx context.Context
 }
 

@@ -31,7 +31,6 @@ import (
 
 	gogrpc "google.golang.org/grpc"
 	grpchealth "google.golang.org/grpc/health"
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -149,7 +148,7 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 		statuses: make(map[string]healthpb.HealthCheckResponse_ServingStatus),
 	}
 	pb.RegisterGRPCInferenceServiceServer(s.srv, &inferenceService{s: s})
-	healthgrpc.RegisterHealthServer(s.srv, &healthService{Server: s.hs, stopping: stopping})
+	healthpb.RegisterHealthServer(s.srv, &healthService{Server: s.hs, stopping: stopping})
 	reflection.Register(s.srv)
 	s.syncHealth()
 	return s
