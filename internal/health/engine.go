@@ -129,6 +129,17 @@ func NewEngine(cfg EngineConfig) *Engine {
 	return e
 }
 
+// SetActuator sets the Actuator of an engine built before it (the model
+// manager needs the engine to be built, and acts for it). It must be called
+// before Start; later calls are ignored.
+func (e *Engine) SetActuator(a Actuator) {
+	e.lifeMu.Lock()
+	defer e.lifeMu.Unlock()
+	if !e.started && a != nil {
+		e.act = a
+	}
+}
+
 // Start starts the loop and the watchdog. They run until ctx is done or
 // Close is called. Start is a no-op after the first call or after Close.
 func (e *Engine) Start(ctx context.Context) {

@@ -549,3 +549,33 @@ func TestEngineSyncWaitsForPublishedEvents(t *testing.T) {
 		t.Fatal("Sync returned before the snapshot had the model")
 	}
 }
+
+// TestEngineSetActuator: an engine built without an Actuator acts through
+// the one set before Start; one set after Start is ignored.
+func TestEngineSetActuator(t *testing.T) {
+	f := newEngine(t, func(c *EngineConfig) { c.Actuator = nil })
+	f.e.SetActuator(f.act)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.e.Start(ctx)
+	late := newRecorder()
+	f.e.SetActuator(late)
+	p := DefaultPolicy()
+	f.e.Post(Event{Kind: ModelLoading, Instance: InstanceKey{Model: "m", Version: "1"}, Instances: []string{"m_0"}, Policy: &p, Expected: true})
+	f.e.Post(Event{Kind: InstanceSpawned, Instance: InstanceKey{Model: "m", Version: "1", Instance: "m_0"}, PID: 1})
+	f.e.Post(Event{Kind: InstanceInitialized, Instance: InstanceKey{Model: "m", Version: "1", Instance: "m_0"}, PID: 1})
+	if err := f.e.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-f.act.ch:
+		if c != "routable m_0" {
+			t.Errorf("first call %q, want routable m_0", c)
+		}
+	default:
+		t.Fatal("the Actuator set before Start was not called")
+	}
+	if len(late.ch) != 0 {
+		t.Error("an Actuator set after Start was called")
+	}
+}

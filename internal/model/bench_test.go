@@ -16,13 +16,6 @@ import (
 	stubpy "github.com/vigilhq/vigil/python"
 )
 
-// late lets the engine be built before the manager it acts on.
-type late struct{ m *Manager }
-
-func (l *late) SetRoutable(k health.InstanceKey, r bool) { l.m.SetRoutable(k, r) }
-func (l *late) Restart(k health.InstanceKey, r string)   { l.m.Restart(k, r) }
-func (l *late) Fail(k health.InstanceKey, r string)      { l.m.Fail(k, r) }
-
 // BenchmarkManagerInfer is the request path without a front end: request
 // validation, the queue, the instance worker and the stub. Compared with
 // internal/ipc's BenchmarkExecuteAddSub (the stub alone) it prices the
@@ -40,15 +33,14 @@ func BenchmarkManagerInfer(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	act := &late{}
-	eng := health.NewEngine(health.EngineConfig{Actuator: act, Strict: true, WatchdogInterval: -1})
+	eng := health.NewEngine(health.EngineConfig{Strict: true, WatchdogInterval: -1})
 	ctx := context.Background()
-	eng.Start(ctx)
-	defer eng.Close()
 	m := New(Config{RepoDir: "../../examples/models", Mode: ModeExplicit, Defaults: health.DefaultPolicy(),
 		Runtime: instance.Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args()},
 		Events:  eng, Health: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	act.m = m
+	eng.SetActuator(m)
+	eng.Start(ctx)
+	defer eng.Close()
 	if err := m.Load(ctx, "add_sub", nil); err != nil {
 		b.Fatal(err)
 	}

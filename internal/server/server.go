@@ -100,19 +100,13 @@ func Run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	act := &lateActuator{}
 	engine := health.NewEngine(health.EngineConfig{
-		Actuator:         act,
 		Logger:           log.With("component", "health"),
 		Registerer:       reg,
 		Strict:           cfg.StrictReadiness,
 		Escalate:         cfg.EscalateFailed,
 		WatchdogInterval: cfg.WatchdogInterval,
 	})
-	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopEngine()
-	engine.Start(engineCtx)
-	defer engine.Close()
 
 	stubDir, err := os.MkdirTemp("", "vigil-stub-")
 	if err != nil {
@@ -147,7 +141,11 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
 	})
-	act.set(mgr)
+	engine.SetActuator(mgr)
+	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEngine()
+	engine.Start(engineCtx)
+	defer engine.Close()
 
 	var metrics http.Handler
 	if cfg.Metrics {
@@ -296,40 +294,4 @@ func protocolExtensions() []string {
 
 func listen(host string, port int) (net.Listener, error) {
 	return net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-}
-
-// lateActuator lets the engine be built before the manager it acts on.
-type lateActuator struct {
-	mu sync.RWMutex
-	m  *model.Manager
-}
-
-func (a *lateActuator) set(m *model.Manager) {
-	a.mu.Lock()
-	a.m = m
-	a.mu.Unlock()
-}
-
-func (a *lateActuator) get() *model.Manager {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.m
-}
-
-func (a *lateActuator) SetRoutable(k health.InstanceKey, r bool) {
-	if m := a.get(); m != nil {
-		m.SetRoutable(k, r)
-	}
-}
-
-func (a *lateActuator) Restart(k health.InstanceKey, reason string) {
-	if m := a.get(); m != nil {
-		m.Restart(k, reason)
-	}
-}
-
-func (a *lateActuator) Fail(k health.InstanceKey, reason string) {
-	if m := a.get(); m != nil {
-		m.Fail(k, reason)
-	}
 }
