@@ -16,20 +16,8 @@ import (
 // requests flow: the new code takes over, every request is answered 200,
 // and readiness never drops.
 func TestPollModeReloadsWithoutDroppingTraffic(t *testing.T) {
-	s := start(t, copyModels(t, "echo"), "--model-control-mode", "poll", "--repository-poll-interval", "200ms")
-	s.waitReady(30 * time.Second)
-	stop := make(chan struct{})
-	sent, result := steadyLoad(t, s, stop)
-	eventually(t, 10*time.Second, "load running", func() bool { return sent.Load() > 20 })
-
-	// New code: the output is twice the input.
-	model := filepath.Join(s.Repo, "echo", "1", "model.py")
-	src, _ := os.ReadFile(model)
-	changed := strings.Replace(string(src), `.as_numpy())])`, `.as_numpy() * 2)])`, 1)
-	if changed == string(src) {
-		t.Fatal("could not rewrite the model")
-	}
-	if err := os.WriteFile(model, []byte(changed), 0o644); err != nil {
+	s, finish := underPollLoad(t, "the reload")
+	if err := os.WriteFile(filepath.Join(s.Repo, "echo", "1", "model.py"), doubledEcho(t, s), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "the new code serves", func() bool {
@@ -38,15 +26,45 @@ func TestPollModeReloadsWithoutDroppingTraffic(t *testing.T) {
 	eventually(t, 10*time.Second, "old instances removed", func() bool {
 		return len(s.stubPIDs("echo")) == 1
 	})
-	close(stop)
-	bad, notReady := result()
-	if len(bad) > 0 {
-		t.Errorf("%d of %d requests failed during the reload, e.g. %s", len(bad), sent.Load(), bad[0])
+	finish()
+}
+
+// underPollLoad starts a poll-mode server on the echo model with steady
+// traffic running. finish stops the traffic and fails the test if any
+// request failed or readiness dropped during what.
+func underPollLoad(t *testing.T, what string) (s *server, finish func()) {
+	t.Helper()
+	s = start(t, copyModels(t, "echo"), "--model-control-mode", "poll", "--repository-poll-interval", "200ms")
+	s.waitReady(30 * time.Second)
+	stop := make(chan struct{})
+	sent, result := steadyLoad(t, s, stop)
+	eventually(t, 10*time.Second, "load running", func() bool { return sent.Load() > 20 })
+	return s, func() {
+		t.Helper()
+		close(stop)
+		bad, notReady := result()
+		if len(bad) > 0 {
+			t.Errorf("%d of %d requests failed during %s, e.g. %s", len(bad), sent.Load(), what, bad[0])
+		}
+		if notReady > 0 {
+			t.Errorf("readiness dropped %d times during %s", notReady, what)
+		}
+		t.Logf("%d requests during %s", sent.Load(), what)
 	}
-	if notReady > 0 {
-		t.Errorf("readiness dropped %d times during the reload", notReady)
+}
+
+// doubledEcho is the echo model's code changed to return twice its input.
+func doubledEcho(t *testing.T, s *server) []byte {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(s.Repo, "echo", "1", "model.py"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%d requests during the reload, all answered", sent.Load())
+	changed := strings.Replace(string(src), `.as_numpy())])`, `.as_numpy() * 2)])`, 1)
+	if changed == string(src) {
+		t.Fatal("could not rewrite the model")
+	}
+	return []byte(changed)
 }
 
 // TestPollModeKeepsServingThroughABrokenEdit breaks a serving model's
@@ -135,19 +153,11 @@ func steadyLoad(t *testing.T, s *server, stop <-chan struct{}) (sent *atomic.Int
 // requests flow: the latest-version policy moves traffic to it, version 1
 // unloads afterwards, and no request fails.
 func TestPollModeSwitchesVersionsWithoutDroppingTraffic(t *testing.T) {
-	s := start(t, copyModels(t, "echo"), "--model-control-mode", "poll", "--repository-poll-interval", "200ms")
-	s.waitReady(30 * time.Second)
-	stop := make(chan struct{})
-	sent, result := steadyLoad(t, s, stop)
-	eventually(t, 10*time.Second, "load running", func() bool { return sent.Load() > 20 })
-
-	v1 := filepath.Join(s.Repo, "echo", "1", "model.py")
-	src, _ := os.ReadFile(v1)
-	v2 := strings.Replace(string(src), `.as_numpy())])`, `.as_numpy() * 2)])`, 1)
+	s, finish := underPollLoad(t, "the switch")
 	if err := os.MkdirAll(filepath.Join(s.Repo, "echo", "2"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(s.Repo, "echo", "2", "model.py"), []byte(v2), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(s.Repo, "echo", "2", "model.py"), doubledEcho(t, s), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "version 2 serves", func() bool {
@@ -157,14 +167,7 @@ func TestPollModeSwitchesVersionsWithoutDroppingTraffic(t *testing.T) {
 	eventually(t, 10*time.Second, "version 1 unloaded", func() bool {
 		return strings.Contains(string(s.post("/v2/repository/index", "").Body), `"version":"1","state":"UNAVAILABLE"`)
 	})
-	close(stop)
-	bad, notReady := result()
-	if len(bad) > 0 {
-		t.Errorf("%d of %d requests failed during the switch, e.g. %s", len(bad), sent.Load(), bad[0])
-	}
-	if notReady > 0 {
-		t.Errorf("readiness dropped %d times during the switch", notReady)
-	}
+	finish()
 }
 
 // TestFixedConfigAfterAFailedLoadClearsTheError loads a model whose

@@ -21,7 +21,9 @@ import (
 // must get a complete 200, a request still executing when the listeners close
 // must finish, and no stub may outlive the server.
 func TestDrainUnderLoadAnswersEveryRequest(t *testing.T) {
-	const drainDelay = 1500 * time.Millisecond
+	// The slow request below (0.9 s, sent as readiness fails) outlasts the
+	// drain delay, so it is executing when the listeners close.
+	const drainDelay = 600 * time.Millisecond
 	s := start(t, copyModels(t, "add_sub", "sleepy"), "--drain-delay", drainDelay.String(), "--shutdown-timeout", "10s")
 	s.waitReady(30 * time.Second)
 	pids := append(s.stubPIDs("add_sub"), s.stubPIDs("sleepy")...)
@@ -78,8 +80,8 @@ func TestDrainUnderLoadAnswersEveryRequest(t *testing.T) {
 	}
 	// A slow request that is still executing when the listeners close.
 	slow := make(chan response, 1)
+	var slowDone atomic.Int64
 	go func() {
-		time.Sleep(drainDelay - 500*time.Millisecond)
 		resp, err := c.Post(s.HTTP+"/v2/models/sleepy/infer", "application/json", strings.NewReader(echoBody(0.9)))
 		if err != nil {
 			slow <- response{Status: -1, Body: []byte(err.Error())}
@@ -87,6 +89,7 @@ func TestDrainUnderLoadAnswersEveryRequest(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		slowDone.Store(time.Now().UnixNano())
 		slow <- response{Status: resp.StatusCode, Body: b}
 	}()
 	select {
@@ -95,8 +98,12 @@ func TestDrainUnderLoadAnswersEveryRequest(t *testing.T) {
 		t.Fatal("server did not exit")
 	}
 	wg.Wait()
-	if r := <-slow; r.Status != 200 {
+	r := <-slow
+	if r.Status != 200 {
 		t.Errorf("request executing when the listeners closed: %d %s", r.Status, r.Body)
+	}
+	if answered := time.Duration(slowDone.Load() - signalledAt.Load()); r.Status == 200 && answered < drainDelay {
+		t.Errorf("the slow request was answered %s after SIGTERM, before the listeners closed at %s: it did not span the close", answered, drainDelay)
 	}
 	if s.exitErr != nil {
 		t.Errorf("exit status: %v, want 0", s.exitErr)
