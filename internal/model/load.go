@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"reflect"
 	"strconv"
 	"sync"
@@ -110,7 +112,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	}
 
 	if err := m.startAll(ctx, versions); err != nil {
-		m.stopFailedLoad(context.WithoutCancel(ctx), versions)
+		m.retire(context.WithoutCancel(ctx), maps.Values(versions))
 		for key, v := range versions {
 			if fresh[key] {
 				m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(),
@@ -151,7 +153,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 			deselected[key] = ov
 		}
 	}
-	m.stopFailedLoad(context.WithoutCancel(ctx), replaced)
+	m.retire(context.WithoutCancel(ctx), maps.Values(replaced))
 	m.forget(replaced)
 	if len(deselected) > 0 {
 		m.stopVersions(context.WithoutCancel(ctx), deselected, "unloaded: no longer selected by the version policy")
@@ -291,7 +293,6 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 
 // stopVersions takes versions out of service and stops their instances.
 func (m *Manager) stopVersions(ctx context.Context, vs map[string]*version, reason string) {
-	var wg sync.WaitGroup
 	for _, v := range vs {
 		// Close the queue before the engine takes the instances out of
 		// traffic, so that late requests are retried on a replacement
@@ -299,23 +300,20 @@ func (m *Manager) stopVersions(ctx context.Context, vs map[string]*version, reas
 		v.close()
 		m.cfg.Events.Post(health.Event{Kind: health.ModelUnloading, At: time.Now(),
 			Instance: health.InstanceKey{Model: v.key.Model, Version: v.key.Version}, Reason: reason})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			v.stop(ctx)
-			m.unregister(v)
-			m.cfg.Events.Post(health.Event{Kind: health.ModelUnloaded, At: time.Now(),
-				Instance: health.InstanceKey{Model: v.key.Model, Version: v.key.Version}, Reason: reason})
-		}()
 	}
-	wg.Wait()
+	m.retire(ctx, maps.Values(vs))
+	for _, v := range vs {
+		m.cfg.Events.Post(health.Event{Kind: health.ModelUnloaded, At: time.Now(),
+			Instance: health.InstanceKey{Model: v.key.Model, Version: v.key.Version}, Reason: reason})
+	}
 }
 
-// stopFailedLoad stops the instances of versions whose load failed; their
-// lifecycle ends in ModelLoadFailed, not in an unload.
-func (m *Manager) stopFailedLoad(ctx context.Context, vs map[string]*version) {
+// retire stops the instances of versions, in parallel, and drops them from
+// the health engine's reach. It posts no lifecycle event: the caller says
+// what the end means (an unload, a failed load, a replacement).
+func (m *Manager) retire(ctx context.Context, vs iter.Seq[*version]) {
 	var wg sync.WaitGroup
-	for _, v := range vs {
+	for v := range vs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -332,12 +330,12 @@ func (v *version) setServing(serving bool) {
 	v.mu.Unlock()
 }
 
-// drain waits, within ctx and at most drainLimit, until the version's
+// drain waits, within ctx and at most the drain timeout, until the version's
 // queue is empty: requests that reached it before traffic moved on are
 // served by its own instances. Requests that arrive after it closes are
 // retried on the version that replaced it.
 func (v *version) drain(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, drainLimit)
+	ctx, cancel := context.WithTimeout(ctx, v.drainTimeout)
 	defer cancel()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
@@ -349,9 +347,6 @@ func (v *version) drain(ctx context.Context) {
 		}
 	}
 }
-
-// drainLimit bounds how long a replaced version serves its queue.
-const drainLimit = 30 * time.Second
 
 // errReplaced closes the queue of a version a reload replaced.
 var errReplaced = errors.New("model version was replaced by a reload")

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -255,22 +256,14 @@ func (m *Manager) Close(ctx context.Context) {
 		m.log.Warn("loads still stopping at shutdown")
 	}
 	m.mu.Lock()
-	var all []map[string]*version
+	var all []*version
 	for _, e := range m.models {
-		all = append(all, e.versions)
-	}
-	m.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, vs := range all {
-		for _, v := range vs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				v.stop(ctx)
-			}()
+		for _, v := range e.versions {
+			all = append(all, v)
 		}
 	}
-	wg.Wait()
+	m.mu.Unlock()
+	m.retire(ctx, slices.Values(all))
 }
 
 func (m *Manager) lookup(name string) *entry {
