@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -306,29 +305,16 @@ func (m *Manager) resolve(name, ver string) (*version, error) {
 		}
 		return v, nil
 	}
-	var all []*version
+	// The highest version with a routable instance, else the highest.
+	var best *version
+	bestRoutable := false
 	for _, v := range e.versions {
-		all = append(all, v)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].number > all[j].number })
-	for _, v := range all {
-		if v.routableCount() > 0 {
-			return v, nil
+		routable := v.queue.Routable() > 0
+		if best == nil || routable && !bestRoutable || routable == bestRoutable && v.number > best.number {
+			best, bestRoutable = v, routable
 		}
 	}
-	return all[0], nil
-}
-
-func (v *version) routableCount() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	n := 0
-	for _, r := range v.routable {
-		if r {
-			n++
-		}
-	}
-	return n
+	return best, nil
 }
 
 // inflight counts operations under way; unlike a WaitGroup, it may be

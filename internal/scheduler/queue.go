@@ -275,6 +275,13 @@ func batchSize(batch []*Task) int {
 	return n
 }
 
+// Routable is the number of instances that can take work.
+func (q *Queue) Routable() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.routable
+}
+
 // Len is the number of waiting requests.
 func (q *Queue) Len() int {
 	q.mu.Lock()
