@@ -1,7 +1,8 @@
 // Package instance supervises one model instance: a Python stub process
 // that it spawns, reaps, checks and restarts on the health engine's word,
 // and a worker that pulls batches from the model's queue while the instance
-// is routable.
+// is routable. While the worker is idle, the queue may run a request on the
+// instance from the submitting goroutine instead (see scheduler.Queue).
 //
 // Each start of the process is a generation. A generation's goroutines (the
 // reaper, the heartbeat and the hook loop) end with it; the worker lives as
@@ -31,9 +32,11 @@ type Sink interface {
 	Post(ev health.Event)
 }
 
-// Source hands out batches of work; a scheduler.Queue.
+// Source hands out batches of work; a scheduler.Queue. While the worker
+// waits in Next, the source may run requests on the instance itself
+// through run.
 type Source interface {
-	Next(ctx context.Context) ([]*scheduler.Task, error)
+	Next(ctx context.Context, run func([]*scheduler.Task)) ([]*scheduler.Task, error)
 }
 
 // Config describes one instance.
@@ -339,7 +342,8 @@ func (i *Instance) refreshLocked() {
 }
 
 // work is the instance's worker: while routable, it takes batches from the
-// queue and executes them on the current process.
+// queue and executes them on the current process, and lets the queue run
+// requests on that process directly while it waits.
 func (i *Instance) work() {
 	defer i.wg.Done()
 	defer close(i.worker)
@@ -355,7 +359,7 @@ func (i *Instance) work() {
 				continue
 			}
 		}
-		batch, err := i.cfg.Queue.Next(session)
+		batch, err := i.cfg.Queue.Next(session, func(b []*scheduler.Task) { i.execute(g, b) })
 		if err != nil {
 			if i.ctx.Err() != nil {
 				return

@@ -52,6 +52,13 @@ func (t *Task) Finish(resp *inference.Response, err error) {
 }
 
 // Queue is one model version's queue.
+//
+// A request reaches an instance in one of two ways. When a worker is idle
+// and nothing is queued, Submit claims that worker and runs the request on
+// its instance from the submitting goroutine: the worker goroutine stays
+// parked, and the request costs no goroutine hand-offs. Otherwise the
+// request is queued and exactly one idle worker, if any, is woken to take
+// it; busy workers take queued work as they finish.
 type Queue struct {
 	name     string
 	batching Batching
@@ -59,16 +66,35 @@ type Queue struct {
 
 	mu       sync.Mutex
 	tasks    []*Task
-	idle     int // workers waiting in Next for work
+	idle     []*waiter // workers waiting in Next, most recently idle last
 	routable int
 	closed   error
-	wake     chan struct{} // closed and replaced whenever tasks arrive
+	filling  int           // workers in fill, waiting for more requests
+	more     chan struct{} // closed and replaced when requests arrive while filling
+}
+
+// A waiter is one worker waiting in Next.
+type waiter struct {
+	ctx  context.Context
+	run  func([]*Task) // runs a batch on the worker's instance; nil: no direct runs
+	wake chan struct{} // buffered 1
+	// Guarded by Queue.mu.
+	idle    bool // in Queue.idle
+	claimed bool // Submit is running a request on its instance
+	leaving bool // Next returns as soon as the claim ends
+}
+
+func (w *waiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 }
 
 // NewQueue returns the queue of the model version called name (used in
 // messages), recording statistics into stats.
 func NewQueue(name string, b Batching, stats *Stats) *Queue {
-	return &Queue{name: name, batching: b, stats: stats, wake: make(chan struct{})}
+	return &Queue{name: name, batching: b, stats: stats, more: make(chan struct{})}
 }
 
 // SetRoutable tells the queue how many instances can take work. When it
@@ -93,16 +119,20 @@ func (q *Queue) Close(err error) {
 	q.closed = err
 	failed := q.tasks
 	q.tasks = nil
-	close(q.wake)
-	q.wake = make(chan struct{})
+	for _, w := range q.idle {
+		w.idle = false
+		w.signal()
+	}
+	q.idle = nil
 	q.mu.Unlock()
 	for _, t := range failed {
 		t.Finish(nil, err)
 	}
 }
 
-// Submit queues req and waits for its result or for ctx to end. size is the
-// request's batch dimension (1 for models that do not batch).
+// Submit runs req on an instance and waits for its result or for ctx to
+// end. size is the request's batch dimension (1 for models that do not
+// batch).
 func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*inference.Response, error) {
 	t := &Task{Req: req, ctx: ctx, size: size, enqueued: time.Now(), done: make(chan Result, 1)}
 	q.mu.Lock()
@@ -119,10 +149,14 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 		return nil, &apierr.Error{Code: apierr.ResourceExhausted, RetryAfter: time.Second,
 			Msg: "model " + q.name + " has too many queued requests"}
 	}
-	q.tasks = append(q.tasks, t)
-	close(q.wake)
-	q.wake = make(chan struct{})
-	q.mu.Unlock()
+	if w := q.claimLocked(ctx, size); w != nil {
+		q.mu.Unlock()
+		q.runDirect(w, t)
+	} else {
+		q.tasks = append(q.tasks, t)
+		q.dispatchLocked()
+		q.mu.Unlock()
+	}
 
 	select {
 	case r := <-t.done:
@@ -140,55 +174,144 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 	}
 }
 
-// Next blocks until it can hand out a batch or ctx ends. Tasks whose client
-// has gone are dropped on the way. A worker counts as idle from the moment
-// it finds nothing to do until it takes a batch.
-func (q *Queue) Next(ctx context.Context) ([]*Task, error) {
-	idle := false
-	q.mu.Lock()
+// claimLocked returns the idle worker that a request of the given size may
+// run on directly, marked claimed, or nil when the request must queue:
+// something is queued already (it goes first), no worker is idle, the
+// request has a deadline (a queued request can give up at its deadline
+// while its batch runs on; a request run directly cannot), or the only idle
+// worker would hold the request back to gather a dynamic batch.
+func (q *Queue) claimLocked(ctx context.Context, size int) *waiter {
+	n := len(q.idle)
+	if len(q.tasks) > 0 || n == 0 {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); ok {
+		return nil
+	}
+	if q.batching.Dynamic && q.batching.MaxDelay > 0 && size < q.batching.MaxBatchSize && n < 2 {
+		return nil
+	}
+	w := q.idle[n-1]
+	if w.run == nil || w.ctx.Err() != nil {
+		return nil
+	}
+	q.idle = q.idle[:n-1]
+	w.idle = false
+	w.claimed = true
+	return w
+}
+
+// runDirect runs t alone on w's instance, then hands w back: to the idle
+// list, or awake if work queued up meanwhile or its Next is leaving.
+func (q *Queue) runDirect(w *waiter, t *Task) {
 	defer func() {
-		if idle {
-			q.idle--
+		q.mu.Lock()
+		w.claimed = false
+		if w.leaving || len(q.tasks) > 0 || q.closed != nil {
+			w.signal()
+		} else {
+			w.idle = true
+			q.idle = append(q.idle, w)
 		}
 		q.mu.Unlock()
 	}()
+	t.started = time.Now()
+	w.run([]*Task{t})
+}
+
+// dispatchLocked wakes one idle worker for queued work, and any worker
+// gathering a batch.
+func (q *Queue) dispatchLocked() {
+	if len(q.tasks) == 0 {
+		return
+	}
+	if q.filling > 0 {
+		close(q.more)
+		q.more = make(chan struct{})
+	}
+	if n := len(q.idle); n > 0 {
+		w := q.idle[n-1]
+		q.idle = q.idle[:n-1]
+		w.idle = false
+		w.signal()
+	}
+}
+
+// unidleLocked takes w off the idle list.
+func (q *Queue) unidleLocked(w *waiter) {
+	if !w.idle {
+		return
+	}
+	w.idle = false
+	for k, x := range q.idle {
+		if x == w {
+			q.idle = append(q.idle[:k], q.idle[k+1:]...)
+			break
+		}
+	}
+}
+
+// Next blocks until it can hand out a batch or ctx ends. Tasks whose client
+// has gone are dropped on the way. A worker counts as idle from the moment
+// it finds nothing to do until it takes a batch. While it is idle, Submit
+// may run requests through run, one at a time, on the submitting
+// goroutines; Next does not return while such a run is in progress. run may
+// be nil.
+func (q *Queue) Next(ctx context.Context, run func([]*Task)) ([]*Task, error) {
+	w := &waiter{ctx: ctx, run: run, wake: make(chan struct{}, 1)}
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	for {
-		if q.closed != nil {
-			return nil, q.closed
-		}
-		q.dropCancelledLocked()
-		if len(q.tasks) > 0 {
-			if idle {
-				q.idle--
-				idle = false
+		if !w.claimed {
+			if q.closed != nil {
+				q.unidleLocked(w)
+				return nil, q.closed
 			}
-			batch := q.takeLocked()
-			if q.batching.Dynamic && q.batching.MaxDelay > 0 && batchSize(batch) < q.batching.MaxBatchSize {
-				q.mu.Unlock()
-				batch = q.fill(ctx, batch)
-				q.mu.Lock()
+			q.dropCancelledLocked()
+			if len(q.tasks) > 0 {
+				q.unidleLocked(w)
+				return q.batchLocked(ctx), nil
 			}
-			now := time.Now()
-			for _, t := range batch {
-				t.started = now
+			if !w.idle {
+				w.idle = true
+				q.idle = append(q.idle, w)
 			}
-			return batch, nil
 		}
-		if !idle {
-			q.idle++
-			idle = true
-		}
-		wake := q.wake
 		q.mu.Unlock()
 		select {
 		case <-ctx.Done():
-		case <-wake:
+		case <-w.wake:
 		}
 		q.mu.Lock()
 		if ctx.Err() != nil {
+			for w.claimed {
+				w.leaving = true
+				q.mu.Unlock()
+				<-w.wake
+				q.mu.Lock()
+			}
+			q.unidleLocked(w)
+			// A wake-up meant for this worker goes to another.
+			q.dispatchLocked()
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// batchLocked takes the next batch, waiting (unlocked) to fill it when
+// dynamic batching asks for that.
+func (q *Queue) batchLocked(ctx context.Context) []*Task {
+	batch := q.takeLocked()
+	if q.batching.Dynamic && q.batching.MaxDelay > 0 && batchSize(batch) < q.batching.MaxBatchSize {
+		q.mu.Unlock()
+		batch = q.fill(ctx, batch)
+		q.mu.Lock()
+	}
+	now := time.Now()
+	for _, t := range batch {
+		t.started = now
+	}
+	return batch
 }
 
 // fill waits up to MaxDelay for more requests to join batch. It does not
@@ -204,17 +327,25 @@ func (q *Queue) fill(ctx context.Context, batch []*Task) []*Task {
 			q.mu.Unlock()
 			continue
 		}
-		if q.idle > 0 {
+		if len(q.idle) > 0 {
 			q.mu.Unlock()
 			return batch
 		}
-		wake := q.wake
+		more := q.more
+		q.filling++
 		q.mu.Unlock()
+		var stop bool
 		select {
-		case <-wake:
+		case <-more:
 		case <-deadline.C:
-			return batch
+			stop = true
 		case <-ctx.Done():
+			stop = true
+		}
+		q.mu.Lock()
+		q.filling--
+		q.mu.Unlock()
+		if stop {
 			return batch
 		}
 	}

@@ -61,7 +61,7 @@ func TestNextHandsOutOneRequestAndFinishDelivers(t *testing.T) {
 	q := NewQueue("m", Batching{}, stats)
 	q.SetRoutable(1)
 	done := submit(ctx, q, "a", 1)
-	batch, err := q.Next(ctx)
+	batch, err := q.Next(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,14 +100,14 @@ func TestDynamicBatchingGathersUpToMaxBatchSize(t *testing.T) {
 		outs = append(outs, submit(ctx, q, string(rune('a'+i)), size))
 		waitLen(t, q, i+1)
 	}
-	batch, err := q.Next(ctx)
+	batch, err := q.Next(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := len(batch), 2; got != want {
 		t.Fatalf("batch of %d requests, want %d (sizes 2+1 fit in 4, +2 does not)", got, want)
 	}
-	rest, err := q.Next(ctx)
+	rest, err := q.Next(ctx, nil)
 	if err != nil || len(rest) != 1 {
 		t.Fatalf("second batch %v, %v", rest, err)
 	}
@@ -129,7 +129,7 @@ func TestDynamicBatchingWaitsForMoreWithinDelay(t *testing.T) {
 	waitLen(t, q, 1)
 	got := make(chan []*Task, 1)
 	go func() {
-		b, _ := q.Next(ctx)
+		b, _ := q.Next(ctx, nil)
 		got <- b
 	}()
 	waitLen(t, q, 0)
@@ -160,7 +160,7 @@ func TestCancelledRequestsAreSkipped(t *testing.T) {
 	}
 	kept := submit(ctx, q, "kept", 1)
 	waitLen(t, q, 2)
-	batch, err := q.Next(ctx)
+	batch, err := q.Next(ctx, nil)
 	if err != nil || batch[0].Req.ID != "kept" {
 		t.Fatalf("batch %v err %v, want the live request", batch, err)
 	}
@@ -207,7 +207,7 @@ func TestCloseFailsWaitingAndNewRequests(t *testing.T) {
 	if _, err := q.Submit(ctx, &inference.Request{}, 1); !errors.Is(err, closed) {
 		t.Fatalf("err %v", err)
 	}
-	if _, err := q.Next(ctx); !errors.Is(err, closed) {
+	if _, err := q.Next(ctx, nil); !errors.Is(err, closed) {
 		t.Fatalf("next err %v", err)
 	}
 }
@@ -221,7 +221,7 @@ func TestDynamicBatchingDoesNotWaitWhileAnotherWorkerIsIdle(t *testing.T) {
 	batches := make(chan []*Task, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
-			if b, err := q.Next(wctx); err == nil {
+			if b, err := q.Next(wctx, nil); err == nil {
 				batches <- b
 			}
 		}()
@@ -229,7 +229,7 @@ func TestDynamicBatchingDoesNotWaitWhileAnotherWorkerIsIdle(t *testing.T) {
 	deadline := time.Now().Add(testTimeout)
 	for {
 		q.mu.Lock()
-		n := q.idle
+		n := len(q.idle)
 		q.mu.Unlock()
 		if n == 2 {
 			break
@@ -249,4 +249,201 @@ func TestDynamicBatchingDoesNotWaitWhileAnotherWorkerIsIdle(t *testing.T) {
 		t.Fatal("batch held back although another worker was idle")
 	}
 	<-done
+}
+
+// directCtx is a request context without a deadline: requests with one
+// are never run directly.
+func directCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// idleWorker runs Next in a goroutine with run as its direct runner and
+// waits until the worker is idle. Batches Next hands out arrive on the
+// returned channel.
+func idleWorker(t *testing.T, ctx context.Context, q *Queue, run func([]*Task)) <-chan []*Task {
+	t.Helper()
+	q.mu.Lock()
+	before := len(q.idle)
+	q.mu.Unlock()
+	batches := make(chan []*Task, 1)
+	go func() {
+		b, err := q.Next(ctx, run)
+		if err != nil {
+			close(batches)
+			return
+		}
+		batches <- b
+	}()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		q.mu.Lock()
+		n := len(q.idle)
+		q.mu.Unlock()
+		if n > before {
+			return batches
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker not idle")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestSubmitRunsDirectlyOnAnIdleWorker(t *testing.T) {
+	ctx := testCtx(t)
+	stats := &Stats{}
+	q := NewQueue("m", Batching{}, stats)
+	q.SetRoutable(1)
+	var ran []string
+	batches := idleWorker(t, ctx, q, func(b []*Task) {
+		for _, task := range b {
+			ran = append(ran, task.Req.ID)
+			task.Finish(&inference.Response{ID: task.Req.ID}, nil)
+		}
+	})
+	for _, id := range []string{"a", "b"} {
+		resp, err := q.Submit(directCtx(t), &inference.Request{ID: id}, 1)
+		if err != nil || resp.ID != id {
+			t.Fatalf("Submit %s = %v, %v", id, resp, err)
+		}
+	}
+	if len(ran) != 2 {
+		t.Fatalf("direct runs %v, want a and b", ran)
+	}
+	select {
+	case b := <-batches:
+		t.Fatalf("Next handed out %d tasks; the requests should have run directly", len(b))
+	default:
+	}
+	q.mu.Lock()
+	idle := len(q.idle)
+	q.mu.Unlock()
+	if idle != 1 {
+		t.Fatalf("%d idle workers after direct runs, want 1", idle)
+	}
+	if c := stats.Snapshot(); c.Success.Count != 2 || c.ComputeInfer.Count != 2 {
+		t.Fatalf("stats %+v", c)
+	}
+}
+
+func TestRequestQueuedDuringADirectRunGoesToThatWorkerAfterwards(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	started, release := make(chan struct{}), make(chan struct{})
+	batches := idleWorker(t, ctx, q, func(b []*Task) {
+		close(started)
+		<-release
+		b[0].Finish(&inference.Response{}, nil)
+	})
+	first := submit(directCtx(t), q, "a", 1)
+	<-started
+	second := submit(directCtx(t), q, "b", 1)
+	waitLen(t, q, 1) // the only worker is claimed: b queues
+	close(release)
+	if o := <-first; o.err != nil {
+		t.Fatal(o.err)
+	}
+	b := <-batches
+	if len(b) != 1 || b[0].Req.ID != "b" {
+		t.Fatalf("Next handed out %v, want b", b)
+	}
+	b[0].Finish(&inference.Response{}, nil)
+	if o := <-second; o.err != nil {
+		t.Fatal(o.err)
+	}
+}
+
+func TestNextDoesNotReturnDuringADirectRun(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	wctx, stopWorker := context.WithCancel(ctx)
+	started, release := make(chan struct{}), make(chan struct{})
+	batches := idleWorker(t, wctx, q, func(b []*Task) {
+		close(started)
+		<-release
+		b[0].Finish(&inference.Response{}, nil)
+	})
+	done := submit(directCtx(t), q, "a", 1)
+	<-started
+	stopWorker()
+	// The instance is still executing a: Next must not let its worker
+	// move on (to a restarted process, say) before the run ends.
+	select {
+	case <-batches:
+		t.Fatal("Next returned while a direct run was in progress")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	if _, ok := <-batches; ok {
+		t.Fatal("Next handed out a batch after its context ended")
+	}
+	if o := <-done; o.err != nil {
+		t.Fatal(o.err)
+	}
+}
+
+func TestRequestsThatMustWaitAreQueuedNotRunDirectly(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		batching Batching
+		ctx      func(context.Context) (context.Context, context.CancelFunc)
+	}{
+		{"deadline", Batching{}, func(c context.Context) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(c, time.Hour)
+		}},
+		{"one idle worker gathering a dynamic batch", Batching{MaxBatchSize: 4, Dynamic: true, MaxDelay: time.Millisecond},
+			func(c context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(c) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			q := NewQueue("m", tc.batching, &Stats{})
+			q.SetRoutable(1)
+			batches := idleWorker(t, ctx, q, func([]*Task) { t.Error("request ran directly") })
+			rctx, cancel := tc.ctx(directCtx(t))
+			defer cancel()
+			done := submit(rctx, q, "a", 1)
+			b := <-batches
+			if len(b) != 1 || b[0].Req.ID != "a" {
+				t.Fatalf("Next handed out %v", b)
+			}
+			b[0].Finish(&inference.Response{}, nil)
+			if o := <-done; o.err != nil {
+				t.Fatal(o.err)
+			}
+		})
+	}
+}
+
+func TestQueuedRequestWakesOneIdleWorker(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(2)
+	first := idleWorker(t, ctx, q, nil)
+	second := idleWorker(t, ctx, q, nil)
+	done := submit(ctx, q, "a", 1) // no direct runner: queued
+	var b []*Task
+	var other <-chan []*Task
+	select {
+	case b = <-first:
+		other = second
+	case b = <-second:
+		other = first
+	}
+	b[0].Finish(&inference.Response{}, nil)
+	<-done
+	select {
+	case <-other:
+		t.Fatal("the second worker was woken and handed a batch")
+	default:
+	}
+	q.mu.Lock()
+	idle := len(q.idle)
+	q.mu.Unlock()
+	if idle != 1 {
+		t.Fatalf("%d idle workers, want the one that was not woken", idle)
+	}
 }
