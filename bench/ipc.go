@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/instance"
@@ -16,56 +15,57 @@ import (
 	stubpy "github.com/vigilhq/vigil/python"
 )
 
-type ipcFigures struct{ ping, exec dist }
+// ipcFigures are the stub's own figures, and a stub kept running so that
+// later measurements can time its execute in their own rounds.
+type ipcFigures struct {
+	ping, exec dist
+	execute    call
+	close      func()
+}
 
 // measureIPC talks to one add_sub stub directly, with no server between.
-func measureIPC(ctx context.Context, python string, n int) (ipcFigures, error) {
+func measureIPC(ctx context.Context, python string, n int) (_ ipcFigures, err error) {
 	dir, err := os.MkdirTemp("", "vigil-bench-stub-")
 	if err != nil {
 		return ipcFigures{}, err
 	}
-	defer os.RemoveAll(dir)
 	pp, err := stubpy.Install(dir)
 	if err != nil {
+		os.RemoveAll(dir)
 		return ipcFigures{}, err
 	}
-	stub, err := instance.StartStub(instance.Runtime{Python: python, PythonPath: pp, Args: stubpy.Args()}, discardLogger())
+	stub, err := instance.StartStub(instance.Runtime{Python: python, PythonPath: pp, Args: stubpy.Args(0)}, discardLogger())
 	if err != nil {
+		os.RemoveAll(dir)
 		return ipcFigures{}, err
 	}
-	defer stub.Close()
+	f := ipcFigures{close: func() {
+		stub.Close()
+		os.RemoveAll(dir)
+	}}
+	defer func() {
+		if err != nil {
+			f.close()
+		}
+	}()
 	c := stub.Client()
 	modelDir, _ := filepath.Abs("examples/models/add_sub")
 	cfg := `{"name":"add_sub","output":[{"name":"OUTPUT0","data_type":"TYPE_FP32"},{"name":"OUTPUT1","data_type":"TYPE_FP32"}]}`
 	if _, err := c.Init(ctx, ipc.InitArgs{ModelFile: filepath.Join(modelDir, "1", "model.py"), ModelName: "add_sub",
 		ModelVersion: "1", ModelRepository: modelDir, InstanceName: "bench", InstanceKind: "CPU", ModelConfigJSON: cfg}); err != nil {
-		return ipcFigures{}, fmt.Errorf("initialize add_sub: %w", err)
+		return f, fmt.Errorf("initialize add_sub: %w", err)
 	}
-	var f ipcFigures
-	pings := make([]time.Duration, 0, n)
-	for i := 0; i < n+200; i++ {
-		t0 := time.Now()
-		if err := c.Ping(ctx); err != nil {
-			return f, err
-		}
-		if i >= 200 { // warm-up
-			pings = append(pings, time.Since(t0))
-		}
-	}
-	f.ping = summarize(pings)
 	req := &inference.Request{Model: "add_sub", Version: "1", Inputs: []tensor.Tensor{
 		fp32("INPUT0", 1), fp32("INPUT1", 2)}}
-	execs := make([]time.Duration, 0, n)
-	for i := 0; i < n+200; i++ {
-		t0 := time.Now()
-		if _, err := c.Execute(ctx, []*inference.Request{req}); err != nil {
-			return f, err
-		}
-		if i >= 200 {
-			execs = append(execs, time.Since(t0))
-		}
+	f.execute = func(ctx context.Context) error {
+		_, err := c.Execute(ctx, []*inference.Request{req})
+		return err
 	}
-	f.exec = summarize(execs)
+	ds, err := interleaved(ctx, n, c.Ping, f.execute)
+	if err != nil {
+		return f, err
+	}
+	f.ping, f.exec = ds[0], ds[1]
 	return f, nil
 }
 

@@ -5,6 +5,11 @@
 //   - the raw Go↔Python IPC round trip (an empty ping to a stub) is the
 //     baseline for infer latency;
 //   - GET /v2/health/live on an idle server is the baseline for the HTTP stack;
+//   - a floor server (this program answering every request with an empty
+//     200 from a process of its own) shows what the machine itself costs:
+//     the same infer request posted to it, plus the IPC execute, is the
+//     least any server could take here, and its probe latency under the
+//     same load is the least any probe could see;
 //   - infer latency (concurrency 1) and throughput (concurrency 8) over HTTP
 //     and gRPC on the add_sub example;
 //   - /v2/health/ready and grpc.health.v1 Check latency while that load runs;
@@ -36,6 +41,7 @@ type options struct {
 	duration time.Duration
 	kills    int
 	samples  int
+	extra    string
 }
 
 func main() {
@@ -45,9 +51,18 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput run")
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
+	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
 	probeURL := flag.String("probe-url", "", "internal: run as the external readiness prober of this URL")
 	probeEvery := flag.Duration("probe-every", 5*time.Millisecond, "internal: prober period")
+	floorServer := flag.Bool("floor-server", false, "internal: run as the floor HTTP server")
 	flag.Parse()
+	if *floorServer {
+		if err := runFloorServer(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench floor server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *probeURL != "" {
 		if err := runProber(*probeURL, *probeEvery, os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "bench prober:", err)
@@ -73,6 +88,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("ipc: %w", err)
 	}
+	defer ipc.close()
 	r.add("ipc ping round trip (baseline)", ipc.ping, "")
 	r.add("ipc execute add_sub FP32[1,16]", ipc.exec, ratio(ipc.exec.p50, ipc.ping.p50))
 
@@ -81,7 +97,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(repo)
-	srv, err := startServer(o.vigil, repo, python)
+	srv, err := startServer(o.vigil, repo, python, strings.Fields(o.extra)...)
 	if err != nil {
 		return err
 	}
@@ -89,7 +105,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := srv.waitReady(60 * time.Second); err != nil {
 		return err
 	}
-	if err := measureServing(ctx, srv, o, r, ipc.ping); err != nil {
+	if err := measureServing(ctx, srv, o, r, ipc); err != nil {
 		return err
 	}
 	if err := measureRecovery(ctx, srv, o, r); err != nil {

@@ -18,10 +18,11 @@ type vigilServer struct {
 	exited     chan struct{}
 }
 
-func startServer(bin, repo, python string) (*vigilServer, error) {
-	cmd := exec.Command(bin, "serve", "--model-repository", repo, "--host", "127.0.0.1",
+func startServer(bin, repo, python string, extra ...string) (*vigilServer, error) {
+	args := append([]string{"serve", "--model-repository", repo, "--host", "127.0.0.1",
 		"--http-port", "0", "--grpc-port", "0", "--log-format", "json",
-		"--python", python, "--drain-delay", "0s")
+		"--python", python, "--drain-delay", "0s"}, extra...)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -3,7 +3,7 @@
 // triton_python_backend_utils module models import. The server writes them
 // to disk with Install and starts each stub as
 //
-//	<python> <Args()...>
+//	<python> <Args(nice)...>
 //
 // with the installed directory on PYTHONPATH and its sockets as fds 3
 // (data) and 4 (control). The wire protocol is documented in internal/ipc.
@@ -85,9 +85,15 @@ const (
 )
 
 // Args returns the interpreter arguments that start a stub on fds StubFD
-// and ControlFD.
-func Args() []string {
-	return []string{"-u", "-m", "vigil_stub", "--fd", strconv.Itoa(StubFD), "--control-fd", strconv.Itoa(ControlFD)}
+// and ControlFD. A positive nice is added to the stub's nice value before
+// it starts any thread, so all of the stub, and whatever the model starts,
+// yields the CPU to the server under contention.
+func Args(nice int) []string {
+	args := []string{"-u", "-m", "vigil_stub", "--fd", strconv.Itoa(StubFD), "--control-fd", strconv.Itoa(ControlFD)}
+	if nice != 0 {
+		args = append(args, "--nice", strconv.Itoa(nice))
+	}
+	return args
 }
 
 // NumpyError reports an interpreter that cannot import numpy.

@@ -52,8 +52,11 @@ func TestInstall(t *testing.T) {
 
 func TestArgs(t *testing.T) {
 	t.Parallel()
-	if got := strings.Join(python.Args(), " "); got != "-u -m vigil_stub --fd 3 --control-fd 4" {
-		t.Errorf("Args() = %q", got)
+	if got := strings.Join(python.Args(0), " "); got != "-u -m vigil_stub --fd 3 --control-fd 4" {
+		t.Errorf("Args(0) = %q", got)
+	}
+	if got := strings.Join(python.Args(5), " "); got != "-u -m vigil_stub --fd 3 --control-fd 4 --nice 5" {
+		t.Errorf("Args(5) = %q", got)
 	}
 }
 

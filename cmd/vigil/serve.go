@@ -42,6 +42,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.GRPCPort, "grpc-port", 8001, "gRPC port (0 picks a free port)")
 	fs.IntVar(&cfg.HealthPort, "health-port", -1, "also serve health and metrics on this port (-1 = off, 0 picks a free port)")
 	fs.StringVar(&cfg.Python, "python", "python3", "Python interpreter for model stubs (resolved once to an absolute path)")
+	fs.IntVar(&cfg.StubNice, "stub-nice", 5, "added to each model stub's nice value (0-19), so that under CPU contention the server's probes and request handling run before model code")
 	fs.StringVar(&mode, "model-control-mode", "none", "model control mode: none, explicit or poll")
 	fs.Var(&loadModels, "load-model", "model to load at start in explicit mode (repeatable)")
 	fs.DurationVar(&cfg.PollInterval, "repository-poll-interval", 15*time.Second, "repository rescan period in poll mode")
@@ -87,6 +88,12 @@ func serveMain(args []string, stderr io.Writer) int {
 		cfg.ControlMode = model.ControlMode(mode)
 	default:
 		fmt.Fprintf(stderr, "vigil serve: --model-control-mode must be none, explicit or poll, not %q\n", mode)
+		return 2
+	}
+	if cfg.StubNice < 0 || cfg.StubNice > 19 {
+		// Raising a priority needs privileges a pod seldom has; lowering
+		// the stubs' is always allowed.
+		fmt.Fprintf(stderr, "vigil serve: --stub-nice must be between 0 and 19, not %d\n", cfg.StubNice)
 		return 2
 	}
 	if len(loadModels) > 0 && cfg.ControlMode != model.ModeExplicit {

@@ -81,7 +81,7 @@ func testRuntime(t *testing.T) Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args()}
+	return Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args(0)}
 }
 
 func newEcho(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy) *Instance {

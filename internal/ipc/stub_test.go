@@ -119,7 +119,7 @@ func startStub(t testing.TB, model string, opts stubOptions) *stub {
 		pp = opts.extraPythonPath + string(os.PathListSeparator) + rt
 	}
 	out := &syncBuffer{}
-	cmd := exec.Command(py, python.Args()...)
+	cmd := exec.Command(py, python.Args(0)...)
 	cmd.ExtraFiles = []*os.File{child, controlChild}
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+pp, "PYTHONDONTWRITEBYTECODE=1")
 	cmd.Stdout = out

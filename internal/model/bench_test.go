@@ -36,7 +36,7 @@ func BenchmarkManagerInfer(b *testing.B) {
 	eng := health.NewEngine(health.EngineConfig{Strict: true, WatchdogInterval: -1})
 	ctx := context.Background()
 	m := New(Config{RepoDir: "../../examples/models", Mode: ModeExplicit, Defaults: health.DefaultPolicy(),
-		Runtime: instance.Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args()},
+		Runtime: instance.Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args(0)},
 		Events:  eng, Health: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	eng.SetActuator(m)
 	eng.Start(ctx)

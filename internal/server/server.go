@@ -39,8 +39,10 @@ type Config struct {
 	GRPCPort        int
 	// HealthPort, when not negative, serves health and metrics on a
 	// listener of their own (0 picks a free port).
-	HealthPort      int
-	Python          string
+	HealthPort int
+	Python     string
+	// StubNice is added to each stub's nice value (see python.Args).
+	StubNice        int
 	ControlMode     model.ControlMode
 	PollInterval    time.Duration
 	LoadModels      []string
@@ -129,7 +131,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Mode:            cfg.ControlMode,
 		StartupModels:   cfg.LoadModels,
 		Defaults:        cfg.Policy,
-		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args()},
+		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice)},
 		RuntimeErr:      runtimeErr,
 		Events:          engine,
 		Health:          engine,

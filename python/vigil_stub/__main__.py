@@ -1,4 +1,4 @@
-"""Entry point: ``python -m vigil_stub --fd N --control-fd M``."""
+"""Entry point: ``python -m vigil_stub --fd N --control-fd M [--nice K]``."""
 
 import os
 import signal
@@ -9,28 +9,35 @@ from .runtime import Stub
 from .wire import Conn
 
 
-def _parse_fds(argv):
-    """Return (data fd, control fd) from --fd N --control-fd M."""
-    fds = {"--fd": None, "--control-fd": None}
+_USAGE = "usage: python -m vigil_stub --fd N --control-fd M [--nice K]"
+
+
+def _parse_args(argv):
+    """Return (data fd, control fd, nice increment) from the command line."""
+    args = {"--fd": None, "--control-fd": None, "--nice": "0"}
     it = iter(argv)
     for arg in it:
         name, eq, value = arg.partition("=")
-        if name not in fds:
-            raise SystemExit("vigil_stub: unknown argument %r (usage: python -m vigil_stub --fd N --control-fd M)" % arg)
-        fds[name] = value if eq else next(it, None)
+        if name not in args:
+            raise SystemExit("vigil_stub: unknown argument %r (%s)" % (arg, _USAGE))
+        args[name] = value if eq else next(it, None)
     out = []
-    for name, value in fds.items():
+    for name, value in args.items():
         if value is None:
-            raise SystemExit("vigil_stub: %s is required" % name)
+            raise SystemExit("vigil_stub: %s is required (%s)" % (name, _USAGE))
         try:
             out.append(int(value))
         except ValueError:
-            raise SystemExit("vigil_stub: %s wants a file descriptor number, got %r" % (name, value))
-    return out[0], out[1]
+            raise SystemExit("vigil_stub: %s wants an integer, got %r" % (name, value))
+    return out[0], out[1], out[2]
 
 
 def main(argv=None):
-    fd, control_fd = _parse_fds(sys.argv[1:] if argv is None else argv)
+    fd, control_fd, nice = _parse_args(sys.argv[1:] if argv is None else argv)
+    if nice:
+        # Before any thread starts, so that every thread of the stub, and
+        # every process the model starts, runs at the lower priority.
+        os.nice(nice)
     # -m puts the working directory first on sys.path; it must not shadow
     # the model's own imports (or numpy).
     if sys.path and sys.path[0] in ("", os.getcwd()):

@@ -118,3 +118,46 @@ func TestProcessesStartedByAModelDoNotOutliveIt(t *testing.T) {
 	<-s.exited
 	eventually(t, 5*time.Second, "the helper is gone after shutdown", func() bool { return gone(second) })
 }
+
+func TestStubsRunAtTheConfiguredNiceValue(t *testing.T) {
+	own, err := niceOf(os.Getpid(), os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, copyModels(t, "echo"), "--stub-nice", "7")
+	s.waitReady(30 * time.Second)
+	pid := s.stubPIDs("echo")[0]
+	want := min(own+7, 19)
+	// Every thread: the stub lowers its priority before starting any.
+	tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tasks) < 2 {
+		t.Fatalf("stub %d has %d threads, want its reader threads too", pid, len(tasks))
+	}
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		got, err := niceOf(pid, tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("stub %d thread %d: nice %d, want %d", pid, tid, got, want)
+		}
+	}
+	if got, _ := niceOf(s.cmd.Process.Pid, s.cmd.Process.Pid); got != own {
+		t.Errorf("server nice %d, want its own %d unchanged", got, own)
+	}
+}
+
+// niceOf reads a thread's nice value from /proc (field 19 of stat).
+func niceOf(pid, tid int) (int, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "task", strconv.Itoa(tid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return strconv.Atoi(fields[16]) // fields[0] is field 3
+}
