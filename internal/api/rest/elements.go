@@ -96,6 +96,32 @@ func appendElement(dst []byte, dt tensor.Datatype, v any) ([]byte, error) {
 	return dst, fmt.Errorf("unknown datatype %q", dt)
 }
 
+// appendNumber is appendElement for a number token of JSON data. The
+// common cases parse the token's bytes directly instead of boxing it;
+// anything else, and every error, takes appendElement's path, which writes
+// the same bytes and the precise message.
+func appendNumber(dst []byte, dt tensor.Datatype, tok []byte) ([]byte, error) {
+	switch dt {
+	case tensor.FP32:
+		if f, err := strconv.ParseFloat(string(tok), 32); err == nil {
+			return binary.LittleEndian.AppendUint32(dst, math.Float32bits(float32(f))), nil
+		}
+	case tensor.FP64:
+		if f, err := strconv.ParseFloat(string(tok), 64); err == nil {
+			return binary.LittleEndian.AppendUint64(dst, math.Float64bits(f)), nil
+		}
+	case tensor.Int8, tensor.Int16, tensor.Int32, tensor.Int64:
+		if i, err := strconv.ParseInt(string(tok), 10, dt.Size()*8); err == nil {
+			return appendUint(dst, uint64(i), dt.Size()), nil
+		}
+	case tensor.Uint8, tensor.Uint16, tensor.Uint32, tensor.Uint64:
+		if u, err := strconv.ParseUint(string(tok), 10, dt.Size()*8); err == nil {
+			return appendUint(dst, u, dt.Size()), nil
+		}
+	}
+	return appendElement(dst, dt, json.Number(tok))
+}
+
 func appendUint(dst []byte, u uint64, size int) []byte {
 	for i := range size {
 		dst = append(dst, byte(u>>(8*i)))
@@ -135,7 +161,7 @@ func parseInteger(v any, dt tensor.Datatype, unsigned bool) (i int64, u uint64, 
 		return 0, 0, wrongType("an integer", dt, v)
 	}
 	s := string(n)
-	outOfRange := fmt.Errorf("value %s is out of range for %s", truncate(s, 32), dt)
+	outOfRange := func() error { return fmt.Errorf("value %s is out of range for %s", truncate(s, 32), dt) }
 	if unsigned {
 		u, err = strconv.ParseUint(s, 10, 64)
 	} else {
@@ -145,18 +171,18 @@ func parseInteger(v any, dt tensor.Datatype, unsigned bool) (i int64, u uint64, 
 		return i, u, nil
 	}
 	if errors.Is(err, strconv.ErrRange) {
-		return 0, 0, outOfRange
+		return 0, 0, outOfRange()
 	}
 	// Not an integer literal: a negative for unsigned, a fraction or an
 	// exponent.
 	f, ferr := strconv.ParseFloat(s, 64)
 	switch {
 	case ferr != nil:
-		return 0, 0, outOfRange
+		return 0, 0, outOfRange()
 	case f != math.Trunc(f):
 		return 0, 0, fmt.Errorf("value %s is not an integer, as %s needs", truncate(s, 32), dt)
 	case unsigned && f < 0:
-		return 0, 0, outOfRange
+		return 0, 0, outOfRange()
 	case math.Abs(f) > maxExactInt:
 		return 0, 0, fmt.Errorf("value %s is beyond ±2^53 written with a fraction or exponent; write it as an integer literal", truncate(s, 32))
 	case unsigned:

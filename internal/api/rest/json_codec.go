@@ -404,17 +404,16 @@ func scanPlainElements(out []byte, raw json.RawMessage, dt tensor.Datatype, shap
 		if count == n {
 			return nil, true, fmt.Errorf("shape %v needs %d elements, data has more", shape, n)
 		}
-		var v any
+		var err error
 		switch tok := raw[i:j]; tok[0] {
 		case 't':
-			v = true
+			out, err = appendElement(out, dt, true)
 		case 'f':
-			v = false
+			out, err = appendElement(out, dt, false)
 		default:
-			v = json.Number(tok)
+			out, err = appendNumber(out, dt, tok)
 		}
-		var err error
-		if out, err = appendElement(out, dt, v); err != nil {
+		if err != nil {
 			return nil, true, fmt.Errorf("data element %d: %w", count, err)
 		}
 		count++

@@ -13,7 +13,8 @@ func FuzzPlainElementsMatchTokens(f *testing.F) {
 	for _, s := range []string{`[1,2,3]`, `[[1, 2],[3,4]]`, `[true,false]`, `[1e3, -0.5, 2.0]`, `[300]`, `[1,"a"]`, `[1,,2]`, `[-]`, `[1 2]`, `[tru]`, `[1e400]`} {
 		f.Add(s, uint8(0))
 	}
-	types := []tensor.Datatype{tensor.FP32, tensor.Int8, tensor.Bool, tensor.Uint64, tensor.FP16, tensor.Int64}
+	types := []tensor.Datatype{tensor.FP32, tensor.Int8, tensor.Bool, tensor.Uint64, tensor.FP16, tensor.Int64,
+		tensor.FP64, tensor.Int32, tensor.Uint8, tensor.Uint16, tensor.BF16}
 	f.Fuzz(func(t *testing.T, data string, ti uint8) {
 		dt := types[int(ti)%len(types)]
 		raw := json.RawMessage(data)
