@@ -191,6 +191,21 @@ func TestInferErrors(t *testing.T) {
 	}
 }
 
+func TestInferBodyShorterThanContentLength(t *testing.T) {
+	e := newEnv(t, readySnapshot(), Config{})
+	body := []byte(`{"inputs":[]}`)
+	req, _ := http.NewRequest("POST", "/v2/models/add_sub/infer", bytes.NewReader(body))
+	req.ContentLength = int64(len(body)) + 10 // the client announced more than it sent
+	w := newRecorder()
+	e.h.ServeHTTP(w, req)
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "cannot read request body of 23 bytes") {
+		t.Errorf("short body = %d %s", w.Code, w.Body)
+	}
+	if len(e.models.requests) != 0 {
+		t.Errorf("Infer ran for a short body")
+	}
+}
+
 func TestInferTooLarge(t *testing.T) {
 	e := newEnv(t, readySnapshot(), Config{MaxRequestBytes: 64})
 	body := []byte(`{"inputs":[{"name":"A","shape":[20],"datatype":"INT8","data":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}]}`)

@@ -84,12 +84,21 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	if s.maxBytes > 0 {
 		body = http.MaxBytesReader(w, r.Body, s.maxBytes)
 	}
+	if r.ContentLength > 0 && r.ContentLength <= maxPreallocBytes {
+		// The usual case: one buffer of exactly the announced size (the
+		// server ends the body there). Beyond a few megabytes
+		// Content-Length is not trusted up front: a client that announces a
+		// large body and sends nothing must not make every connection
+		// allocate it.
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, apierr.Wrap(apierr.InvalidArgument, err, "cannot read request body of %d bytes", r.ContentLength)
+		}
+		return buf, nil
+	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		// Trust Content-Length for the first few megabytes only: a client
-		// that announces a large body and sends nothing must not make every
-		// connection allocate it up front.
-		buf.Grow(int(min(r.ContentLength, maxPreallocBytes)))
+		buf.Grow(maxPreallocBytes)
 	}
 	if _, err := buf.ReadFrom(body); err != nil {
 		var tooLarge *http.MaxBytesError
