@@ -178,14 +178,15 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 // run on directly, marked claimed, or nil when the request must queue:
 // something is queued already (it goes first), no worker is idle, the
 // request has a deadline (a queued request can give up at its deadline
-// while its batch runs on; a request run directly cannot), or the only idle
-// worker would hold the request back to gather a dynamic batch.
+// while its batch runs on; a request run directly cannot) or has already
+// ended, or the only idle worker would hold the request back to gather a
+// dynamic batch.
 func (q *Queue) claimLocked(ctx context.Context, size int) *waiter {
 	n := len(q.idle)
 	if len(q.tasks) > 0 || n == 0 {
 		return nil
 	}
-	if _, ok := ctx.Deadline(); ok {
+	if _, ok := ctx.Deadline(); ok || ctx.Err() != nil {
 		return nil
 	}
 	if q.batching.Dynamic && q.batching.MaxDelay > 0 && size < q.batching.MaxBatchSize && n < 2 {

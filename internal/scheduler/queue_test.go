@@ -447,3 +447,15 @@ func TestQueuedRequestWakesOneIdleWorker(t *testing.T) {
 		t.Fatalf("%d idle workers, want the one that was not woken", idle)
 	}
 }
+
+func TestCancelledRequestIsNotRunDirectly(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	idleWorker(t, ctx, q, func([]*Task) { t.Error("a cancelled request ran") })
+	rctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := q.Submit(rctx, &inference.Request{ID: "a"}, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+}
