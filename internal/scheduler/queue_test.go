@@ -459,3 +459,58 @@ func TestCancelledRequestIsNotRunDirectly(t *testing.T) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
 }
+
+func TestWakeUpOfALeavingWorkerGoesToAnother(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(2)
+	other := idleWorker(t, ctx, q, nil)
+	wctx, endSession := context.WithCancel(ctx)
+	leaving := idleWorker(t, wctx, q, nil)
+	// A request queues and wakes the most recently idle worker just as
+	// that worker's session ends: the other idle worker must take it.
+	task := &Task{Req: &inference.Request{ID: "a"}, ctx: ctx, size: 1, enqueued: time.Now(), done: make(chan Result, 1)}
+	q.mu.Lock()
+	endSession()
+	q.tasks = append(q.tasks, task)
+	q.dispatchLocked()
+	q.mu.Unlock()
+	if _, ok := <-leaving; ok {
+		t.Fatal("Next handed out a batch after its context ended")
+	}
+	select {
+	case b := <-other:
+		if len(b) != 1 || b[0] != task {
+			t.Fatalf("Next handed out %v", b)
+		}
+	case <-ctx.Done():
+		t.Fatal("the request stayed queued next to an idle worker")
+	}
+}
+
+func TestCloseDuringADirectRunReleasesTheWorkerAfterIt(t *testing.T) {
+	ctx := testCtx(t)
+	q := NewQueue("m", Batching{}, &Stats{})
+	q.SetRoutable(1)
+	started, release := make(chan struct{}), make(chan struct{})
+	batches := idleWorker(t, ctx, q, func(b []*Task) {
+		close(started)
+		<-release
+		b[0].Finish(&inference.Response{}, nil)
+	})
+	done := submit(directCtx(t), q, "a", 1)
+	<-started
+	q.Close(errors.New("closed"))
+	close(release)
+	if o := <-done; o.err != nil {
+		t.Fatal(o.err)
+	}
+	select {
+	case _, ok := <-batches:
+		if ok {
+			t.Fatal("Next handed out a batch from a closed queue")
+		}
+	case <-ctx.Done():
+		t.Fatal("Next did not return after the queue closed")
+	}
+}
