@@ -11,19 +11,8 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/python"
+	"github.com/vigilhq/vigil/python/pythontest"
 )
-
-func interpreter(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("VIGIL_PYTHON"); p != "" {
-		return p
-	}
-	exe, err := python.Resolve(context.Background(), "python3")
-	if err != nil {
-		t.Skipf("no python3 with numpy: %v", err)
-	}
-	return exe
-}
 
 func TestInstall(t *testing.T) {
 	t.Parallel()
@@ -62,7 +51,7 @@ func TestArgs(t *testing.T) {
 
 func TestStubUsage(t *testing.T) {
 	t.Parallel()
-	py := interpreter(t)
+	py := pythontest.Interpreter(t)
 	dir, err := python.Install(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +66,7 @@ func TestStubUsage(t *testing.T) {
 
 func TestResolve(t *testing.T) {
 	t.Parallel()
-	py := interpreter(t)
+	py := pythontest.Interpreter(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	exe, err := python.Resolve(ctx, py)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/vigilhq/vigil/internal/scheduler"
 	"github.com/vigilhq/vigil/internal/tensor"
 	stubpy "github.com/vigilhq/vigil/python"
+	"github.com/vigilhq/vigil/python/pythontest"
 )
 
 const testTimeout = 20 * time.Second
@@ -69,18 +69,7 @@ func kind(k health.EventKind) func(health.Event) bool {
 
 func testRuntime(t *testing.T) Runtime {
 	t.Helper()
-	py := os.Getenv("VIGIL_PYTHON")
-	if py == "" {
-		py = "python3"
-	}
-	exe, err := stubpy.Resolve(context.Background(), py)
-	if err != nil {
-		t.Skipf("no python with numpy: %v", err)
-	}
-	pp, err := stubpy.Install(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe, pp := pythontest.Runtime(t)
 	return Runtime{Python: exe, PythonPath: pp, Args: stubpy.Args(0)}
 }
 

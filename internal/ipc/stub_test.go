@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/internal/ipc"
 	"github.com/vigilhq/vigil/internal/tensor"
 	"github.com/vigilhq/vigil/python"
+	"github.com/vigilhq/vigil/python/pythontest"
 )
 
 // testTimeout bounds every wait in these tests.
@@ -30,24 +31,6 @@ const testTimeout = 30 * time.Second
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// interpreter is the Python the tests run stubs with: $VIGIL_PYTHON, else
-// the python3 on PATH resolved to an absolute path.
-var interpreter = sync.OnceValues(func() (string, error) {
-	if p := os.Getenv("VIGIL_PYTHON"); p != "" {
-		return p, nil
-	}
-	return python.Resolve(context.Background(), "python3")
-})
-
-func pythonPath(t testing.TB) string {
-	t.Helper()
-	p, err := interpreter()
-	if err != nil {
-		t.Skipf("no python3 to run stubs with: %v", err)
-	}
-	return p
 }
 
 // syncBuffer collects the stub's output for failure messages.
@@ -86,7 +69,7 @@ type stubOptions struct {
 // still running and waits for it.
 func startStub(t testing.TB, model string, opts stubOptions) *stub {
 	t.Helper()
-	py := pythonPath(t)
+	py := pythontest.Interpreter(t)
 	rt, err := python.Install(filepath.Join(t.TempDir(), "runtime"))
 	if err != nil {
 		t.Fatal(err)

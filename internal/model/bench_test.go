@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/vigilhq/vigil/internal/health"
@@ -14,6 +13,7 @@ import (
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/tensor"
 	stubpy "github.com/vigilhq/vigil/python"
+	"github.com/vigilhq/vigil/python/pythontest"
 )
 
 // BenchmarkManagerInfer is the request path without a front end: request
@@ -21,18 +21,7 @@ import (
 // internal/ipc's BenchmarkExecuteAddSub (the stub alone) it prices the
 // scheduler and the instance; the bench command prices HTTP and gRPC.
 func BenchmarkManagerInfer(b *testing.B) {
-	py := os.Getenv("VIGIL_PYTHON")
-	if py == "" {
-		py = "python3"
-	}
-	exe, err := stubpy.Resolve(context.Background(), py)
-	if err != nil {
-		b.Skipf("no python with numpy: %v", err)
-	}
-	pp, err := stubpy.Install(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
+	exe, pp := pythontest.Runtime(b)
 	eng := health.NewEngine(health.EngineConfig{Strict: true, WatchdogInterval: -1})
 	ctx := context.Background()
 	m := New(Config{RepoDir: "../../examples/models", Mode: ModeExplicit, Defaults: health.DefaultPolicy(),
