@@ -291,6 +291,25 @@ func idleWorker(t *testing.T, ctx context.Context, q *Queue, run func([]*Task)) 
 	}
 }
 
+// serveBatch takes the next batch Next hands out, checks that it is the
+// one request id, and finishes it.
+func serveBatch(t *testing.T, batches <-chan []*Task, id string) {
+	t.Helper()
+	b := <-batches
+	if len(b) != 1 || b[0].Req.ID != id {
+		t.Fatalf("Next handed out %v, want %s", b, id)
+	}
+	b[0].Finish(&inference.Response{}, nil)
+}
+
+// succeeded waits for a submitted request and fails the test on its error.
+func succeeded(t *testing.T, done <-chan outcome) {
+	t.Helper()
+	if o := <-done; o.err != nil {
+		t.Fatal(o.err)
+	}
+}
+
 func TestSubmitRunsDirectlyOnAnIdleWorker(t *testing.T) {
 	ctx := testCtx(t)
 	stats := &Stats{}
@@ -343,17 +362,9 @@ func TestRequestQueuedDuringADirectRunGoesToThatWorkerAfterwards(t *testing.T) {
 	second := submit(directCtx(t), q, "b", 1)
 	waitLen(t, q, 1) // the only worker is claimed: b queues
 	close(release)
-	if o := <-first; o.err != nil {
-		t.Fatal(o.err)
-	}
-	b := <-batches
-	if len(b) != 1 || b[0].Req.ID != "b" {
-		t.Fatalf("Next handed out %v, want b", b)
-	}
-	b[0].Finish(&inference.Response{}, nil)
-	if o := <-second; o.err != nil {
-		t.Fatal(o.err)
-	}
+	succeeded(t, first)
+	serveBatch(t, batches, "b")
+	succeeded(t, second)
 }
 
 func TestNextDoesNotReturnDuringADirectRun(t *testing.T) {
@@ -367,23 +378,38 @@ func TestNextDoesNotReturnDuringADirectRun(t *testing.T) {
 		<-release
 		b[0].Finish(&inference.Response{}, nil)
 	})
+	q.mu.Lock()
+	w := q.idle[0]
+	q.mu.Unlock()
 	done := submit(directCtx(t), q, "a", 1)
 	<-started
 	stopWorker()
-	// The instance is still executing a: Next must not let its worker
-	// move on (to a restarted process, say) before the run ends.
+	// Next has seen its context end once it marks itself leaving; the
+	// instance is still executing a, so Next must not have returned (to
+	// let its worker move on to a restarted process, say).
+	deadline := time.Now().Add(testTimeout)
+	for {
+		q.mu.Lock()
+		leaving := w.leaving
+		q.mu.Unlock()
+		if leaving {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Next did not notice its context ending")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	select {
 	case <-batches:
 		t.Fatal("Next returned while a direct run was in progress")
-	case <-time.After(20 * time.Millisecond):
+	default:
 	}
 	close(release)
 	if _, ok := <-batches; ok {
 		t.Fatal("Next handed out a batch after its context ended")
 	}
-	if o := <-done; o.err != nil {
-		t.Fatal(o.err)
-	}
+	succeeded(t, done)
 }
 
 func TestRequestsThatMustWaitAreQueuedNotRunDirectly(t *testing.T) {
@@ -406,14 +432,8 @@ func TestRequestsThatMustWaitAreQueuedNotRunDirectly(t *testing.T) {
 			rctx, cancel := tc.ctx(directCtx(t))
 			defer cancel()
 			done := submit(rctx, q, "a", 1)
-			b := <-batches
-			if len(b) != 1 || b[0].Req.ID != "a" {
-				t.Fatalf("Next handed out %v", b)
-			}
-			b[0].Finish(&inference.Response{}, nil)
-			if o := <-done; o.err != nil {
-				t.Fatal(o.err)
-			}
+			serveBatch(t, batches, "a")
+			succeeded(t, done)
 		})
 	}
 }
