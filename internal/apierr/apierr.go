@@ -26,8 +26,11 @@ const (
 	TooLarge                      // request body over the limit
 	Unauthenticated               // admin token missing
 	PermissionDenied              // admin token wrong
-	Unsupported                   // the operation is not allowed in this mode
+	Unsupported                   // a feature vigil (or this configuration) does not offer: 501, as Triton's UNSUPPORTED
 	ResourceExhausted             // too many concurrent requests
+	AlreadyExists                 // a name already taken (a shared memory region): 400, as Triton's ALREADY_EXISTS
+	Unknown                       // an error of no known class, e.g. a model's TritonError.UNKNOWN: 400, as Triton maps UNKNOWN
+	Cancelled                     // a model's TritonError.CANCELLED: 400 / CANCELLED, as Triton maps it
 )
 
 var table = map[Code]struct {
@@ -43,8 +46,11 @@ var table = map[Code]struct {
 	TooLarge:          {"too large", http.StatusRequestEntityTooLarge, codes.ResourceExhausted},
 	Unauthenticated:   {"unauthenticated", http.StatusUnauthorized, codes.Unauthenticated},
 	PermissionDenied:  {"permission denied", http.StatusForbidden, codes.PermissionDenied},
-	Unsupported:       {"unsupported", http.StatusServiceUnavailable, codes.Unavailable},
+	Unsupported:       {"unsupported", http.StatusNotImplemented, codes.Unimplemented},
 	ResourceExhausted: {"resource exhausted", http.StatusServiceUnavailable, codes.Unavailable},
+	AlreadyExists:     {"already exists", http.StatusBadRequest, codes.AlreadyExists},
+	Unknown:           {"unknown", http.StatusBadRequest, codes.Unknown},
+	Cancelled:         {"cancelled", http.StatusBadRequest, codes.Canceled},
 }
 
 func (c Code) String() string { return table[c].name }

@@ -186,7 +186,7 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 // Load loads (or reloads) a model: the repository API.
 func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error {
 	if m.cfg.Mode == ModeNone {
-		return apierr.New(apierr.Unsupported, "cannot load model %s: explicit model load / unload is not allowed in model control mode none", name)
+		return apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled: cannot load model %s in model control mode none (start with --model-control-mode explicit)", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %q", name)
@@ -210,7 +210,7 @@ func (m *Manager) inRepository(name string) bool {
 // Unload unloads every version of a model: the repository API.
 func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) error {
 	if m.cfg.Mode == ModeNone {
-		return apierr.New(apierr.Unsupported, "cannot unload model %s: explicit model load / unload is not allowed in model control mode none", name)
+		return apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled: cannot unload model %s in model control mode none (start with --model-control-mode explicit)", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot unload model %q", name)

@@ -22,8 +22,10 @@ import (
 	grpcapi "github.com/vigilhq/vigil/internal/api/grpc"
 	"github.com/vigilhq/vigil/internal/api/rest"
 	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 	"github.com/vigilhq/vigil/python"
 )
 
@@ -50,7 +52,10 @@ type Config struct {
 	EscalateFailed  bool
 	HideReasons     bool
 	// Metrics serves Prometheus metrics on /metrics.
-	Metrics          bool
+	Metrics bool
+	// AllowClientShm lets clients register system shared memory regions
+	// (--allow-client-shm).
+	AllowClientShm   bool
 	Policy           health.Policy
 	MaxRequestBytes  int64
 	MaxQueue         int
@@ -149,6 +154,11 @@ func Run(ctx context.Context, cfg Config) error {
 	engine.Start(engineCtx)
 	defer engine.Close()
 
+	shm := sharedmemory.New(sharedmemory.Config{Enabled: cfg.AllowClientShm, Logger: log.With("component", "sharedmemory")})
+	// After the front ends stopped: nothing can lease a region any more.
+	defer shm.Close()
+	served := servedModels{Manager: mgr, shm: shm}
+
 	var metrics http.Handler
 	if cfg.Metrics {
 		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
@@ -156,24 +166,26 @@ func Run(ctx context.Context, cfg Config) error {
 	restCfg := rest.Config{
 		ServerName:      Name,
 		ServerVersion:   cfg.Version,
-		Extensions:      protocolExtensions(),
+		Extensions:      protocolExtensions(cfg.AllowClientShm),
 		MaxRequestBytes: cfg.MaxRequestBytes,
+		SharedMemory:    shm,
 		AdminToken:      cfg.AdminToken,
 		HideReasons:     cfg.HideReasons,
 		Metrics:         metrics,
 		Logger:          log.With("component", "rest"),
 	}
 	httpSrv := &http.Server{
-		Handler:           rest.NewHandler(mgr, engine, restCfg),
+		Handler:           rest.NewHandler(served, engine, restCfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	grpcSrv := grpcapi.NewServer(mgr, engine, grpcapi.Config{
+	grpcSrv := grpcapi.NewServer(served, engine, grpcapi.Config{
 		ServerName:    Name,
 		ServerVersion: cfg.Version,
-		Extensions:    protocolExtensions(),
+		Extensions:    protocolExtensions(cfg.AllowClientShm),
+		SharedMemory:  shm,
 		AdminToken:    cfg.AdminToken,
 		MaxRecvBytes:  int(cfg.MaxRequestBytes),
 		Logger:        log.With("component", "grpc"),
@@ -289,9 +301,26 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	}
 }
 
-// protocolExtensions are the protocol extensions vigil implements.
-func protocolExtensions() []string {
-	return []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters"}
+// protocolExtensions are the protocol extensions vigil implements;
+// system_shared_memory only when clients may use it.
+func protocolExtensions(shm bool) []string {
+	ext := []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters"}
+	if shm {
+		ext = append(ext, "system_shared_memory")
+	}
+	return ext
+}
+
+// servedModels is the model manager as the front ends see it: inference
+// goes through the shared memory registry, which resolves the regions a
+// request names before the manager sees it.
+type servedModels struct {
+	*model.Manager
+	shm *sharedmemory.Registry
+}
+
+func (s servedModels) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+	return s.shm.Infer(ctx, req, s.Manager.Infer)
 }
 
 func listen(host string, port int) (net.Listener, error) {

@@ -38,6 +38,7 @@ import (
 	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
 
 // Models is what the gRPC API needs from the model manager; the REST API
@@ -78,6 +79,9 @@ type Config struct {
 	// MaxRecvBytes limits the size of a received message; 0 keeps
 	// grpc-go's default (4 MiB). Larger messages fail RESOURCE_EXHAUSTED.
 	MaxRecvBytes int
+	// SharedMemory serves the system shared memory RPCs; nil means a
+	// registry with client shared memory disabled.
+	SharedMemory SharedMemory
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -134,6 +138,9 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 	}
 	if cfg.MaxRecvBytes > 0 {
 		opts = append(opts, gogrpc.MaxRecvMsgSize(cfg.MaxRecvBytes))
+	}
+	if cfg.SharedMemory == nil {
+		cfg.SharedMemory = sharedmemory.New(sharedmemory.Config{})
 	}
 	stopping, stop := context.WithCancel(context.Background())
 	s := &Server{

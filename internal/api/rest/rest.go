@@ -8,6 +8,7 @@ import (
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
 
 // DefaultMaxRequestBytes is the request body limit when Config.MaxRequestBytes
@@ -55,6 +56,9 @@ type Config struct {
 	HideReasons bool
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// SharedMemory serves the system shared memory routes; nil means a
+	// registry with client shared memory disabled.
+	SharedMemory SharedMemory
 	// Logger receives request failures that are vigil's fault; nil discards.
 	Logger *slog.Logger
 }
@@ -73,6 +77,9 @@ func newServer(m Models, h HealthSource, cfg Config) *server {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SharedMemory == nil {
+		cfg.SharedMemory = sharedmemory.New(sharedmemory.Config{})
 	}
 	maxBytes := cfg.MaxRequestBytes
 	if maxBytes == 0 {
@@ -97,6 +104,7 @@ func NewHandler(m Models, h HealthSource, cfg Config) http.Handler {
 		s.handle(mux, http.MethodGet, base+"/stats", s.modelStats)
 		s.handle(mux, http.MethodPost, base+"/infer", s.infer)
 	}
+	s.registerSharedMemory(mux)
 	s.handle(mux, http.MethodPost, "/v2/repository/index", s.admin(s.repositoryIndex))
 	s.handle(mux, http.MethodPost, "/v2/repository/models/{model}/load", s.admin(s.repositoryLoad))
 	s.handle(mux, http.MethodPost, "/v2/repository/models/{model}/unload", s.admin(s.repositoryUnload))
