@@ -58,7 +58,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	if err != nil {
 		if reload {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-			return apierr.Wrap(apierr.InvalidArgument, err, "cannot reload model %s (the loaded version keeps serving)", name)
+			return apierr.Wrap(apierr.InvalidArgument, err, "failed to load '%s' (a reload: the loaded version keeps serving)", name)
 		}
 		// The configuration names no versions: the error stands for the
 		// model as a whole, under version "".
@@ -70,7 +70,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		if errors.As(err, &cfgErr) {
 			code = apierr.InvalidArgument // the model's files are wrong, as on a reload
 		}
-		return apierr.Wrap(code, err, "failed to load model %s", name)
+		return apierr.LoadFailed(code, err, name)
 	}
 	// A configuration error from an earlier attempt no longer applies.
 	m.cfg.Events.Post(health.Event{Kind: health.ModelForgotten, At: time.Now(), Instance: health.InstanceKey{Model: name}})
@@ -123,9 +123,9 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		}
 		if m.serving(e) {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-			return apierr.Wrap(apierr.Internal, err, "failed to reload model %s (the loaded version keeps serving)", name)
+			return apierr.Wrap(apierr.Internal, err, "failed to load '%s' (a reload: the loaded version keeps serving)", name)
 		}
-		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
+		return apierr.LoadFailed(apierr.Internal, err, name)
 	}
 
 	// The engine puts initialized instances in traffic; wait for it, so

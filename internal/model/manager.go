@@ -7,6 +7,7 @@ package model
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -287,21 +288,28 @@ func (m *Manager) entryFor(name string) *entry {
 func (m *Manager) resolve(name, ver string) (*version, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if err := apierr.CheckVersionString(ver); err != nil {
+		return nil, err
+	}
 	e := m.models[name]
 	if e == nil {
-		return nil, apierr.New(apierr.NotFound, "unknown model %q", name)
+		return nil, apierr.UnknownModel(name)
 	}
 	if len(e.versions) == 0 {
 		reason := "it is not loaded"
 		if _, r, ok := m.cfg.Health.Snapshot().ModelReady(name, ver); ok && r != "" && !m.cfg.HideReasons {
 			reason = r
 		}
-		return nil, apierr.Unavailablef("model %s is not ready: %s", name, reason)
+		reason = fmt.Sprintf("model %s is not ready: %s", name, reason)
+		if ver != "" {
+			return nil, apierr.VersionNotReady(name, ver, reason)
+		}
+		return nil, apierr.NoAvailableVersions(name, reason)
 	}
 	if ver != "" {
 		v := e.versions[ver]
 		if v == nil {
-			return nil, apierr.New(apierr.NotFound, "unknown version %q of model %s", ver, name)
+			return nil, apierr.UnknownVersion(name, ver)
 		}
 		return v, nil
 	}

@@ -15,15 +15,18 @@ import (
 // Metadata and configuration stay available while a loaded model is not
 // ready, so that clients can see what they are waiting for.
 func (m *Manager) specFor(name, ver string) (*modelconfig.Model, error) {
+	if err := apierr.CheckVersionString(ver); err != nil {
+		return nil, err
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	e := m.models[name]
 	if e == nil || e.spec == nil {
-		return nil, apierr.New(apierr.NotFound, "unknown model %q", name)
+		return nil, apierr.UnknownModel(name)
 	}
 	if ver != "" {
 		if _, ok := e.versions[ver]; !ok {
-			return nil, apierr.New(apierr.NotFound, "unknown version %q of model %s", ver, name)
+			return nil, apierr.UnknownVersion(name, ver)
 		}
 	}
 	return e.spec, nil
@@ -96,7 +99,7 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 	defer m.mu.RUnlock()
 	if name != "" {
 		if e := m.models[name]; e == nil || e.spec == nil {
-			return nil, apierr.New(apierr.NotFound, "unknown model %q", name)
+			return nil, apierr.UnknownModel(name)
 		}
 	}
 	var out []Stats
@@ -122,7 +125,7 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 		}
 	}
 	if name != "" && ver != "" && len(out) == 0 {
-		return nil, apierr.New(apierr.NotFound, "unknown version %q of model %s", ver, name)
+		return nil, apierr.UnknownVersion(name, ver)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Name != out[j].Name {

@@ -127,6 +127,18 @@ def test_explicit_load_already_loaded_is_ok(explicit):
 # Each of these gets a private server: the bug poisons the server's readiness.
 
 
+def test_failed_load_has_tritons_words(explicit):
+    """A model whose config.pbtxt is broken: Triton's "failed to load '<m>'", then why."""
+    broken = explicit.server.repo / "broken_cfg"
+    (broken / "1").mkdir(parents=True, exist_ok=True)
+    (broken / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (broken / "config.pbtxt").write_text('backend: "python"\nmax_batch_sise: 2\n')
+    err = error_of(explicit.client.load_model, "broken_cfg")
+    assert err.message().startswith("failed to load 'broken_cfg'"), err.message()
+    assert "max_batch_sise" in err.message()
+    assert str(err.status()) == explicit.status("invalid")
+
+
 @pytest.fixture
 def explicit_private(tmp_path_factory):
     srv = start_server(tmp_path_factory, "vigil-explicit-private", EXPLICIT)

@@ -49,12 +49,15 @@ func (svc *inferenceService) ModelReady(_ context.Context, in *pb.ModelReadyRequ
 	if in.GetName() == "" {
 		return nil, toStatus(apierr.New(apierr.InvalidArgument, "model name is required"))
 	}
+	if err := apierr.CheckVersionString(in.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
 	ready, _, found := svc.s.snapshot().ModelReady(in.GetName(), in.GetVersion())
 	if !found {
 		if in.GetVersion() != "" {
-			return nil, toStatus(apierr.New(apierr.NotFound, "unknown model %s version %s", in.GetName(), in.GetVersion()))
+			return nil, toStatus(apierr.UnknownVersion(in.GetName(), in.GetVersion()))
 		}
-		return nil, toStatus(apierr.New(apierr.NotFound, "unknown model %s", in.GetName()))
+		return nil, toStatus(apierr.UnknownModel(in.GetName()))
 	}
 	return &pb.ModelReadyResponse{Ready: ready}, nil
 }
