@@ -60,6 +60,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.BoolVar(&cfg.StrictReadiness, "strict-readiness", true, "readiness requires every model that should be loaded to be READY")
 	fs.BoolVar(&cfg.EscalateFailed, "escalate-failed-models", true, "fail liveness when an instance has exhausted its restarts")
 	fs.BoolVar(&cfg.Metrics, "metrics", true, "serve Prometheus metrics on /metrics")
+	fs.IntVar(&cfg.MetricsPort, "metrics-port", -1, "also serve /metrics on this port, as Triton does on 8002 (-1 = off, 0 picks a free port)")
 	fs.BoolVar(&cfg.AllowClientShm, "allow-client-shm", false, "let clients register system shared memory regions: the server then reads inputs from and writes outputs to POSIX shared memory objects they name (see docs/configuration.md)")
 	fs.BoolVar(&cfg.HideReasons, "health-hide-reasons", false, "withhold failure reasons from health endpoints")
 	fs.StringVar(&healthConfig, "health-config", "", "YAML file with server-wide health policy defaults (health.yaml keys)")

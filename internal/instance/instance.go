@@ -386,7 +386,15 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	results, err := g.proc.client.Execute(ctx, reqs)
+	results, ipcTiming, err := g.proc.client.ExecuteTimed(ctx, reqs)
+	tm := scheduler.Timing(ipcTiming)
+	if i.cfg.Stats != nil && err == nil {
+		size := 0
+		for _, t := range batch {
+			size += t.Size()
+		}
+		i.cfg.Stats.RecordBatch(size, tm)
+	}
 	model := i.cfg.Key.Model
 	switch {
 	case err == nil:
@@ -397,10 +405,10 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 				if firstErr == "" {
 					firstErr = r.Err.Error()
 				}
-				t.Finish(nil, modelError(model, r.Err))
+				t.FinishTimed(nil, modelError(model, r.Err), tm)
 				continue
 			}
-			t.Finish(r.Response, nil)
+			t.FinishTimed(r.Response, nil, tm)
 		}
 		if firstErr != "" {
 			i.execFailing.Store(true)

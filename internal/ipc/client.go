@@ -183,25 +183,45 @@ func (c *Client) Init(ctx context.Context, a InitArgs) (InitResult, error) {
 // wrapping ErrClosed, or ctx's error. When ctx ends first, Execute returns at
 // once; the stub is still busy and its late reply is dropped.
 func (c *Client) Execute(ctx context.Context, reqs []*inference.Request) ([]Result, error) {
+	results, _, err := c.ExecuteTimed(ctx, reqs)
+	return results, err
+}
+
+// Timing splits one execute into Triton's three compute phases: Input is
+// encoding the batch's inputs, Infer the round trip to the stub (its
+// execute), Output decoding the replies into outputs.
+type Timing struct {
+	Input, Infer, Output time.Duration
+}
+
+// ExecuteTimed is Execute that also reports how long each phase took.
+func (c *Client) ExecuteTimed(ctx context.Context, reqs []*inference.Request) ([]Result, Timing, error) {
+	var tm Timing
 	if len(reqs) == 0 {
-		return nil, errors.New("execute: empty batch")
+		return nil, tm, errors.New("execute: empty batch")
 	}
+	start := time.Now()
 	bufs, n, err := encodeExecute(reqs)
 	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
+		return nil, tm, fmt.Errorf("execute: %w", err)
 	}
+	sent := time.Now()
+	tm.Input = sent.Sub(start)
 	f, err := c.roundTrip(ctx, kindExecute, bufs, n)
+	received := time.Now()
+	tm.Infer = received.Sub(sent)
 	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
+		return nil, tm, fmt.Errorf("execute: %w", err)
 	}
 	if err := replyError(f); err != nil {
-		return nil, err
+		return nil, tm, err
 	}
 	results, err := decodeExecuteReply(f.body, reqs)
+	tm.Output = time.Since(received)
 	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
+		return nil, tm, fmt.Errorf("execute: %w", err)
 	}
-	return results, nil
+	return results, tm, nil
 }
 
 // CheckHealth calls the model's health hook. ok and detail are the check's

@@ -9,6 +9,7 @@ import (
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/repository"
+	"github.com/vigilhq/vigil/internal/scheduler"
 )
 
 // specFor returns the configuration of a model version the server knows.
@@ -120,7 +121,12 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 				Success:        Duration(c.Success),
 				Fail:           Duration(c.Fail),
 				Queue:          Duration(c.Queue),
+				ComputeInput:   Duration(c.ComputeInput),
 				ComputeInfer:   Duration(c.ComputeInfer),
+				ComputeOutput:  Duration(c.ComputeOutput),
+				FailReasons:    c.FailReasons,
+				Batches:        batchStats(c.Batches),
+				Pending:        v.queue.Len(),
 			})
 		}
 	}
@@ -164,5 +170,14 @@ func (m *Manager) Index(_ context.Context, readyOnly bool) []IndexEntry {
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func batchStats(b map[int]scheduler.BatchCounters) []BatchStats {
+	out := make([]BatchStats, 0, len(b))
+	for size, c := range b {
+		out = append(out, BatchStats{Size: size, ComputeInput: Duration(c.ComputeInput), ComputeInfer: Duration(c.ComputeInfer), ComputeOutput: Duration(c.ComputeOutput)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Size < out[j].Size })
 	return out
 }

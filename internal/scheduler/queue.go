@@ -42,6 +42,7 @@ type Task struct {
 	size     int // batch dimension, 1 for non-batching models
 	enqueued time.Time
 	started  time.Time
+	timing   Timing // set by FinishTimed, read after done delivers
 	done     chan Result // buffered 1: finishing never blocks
 	once     sync.Once
 }
@@ -50,6 +51,18 @@ type Task struct {
 func (t *Task) Finish(resp *inference.Response, err error) {
 	t.once.Do(func() { t.done <- Result{resp, err} })
 }
+
+// FinishTimed is Finish with the compute phases of the batch that served
+// the task, for the statistics. Only the first Finish counts.
+func (t *Task) FinishTimed(resp *inference.Response, err error, tm Timing) {
+	t.once.Do(func() {
+		t.timing = tm
+		t.done <- Result{resp, err}
+	})
+}
+
+// Size is the task's batch dimension (1 for models that do not batch).
+func (t *Task) Size() int { return t.size }
 
 // Queue is one model version's queue.
 //
@@ -143,9 +156,11 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 		return nil, err
 	case q.routable == 0:
 		q.mu.Unlock()
+		q.stats.reject()
 		return nil, apierr.Unavailablef("model %s has no routable instance", q.name)
 	case q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue:
 		q.mu.Unlock()
+		q.stats.reject()
 		return nil, &apierr.Error{Code: apierr.ResourceExhausted, RetryAfter: time.Second,
 			Msg: "model " + q.name + " has too many queued requests"}
 	}

@@ -1,6 +1,9 @@
 package scheduler
 
 import (
+	"context"
+	"errors"
+	"maps"
 	"sync"
 	"time"
 )
@@ -11,6 +14,31 @@ type Duration struct {
 	Total time.Duration
 }
 
+func (d *Duration) add(t time.Duration) {
+	d.Count++
+	d.Total += t
+}
+
+// Timing is how long one execute's compute phases took (Triton's
+// compute_input, compute_infer and compute_output).
+type Timing struct {
+	Input, Infer, Output time.Duration
+}
+
+// The failure reasons of Triton's nv_inference_request_failure.
+const (
+	ReasonRejected = "REJECTED" // refused or dropped before reaching an instance: queue full, no routable instance, a deadline that passed in the queue
+	ReasonCanceled = "CANCELED" // the client went away
+	ReasonBackend  = "BACKEND"  // failed on its instance: the model raised, the stub died, execute timed out
+	ReasonOther    = "OTHER"
+)
+
+// BatchCounters are the executions of one batch size (Triton's
+// batch_stats).
+type BatchCounters struct {
+	ComputeInput, ComputeInfer, ComputeOutput Duration
+}
+
 // Counters are one model version's statistics.
 type Counters struct {
 	LastInference  time.Time
@@ -19,7 +47,13 @@ type Counters struct {
 	Success        Duration
 	Fail           Duration
 	Queue          Duration
+	ComputeInput   Duration
 	ComputeInfer   Duration
+	ComputeOutput  Duration
+	// FailReasons counts failures by Triton's reason.
+	FailReasons map[string]int64
+	// Batches holds the executions per batch size.
+	Batches map[int]BatchCounters
 }
 
 // Stats accumulates one model version's statistics (Triton's statistics
@@ -36,19 +70,50 @@ func (s *Stats) record(t *Task, r Result) {
 	s.s.LastInference = now
 	total := now.Sub(t.enqueued)
 	if r.Err != nil {
-		s.s.Fail.Count++
-		s.s.Fail.Total += total
+		s.s.Fail.add(total)
+		s.failLocked(failReason(t, r.Err))
 		return
 	}
 	s.s.InferenceCount += int64(t.size)
-	s.s.Success.Count++
-	s.s.Success.Total += total
-	if !t.started.IsZero() {
-		s.s.Queue.Count++
-		s.s.Queue.Total += t.started.Sub(t.enqueued)
-		s.s.ComputeInfer.Count++
-		s.s.ComputeInfer.Total += now.Sub(t.started)
+	s.s.Success.add(total)
+	if t.started.IsZero() {
+		return
 	}
+	s.s.Queue.add(t.started.Sub(t.enqueued))
+	tm := t.timing
+	if tm == (Timing{}) {
+		// No phases reported: the whole run counts as compute_infer.
+		tm.Infer = now.Sub(t.started)
+	}
+	s.s.ComputeInput.add(tm.Input)
+	s.s.ComputeInfer.add(tm.Infer)
+	s.s.ComputeOutput.add(tm.Output)
+}
+
+func failReason(t *Task, err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return ReasonCanceled
+	case t.started.IsZero():
+		return ReasonRejected
+	}
+	return ReasonBackend
+}
+
+func (s *Stats) failLocked(reason string) {
+	if s.s.FailReasons == nil {
+		s.s.FailReasons = map[string]int64{}
+	}
+	s.s.FailReasons[reason]++
+}
+
+// reject counts a request refused before it was queued.
+func (s *Stats) reject() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.s.LastInference = time.Now()
+	s.s.Fail.add(0)
+	s.failLocked(ReasonRejected)
 }
 
 // RecordExecution counts one execute of a batch.
@@ -58,9 +123,26 @@ func (s *Stats) RecordExecution() {
 	s.mu.Unlock()
 }
 
+// RecordBatch adds one execute of a batch of size to the batch statistics.
+func (s *Stats) RecordBatch(size int, tm Timing) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.s.Batches == nil {
+		s.s.Batches = map[int]BatchCounters{}
+	}
+	b := s.s.Batches[size]
+	b.ComputeInput.add(tm.Input)
+	b.ComputeInfer.add(tm.Infer)
+	b.ComputeOutput.add(tm.Output)
+	s.s.Batches[size] = b
+}
+
 // Snapshot returns a copy of the statistics.
 func (s *Stats) Snapshot() Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.s
+	c := s.s
+	c.FailReasons = maps.Clone(s.s.FailReasons)
+	c.Batches = maps.Clone(s.s.Batches)
+	return c
 }

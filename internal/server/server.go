@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
+	"github.com/vigilhq/vigil/internal/tritonmetrics"
 	"github.com/vigilhq/vigil/python"
 )
 
@@ -53,6 +54,9 @@ type Config struct {
 	HideReasons     bool
 	// Metrics serves Prometheus metrics on /metrics.
 	Metrics bool
+	// MetricsPort, when not negative, also serves /metrics on a listener
+	// of its own (Triton's 8002; 0 picks a free port).
+	MetricsPort int
 	// AllowClientShm lets clients register system shared memory regions
 	// (--allow-client-shm).
 	AllowClientShm   bool
@@ -91,13 +95,24 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("cannot listen for health: %w", err)
 		}
 	}
+	var metricsLis net.Listener
+	if cfg.MetricsPort >= 0 && cfg.Metrics {
+		if metricsLis, err = listen(cfg.Host, cfg.MetricsPort); err != nil {
+			for _, l := range []net.Listener{httpLis, grpcLis, healthLis} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("cannot listen for metrics: %w", err)
+		}
+	}
 	// Until the servers own them, the listeners are closed on any return.
 	serving := false
 	defer func() {
 		if serving {
 			return
 		}
-		for _, l := range []net.Listener{httpLis, grpcLis, healthLis} {
+		for _, l := range []net.Listener{httpLis, grpcLis, healthLis, metricsLis} {
 			if l != nil {
 				l.Close()
 			}
@@ -149,6 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics:         reg,
 	})
 	engine.SetActuator(mgr)
+	reg.MustRegister(tritonmetrics.New(mgr, tritonmetrics.Config{Logger: log.With("component", "metrics")}))
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEngine()
 	engine.Start(engineCtx)
@@ -194,6 +210,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if healthLis != nil {
 		healthSrv = &http.Server{Handler: rest.NewHealthHandler(engine, restCfg), ReadHeaderTimeout: 5 * time.Second}
 	}
+	var metricsSrv *http.Server
+	if metricsLis != nil {
+		metricsSrv = &http.Server{Handler: rest.NewMetricsHandler(metrics), ReadHeaderTimeout: 5 * time.Second}
+	}
 
 	startup := mgr.PlanStartup(ctx)
 
@@ -214,6 +234,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if healthSrv != nil {
 		serve("health", healthLis, func() error { return healthSrv.Serve(healthLis) })
 	}
+	if metricsSrv != nil {
+		serve("metrics", metricsLis, func() error { return metricsSrv.Serve(metricsLis) })
+	}
 
 	loadCtx, stopLoading := context.WithCancel(ctx)
 	defer stopLoading()
@@ -232,6 +255,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	<-ctx.Done()
 	shutdown(cfg, log, engine, grpcSrv, httpSrv, healthSrv, mgr, stopLoading)
+	if metricsSrv != nil {
+		_ = metricsSrv.Close() // last, so the shutdown can be watched
+	}
 	wg.Wait()
 	stopEngine()
 	engine.Close()

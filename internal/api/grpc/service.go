@@ -132,7 +132,13 @@ func statsToProto(st model.Stats) *pb.ModelStatistics {
 	if !st.LastInference.IsZero() {
 		last = uint64(st.LastInference.UnixMilli())
 	}
+	batches := make([]*pb.InferBatchStatistics, 0, len(st.Batches))
+	for _, b := range st.Batches {
+		batches = append(batches, &pb.InferBatchStatistics{BatchSize: uint64(b.Size),
+			ComputeInput: durationToProto(b.ComputeInput), ComputeInfer: durationToProto(b.ComputeInfer), ComputeOutput: durationToProto(b.ComputeOutput)})
+	}
 	return &pb.ModelStatistics{
+		BatchStats:     batches,
 		Name:           st.Name,
 		Version:        st.Version,
 		LastInference:  last,

@@ -120,6 +120,19 @@ func NewHealthHandler(h HealthSource, cfg Config) http.Handler {
 	return mux
 }
 
+// NewMetricsHandler serves metrics at /metrics (and /metrics/), for
+// --metrics-port, as Triton's metrics port does.
+func NewMetricsHandler(metrics http.Handler) http.Handler {
+	s := newServer(nil, nil, Config{})
+	mux := http.NewServeMux()
+	s.handle(mux, http.MethodGet, "/metrics", metrics.ServeHTTP)
+	s.handle(mux, http.MethodGet, "/metrics/", metrics.ServeHTTP)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErrorStatus(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path+"; metrics are at /metrics")
+	})
+	return mux
+}
+
 func (s *server) registerHealth(mux *http.ServeMux) {
 	s.handle(mux, http.MethodGet, "/v2/health/live", s.serverLive)
 	s.handle(mux, http.MethodGet, "/v2/health/ready", s.serverReady)
