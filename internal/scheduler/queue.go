@@ -42,7 +42,7 @@ type Task struct {
 	size     int // batch dimension, 1 for non-batching models
 	enqueued time.Time
 	started  time.Time
-	timing   Timing // set by FinishTimed, read after done delivers
+	timing   Timing      // set by FinishTimed, read after done delivers
 	done     chan Result // buffered 1: finishing never blocks
 	once     sync.Once
 }
