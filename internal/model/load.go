@@ -249,6 +249,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 		b.MaxDelay = time.Duration(db.GetMaxQueueDelayMicroseconds()) * time.Microsecond
 	}
 	stats := &scheduler.Stats{}
+	if m.cfg.Observer != nil {
+		stats.Observer = m.cfg.Observer(spec.Name, vs)
+	}
 	v := &version{
 		drainTimeout: m.cfg.DrainTimeout,
 		key:          health.ModelKey{Model: spec.Name, Version: vs},

@@ -82,6 +82,10 @@ type Config struct {
 	LoadConcurrency int
 	// Metrics registers the inference metrics; nil keeps them unexported.
 	Metrics prometheus.Registerer
+	// Observer, when set, gives each model version an observer of its
+	// successful requests' times (Triton's latency summaries); nil or a nil
+	// result observes nothing.
+	Observer func(model, version string) scheduler.Observer
 }
 
 // Manager owns every loaded model version.

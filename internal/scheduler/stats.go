@@ -56,14 +56,38 @@ type Counters struct {
 	Batches map[int]BatchCounters
 }
 
+// Observation is one successful request's times.
+type Observation struct {
+	Total, Queue         time.Duration
+	Input, Infer, Output time.Duration
+}
+
+// Observer receives every successful request's times (Triton's latency
+// summaries and histogram). It must not block.
+type Observer interface {
+	Observe(Observation)
+}
+
 // Stats accumulates one model version's statistics (Triton's statistics
 // extension). The zero value is ready to use.
 type Stats struct {
+	// Observer, when set before the version serves, also receives each
+	// successful request's times.
+	Observer Observer
+
 	mu sync.Mutex
 	s  Counters
 }
 
 func (s *Stats) record(t *Task, r Result) {
+	if obs, ok := s.recordLocked(t, r); ok && s.Observer != nil {
+		s.Observer.Observe(obs)
+	}
+}
+
+// recordLocked counts the task; ok reports a success that ran on an
+// instance, with its times.
+func (s *Stats) recordLocked(t *Task, r Result) (obs Observation, ok bool) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -72,14 +96,15 @@ func (s *Stats) record(t *Task, r Result) {
 	if r.Err != nil {
 		s.s.Fail.add(total)
 		s.failLocked(failReason(t, r.Err))
-		return
+		return obs, false
 	}
 	s.s.InferenceCount += int64(t.size)
 	s.s.Success.add(total)
 	if t.started.IsZero() {
-		return
+		return obs, false
 	}
-	s.s.Queue.add(t.started.Sub(t.enqueued))
+	queue := t.started.Sub(t.enqueued)
+	s.s.Queue.add(queue)
 	tm := t.timing
 	if tm == (Timing{}) {
 		// No phases reported: the whole run counts as compute_infer.
@@ -88,6 +113,7 @@ func (s *Stats) record(t *Task, r Result) {
 	s.s.ComputeInput.add(tm.Input)
 	s.s.ComputeInfer.add(tm.Infer)
 	s.s.ComputeOutput.add(tm.Output)
+	return Observation{Total: total, Queue: queue, Input: tm.Input, Infer: tm.Infer, Output: tm.Output}, true
 }
 
 func failReason(t *Task, err error) string {

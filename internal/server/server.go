@@ -54,6 +54,9 @@ type Config struct {
 	HideReasons     bool
 	// Metrics serves Prometheus metrics on /metrics.
 	Metrics bool
+	// MetricsOptions are Triton's --metrics-config switches; the zero value
+	// means Triton's defaults.
+	MetricsOptions tritonmetrics.Options
 	// MetricsPort, when not negative, also serves /metrics on a listener
 	// of its own (Triton's 8002; 0 picks a free port).
 	MetricsPort int
@@ -119,6 +122,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
+	if cfg.MetricsOptions.Quantiles == nil {
+		cfg.MetricsOptions = tritonmetrics.DefaultOptions()
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -162,9 +168,11 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
+		Observer:        tritonmetrics.NewLatencies(reg, cfg.MetricsOptions).For,
 	})
 	engine.SetActuator(mgr)
-	reg.MustRegister(tritonmetrics.New(mgr, tritonmetrics.Config{Logger: log.With("component", "metrics")}))
+	reg.MustRegister(tritonmetrics.New(mgr, tritonmetrics.Config{Logger: log.With("component", "metrics"),
+		NoCounterLatencies: !cfg.MetricsOptions.CounterLatencies}))
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEngine()
 	engine.Start(engineCtx)

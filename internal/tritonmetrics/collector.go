@@ -45,9 +45,10 @@ var failureReasons = [...]string{scheduler.ReasonRejected, scheduler.ReasonCance
 
 // Collector is the prometheus.Collector of Triton's families.
 type Collector struct {
-	src Source
-	cpu *cpuSampler
-	log *slog.Logger
+	src       Source
+	cpu       *cpuSampler
+	log       *slog.Logger
+	latencies bool
 
 	success, failure, count, exec, pending      *prometheus.Desc
 	requestUS, queueUS, inputUS, inferUS, outUS *prometheus.Desc
@@ -59,8 +60,11 @@ type Config struct {
 	// ProcDir is where /proc is; empty means "/proc". Tests point it at a
 	// fake.
 	ProcDir string
-	// Logger receives /proc read failures (once per kind); nil discards.
+	// Logger receives /proc read failures; nil discards.
 	Logger *slog.Logger
+	// NoCounterLatencies leaves out the nv_inference_*_duration_us
+	// counters (--metrics-config counter_latencies=false).
+	NoCounterLatencies bool
 }
 
 // New returns a Collector over src.
@@ -77,9 +81,10 @@ func New(src Source, cfg Config) *Collector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &Collector{
-		src: src,
-		cpu: &cpuSampler{dir: cfg.ProcDir, minInterval: time.Second},
-		log: log,
+		src:       src,
+		latencies: !cfg.NoCounterLatencies,
+		cpu:       &cpuSampler{dir: cfg.ProcDir, minInterval: time.Second},
+		log:       log,
 
 		success: d("nv_inference_request_success", "Number of successful inference requests, all batch sizes", mv),
 		failure: d("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", append(mv, "reason")),
@@ -145,6 +150,9 @@ func (c *Collector) collectModel(ch chan<- prometheus.Metric, st model.Stats) {
 	counter(c.count, float64(st.InferenceCount))
 	counter(c.exec, float64(st.ExecutionCount))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending), lv...)
+	if !c.latencies {
+		return
+	}
 	counter(c.requestUS, us(st.Success))
 	counter(c.queueUS, us(st.Queue))
 	counter(c.inputUS, us(st.ComputeInput))

@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/scheduler"
 )
 
 type fakeSource []model.Stats
@@ -185,5 +186,56 @@ func TestMissingProcIsSkipped(t *testing.T) {
 	}
 	if _, ok := mfs["nv_inference_count"]; !ok {
 		t.Error("model families missing when /proc is unreadable")
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	o, err := ParseOptions(nil)
+	if err != nil || !o.CounterLatencies || o.HistogramLatencies || o.SummaryLatencies || len(o.Quantiles) != 5 {
+		t.Errorf("defaults = %+v, %v; want Triton's", o, err)
+	}
+	o, err = ParseOptions([]string{"counter_latencies=false", "summary_latencies=true", "histogram_latencies=true", "summary_quantiles=0.5:0.05,0.99:0.001"})
+	if err != nil || o.CounterLatencies || !o.SummaryLatencies || !o.HistogramLatencies || o.Quantiles[0.99] != 0.001 || len(o.Quantiles) != 2 {
+		t.Errorf("ParseOptions = %+v, %v", o, err)
+	}
+	for _, bad := range []string{"summary_latencies", "summary_latencies=maybe", "cache_latencies=true", "summary_quantiles=2:0.1"} {
+		if _, err := ParseOptions([]string{bad}); err == nil {
+			t.Errorf("ParseOptions(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLatencyFamilies(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	o := DefaultOptions()
+	o.SummaryLatencies, o.HistogramLatencies = true, true
+	l := NewLatencies(reg, o)
+	obs := l.For("m", "1")
+	obs.Observe(scheduler.Observation{Total: 1500 * time.Millisecond, Queue: time.Millisecond, Input: 2 * time.Microsecond, Infer: time.Second, Output: 3 * time.Microsecond})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf
+	}
+	h := got["nv_inference_first_response_histogram_ms"]
+	if h == nil || h.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("no first response histogram: %v", got)
+	}
+	hist := h.GetMetric()[0].GetHistogram()
+	if hist.GetSampleSum() != 1500 || len(hist.GetBucket()) != 4 || hist.GetBucket()[2].GetCumulativeCount() != 1 || hist.GetBucket()[1].GetCumulativeCount() != 0 {
+		t.Errorf("histogram = %v", hist)
+	}
+	for name, want := range map[string]float64{"nv_inference_request_summary_us": 1.5e6, "nv_inference_queue_summary_us": 1000,
+		"nv_inference_compute_input_summary_us": 2, "nv_inference_compute_infer_summary_us": 1e6, "nv_inference_compute_output_summary_us": 3} {
+		mf := got[name]
+		if mf == nil || mf.GetType() != dto.MetricType_SUMMARY || mf.GetMetric()[0].GetSummary().GetSampleSum() != want {
+			t.Errorf("%s = %v, want a summary of sum %v", name, mf, want)
+		}
+	}
+	if (&Latencies{}).For("m", "1") != nil || NewLatencies(prometheus.NewRegistry(), DefaultOptions()).For("m", "1") != nil {
+		t.Error("an observer exists with every latency family off")
 	}
 }

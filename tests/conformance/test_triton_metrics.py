@@ -119,7 +119,9 @@ def test_statistics_compute_phases_and_batch_stats(proto):
 
 @pytest.fixture(scope="module")
 def metrics_port_server(tmp_path_factory):
-    srv = start_server(tmp_path_factory, "vigil-metrics-port", ["--metrics-port", "0"])
+    srv = start_server(tmp_path_factory, "vigil-metrics-port", [
+        "--metrics-port", "0", "--metrics-config", "summary_latencies=true",
+        "--metrics-config", "histogram_latencies=true", "--metrics-config", "counter_latencies=false"])
     yield srv
     srv.stop()
 
@@ -134,3 +136,30 @@ def test_metrics_port(metrics_port_server):
     assert status == 404  # only metrics on the metrics port
     status, _, _ = http_request(addr, "POST", "/metrics")
     assert status == 405
+
+
+def test_opt_in_summaries_and_histogram(metrics_port_server):
+    """Triton's --metrics-config switches: summaries and the first-response histogram
+    on, the duration counters off."""
+    p = metrics_port_server.protocol("http")
+    try:
+        add_sub(p, 2, 1)
+    finally:
+        p.close()
+    def ready():
+        types, samples = scrape(metrics_port_server.http_addr)
+        c = [v for n, ls, v in samples if n == "nv_inference_first_response_histogram_ms_count"
+             and ls.get("model") == "add_sub"]
+        return (types, samples) if c and c[0] >= 2 else None
+    types, samples = wait_until(ready, timeout=5, what="the first-response histogram to count 2 requests")
+    assert types["nv_inference_first_response_histogram_ms"] == "histogram"
+    les = {ls["le"] for n, ls, _ in samples if n == "nv_inference_first_response_histogram_ms_bucket"
+           and ls.get("model") == "add_sub"}
+    assert les == {"100", "500", "2000", "5000", "+Inf"}, les
+    for fam in ("request", "queue", "compute_input", "compute_infer", "compute_output"):
+        name = f"nv_inference_{fam}_summary_us"
+        assert types.get(name) == "summary", name
+        qs = {ls.get("quantile") for n, ls, _ in samples if n == name and ls.get("model") == "add_sub"}
+        assert qs == {"0.5", "0.9", "0.95", "0.99", "0.999"}, (name, qs)
+    assert "nv_inference_request_duration_us" not in types
+    assert "nv_inference_count" in types
