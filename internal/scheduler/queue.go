@@ -181,7 +181,12 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 		// The task may still be running; its result is dropped.
 		t.Finish(nil, ctx.Err())
 		r := <-t.done
-		q.stats.record(t, Result{Err: ctx.Err()})
+		// A worker may be starting the task right now: read started
+		// under the lock that batchLocked writes it under.
+		q.mu.Lock()
+		started := !t.started.IsZero()
+		q.mu.Unlock()
+		q.stats.recordEnded(t, ctx.Err(), started)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, apierr.Wrap(apierr.DeadlineExceeded, ctx.Err(), "model %s: request deadline exceeded", q.name)
 		}

@@ -79,10 +79,23 @@ type Stats struct {
 	s  Counters
 }
 
+// record counts a task whose result was delivered: the worker that ran it
+// (if any) wrote its start and timing before delivering.
 func (s *Stats) record(t *Task, r Result) {
 	if obs, ok := s.recordLocked(t, r); ok && s.Observer != nil {
 		s.Observer.Observe(obs)
 	}
+}
+
+// recordEnded counts a task whose request ended (cancelled or past its
+// deadline) while it was queued or running; started says which.
+func (s *Stats) recordEnded(t *Task, err error, started bool) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.s.LastInference = now
+	s.s.Fail.add(now.Sub(t.enqueued))
+	s.failLocked(failReason(err, started))
 }
 
 // recordLocked counts the task; ok reports a success that ran on an
@@ -95,7 +108,7 @@ func (s *Stats) recordLocked(t *Task, r Result) (obs Observation, ok bool) {
 	total := now.Sub(t.enqueued)
 	if r.Err != nil {
 		s.s.Fail.add(total)
-		s.failLocked(failReason(t, r.Err))
+		s.failLocked(failReason(r.Err, !t.started.IsZero()))
 		return obs, false
 	}
 	s.s.InferenceCount += int64(t.size)
@@ -116,11 +129,11 @@ func (s *Stats) recordLocked(t *Task, r Result) (obs Observation, ok bool) {
 	return Observation{Total: total, Queue: queue, Input: tm.Input, Infer: tm.Infer, Output: tm.Output}, true
 }
 
-func failReason(t *Task, err error) string {
+func failReason(err error, started bool) string {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return ReasonCanceled
-	case t.started.IsZero():
+	case !started:
 		return ReasonRejected
 	}
 	return ReasonBackend

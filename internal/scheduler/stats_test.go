@@ -14,8 +14,8 @@ func TestStatsFailReasonsAndPhases(t *testing.T) {
 		timing: Timing{Input: time.Millisecond, Infer: 5 * time.Millisecond, Output: 2 * time.Millisecond}}
 	s.record(started, Result{})
 	s.record(started, Result{Err: errors.New("model raised")})
-	s.record(&Task{size: 1, enqueued: now}, Result{Err: context.DeadlineExceeded})
-	s.record(&Task{size: 1, enqueued: now}, Result{Err: context.Canceled})
+	s.recordEnded(&Task{size: 1, enqueued: now}, context.DeadlineExceeded, false)
+	s.recordEnded(&Task{size: 1, enqueued: now}, context.Canceled, true)
 	s.reject()
 	s.RecordBatch(2, Timing{Input: time.Millisecond, Infer: 5 * time.Millisecond, Output: 2 * time.Millisecond})
 	s.RecordBatch(2, Timing{Input: time.Millisecond})
