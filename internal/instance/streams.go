@@ -10,15 +10,16 @@ import (
 )
 
 // Held is the number of requests the instance's current process holds:
-// handed to the stub and not ended (executing, or streaming responses).
-func (i *Instance) Held() int {
+// handed to the stub and not ended (executing, or streaming responses),
+// and how many of them are streams.
+func (i *Instance) Held() (requests, streams int) {
 	i.mu.Lock()
 	g := i.gen
 	i.mu.Unlock()
 	if g == nil {
-		return 0
+		return 0, 0
 	}
-	return g.held.Len()
+	return g.held.Len(), g.held.Streams()
 }
 
 // streamVerdict is what one check of the held requests found.

@@ -364,4 +364,6 @@ func TestStubDeathEndsOpenRequests(t *testing.T) {
 	_ = context.Background
 }
 
-func isClosed(err error) bool { return err != nil && strings.Contains(err.Error(), ipc.ErrClosed.Error()) }
+func isClosed(err error) bool {
+	return err != nil && strings.Contains(err.Error(), ipc.ErrClosed.Error())
+}

@@ -249,6 +249,20 @@ func (h *Holder) release(t *Task) {
 	h.mu.Unlock()
 }
 
+// Streams is the number of tasks held whose submitter takes every
+// response (Queue.Stream).
+func (h *Holder) Streams() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for t := range h.tasks {
+		if t.stream {
+			n++
+		}
+	}
+	return n
+}
+
 // Len is the number of tasks held.
 func (h *Holder) Len() int {
 	h.mu.Lock()

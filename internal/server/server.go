@@ -167,6 +167,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HideReasons:     cfg.HideReasons,
 		Metrics:         metrics,
 		Logger:          log.With("component", "rest"),
+		InFlight:        mgr.InFlight,
 	}
 	httpSrv := &http.Server{
 		Handler:           rest.NewHandler(mgr, engine, restCfg),

@@ -109,11 +109,11 @@ func snap(models map[string]bool) *health.Snapshot {
 // fakeModels is a Models that records what it was asked and answers from
 // func fields; Infer echoes the inputs as outputs by default.
 type fakeModels struct {
-	mu       sync.Mutex
-	lastReq  *inference.Request
-	loads    []loadCall
-	unloads  []loadCall
-	inferFn  func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	mu      sync.Mutex
+	lastReq *inference.Request
+	loads   []loadCall
+	unloads []loadCall
+	inferFn func(ctx context.Context, req *inference.Request) (*inference.Response, error)
 	// streamFn, when set, answers InferStream; otherwise InferStream
 	// emits Infer's answer as the one final reply.
 	streamFn func(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error
