@@ -118,7 +118,7 @@ func (s *Stats) recordLocked(t *Task, r Result) (obs Observation, ok bool) {
 	}
 	queue := t.started.Sub(t.enqueued)
 	s.s.Queue.add(queue)
-	tm := t.timing
+	tm := t.timingOf()
 	if tm == (Timing{}) {
 		// No phases reported: the whole run counts as compute_infer.
 		tm.Infer = now.Sub(t.started)

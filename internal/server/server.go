@@ -72,7 +72,10 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	FinalizeTimeout  time.Duration
 	WatchdogInterval time.Duration
-	Logger           *slog.Logger
+	// MaxStreamDuration bounds one request's life on an instance
+	// (--max-stream-duration).
+	MaxStreamDuration time.Duration
+	Logger            *slog.Logger
 }
 
 // Run serves until ctx ends, then drains and stops. It returns nil after a
@@ -169,6 +172,8 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
 		Observer:        tritonmetrics.NewLatencies(reg, cfg.MetricsOptions).For,
+
+		MaxStreamDuration: cfg.MaxStreamDuration,
 	})
 	engine.SetActuator(mgr)
 	reg.MustRegister(tritonmetrics.New(mgr, tritonmetrics.Config{Logger: log.With("component", "metrics"),
@@ -197,6 +202,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HideReasons:     cfg.HideReasons,
 		Metrics:         metrics,
 		Logger:          log.With("component", "rest"),
+		InFlight:        mgr.InFlight,
 	}
 	httpSrv := &http.Server{
 		Handler:           rest.NewHandler(served, engine, restCfg),
@@ -355,6 +361,27 @@ type servedModels struct {
 
 func (s servedModels) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
 	return s.shm.Infer(ctx, req, s.Manager.Infer)
+}
+
+// InferStream is Infer for a stream (ModelStreamInfer): the shared memory
+// outputs of each response are written before it is sent.
+func (s servedModels) InferStream(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error {
+	b, err := s.shm.Bind(req)
+	defer b.Release()
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return s.Manager.InferStream(ctx, req, emit)
+	}
+	return s.Manager.InferStream(ctx, b.Request(), func(rep model.Reply) error {
+		if rep.Err == nil && rep.Response != nil {
+			if err := b.WriteOutputs(rep.Response); err != nil {
+				rep.Response, rep.Err = nil, err
+			}
+		}
+		return emit(rep)
+	})
 }
 
 func listen(host string, port int) (net.Listener, error) {

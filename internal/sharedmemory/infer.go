@@ -106,100 +106,161 @@ func withoutRef(p map[string]any) map[string]any {
 // Input bytes are copied out of the region into the request for now: the
 // server hands them to the stub over its socket like any other input.
 func (r *Registry) Infer(ctx context.Context, req *inference.Request, next InferFunc) (*inference.Response, error) {
-	uses := false
-	for i := range req.Inputs {
-		uses = uses || hasAnyRefKey(req.Inputs[i].Parameters)
-	}
-	for i := range req.Outputs {
-		uses = uses || hasAnyRefKey(req.Outputs[i].Parameters)
-	}
-	if !uses {
+	if !usesSharedMemory(req) {
 		return next(ctx, req)
 	}
+	b, err := r.bind(req)
+	defer b.release()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := next(ctx, b.req)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.writeOutputs(resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
 
-	var leases []*Lease
-	defer func() {
-		for _, l := range leases {
-			l.Release()
+// Bind prepares a request for a caller that runs it itself (a stream):
+// it is Infer's first half. When the request names no region it returns
+// nil and no error; otherwise run Binding.Request, pass each response
+// through Binding.WriteOutputs, and Release the binding when the request
+// has ended (also after an error).
+func (r *Registry) Bind(req *inference.Request) (*Binding, error) {
+	if !usesSharedMemory(req) {
+		return nil, nil
+	}
+	return r.bind(req)
+}
+
+// Request is the request to run: inputs filled from their regions, no
+// shared memory parameters left.
+func (b *Binding) Request() *inference.Request { return b.req }
+
+// WriteOutputs writes resp's outputs that the request placed in regions;
+// see Infer.
+func (b *Binding) WriteOutputs(resp *inference.Response) error { return b.writeOutputs(resp) }
+
+// Release ends the binding's leases. It is idempotent and nil-safe.
+func (b *Binding) Release() {
+	if b != nil {
+		b.release()
+	}
+}
+
+func usesSharedMemory(req *inference.Request) bool {
+	for i := range req.Inputs {
+		if hasAnyRefKey(req.Inputs[i].Parameters) {
+			return true
 		}
-	}()
+	}
+	for i := range req.Outputs {
+		if hasAnyRefKey(req.Outputs[i].Parameters) {
+			return true
+		}
+	}
+	return false
+}
+
+// Binding is a request with its regions leased and its inputs read.
+type Binding struct {
+	req       *inference.Request
+	leases    []*Lease
+	outs      map[string]*Lease
+	outParams map[string]map[string]any
+}
+
+// bind leases every region req names, copies the shared memory inputs into
+// a copy of req and strips the shared memory parameters from it. The
+// binding must be released, even when bind fails.
+func (r *Registry) bind(req *inference.Request) (*Binding, error) {
+	b := &Binding{outs: map[string]*Lease{}, outParams: map[string]map[string]any{}}
 	r2 := *req
 	r2.Inputs = make([]tensor.Tensor, len(req.Inputs))
 	for i, t := range req.Inputs {
 		ref, ok, err := parseRef(t.Name, t.Parameters)
 		if err != nil {
-			return nil, err
+			return b, err
 		}
 		if ok {
 			l, err := r.Acquire(ref.region, ref.offset, ref.size)
 			if err != nil {
-				return nil, err
+				return b, err
 			}
-			leases = append(leases, l)
+			b.leases = append(b.leases, l)
 			if t.Data, err = l.Read(); err != nil {
-				return nil, err
+				return b, err
 			}
 			t.Parameters = withoutRef(t.Parameters)
 			if err := t.Validate(); err != nil {
-				return nil, apierr.Wrap(apierr.InvalidArgument, err,
+				return b, apierr.Wrap(apierr.InvalidArgument, err,
 					"model %s: input '%s' in shared memory region '%s' does not match its shape and datatype", req.Model, t.Name, ref.region)
 			}
 		}
 		r2.Inputs[i] = t
 	}
-
-	outs := map[string]*Lease{}
-	outParams := map[string]map[string]any{}
 	if len(req.Outputs) > 0 {
 		r2.Outputs = make([]inference.RequestedOutput, len(req.Outputs))
 	}
 	for i, o := range req.Outputs {
 		ref, ok, err := parseRef(o.Name, o.Parameters)
 		if err != nil {
-			return nil, err
+			return b, err
 		}
 		if ok {
 			l, err := r.Acquire(ref.region, ref.offset, ref.size)
 			if err != nil {
-				return nil, err
+				return b, err
 			}
-			leases = append(leases, l)
-			outs[o.Name] = l
-			outParams[o.Name] = o.Parameters
+			b.leases = append(b.leases, l)
+			b.outs[o.Name] = l
+			b.outParams[o.Name] = o.Parameters
 			o.Parameters = withoutRef(o.Parameters)
 		}
 		r2.Outputs[i] = o
 	}
+	b.req = &r2
+	return b, nil
+}
 
-	resp, err := next(ctx, &r2)
-	if err != nil || len(outs) == 0 {
-		return resp, err
-	}
+// writeOutputs writes resp's outputs that the request placed in regions
+// and marks them (no data; the shared memory parameters, with
+// shared_memory_byte_size the bytes written).
+func (b *Binding) writeOutputs(resp *inference.Response) error {
 	for i := range resp.Outputs {
 		t := &resp.Outputs[i]
-		l, ok := outs[t.Name]
+		l, ok := b.outs[t.Name]
 		if !ok {
 			continue
 		}
 		if len(t.Data) > l.Len() {
-			return nil, apierr.New(apierr.Internal,
+			return apierr.New(apierr.Internal,
 				"shared memory size specified with the request for output '%s' (%d bytes) should be at least %d bytes to hold the results",
 				t.Name, l.Len(), len(t.Data))
 		}
 		if err := l.Write(t.Data); err != nil {
-			return nil, err
+			return err
 		}
 		p := maps.Clone(t.Parameters)
 		if p == nil {
 			p = map[string]any{}
 		}
-		maps.Copy(p, outParams[t.Name])
+		maps.Copy(p, b.outParams[t.Name])
 		// The bytes the output really took, so that a client can tell.
 		p[ParamByteSize] = int64(len(t.Data))
 		t.Parameters = p
 		t.Data = nil
 	}
-	return resp, nil
+	return nil
+}
+
+func (b *Binding) release() {
+	for _, l := range b.leases {
+		l.Release()
+	}
 }
 
 func hasAnyRefKey(p map[string]any) bool {

@@ -208,3 +208,36 @@ def test_disabled_by_default(server, regions):
     finally:
         hc.close()
         gc.close()
+
+
+def test_grpc_stream_with_shared_memory(shm_server, regions):
+    """ModelStreamInfer with inputs and outputs in regions: each response's outputs are
+    in the region when the response arrives."""
+    import queue
+    c = tgrpc.InferenceServerClient(shm_server.grpc_addr)
+    ih, ikey = regions("sin", 2 * NBYTES)
+    oh, okey = regions("sout", 2 * NBYTES)
+    c.register_system_shared_memory("sin", ikey, 2 * NBYTES)
+    c.register_system_shared_memory("sout", okey, 2 * NBYTES)
+    got = queue.Queue()
+    c.start_stream(callback=lambda result, error: got.put((result, error)))
+    try:
+        for k in range(2):
+            a = np.full((BATCH, WIDTH), float(k + 1), np.float32)
+            b = np.arange(BATCH * WIDTH, dtype=np.float32).reshape(BATCH, WIDTH)
+            shm.set_shared_memory_region(ih, [a, b])
+            ins = [tgrpc.InferInput("INPUT0", [BATCH, WIDTH], "FP32"), tgrpc.InferInput("INPUT1", [BATCH, WIDTH], "FP32")]
+            ins[0].set_shared_memory("sin", NBYTES)
+            ins[1].set_shared_memory("sin", NBYTES, offset=NBYTES)
+            outs = [tgrpc.InferRequestedOutput("OUTPUT0"), tgrpc.InferRequestedOutput("OUTPUT1")]
+            outs[0].set_shared_memory("sout", NBYTES)
+            outs[1].set_shared_memory("sout", NBYTES, offset=NBYTES)
+            c.async_stream_infer("add_sub", ins, outputs=outs, request_id=f"s{k}")
+            result, error = got.get(timeout=CALL_TIMEOUT_S)
+            assert error is None, error
+            np.testing.assert_array_equal(shm.get_contents_as_numpy(oh, np.float32, [BATCH, WIDTH]), a + b)
+            np.testing.assert_array_equal(shm.get_contents_as_numpy(oh, np.float32, [BATCH, WIDTH], offset=NBYTES), a - b)
+    finally:
+        c.stop_stream()
+        c.unregister_system_shared_memory()
+        c.close()
