@@ -2,7 +2,6 @@ package health
 
 import (
 	"fmt"
-	"strings"
 )
 
 // Probe names one of the server's three probes.
@@ -43,13 +42,11 @@ func (s *Snapshot) liveChecks() []NamedCheck {
 		for _, m := range s.Models {
 			for _, in := range m.Instances {
 				if in.State == StateFailed {
-					reason := in.Reason
-					if !strings.HasPrefix(reason, "restarts exhausted") {
-						reason = "restarts exhausted: " + reason
-					}
+					// A FAILED instance's reason says that its restarts
+					// are exhausted (the breaker words it).
 					out = append(out, NamedCheck{
 						Name:   fmt.Sprintf("instance/%s/%s/%s", m.Name, m.Version, in.Name),
-						Reason: reason,
+						Reason: in.Reason,
 					})
 				}
 			}

@@ -111,6 +111,10 @@ func (t *tracker) step(ev Event, now time.Time) []action {
 		t.onCheck(ev, now)
 	case ExecuteResult:
 		t.onExecute(ev, now)
+	case InstanceSuspended:
+		t.onSuspended(ev, now)
+	case InstanceResumed:
+		t.onResumed(now)
 	}
 	t.evaluate(now)
 	return t.out
@@ -250,8 +254,13 @@ func (t *tracker) onInitFailed(ev Event, now time.Time) {
 	}
 	cause := "initialize failed"
 	switch {
-	case strings.HasPrefix(ev.Reason, "initialize "):
+	case ev.Cause == CauseModelRaised && ev.Reason != "":
 		cause = ev.Reason // already says so: "initialize raised ValueError: …"
+	case ev.Cause == CauseHang:
+		cause = "initialize hung"
+		if ev.Reason != "" {
+			cause += ": " + ev.Reason
+		}
 	case ev.Reason != "":
 		cause += ": " + ev.Reason
 	}
@@ -292,6 +301,40 @@ func (t *tracker) onStopped(ev Event, now time.Time) {
 		reason += ": " + ev.Reason
 	}
 	t.stop(StateStopped, reason, now)
+}
+
+// onSuspended records a process stopped by a signal: the process check
+// fails at once, which takes a live instance out of traffic at once (see
+// evaluate); a stopped process cannot run a request.
+func (t *tracker) onSuspended(ev Event, now time.Time) {
+	if t.state == StateStopping || t.state == StateStopped || t.state == StateFailed || t.state == StateExited {
+		return
+	}
+	msg := "stopped by a signal"
+	if ev.Signal != "" {
+		msg = "stopped by signal " + ev.Signal
+	}
+	if t.pid != 0 {
+		msg += fmt.Sprintf(" (pid %d)", t.pid)
+	}
+	t.checks[ixProcess].force(false, msg, now, false)
+	t.emit(action{kind: actCheck, key: t.key, check: CheckProcess, ok: false})
+}
+
+// onResumed records a stopped process continued: the process check passes
+// again, and the instance returns to traffic by the same path as any check
+// recovering (once every other check passes too).
+func (t *tracker) onResumed(now time.Time) {
+	c := &t.checks[ixProcess]
+	if c.passing {
+		return
+	}
+	msg := "running (continued)"
+	if t.pid != 0 {
+		msg = fmt.Sprintf("running (pid %d, continued)", t.pid)
+	}
+	c.force(true, msg, now, true)
+	t.emit(action{kind: actCheck, key: t.key, check: CheckProcess, ok: true})
 }
 
 // stop takes the instance out for good (unload, shutdown, failed load).
@@ -337,7 +380,7 @@ func (t *tracker) onExecute(ev Event, now time.Time) {
 		}
 		t.checks[ixProgress].force(false, msg, now, false)
 		t.emit(action{kind: actCheck, key: t.key, check: CheckProgress, ok: false})
-		t.requestRestart("hang: "+msg, now)
+		t.requestRestart(restartHang, "hang: "+msg, now)
 		return
 	}
 	t.checks[ixProgress].force(true, "", now, true)
@@ -395,8 +438,10 @@ func (t *tracker) evaluate(now time.Time) {
 	failedFor := now.Sub(t.failingSince)
 	switch {
 	case failedFor >= t.restartAfter() && !t.noRestart:
-		t.requestRestart(fmt.Sprintf("check %s failing for %s: %s", checkName(i), failedFor, c.failMsg), now)
-	case failedFor >= t.pol.StopTrafficThreshold || t.state == StateOutOfTraffic:
+		t.requestRestart(restartThreshold, fmt.Sprintf("check %s failing for %s: %s", checkName(i), failedFor, c.failMsg), now)
+	case i == ixProcess || failedFor >= t.pol.StopTrafficThreshold || t.state == StateOutOfTraffic:
+		// A stopped process leaves traffic at once, whatever the
+		// stop-traffic threshold: it cannot run what it is given.
 		// Out of traffic stays out until every check passes again.
 		t.moveTo(StateOutOfTraffic, why, now)
 	default:
@@ -404,9 +449,11 @@ func (t *tracker) evaluate(now time.Time) {
 	}
 }
 
-// failingCheck returns the first check whose effective state fails.
+// failingCheck returns the first check whose effective state fails. The
+// process check fails here only while the process is stopped by a signal
+// (an exit is a crash, handled before any evaluation).
 func (t *tracker) failingCheck() (int, bool) {
-	for i := ixHeartbeat; i < numChecks; i++ {
+	for i := ixProcess; i < numChecks; i++ {
 		if !t.checks[i].passing {
 			return i, true
 		}
@@ -423,12 +470,24 @@ func (t *tracker) crash(cause string, now time.Time) {
 		return
 	}
 	t.moveTo(StateExited, "process exited: "+cause, now)
-	t.requestRestart(cause, now)
+	t.requestRestart(restartCrash, cause, now)
 }
 
+// restartKind says why a restart was decided; it decides whether the
+// restart waits for the crash backoff.
+type restartKind int
+
+const (
+	restartCrash     restartKind = iota + 1 // the process exited or initialize failed: backoff
+	restartThreshold                        // a check failed for restart_threshold_seconds: backoff
+	restartHang                             // the process cannot make progress: at once
+)
+
 // requestRestart decides a restart: the crash-loop breaker first, then the
-// backoff delay. The first restart is issued at once; later ones wait.
-func (t *tracker) requestRestart(cause string, now time.Time) {
+// backoff delay. The first restart is issued at once; later ones wait,
+// except a hang's, which is issued at once (a hung process holds requests
+// and serves nobody) but still counts toward the breaker.
+func (t *tracker) requestRestart(kind restartKind, cause string, now time.Time) {
 	t.failingSince = time.Time{}
 	if t.noRestart || t.retired {
 		t.moveTo(StateOutOfTraffic, cause+" (server draining, no restart)", now)
@@ -445,7 +504,7 @@ func (t *tracker) requestRestart(cause string, now time.Time) {
 	t.restartLog = append(t.restartLog, now)
 	t.restartCause = cause
 	delay := t.backoff.next()
-	if delay <= 0 {
+	if delay <= 0 || kind == restartHang {
 		t.issueRestart(now)
 		return
 	}
