@@ -6,7 +6,7 @@ import (
 )
 
 func suspended(sig string) Event { e := ev(InstanceSuspended); e.Signal = sig; return e }
-func resumed() Event              { return ev(InstanceResumed) }
+func resumed() Event             { return ev(InstanceResumed) }
 
 // A stopped process leaves traffic at the event, whatever the stop-traffic
 // threshold, and comes back by the same path when it is continued.
@@ -78,4 +78,3 @@ func TestInitFailureWordingFollowsCause(t *testing.T) {
 		}
 	}
 }
-
