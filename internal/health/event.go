@@ -132,6 +132,7 @@ type Actuator interface {
 	SetRoutable(k InstanceKey, routable bool)
 	// Restart stops the instance's process, if any, and starts a new one.
 	Restart(k InstanceKey, reason string)
-	// Fail stops the instance for good: restarts are exhausted.
+	// Fail stops the instance: restarts are exhausted. The engine retries
+	// it at the maximum backoff with Restart until the model is unloaded.
 	Fail(k InstanceKey, reason string)
 }

@@ -3,6 +3,7 @@ package health
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func suspended(sig string) Event { e := ev(InstanceSuspended); e.Signal = sig; return e }
@@ -54,7 +55,7 @@ func TestInitFailureWordingFollowsCause(t *testing.T) {
 		want   string
 	}{
 		{CauseModelRaised, "initialize raised ValueError: bad", "process exited: initialize raised ValueError: bad"},
-		{CauseHang, "the stub did not answer a ping within 2s", "initialize hung: the stub did not answer a ping within 2s"},
+		{CauseHang, "initialize hung: the stub did not answer a ping within 2s", "process exited: initialize hung: the stub did not answer a ping within 2s"},
 		{CauseUnspecified, "initialize something", "initialize failed: initialize something"},
 	} {
 		h := newHarness(t)
@@ -77,4 +78,35 @@ func TestInitFailureWordingFollowsCause(t *testing.T) {
 			t.Errorf("cause %d: transitions %+v, want one saying %q", c.cause, tr.ring, c.want)
 		}
 	}
+}
+
+// FAILED keeps trying at the maximum backoff, as CrashLoopBackOff does:
+// liveness fails meanwhile, and the instance heals once a retry initializes.
+func TestFailedInstanceIsRetriedAtMaxBackoff(t *testing.T) {
+	h := newHarness(t)
+	p := testPolicy(func(p *Policy) { p.MaxRestarts, p.BackoffInitial, p.BackoffMax = 1, s, time.Minute })
+	h.run(append(started(p),
+		at(0, exited(1), StateRestarting, "unroutable", "restart"),
+		at(0, spawned(101), StateStarting),
+		at(1*s, exited(1), StateFailed, "fail"),
+		tickAt(1*s+time.Minute-time.Millisecond, StateFailed, []string{}...),
+		tickAt(1*s+time.Minute, StateFailed, "restart"),
+		at(1*s+time.Minute, spawned(102), StateFailed),
+		at(2*s+time.Minute, initFailed("still broken"), StateFailed),
+		tickAt(2*s+2*time.Minute, StateFailed, "restart"),
+		at(2*s+2*time.Minute, spawned(103), StateFailed),
+	))
+	if live, why := h.snapshot().Live(); live || !strings.Contains(why, "restarts exhausted") {
+		t.Fatalf("Live() = %v, %q while a retry runs; want false", live, why)
+	}
+	h.run([]step{at(3*s+2*time.Minute, initialized(), StateReady, "routable")})
+	if live, why := h.snapshot().Live(); !live {
+		t.Fatalf("Live() = false (%s) after the retry healed the instance", why)
+	}
+	// Unloading ends the retries.
+	h.run([]step{
+		at(4*s+2*time.Minute, exited(1), StateFailed, "unroutable", "fail"), // the breaker still remembers
+		at(5*s+2*time.Minute, modelEv(ModelUnloading), StateStopping),
+		tickAt(time.Hour, StateStopping, []string{}...),
+	})
 }

@@ -83,7 +83,7 @@ func DefaultPolicy() Policy {
 		StopTrafficThreshold: 0,
 		RestartThreshold:     30 * time.Second,
 		HeartbeatPeriod:      time.Second,
-		HeartbeatTimeout:     5 * time.Second,
+		HeartbeatTimeout:     2 * time.Second,
 		InitializeTimeout:    10 * time.Minute,
 		ExecuteTimeout:       0,
 		ConsecutiveErrors:    0,

@@ -35,9 +35,19 @@ func (s *Snapshot) Checks(p Probe) []NamedCheck {
 	return nil
 }
 
+// serverChecks are the checks of the server process itself, shared by
+// liveness and readiness.
+func (s *Snapshot) serverChecks() []NamedCheck {
+	return []NamedCheck{
+		{Name: "ping", OK: true},
+		{Name: "watchdog", OK: !s.WatchdogStalled, Reason: reasonIf(s.WatchdogStalled, "the health engine's event loop stalled")},
+	}
+}
+
+// liveChecks: the server's own checks and, with --escalate-failed-models,
+// one failing check per FAILED instance.
 func (s *Snapshot) liveChecks() []NamedCheck {
-	out := []NamedCheck{{Name: "ping", OK: true}}
-	out = append(out, NamedCheck{Name: "watchdog", OK: !s.WatchdogStalled, Reason: reasonIf(s.WatchdogStalled, "the health engine's event loop stalled")})
+	out := s.serverChecks()
 	if s.Escalate {
 		for _, m := range s.Models {
 			for _, in := range m.Instances {
@@ -55,8 +65,12 @@ func (s *Snapshot) liveChecks() []NamedCheck {
 	return out
 }
 
+// readyChecks: whether the server should get traffic. A FAILED instance
+// fails liveness (escalation), not readiness: its model still serves on
+// its other instances (degraded), or is not ready, which the model's own
+// check says.
 func (s *Snapshot) readyChecks() []NamedCheck {
-	out := s.liveChecks()
+	out := s.serverChecks()
 	out = append(out,
 		NamedCheck{Name: "started", OK: s.Started, Reason: reasonIf(!s.Started, s.Loading)},
 		NamedCheck{Name: "draining", OK: !s.Draining, Reason: reasonIf(s.Draining, "server is shutting down")},

@@ -67,6 +67,8 @@ type tracker struct {
 	restartAt     time.Time   // a decided restart waits for its backoff; zero when none
 	restartCause  string
 	restartIssued bool // Restart was called; waiting for the new process
+	failedReason  string // why the breaker made the instance FAILED; kept while it is retried
+	retrying      bool   // a FAILED instance's retry process is initializing
 	noRestart     bool // the server is draining: exits are recorded, never restarted
 	retired       bool // the version is unloading, unloaded or failed to load: never started again
 
@@ -215,9 +217,24 @@ func (t *tracker) resetChecks(now time.Time) {
 }
 
 func (t *tracker) onSpawned(ev Event, now time.Time) {
-	if t.state == StateFailed || t.retired {
-		// FAILED is terminal until the model is reloaded; a retired
-		// instance's late spawn (a restart racing an unload) is ignored.
+	if t.retired {
+		// A retired instance's late spawn (a restart racing an unload) is
+		// ignored.
+		return
+	}
+	if t.state == StateFailed {
+		if !t.restartIssued {
+			return
+		}
+		// A retry of a FAILED instance: it stays FAILED (liveness keeps
+		// failing) until its initialize returns.
+		t.pid = ev.PID
+		t.restartIssued, t.retrying = false, true
+		t.graceUntil = time.Time{}
+		t.resetChecks(now)
+		t.checks[ixProcess].reset(now)
+		t.checks[ixProcess].force(true, fmt.Sprintf("running (pid %d)", ev.PID), now, true)
+		t.moveTo(StateFailed, t.failedReason+"; retry running", now)
 		return
 	}
 	// A restart says what it recovers from, so that a probe during the new
@@ -240,6 +257,14 @@ func (t *tracker) onSpawned(ev Event, now time.Time) {
 }
 
 func (t *tracker) onInitialized(now time.Time) {
+	if t.state == StateFailed && t.retrying && !t.retired {
+		// The retry of a FAILED instance worked: it heals by itself.
+		t.failedReason, t.retrying = "", false
+		t.resetChecks(now)
+		t.graceUntil = now.Add(t.pol.RestartCheckDelay)
+		t.moveTo(StateReady, "initialized (retried after restarts were exhausted)", now)
+		return
+	}
 	if t.state != StateStarting && t.state != StateRestarting {
 		return
 	}
@@ -249,18 +274,19 @@ func (t *tracker) onInitialized(now time.Time) {
 }
 
 func (t *tracker) onInitFailed(ev Event, now time.Time) {
+	if t.state == StateFailed {
+		t.retryFailed(now)
+		return
+	}
 	if t.state != StateStarting && t.state != StateRestarting {
 		return
 	}
 	cause := "initialize failed"
 	switch {
-	case ev.Cause == CauseModelRaised && ev.Reason != "":
-		cause = ev.Reason // already says so: "initialize raised ValueError: …"
-	case ev.Cause == CauseHang:
-		cause = "initialize hung"
-		if ev.Reason != "" {
-			cause += ": " + ev.Reason
-		}
+	case (ev.Cause == CauseModelRaised || ev.Cause == CauseHang) && ev.Reason != "":
+		// Already says so: "initialize raised ValueError: …",
+		// "initialize hung: …".
+		cause = ev.Reason
 	case ev.Reason != "":
 		cause += ": " + ev.Reason
 	}
@@ -278,7 +304,10 @@ func (t *tracker) onExited(ev Event, now time.Time) {
 	switch t.state {
 	case StateStopping:
 		t.moveTo(StateStopped, "stopped: "+cause, now)
-	case StateStopped, StateFailed, StateExited:
+	case StateFailed:
+		// A retry's process died: the next retry waits the maximum backoff.
+		t.retryFailed(now)
+	case StateStopped, StateExited:
 		// Already out; the exit is recorded above.
 	case StateRestarting:
 		if t.restartIssued {
@@ -496,9 +525,11 @@ func (t *tracker) requestRestart(kind restartKind, cause string, now time.Time) 
 	t.pruneRestartLog(now)
 	if t.pol.MaxRestarts >= 0 && len(t.restartLog) >= t.pol.MaxRestarts {
 		reason := fmt.Sprintf("restarts exhausted (%d within %s); last cause: %s", len(t.restartLog), t.pol.RestartWindow, cause)
-		t.restartAt, t.restartCause = time.Time{}, ""
+		t.restartAt, t.restartCause, t.restartIssued = time.Time{}, "", false
+		t.failedReason = reason
 		t.moveTo(StateFailed, reason, now)
 		t.emit(action{kind: actFail, key: t.key, reason: reason})
+		t.retryFailed(now)
 		return
 	}
 	t.restartLog = append(t.restartLog, now)
@@ -516,6 +547,20 @@ func (t *tracker) requestRestart(kind restartKind, cause string, now time.Time) 
 	t.moveTo(StateRestarting, cause+t.restartPending(now), now)
 }
 
+// retryFailed schedules the next retry of a FAILED instance at the maximum
+// backoff, as a kubelet's CrashLoopBackOff does: liveness keeps failing
+// (an orchestrator restarts the pod), but a server without one heals by
+// itself once the cause goes away.
+func (t *tracker) retryFailed(now time.Time) {
+	t.restartIssued, t.retrying = false, false
+	if t.noRestart || t.retired || t.pol.BackoffMax <= 0 {
+		t.restartAt = time.Time{}
+		return
+	}
+	t.restartAt = now.Add(t.pol.BackoffMax)
+	t.moveTo(StateFailed, fmt.Sprintf("%s; next retry in %s", t.failedReason, t.pol.BackoffMax), now)
+}
+
 func (t *tracker) restartPending(now time.Time) string {
 	if t.restartAt.IsZero() {
 		return ""
@@ -526,6 +571,19 @@ func (t *tracker) restartPending(now time.Time) string {
 // issueRestart calls Actuator.Restart; the instance waits in RESTARTING for
 // its new process (InstanceSpawned).
 func (t *tracker) issueRestart(now time.Time) {
+	if t.state == StateFailed {
+		// A retry after restarts were exhausted: the instance stays FAILED
+		// until its initialize returns.
+		t.restartAt = time.Time{}
+		if t.noRestart || t.retired {
+			return
+		}
+		t.restartIssued = true
+		t.restarts++
+		t.moveTo(StateFailed, t.failedReason+"; retrying now", now)
+		t.emit(action{kind: actRestart, key: t.key, reason: "retry after restarts were exhausted: " + t.failedReason})
+		return
+	}
 	t.restartAt = time.Time{}
 	t.restartIssued = true
 	t.restarts++

@@ -160,7 +160,7 @@ func TestHangInsideInitializeIsDetected(t *testing.T) {
 	}
 	select {
 	case err := <-errc:
-		if err == nil || !strings.Contains(err.Error(), "during initialize") {
+		if err == nil || !strings.Contains(err.Error(), "initialize hung") {
 			t.Fatalf("Start = %v, want a hang during initialize", err)
 		}
 	case <-time.After(testTimeout):

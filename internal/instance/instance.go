@@ -73,11 +73,15 @@ type generation struct {
 	// fails during it); abortBatch, a running execute. Nil when none runs.
 	abortInit  context.CancelCauseFunc
 	abortBatch context.CancelCauseFunc
-	// pingFails counts consecutive failed pings that count; answered is
-	// set once the stub has answered a ping.
-	pingFails int
-	answered  bool
+	// pingFails counts consecutive failed pings that count; answeredAt is
+	// when the stub last answered one (or the first was sent).
+	pingFails  int
+	answeredAt time.Time
 }
+
+// initHeartbeatLimit is how long pings may go unanswered during initialize
+// before a running (not stopped) stub counts as hung there.
+const initHeartbeatLimit = 30 * time.Second
 
 // hangError is the cause of an execute or initialize aborted because the
 // stub stopped answering its heartbeat.
@@ -108,7 +112,8 @@ type Instance struct {
 	// again is set when a restart is asked for while one is under way: it
 	// is carried out when the current one ends, never dropped.
 	again       bool
-	terminal    bool // failed or stopped: no more generations
+	terminal    bool // stopped: no more generations
+	failed      bool // restarts exhausted: no work until a retry
 	changed     chan struct{}
 	session     context.Context
 	endSession  context.CancelFunc
@@ -166,6 +171,7 @@ func (i *Instance) Restart(reason string) {
 		i.mu.Unlock()
 		return
 	}
+	i.failed = false
 	if i.restarting {
 		i.again = true
 		i.mu.Unlock()
@@ -199,18 +205,20 @@ func (i *Instance) Restart(reason string) {
 	}()
 }
 
-// Fail stops the instance for good: restarts are exhausted.
+// Fail stops the instance's process: its restarts are exhausted. The
+// instance takes no work until the health engine retries it (Restart, at
+// the maximum backoff).
 func (i *Instance) Fail(reason string) {
 	i.mu.Lock()
 	if i.terminal {
 		i.mu.Unlock()
 		return
 	}
-	i.terminal = true
+	i.failed = true
 	g := i.gen
 	i.refreshLocked()
 	i.mu.Unlock()
-	i.log.Warn("instance failed for good", "reason", reason)
+	i.log.Warn("instance failed: restarts exhausted", "reason", reason)
 	if g != nil {
 		g.proc.kill()
 	}
@@ -300,7 +308,7 @@ func (i *Instance) launch(ctx context.Context) error {
 	if limit := i.cfg.Policy.InitializeTimeout; limit > 0 {
 		var cancel context.CancelFunc
 		initCtx, cancel = context.WithTimeoutCause(initCtx, limit, &hangError{
-			reason: fmt.Sprintf("initialize did not return within %s (initialize_timeout_seconds)", limit)})
+			reason: fmt.Sprintf("initialize hung: it did not return within %s (initialize_timeout_seconds)", limit)})
 		defer cancel()
 	}
 	g.abortInit = abort
@@ -421,7 +429,7 @@ func (i *Instance) reap(g *generation) {
 // refreshLocked recomputes whether the worker may take work and wakes it.
 func (i *Instance) refreshLocked() {
 	g := i.gen
-	ready := i.routable && !i.terminal && g != nil && g.initialized && !g.exited && !g.hung && !g.paused
+	ready := i.routable && !i.terminal && !i.failed && g != nil && g.initialized && !g.exited && !g.hung && !g.paused
 	switch {
 	case ready && i.session == nil:
 		i.session, i.endSession = context.WithCancel(g.ctx)
@@ -586,11 +594,13 @@ func (i *Instance) heartbeat(g *generation) {
 }
 
 // pingOnce is one responsiveness check. A stub that fails it
-// failure_threshold times in a row while it runs initialize or holds a
-// batch cannot make progress: that initialize or batch is aborted as a
-// hang. Until the stub has answered once, a timeout is not judged (the
-// interpreter may still be starting; initialize_timeout_seconds bounds
-// that).
+// failure_threshold times in a row while it holds a batch cannot make
+// progress: the batch is aborted as a hang. During initialize a failed ping
+// counts only while the process is stopped by a signal or once no ping has
+// been answered for initHeartbeatLimit: an import that loads a large
+// library holds the GIL, and so keeps the control thread from answering,
+// for seconds without anything being wrong (initialize_timeout_seconds
+// bounds initialize as a whole).
 func (i *Instance) pingOnce(g *generation) {
 	timeout := i.cfg.Policy.HeartbeatTimeout
 	ctx, cancel := context.WithTimeout(g.ctx, timeout)
@@ -612,11 +622,16 @@ func (i *Instance) pingOnce(g *generation) {
 	default:
 		ev.Reason = fmt.Sprintf("ping failed: %v", err)
 	}
+	now := time.Now()
 	i.mu.Lock()
-	if err == nil {
+	if g.answeredAt.IsZero() {
+		g.answeredAt = start // silence is measured from the first ping
+	}
+	switch {
+	case err == nil:
 		g.pingFails = 0
-		g.answered = true
-	} else if g.answered || !ev.TimedOut || g.paused {
+		g.answeredAt = now
+	case g.initialized || g.paused || !ev.TimedOut || now.Sub(g.answeredAt) >= max(timeout, initHeartbeatLimit):
 		g.pingFails++
 	}
 	var abortInit, abortBatch context.CancelCauseFunc
@@ -634,7 +649,7 @@ func (i *Instance) pingOnce(g *generation) {
 	i.mu.Unlock()
 	i.post(ev)
 	if abortInit != nil {
-		abortInit(&hangError{reason: ev.Reason + " during initialize"})
+		abortInit(&hangError{reason: "initialize hung: " + ev.Reason})
 	}
 	if abortBatch != nil {
 		abortBatch(&hangError{reason: ev.Reason})

@@ -66,7 +66,8 @@ func (m *Manager) Restart(k health.InstanceKey, reason string) {
 	v.instances[i].Restart(reason)
 }
 
-// Fail stops an instance for good.
+// Fail stops an instance whose restarts are exhausted; the engine retries
+// it later at the maximum backoff (Restart).
 func (m *Manager) Fail(k health.InstanceKey, reason string) {
 	if v, i := m.instanceFor(k); v != nil {
 		v.instances[i].Fail(reason)

@@ -130,10 +130,11 @@ func (in *fakeInstance) SetRoutable(r bool) {
 
 func (in *fakeInstance) Restart(string) {
 	in.mu.Lock()
-	if in.stopped || in.failed {
+	if in.stopped {
 		in.mu.Unlock()
 		return
 	}
+	in.failed = false
 	in.restarts++
 	in.mu.Unlock()
 	in.wg.Add(1)

@@ -19,6 +19,8 @@ type Instance interface {
 	// Restart must never drop a call: one asked for during a restart is
 	// carried out after it.
 	Restart(reason string)
+	// Fail stops the current process: restarts are exhausted. A later
+	// Restart (the engine's retry at the maximum backoff) starts it again.
 	Fail(reason string)
 	// Stop stops the instance for good and waits for it.
 	Stop(ctx context.Context)
