@@ -242,6 +242,11 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	httpSrv, healthSrv *http.Server, mgr *model.Manager, stopLoading context.CancelFunc) {
 	log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String())
 	engine.Post(health.Event{Kind: health.Draining, At: time.Now(), Reason: "server is shutting down"})
+	// Readiness, and the HTTP side's "Connection: close" on every response,
+	// follow the snapshot: wait until it shows the drain.
+	syncCtx, cancelSync := context.WithTimeout(context.Background(), time.Second)
+	_ = engine.Sync(syncCtx)
+	cancelSync()
 	grpcSrv.Drain()
 	if cfg.DrainDelay > 0 {
 		t := time.NewTimer(cfg.DrainDelay)

@@ -52,3 +52,24 @@ func TestRepositoryIndexHidesReasonsWithoutAToken(t *testing.T) {
 		t.Fatalf("index = %d %s", rec.Code, rec.Body)
 	}
 }
+
+// From the start of the drain every response closes its connection.
+func TestDrainingResponsesCloseTheConnection(t *testing.T) {
+	snap := readySnapshot()
+	e := newEnv(t, snap, Config{})
+	if rec := e.do("GET", "/v2/health/live", nil); rec.Header().Get("Connection") != "" {
+		t.Fatalf("Connection %q before the drain", rec.Header().Get("Connection"))
+	}
+	d := *snap
+	d.Draining = true
+	e = newEnv(t, &d, Config{})
+	for _, path := range []string{"/v2/health/live", "/v2/health/ready", "/nope"} {
+		if rec := e.do("GET", path, nil); rec.Header().Get("Connection") != "close" {
+			t.Errorf("GET %s while draining: Connection %q, want close", path, rec.Header().Get("Connection"))
+		}
+	}
+	h := NewHealthHandler(fakeHealth{&d}, Config{})
+	if rec := serve(t, h, "GET", "/readyz", nil); rec.Header().Get("Connection") != "close" {
+		t.Errorf("health port while draining: Connection %q, want close", rec.Header().Get("Connection"))
+	}
+}

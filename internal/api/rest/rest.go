@@ -107,7 +107,21 @@ func NewHandler(m Models, h HealthSource, cfg Config) http.Handler {
 		}
 		s.handle(mux, rt.method, rt.pattern, h)
 	}
-	return mux
+	return s.closeWhenDraining(mux)
+}
+
+// closeWhenDraining ends keep-alive from the moment the drain starts: every
+// response then carries "Connection: close", so a client that keeps sending
+// through SIGTERM opens a new connection per request, and no idle
+// keep-alive connection is left for the listener close to race with (a
+// request sent on one just as it closes would get EOF and no answer).
+func (s *server) closeWhenDraining(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.snapshot().Draining {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // route is one route of the API. Admin routes need the admin token (when
@@ -147,7 +161,7 @@ func NewHealthHandler(h HealthSource, cfg Config) http.Handler {
 	s := newServer(nil, h, cfg)
 	mux := http.NewServeMux()
 	s.registerHealth(mux)
-	return mux
+	return s.closeWhenDraining(mux)
 }
 
 func (s *server) registerHealth(mux *http.ServeMux) {
