@@ -66,11 +66,11 @@ type tracker struct {
 	restartLog    []time.Time // restart decisions, for the crash-loop breaker
 	restartAt     time.Time   // a decided restart waits for its backoff; zero when none
 	restartCause  string
-	restartIssued bool // Restart was called; waiting for the new process
+	restartIssued bool   // Restart was called; waiting for the new process
 	failedReason  string // why the breaker made the instance FAILED; kept while it is retried
 	retrying      bool   // a FAILED instance's retry process is initializing
-	noRestart     bool // the server is draining: exits are recorded, never restarted
-	retired       bool // the version is unloading, unloaded or failed to load: never started again
+	noRestart     bool   // the server is draining: exits are recorded, never restarted
+	retired       bool   // the version is unloading, unloaded or failed to load: never started again
 
 	ring []Transition
 	out  []action

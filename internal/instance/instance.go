@@ -53,7 +53,19 @@ type Config struct {
 	// between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
 	StopGrace       time.Duration
+	// Decoupled is the model's model_transaction_policy.decoupled: execute
+	// returns None and requests answer through their response senders.
+	Decoupled bool
+	// MaxStreamDuration bounds how long the instance holds one request
+	// after handing it to the stub (0 = DefaultMaxStreamDuration); a
+	// request past it ends with DeadlineExceeded and the model sees it
+	// cancelled.
+	MaxStreamDuration time.Duration
 }
+
+// DefaultMaxStreamDuration is the per-request limit when
+// Config.MaxStreamDuration is zero.
+const DefaultMaxStreamDuration = time.Hour
 
 // generation is one run of the stub process.
 type generation struct {
@@ -63,6 +75,8 @@ type generation struct {
 
 	// pingNow asks the heartbeat for a ping at once (after a continue).
 	pingNow chan struct{}
+	// held is every request handed to this process and not ended.
+	held *scheduler.Holder
 
 	// Guarded by Instance.mu.
 	initialized bool
@@ -127,6 +141,9 @@ func New(cfg Config) *Instance {
 	}
 	if cfg.StopGrace == 0 {
 		cfg.StopGrace = 2 * time.Second
+	}
+	if cfg.MaxStreamDuration == 0 {
+		cfg.MaxStreamDuration = DefaultMaxStreamDuration
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Instance{
@@ -289,7 +306,7 @@ func (i *Instance) launch(ctx context.Context) error {
 	}
 	gctx, gcancel := context.WithCancel(i.ctx)
 	i.mu.Lock()
-	g = &generation{proc: p, ctx: gctx, cancel: gcancel, pingNow: make(chan struct{}, 1)}
+	g = &generation{proc: p, ctx: gctx, cancel: gcancel, pingNow: make(chan struct{}, 1), held: scheduler.NewHolder()}
 	i.mu.Unlock()
 	i.wg.Add(1)
 	go i.reap(g)
@@ -345,6 +362,8 @@ func (i *Instance) launch(ctx context.Context) error {
 	i.post(health.Event{Kind: health.InstanceInitialized, OK: res.HasHealthHook, Reason: res.HookName, PID: p.pid})
 	i.mu.Unlock()
 
+	i.wg.Add(1)
+	go i.watchStreams(g)
 	if res.HasHealthHook {
 		i.wg.Add(1)
 		go i.hook(g, res.HookName)
@@ -409,6 +428,7 @@ func (i *Instance) reap(g *generation) {
 	<-g.proc.done
 	g.cancel()
 	desc, code, sig := g.proc.exitDescription()
+	i.endHeld(g, desc)
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	g.exited = true
@@ -470,7 +490,10 @@ func (i *Instance) work() {
 	}
 }
 
-// execute runs one batch and finishes its tasks.
+// execute runs one batch. Each task is held by the generation from the
+// moment it goes to the stub until it ends; requests that answer through
+// their response senders stay held after execute returns, while the
+// worker takes the next batch.
 func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	reqs := make([]*inference.Request, len(batch))
 	for k, t := range batch {
@@ -479,10 +502,29 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	if i.cfg.Stats != nil {
 		i.cfg.Stats.RecordExecution()
 	}
+	model := i.cfg.Key.Model
+	b, err := g.proc.client.NewBatch(reqs, &batchSink{tasks: batch, model: model})
+	if err != nil {
+		for _, t := range batch {
+			t.Finish(nil, apierr.Unavailablef("model %s: instance %s cannot take the request: %v", model, i.cfg.Key.Instance, err))
+		}
+		return
+	}
+	for k, t := range batch {
+		if !g.held.Hold(t) {
+			continue // its client has gone already
+		}
+		t.SetCancel(func() { _ = b.Cancel(k) })
+		if i.cfg.Decoupled {
+			t.Watch()
+		}
+	}
 	ctx, abort := context.WithCancelCause(context.Background())
 	defer abort(nil)
 	limit := i.cfg.Policy.ExecuteTimeout
-	if limit > 0 {
+	if limit > 0 && !i.cfg.Decoupled {
+		// A decoupled execute may stream for as long as it makes
+		// progress; watchStreams times the gaps between its responses.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
@@ -494,21 +536,21 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	if hungAlready {
 		abort(&hangError{reason: "the instance's heartbeat had already failed"})
 	}
-	results, err := g.proc.client.Execute(ctx, reqs)
+	results, err := b.Execute(ctx)
 	i.mu.Lock()
 	g.abortBatch = nil
 	i.mu.Unlock()
-	model := i.cfg.Key.Model
 	var hang *hangError
 	if err != nil && errors.As(context.Cause(ctx), &hang) {
 		// The heartbeat failed while this batch ran: the stub cannot make
-		// progress, so the batch is answered now and the instance is
+		// progress, so what it holds is answered now and the instance is
 		// restarted at once (the engine decides on the TimedOut result).
 		msg := fmt.Sprintf("model %s: instance %s stopped responding while executing the request (%s); the instance is restarted",
 			model, i.cfg.Key.Instance, hang.reason)
 		for _, t := range batch {
 			t.Finish(nil, apierr.Unavailablef("%s", msg))
 		}
+		g.held.FinishAll(func(*scheduler.Task) error { return apierr.Unavailablef("%s", msg) })
 		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Cause: health.CauseHang,
 			Reason: "heartbeat failed while executing: " + hang.reason, PID: g.proc.pid})
 		return
@@ -518,14 +560,17 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		var firstErr string
 		for k, t := range batch {
 			r := results[k]
-			if r.Err != nil {
+			switch {
+			case r.Streamed:
+				t.Watch()
+			case r.Err != nil:
 				if firstErr == "" {
 					firstErr = r.Err.Error()
 				}
-				t.Finish(nil, modelError(model, r.Err))
-				continue
+				t.Deliver(scheduler.Reply{Err: modelError(model, r.Err), Final: true})
+			default:
+				t.Deliver(scheduler.Reply{Response: r.Response, Final: true})
 			}
-			t.Finish(r.Response, nil)
 		}
 		if firstErr != "" {
 			i.execFailing.Store(true)
@@ -545,25 +590,62 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		}
 		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Cause: health.CauseHang, Reason: fmt.Sprintf("execute ran past %s", limit), PID: g.proc.pid})
 	case errors.Is(err, ipc.ErrClosed):
-		// The reap can wait up to WaitDelay for the stub's output pipes.
-		select {
-		case <-g.proc.done:
-		case <-time.After(2 * time.Second):
-		}
-		desc := "connection lost"
-		if g.proc.exited() {
-			desc, _, _ = g.proc.exitDescription()
-		}
-		for _, t := range batch {
-			t.Finish(nil, apierr.Unavailablef("model %s: instance %s died while executing the request (%s)", model, i.cfg.Key.Instance, desc))
-		}
+		// The reaper ends every request the process held, naming the exit.
+		<-g.proc.done
 	default:
 		for _, t := range batch {
-			t.Finish(nil, modelError(model, err))
+			t.Deliver(scheduler.Reply{Err: modelError(model, err), Final: true})
 		}
 		i.execFailing.Store(true)
 		i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: err.Error(), PID: g.proc.pid})
 	}
+}
+
+// batchSink passes the responses a batch's requests send through their
+// response senders on to their tasks. It runs on the client's reader
+// goroutine; delivering never blocks.
+type batchSink struct {
+	tasks []*scheduler.Task
+	model string
+}
+
+func (s *batchSink) Response(index int, r ipc.Result, final bool) {
+	if errors.Is(r.Err, ipc.ErrClosed) {
+		return // the reaper ends the request with the exit's description
+	}
+	rep := scheduler.Reply{Response: r.Response, Final: final}
+	if r.Err != nil {
+		rep.Err = modelError(s.model, r.Err)
+	}
+	s.tasks[index].Deliver(rep)
+}
+
+// endHeld ends every request the generation's process held: it has exited.
+// A stream's message says so: "instance repeat_0 died while streaming:
+// killed by signal SIGKILL".
+func (i *Instance) endHeld(g *generation, desc string) {
+	if g.held.Len() == 0 {
+		return
+	}
+	model, name := i.cfg.Key.Model, i.cfg.Key.Instance
+	intended := g.proc.wasIntended()
+	n := g.held.FinishAll(func(t *scheduler.Task) error {
+		switch {
+		case intended:
+			return apierr.Unavailablef("model %s: instance %s was stopped while serving the request (%s)", model, name, desc)
+		case t.Streaming():
+			return died(fmt.Sprintf("model %s: instance %s died while streaming: %s", model, name, desc))
+		}
+		return died(fmt.Sprintf("model %s: instance %s died while executing the request (%s)", model, name, desc))
+	})
+	if n > 0 {
+		i.log.Warn("requests ended by the stub's exit", "requests", n, "exit", desc)
+	}
+}
+
+// died is the error of a request whose instance exited under it.
+func died(msg string) error {
+	return &apierr.Error{Code: apierr.Unavailable, Msg: msg, RetryAfter: time.Second, Err: scheduler.ErrInstanceDied}
 }
 
 // modelError classifies an error the model reported: per-request

@@ -81,6 +81,8 @@ type fakeInstance struct {
 
 func (in *fakeInstance) Key() health.InstanceKey { return in.cfg.Key }
 
+func (in *fakeInstance) Held() (int, int) { return 0, 0 }
+
 func (in *fakeInstance) post(ev health.Event) {
 	ev.Instance, ev.At = in.cfg.Key, time.Now()
 	in.cfg.Events.Post(ev)

@@ -24,6 +24,9 @@ type Instance interface {
 	Fail(reason string)
 	// Stop stops the instance for good and waits for it.
 	Stop(ctx context.Context)
+	// Held is the number of requests the instance holds (executing or
+	// streaming) and how many of them are streams.
+	Held() (requests, streams int)
 }
 
 var _ Instance = (*instance.Instance)(nil)
