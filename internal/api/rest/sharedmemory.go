@@ -21,23 +21,28 @@ type SharedMemory interface {
 // cudaUnsupported is the answer to a CUDA shared memory registration.
 const cudaUnsupported = "CUDA shared memory is not supported: vigil serves CPU models; use system shared memory (v2/systemsharedmemory)"
 
-// registerSharedMemory adds the routes of Triton's shared memory extension:
+// sharedMemoryRoutes are the routes of Triton's shared memory extension:
 // system shared memory through s.cfg.SharedMemory, and CUDA shared memory,
 // which vigil does not offer: registering is refused as Unsupported, the
 // status lists nothing and unregistering (which Triton's examples do to
-// start clean) succeeds, while client shared memory is enabled.
-func (s *server) registerSharedMemory(mux *http.ServeMux) {
+// start clean) succeeds, while client shared memory is enabled. Register
+// and unregister are admin routes: with an admin token configured, making
+// the server map a client's shared memory needs it.
+func (s *server) sharedMemoryRoutes() []route {
 	const sys, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
-	s.handle(mux, http.MethodGet, sys+"/status", s.shmStatus)
-	s.handle(mux, http.MethodGet, sys+"/region/{region}/status", s.shmStatus)
-	s.handle(mux, http.MethodPost, sys+"/region/{region}/register", s.shmRegister)
-	s.handle(mux, http.MethodPost, sys+"/unregister", s.shmUnregister)
-	s.handle(mux, http.MethodPost, sys+"/region/{region}/unregister", s.shmUnregister)
-	s.handle(mux, http.MethodGet, cuda+"/status", s.cudaStatus)
-	s.handle(mux, http.MethodGet, cuda+"/region/{region}/status", s.cudaStatus)
-	s.handle(mux, http.MethodPost, cuda+"/region/{region}/register", s.cudaRegister)
-	s.handle(mux, http.MethodPost, cuda+"/unregister", s.cudaUnregister)
-	s.handle(mux, http.MethodPost, cuda+"/region/{region}/unregister", s.cudaUnregister)
+	get, post := http.MethodGet, http.MethodPost
+	return []route{
+		{method: get, pattern: sys + "/status", h: s.shmStatus},
+		{method: get, pattern: sys + "/region/{region}/status", h: s.shmStatus},
+		{method: post, pattern: sys + "/region/{region}/register", h: s.shmRegister, admin: true},
+		{method: post, pattern: sys + "/unregister", h: s.shmUnregister, admin: true},
+		{method: post, pattern: sys + "/region/{region}/unregister", h: s.shmUnregister, admin: true},
+		{method: get, pattern: cuda + "/status", h: s.cudaStatus},
+		{method: get, pattern: cuda + "/region/{region}/status", h: s.cudaStatus},
+		{method: post, pattern: cuda + "/region/{region}/register", h: s.cudaRegister, admin: true},
+		{method: post, pattern: cuda + "/unregister", h: s.cudaUnregister, admin: true},
+		{method: post, pattern: cuda + "/region/{region}/unregister", h: s.cudaUnregister, admin: true},
+	}
 }
 
 func (s *server) shmStatus(w http.ResponseWriter, r *http.Request) {
