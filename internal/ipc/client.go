@@ -58,6 +58,10 @@ type Result struct {
 type Client struct {
 	data, control *link
 	log           *slog.Logger
+	// shmThreshold is the size from which tensors travel out of band
+	// (shm.go); 0 when the data connection cannot pass descriptors.
+	shmThreshold atomic.Int64
+	arenas       arenas
 
 	seq atomic.Uint32
 
@@ -107,9 +111,23 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 		pending: make(map[uint32]chan frame),
 		done:    make(chan struct{}),
 	}
+	if _, ok := data.(*net.UnixConn); ok {
+		c.shmThreshold.Store(DefaultShmThreshold)
+	}
 	go c.readLoop(c.data)
 	go c.readLoop(c.control)
 	return c
+}
+
+// SetShmThreshold sets the tensor size from which tensors travel between
+// server and stub in memory files rather than through the socket; 0 sends
+// every tensor through the socket. It applies to the stub's outputs from the
+// next Init, to inputs at once. It is ignored (stays 0) when the data
+// connection is not a Unix socket, which cannot pass descriptors.
+func (c *Client) SetShmThreshold(n int) {
+	if _, ok := c.data.rw.(*net.UnixConn); ok && n >= 0 {
+		c.shmThreshold.Store(int64(n))
+	}
 }
 
 // Done is closed when the connection is lost or closed.
@@ -122,6 +140,7 @@ func (c *Client) Close() error {
 	c.shutdown(errClosedByServer)
 	<-c.data.readerDone
 	<-c.control.readerDone
+	c.arenas.closeAll()
 	return nil
 }
 
@@ -152,7 +171,8 @@ func (c *Client) Ping(ctx context.Context) error {
 // ValueError: ...").
 func (c *Client) Init(ctx context.Context, a InitArgs) (InitResult, error) {
 	msg := wireInit{
-		ModelFile: a.ModelFile,
+		ModelFile:    a.ModelFile,
+		ShmThreshold: int(c.shmThreshold.Load()),
 		Args: map[string]string{
 			"model_config":             a.ModelConfigJSON,
 			"model_name":               a.ModelName,
@@ -186,18 +206,43 @@ func (c *Client) Execute(ctx context.Context, reqs []*inference.Request) ([]Resu
 	if len(reqs) == 0 {
 		return nil, errors.New("execute: empty batch")
 	}
-	bufs, n, err := encodeExecute(reqs)
+	threshold := int(c.shmThreshold.Load())
+	var l lease
+	if threshold > 0 {
+		var err error
+		if l, err = c.arenas.acquire(largeInputBytes(reqs, threshold)); err != nil {
+			// Through the socket, then.
+			c.log.Warn("no shared memory arena for large tensors", LogKeyErr, err)
+		}
+	}
+	bufs, n, used, err := encodeExecuteArena(reqs, threshold, l.in)
 	if err != nil {
+		c.arenas.release(l, true, 0)
 		return nil, fmt.Errorf("execute: %w", err)
 	}
-	f, err := c.roundTrip(ctx, kindExecute, bufs, n)
+	var fds []int
+	var flags uint8
+	if used {
+		fds = append(fds, l.in.fd)
+	}
+	if l.out != nil {
+		fds = append(fds, l.out.fd)
+		flags |= flagOutRegion
+	}
+	f, err := c.roundTripFDs(ctx, kindExecute, flags, bufs, n, fds)
 	if err != nil {
+		// The stub may still be reading the inputs or writing outputs.
+		c.arenas.abandon(l)
 		return nil, fmt.Errorf("execute: %w", err)
 	}
+	defer closeFDs(f.fds)
+	released := f.flags&flagInputsReleased != 0
 	if err := replyError(f); err != nil {
+		c.arenas.release(l, released, 0)
 		return nil, err
 	}
-	results, err := decodeExecuteReply(f.body, reqs)
+	results, large, err := decodeExecuteReplyArena(f.body, f.fds, l, threshold, reqs)
+	c.arenas.release(l, released, large)
 	if err != nil {
 		return nil, fmt.Errorf("execute: %w", err)
 	}
@@ -259,6 +304,12 @@ func (c *Client) jsonRoundTrip(ctx context.Context, k kind, v any) (frame, error
 // with headerSize bytes of room for the header; bodyLen counts the bytes
 // after it.
 func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen int) (frame, error) {
+	return c.roundTripFDs(ctx, k, 0, bufs, bodyLen, nil)
+}
+
+// roundTripFDs is roundTrip with request flags and descriptors sent along
+// with the frame (shm.go); the caller keeps, and closes, its own copies.
+func (c *Client) roundTripFDs(ctx context.Context, k kind, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
 	if err := ctx.Err(); err != nil {
 		return frame{}, err
 	}
@@ -273,8 +324,9 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 	c.pending[seq] = ch
 	c.mu.Unlock()
 
-	putHeader(bufs[0], bodyLen, k, 0, seq)
-	if err := c.write(ctx, k, bufs); err != nil {
+	putHeader(bufs[0], bodyLen, k, flags, seq)
+	putFDCount(bufs[0], len(fds))
+	if err := c.write(ctx, k, bufs, fds); err != nil {
 		c.forget(seq)
 		return frame{}, err
 	}
@@ -313,7 +365,7 @@ type writeDeadliner interface {
 // stopped reading), the write is abandoned through a write deadline; as part
 // of a frame may have gone out, the connection is then unusable and is shut
 // down.
-func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
+func (c *Client) write(ctx context.Context, k kind, bufs [][]byte, fds []int) error {
 	l := c.linkFor(k)
 	select {
 	case l.wsem <- struct{}{}:
@@ -336,7 +388,9 @@ func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
 	}
 	var n int64
 	var err error
-	if len(bufs) == 1 {
+	if len(fds) > 0 {
+		n, err = writeWithFDs(l.rw, bufs, fds)
+	} else if len(bufs) == 1 {
 		var m int
 		m, err = l.rw.Write(bufs[0])
 		n = int64(m)
@@ -383,15 +437,28 @@ func (c *Client) shutdown(cause error) {
 
 func (c *Client) readLoop(l *link) {
 	defer close(l.readerDone)
-	r := bufio.NewReaderSize(l.rw, 64<<10)
+	var src io.Reader = l.rw
+	var fds *fdReader
+	if uc, ok := l.rw.(*net.UnixConn); ok && l == c.data {
+		fds = newFDReader(uc)
+		defer fds.closeAll()
+		src = fds
+	}
+	r := bufio.NewReaderSize(src, 64<<10)
 	var hdr [headerSize]byte
 	for {
-		f, err := readFrame(r, &hdr)
+		f, err := readFrame(r, &hdr, fds)
 		if err != nil {
 			c.shutdown(err)
 			return
 		}
+		if len(f.fds) > 0 && f.kind != kindExecute {
+			// Only execute replies carry tensors.
+			closeFDs(f.fds)
+			f.fds = nil
+		}
 		if f.flags&flagReply == 0 {
+			closeFDs(f.fds)
 			err := fmt.Errorf("protocol error: the stub sent a %s request (seq %d)", f.kind, f.seq)
 			c.log.Warn("stub protocol error", LogKeyKind, f.kind.String(), LogKeySeq, f.seq, LogKeyErr, err)
 			c.shutdown(err)
@@ -401,13 +468,16 @@ func (c *Client) readLoop(l *link) {
 		ch, ok := c.pending[f.seq]
 		if ok {
 			delete(c.pending, f.seq)
+			// Under mu (ch is buffered, so this never blocks): a caller
+			// that forgets its seq then finds the frame in ch or never
+			// gets it, and a dropped frame's descriptors are closed here.
+			ch <- f
 		}
 		c.mu.Unlock()
 		if !ok {
 			// The caller gave up (its context ended); the reply is late.
 			c.log.Debug("dropped late stub reply", LogKeyKind, f.kind.String(), LogKeySeq, f.seq)
-			continue
+			closeFDs(f.fds)
 		}
-		ch <- f
 	}
 }

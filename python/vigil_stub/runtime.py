@@ -179,7 +179,7 @@ class Stub:
         try:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
-            self._codec = Codec()
+            self._codec = Codec(int(req.get("shm_threshold") or 0) if self._conn.passes_fds else 0)
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 
@@ -218,6 +218,15 @@ class Stub:
         self._reply(wire.KIND_INIT, seq, {"has_health_hook": bool(hook_name), "hook_name": hook_name})
 
     def _execute(self, seq, body):
+        # The output arena the server lent with the batch, if any.
+        region = getattr(body, "out_region", None)
+        try:
+            self._execute_batch(seq, body, region)
+        finally:
+            if region is not None:
+                os.close(region)
+
+    def _execute_batch(self, seq, body, region):
         if not self._ready:
             raise ModelFailure("execute", "execute before initialize returned")
         try:
@@ -239,10 +248,16 @@ class Stub:
                     "execute",
                     "execute returned %s at index %d, want InferenceResponse" % (type(r).__name__, i))
         try:
-            parts = self._codec.encode_responses(result, requests)
+            parts = self._codec.encode_responses(result, requests, region)
         except Exception as e:  # noqa: BLE001
             raise _raised("encode responses", e) from None
-        self._conn.send(wire.KIND_EXECUTE, FLAG_REPLY, seq, parts)
+        # The batch's arrays die here unless the model kept some; only then
+        # may the server reuse its input arena.
+        requests = result = r = None
+        flags = FLAG_REPLY
+        if self._codec.inputs_released():
+            flags |= wire.FLAG_INPUTS_RELEASED
+        self._conn.send(wire.KIND_EXECUTE, flags, seq, parts)
 
     def _finalize(self, seq, body):
         model = self._model
