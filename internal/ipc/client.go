@@ -48,6 +48,9 @@ type InitResult struct {
 type Result struct {
 	Response *inference.Response
 	Err      error
+	// Streamed means the request answers through its response sender:
+	// its responses, and its FINAL, reach the batch's Sink (see Batch).
+	Streamed bool
 }
 
 // Client talks to one stub over two connections: the data connection
@@ -63,14 +66,19 @@ type Client struct {
 	shmThreshold atomic.Int64
 	arenas       arenas
 
-	seq atomic.Uint32
+	seq     atomic.Uint32
+	dropped atomic.Int64 // see DroppedResponses
 
 	mu      sync.Mutex
 	pending map[uint32]chan frame // callers waiting for a reply, by seq
+	routes  map[uint32]*route     // batches whose requests may send responses, by seq
 	cause   error                 // why the connection ended; non-nil once done is closed
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
+
+	cancels    chan cancelFrame // CANCEL frames for cancelLoop to write
+	cancelDone chan struct{}    // closed when cancelLoop has returned
 }
 
 // link is one connection to the stub with its reader goroutine.
@@ -88,7 +96,7 @@ func newLink(rw io.ReadWriteCloser) *link {
 
 // linkFor routes a message kind to its connection.
 func (c *Client) linkFor(k kind) *link {
-	if k == kindPing || k == kindHealth {
+	if k == kindPing || k == kindHealth || k == kindCancel {
 		return c.control
 	}
 	return c.data
@@ -98,7 +106,8 @@ func (c *Client) linkFor(k kind) *link {
 var errClosedByServer = errors.New("closed by the server")
 
 // NewClient starts a client on the server's ends of the stub's data and
-// control socketpairs (from net.FileConn) and a reader goroutine for each.
+// control socketpairs (from net.FileConn), a reader goroutine for each and
+// a writer of cancellations.
 // Close stops them. A nil log discards.
 func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 	if log == nil {
@@ -109,13 +118,18 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 		control: newLink(control),
 		log:     log,
 		pending: make(map[uint32]chan frame),
+		routes:  make(map[uint32]*route),
 		done:    make(chan struct{}),
+
+		cancels:    make(chan cancelFrame, cancelQueue),
+		cancelDone: make(chan struct{}),
 	}
 	if _, ok := data.(*net.UnixConn); ok {
 		c.shmThreshold.Store(DefaultShmThreshold)
 	}
 	go c.readLoop(c.data)
 	go c.readLoop(c.control)
+	go c.cancelLoop()
 	return c
 }
 
@@ -134,12 +148,13 @@ func (c *Client) SetShmThreshold(n int) {
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Close closes the connection, which makes the stub exit, and waits for the
-// reader goroutine. Calls in flight return an error wrapping ErrClosed. It
+// reader goroutines and the cancellation writer. Calls in flight return an error wrapping ErrClosed. It
 // is idempotent and always returns nil.
 func (c *Client) Close() error {
 	c.shutdown(errClosedByServer)
 	<-c.data.readerDone
 	<-c.control.readerDone
+	<-c.cancelDone
 	c.arenas.closeAll()
 	return nil
 }
@@ -201,52 +216,15 @@ func (c *Client) Init(ctx context.Context, a InitArgs) (InitResult, error) {
 // error for the whole batch: a *ModelError (execute raised or returned the
 // wrong thing; the error reads "execute raised RuntimeError: ..."), an error
 // wrapping ErrClosed, or ctx's error. When ctx ends first, Execute returns at
-// once; the stub is still busy and its late reply is dropped.
+// once; the stub is still busy and its late reply is dropped. A request that
+// answers through its response sender gets an error: callers that take such
+// responses use NewBatch with a Sink.
 func (c *Client) Execute(ctx context.Context, reqs []*inference.Request) ([]Result, error) {
-	if len(reqs) == 0 {
-		return nil, errors.New("execute: empty batch")
-	}
-	threshold := int(c.shmThreshold.Load())
-	var l lease
-	if threshold > 0 {
-		var err error
-		if l, err = c.arenas.acquire(largeInputBytes(reqs, threshold)); err != nil {
-			// Through the socket, then.
-			c.log.Warn("no shared memory arena for large tensors", LogKeyErr, err)
-		}
-	}
-	bufs, n, used, err := encodeExecuteArena(reqs, threshold, l.in)
+	b, err := c.NewBatch(reqs, nil)
 	if err != nil {
-		c.arenas.release(l, true, 0)
-		return nil, fmt.Errorf("execute: %w", err)
-	}
-	var fds []int
-	var flags uint8
-	if used {
-		fds = append(fds, l.in.fd)
-	}
-	if l.out != nil {
-		fds = append(fds, l.out.fd)
-		flags |= flagOutRegion
-	}
-	f, err := c.roundTripFDs(ctx, kindExecute, flags, bufs, n, fds)
-	if err != nil {
-		// The stub may still be reading the inputs or writing outputs.
-		c.arenas.abandon(l)
-		return nil, fmt.Errorf("execute: %w", err)
-	}
-	defer closeFDs(f.fds)
-	released := f.flags&flagInputsReleased != 0
-	if err := replyError(f); err != nil {
-		c.arenas.release(l, released, 0)
 		return nil, err
 	}
-	results, large, err := decodeExecuteReplyArena(f.body, f.fds, l, threshold, reqs)
-	c.arenas.release(l, released, large)
-	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
-	}
-	return results, nil
+	return b.Execute(ctx)
 }
 
 // CheckHealth calls the model's health hook. ok and detail are the check's
@@ -304,16 +282,16 @@ func (c *Client) jsonRoundTrip(ctx context.Context, k kind, v any) (frame, error
 // with headerSize bytes of room for the header; bodyLen counts the bytes
 // after it.
 func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen int) (frame, error) {
-	return c.roundTripFDs(ctx, k, 0, bufs, bodyLen, nil)
+	return c.roundTripSeq(ctx, k, c.seq.Add(1), 0, bufs, bodyLen, nil)
 }
 
-// roundTripFDs is roundTrip with request flags and descriptors sent along
-// with the frame (shm.go); the caller keeps, and closes, its own copies.
-func (c *Client) roundTripFDs(ctx context.Context, k kind, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
+// roundTripSeq is roundTrip with a sequence id the caller took from c.seq,
+// request flags, and descriptors sent along with the frame (shm.go); the
+// caller keeps, and closes, its own copies of them.
+func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
 	if err := ctx.Err(); err != nil {
 		return frame{}, err
 	}
-	seq := c.seq.Add(1)
 	// Buffered so that the reader never blocks on a caller that gave up.
 	ch := make(chan frame, 1)
 	c.mu.Lock()
@@ -424,8 +402,11 @@ func (c *Client) shutdown(cause error) {
 		c.mu.Lock()
 		c.cause = cause
 		c.pending = nil
+		open := takeOpenLocked(c.routes)
+		c.routes = nil
 		c.mu.Unlock()
 		close(c.done)
+		endOpen(open, c.Err())
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
 			if err := l.rw.Close(); err != nil {
@@ -458,11 +439,14 @@ func (c *Client) readLoop(l *link) {
 			f.fds = nil
 		}
 		if f.flags&flagReply == 0 {
-			closeFDs(f.fds)
-			err := fmt.Errorf("protocol error: the stub sent a %s request (seq %d)", f.kind, f.seq)
-			c.log.Warn("stub protocol error", LogKeyKind, f.kind.String(), LogKeySeq, f.seq, LogKeyErr, err)
-			c.shutdown(err)
-			return
+			// A frame the stub starts: dispatched by kind (dispatch.go).
+			if err := c.dispatch(f); err != nil {
+				err = fmt.Errorf("protocol error: %w", err)
+				c.log.Warn("stub protocol error", LogKeyKind, f.kind.String(), LogKeySeq, f.seq, LogKeyErr, err)
+				c.shutdown(err)
+				return
+			}
+			continue
 		}
 		c.mu.Lock()
 		ch, ok := c.pending[f.seq]
