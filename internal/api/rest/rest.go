@@ -18,6 +18,9 @@ const DefaultMaxRequestBytes int64 = 64 << 20
 type Models interface {
 	// Infer runs one inference request. Errors are classified with apierr.
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// InferStream runs a request and passes each of its responses to emit
+	// (see model.Manager.InferStream); generate and generate_stream use it.
+	InferStream(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error
 	// Metadata describes a model version; an empty version means the
 	// server's choice.
 	Metadata(name, version string) (*model.Metadata, error)
@@ -100,6 +103,8 @@ func NewHandler(m Models, h HealthSource, cfg Config) http.Handler {
 		s.handle(mux, http.MethodGet, base+"/config", s.modelConfig)
 		s.handle(mux, http.MethodGet, base+"/stats", s.modelStats)
 		s.handle(mux, http.MethodPost, base+"/infer", s.infer)
+		s.handle(mux, http.MethodPost, base+"/generate", s.generate)
+		s.handle(mux, http.MethodPost, base+"/generate_stream", s.generateStream)
 	}
 	s.handle(mux, http.MethodPost, "/v2/repository/index", s.admin(s.repositoryIndex))
 	s.handle(mux, http.MethodPost, "/v2/repository/models/{model}/load", s.admin(s.repositoryLoad))
