@@ -218,3 +218,34 @@ func TestExecuteTimeoutAppliesBetweenResponses(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "instance restarted after the stall", func() bool { return s.restarts("streamer") >= 1 })
 }
+
+func TestWedgedStubEndsItsStreamsWhenTheHeartbeatRestartsIt(t *testing.T) {
+	s := start(t, copyModels(t, "streamer"),
+		"--health-default", "heartbeat_period_seconds=0.1",
+		"--health-default", "heartbeat_timeout_seconds=0.3",
+		"--health-default", "restart_threshold_seconds=1")
+	s.waitReady(30 * time.Second)
+	st, ch := s.openStream(ctxTimeout(t, time.Minute))
+	if err := st.Send(streamerRequest("w", -1, 10, -1)); err != nil {
+		t.Fatal(err)
+	}
+	next(t, ch, 10*time.Second)
+	pid := s.stubPIDs("streamer")[0]
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	stopped := time.Now()
+	var m *pb.ModelStreamInferResponse
+	for m = next(t, ch, 10*time.Second); m.GetErrorMessage() == ""; m = next(t, ch, 10*time.Second) {
+	}
+	took := time.Since(stopped)
+	t.Logf("the wedged stub's stream ended after %s: %s", took, m.GetErrorMessage())
+	// The bound: heartbeat timeout (0.3 s) + restart threshold (1 s), plus slack.
+	if took > 3*time.Second {
+		t.Errorf("stream ended %s after SIGSTOP, want within the heartbeat bound", took)
+	}
+	if !strings.Contains(m.GetErrorMessage(), "instance streamer_0 was restarted") {
+		t.Errorf("error %q does not say the instance was restarted", m.GetErrorMessage())
+	}
+}
