@@ -17,7 +17,7 @@ func TestTakeEmptyFinal(t *testing.T) {
 		t.Errorf("parameters left %v, want only other", req.Parameters)
 	}
 	for p, want := range map[string]any{
-		"invalid value type for 'triton_enable_empty_final_response' parameter, expected bool_param.": map[string]any{"triton_enable_empty_final_response": "yes"},
+		"invalid value type for 'triton_enable_empty_final_response' parameter, expected bool_param.":     map[string]any{"triton_enable_empty_final_response": "yes"},
 		"Only the following keys starting with 'triton_' are allowed: triton_enable_empty_final_response": map[string]any{"triton_x": true},
 	} {
 		_, err := takeEmptyFinal(&inference.Request{Parameters: want.(map[string]any)})

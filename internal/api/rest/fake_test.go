@@ -23,7 +23,7 @@ type fakeModels struct {
 	requests []*inference.Request
 	loads    []loadCall
 
-	InferFunc  func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	InferFunc func(ctx context.Context, req *inference.Request) (*inference.Response, error)
 	// StreamFunc answers InferStream; without it InferStream emits
 	// Infer's answer as the one final reply.
 	StreamFunc func(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error
