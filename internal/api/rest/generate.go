@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
@@ -73,6 +74,10 @@ func (s *server) generateStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
+	// The body has been read: the server's read timeout must not cut a
+	// long stream (net/http cancels the request when the connection's read
+	// deadline passes while it watches for the client going away).
+	_ = rc.SetReadDeadline(time.Time{})
 	started := false
 	start := func(status int) {
 		h := w.Header()
