@@ -63,6 +63,7 @@ type Task struct {
 	holder    *Holder // the instance holding the task, if any
 	onCancel  func()  // tells the model the request ended without it
 	timing    Timing  // the compute phases of the batch that served it
+	onDrop    func()  // counts a reply that came after the end
 }
 
 func newTask(ctx context.Context, req *inference.Request, size int, stream bool) *Task {
@@ -90,7 +91,11 @@ func (t *Task) Deliver(r Reply) bool {
 	t.mu.Lock()
 	if t.finished {
 		t.dropped++
+		drop := t.onDrop
 		t.mu.Unlock()
+		if drop != nil && (r.Response != nil || r.Err != nil) {
+			drop()
+		}
 		return false
 	}
 	t.progress = time.Now()
