@@ -118,6 +118,7 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 				Fail:           Duration(c.Fail),
 				Queue:          Duration(c.Queue),
 				ComputeInfer:   Duration(c.ComputeInfer),
+				Pending:        v.queue.Len(),
 			})
 		}
 	}

@@ -53,4 +53,6 @@ type Stats struct {
 	ComputeInput   Duration
 	ComputeInfer   Duration
 	ComputeOutput  Duration
+	// Pending is the number of requests waiting in the queue now.
+	Pending int
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/status"
 	"github.com/vigilhq/vigil/python"
 )
 
@@ -153,6 +154,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Metrics {
 		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	}
+	page := status.New(engine, status.Config{
+		HideReasons: cfg.HideReasons,
+		Traffic:     func() []status.Counters { return trafficCounters(mgr) },
+		Logger:      log.With("component", "status"),
+	})
+	defer page.Close()
 	restCfg := rest.Config{
 		ServerName:      Name,
 		ServerVersion:   cfg.Version,
@@ -161,6 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 		AdminToken:      cfg.AdminToken,
 		HideReasons:     cfg.HideReasons,
 		Metrics:         metrics,
+		Status:          page,
 		Logger:          log.With("component", "rest"),
 	}
 	httpSrv := &http.Server{
@@ -170,6 +178,8 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Status page streams end when shutdown starts instead of holding it up.
+	httpSrv.RegisterOnShutdown(page.Close)
 	grpcSrv := grpcapi.NewServer(mgr, engine, grpcapi.Config{
 		ServerName:    Name,
 		ServerVersion: cfg.Version,
@@ -287,6 +297,25 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	if healthSrv != nil {
 		_ = healthSrv.Close()
 	}
+}
+
+// trafficCounters are the model manager's statistics as the status page
+// reads them.
+func trafficCounters(mgr *model.Manager) []status.Counters {
+	stats, err := mgr.Stats("", "")
+	if err != nil {
+		return nil
+	}
+	out := make([]status.Counters, 0, len(stats))
+	for _, st := range stats {
+		out = append(out, status.Counters{
+			Model: st.Name, Version: st.Version,
+			Requests: st.Success.Count, Failures: st.Fail.Count,
+			Latency: st.Success.Total, Queue: st.Queue.Total, Queued: st.Queue.Count,
+			Pending: st.Pending,
+		})
+	}
+	return out
 }
 
 // protocolExtensions are the protocol extensions vigil implements.

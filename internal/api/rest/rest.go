@@ -55,6 +55,9 @@ type Config struct {
 	HideReasons bool
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// Status, when set, serves the status page at / and /status/
+	// (internal/status).
+	Status http.Handler
 	// Logger receives request failures that are vigil's fault; nil discards.
 	Logger *slog.Logger
 }
@@ -104,7 +107,8 @@ func NewHandler(m Models, h HealthSource, cfg Config) http.Handler {
 }
 
 // NewHealthHandler returns only the health routes (/v2/health/*, model
-// readiness, /livez, /readyz, /startupz) and /metrics, for --health-port.
+// readiness, /livez, /readyz, /startupz), /metrics and the status page, for
+// --health-port.
 func NewHealthHandler(h HealthSource, cfg Config) http.Handler {
 	s := newServer(nil, h, cfg)
 	mux := http.NewServeMux()
@@ -123,6 +127,11 @@ func (s *server) registerHealth(mux *http.ServeMux) {
 	}
 	if s.cfg.Metrics != nil {
 		s.handle(mux, http.MethodGet, "/metrics", s.cfg.Metrics.ServeHTTP)
+	}
+	if s.cfg.Status != nil {
+		for _, pattern := range []string{"/{$}", "/status", "/status/"} {
+			s.handle(mux, http.MethodGet, pattern, s.cfg.Status.ServeHTTP)
+		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErrorStatus(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
