@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -226,7 +227,12 @@ func (i *Instance) launch(ctx context.Context) error {
 	}
 	i.mu.Unlock()
 
-	p, err := startProcess(i.cfg.Runtime, i.log, &i.wg)
+	rt := i.cfg.Runtime
+	if rt.Name != nil {
+		k := i.cfg.Key
+		rt.Args = append(slices.Clip(rt.Args), rt.Name(k.Model, k.Version, k.Instance)...)
+	}
+	p, err := startProcess(rt, i.log, &i.wg)
 	if err != nil {
 		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: err.Error()})
 		return err
@@ -250,7 +256,14 @@ func (i *Instance) launch(ctx context.Context) error {
 	i.post(health.Event{Kind: health.InstanceSpawned, PID: p.pid})
 
 	res, err := p.client.Init(ctx, i.cfg.Init)
+	if err != nil && i.ctx.Err() != nil {
+		// Stop came during initialize (e.g. a restart under way at
+		// shutdown): no failure to report; Stop posts InstanceStopped.
+		p.kill()
+		return errors.New("instance is stopped")
+	}
 	if err != nil {
+		logRaised(i.log, "", p.pid, err)
 		reason := i.initFailure(g, err)
 		p.kill()
 		i.mu.Lock()
@@ -397,6 +410,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 				if firstErr == "" {
 					firstErr = r.Err.Error()
 				}
+				logRaised(i.log, "execute", g.proc.pid, r.Err, "request_id", t.Req.ID)
 				t.Finish(nil, modelError(model, r.Err))
 				continue
 			}
@@ -433,6 +447,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 			t.Finish(nil, apierr.Unavailablef("model %s: instance %s died while executing the request (%s)", model, i.cfg.Key.Instance, desc))
 		}
 	default:
+		logRaised(i.log, "execute", g.proc.pid, err, "request_id", requestIDs(batch))
 		for _, t := range batch {
 			t.Finish(nil, modelError(model, err))
 		}
@@ -497,8 +512,9 @@ func (i *Instance) hook(g *generation, name string) {
 	}
 	t := time.NewTicker(i.cfg.Policy.Period)
 	defer t.Stop()
+	var logged string // the traceback last logged: a hook that keeps raising is logged once
 	for {
-		i.hookOnce(g, name)
+		i.hookOnce(g, name, &logged)
 		select {
 		case <-g.ctx.Done():
 			return
@@ -507,15 +523,23 @@ func (i *Instance) hook(g *generation, name string) {
 	}
 }
 
-// hookOnce is one call of the user's hook.
-func (i *Instance) hookOnce(g *generation, name string) {
+// hookOnce is one call of the user's hook. A traceback is logged when the
+// hook starts raising (or raises differently), not at every period.
+func (i *Instance) hookOnce(g *generation, name string, logged *string) {
 	ctx, cancel := context.WithTimeout(g.ctx, i.cfg.Policy.Timeout)
 	defer cancel()
 	start := time.Now()
-	ok, detail, err := g.proc.client.CheckHealth(ctx)
+	res, err := g.proc.client.Health(ctx)
+	ok, detail := res.OK, res.Detail
 	took := time.Since(start)
 	if g.ctx.Err() != nil {
 		return
+	}
+	if res.Traceback != *logged {
+		if res.Traceback != "" {
+			logTraceback(i.log, name, g.proc.pid, detail, res.Traceback)
+		}
+		*logged = res.Traceback
 	}
 	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHook, OK: ok && err == nil, Reason: detail, PID: g.proc.pid, Took: took}
 	switch {

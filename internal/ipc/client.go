@@ -208,18 +208,32 @@ func (c *Client) Execute(ctx context.Context, reqs []*inference.Request) ([]Resu
 // result ("is_healthy returned False", "is_healthy raised ValueError: x");
 // err means the stub could not be asked (connection lost, ctx ended).
 func (c *Client) CheckHealth(ctx context.Context) (ok bool, detail string, err error) {
+	r, err := c.Health(ctx)
+	return r.OK, r.Detail, err
+}
+
+// HealthResult is one answer of the model's health hook.
+type HealthResult struct {
+	OK     bool
+	Detail string // why it failed, one line
+	// Traceback is the Python traceback when the hook raised.
+	Traceback string
+}
+
+// Health is CheckHealth with the hook's traceback when it raised.
+func (c *Client) Health(ctx context.Context) (HealthResult, error) {
 	f, err := c.roundTrip(ctx, kindHealth, [][]byte{make([]byte, headerSize)}, 0)
 	if err != nil {
-		return false, "", fmt.Errorf("health: %w", err)
+		return HealthResult{}, fmt.Errorf("health: %w", err)
 	}
 	if err := replyError(f); err != nil {
-		return false, "", fmt.Errorf("health: %w", err)
+		return HealthResult{}, fmt.Errorf("health: %w", err)
 	}
 	var r wireHealthReply
 	if err := json.Unmarshal(f.body, &r); err != nil {
-		return false, "", fmt.Errorf("health: decode reply: %w", err)
+		return HealthResult{}, fmt.Errorf("health: decode reply: %w", err)
 	}
-	return r.OK, r.Detail, nil
+	return HealthResult{OK: r.OK, Detail: r.Detail, Traceback: r.Traceback}, nil
 }
 
 // Finalize asks the stub to call finalize() after any queued batches and to

@@ -54,7 +54,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	m.mu.RUnlock()
 	reload := len(old) > 0
 
-	spec, err := m.readSpec(name)
+	spec, err := m.readSpec(ctx, name)
 	if err != nil {
 		if reload {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
@@ -230,9 +230,9 @@ func (m *Manager) forget(vs map[string]*version) {
 }
 
 // readSpec loads and checks a model's configuration.
-func (m *Manager) readSpec(name string) (*modelconfig.Model, error) {
-	if m.cfg.RuntimeErr != nil {
-		return nil, m.cfg.RuntimeErr
+func (m *Manager) readSpec(ctx context.Context, name string) (*modelconfig.Model, error) {
+	if err := m.runtimeError(ctx); err != nil {
+		return nil, err
 	}
 	return modelconfig.Load(m.cfg.RepoDir, name, m.cfg.Defaults)
 }

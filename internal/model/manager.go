@@ -56,11 +56,13 @@ type Config struct {
 	Defaults health.Policy
 	Runtime  instance.Runtime
 	// RuntimeErr, when set, is why no model can load (no usable
-	// interpreter); every load fails with it as the reason.
-	RuntimeErr error
-	Events     EventSink
-	Health     HealthSource
-	Logger     *slog.Logger
+	// interpreter); every load fails with it as the reason, unless
+	// RecheckRuntime, called first by each load, now returns nil.
+	RuntimeErr     error
+	RecheckRuntime func(ctx context.Context) error
+	Events         EventSink
+	Health         HealthSource
+	Logger         *slog.Logger
 	// FinalizeTimeout bounds each instance's finalize() on unload;
 	// StopGrace is the time between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
@@ -94,6 +96,9 @@ type Manager struct {
 	closing     context.Context
 	stopLoading context.CancelFunc
 	loading     inflight // loads under way
+
+	runtimeMu  sync.Mutex
+	runtimeErr error // see runtimeError
 
 	mu     sync.RWMutex
 	models map[string]*entry
@@ -139,7 +144,7 @@ func New(cfg Config) *Manager {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	closing, stop := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, log: cfg.Logger, closing: closing, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	return &Manager{cfg: cfg, log: cfg.Logger, closing: closing, runtimeErr: cfg.RuntimeErr, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
 }
 
 // StartupModels lists the models to load at start-up for the control mode.
@@ -154,6 +159,7 @@ func (m *Manager) StartupModels() ([]string, error) {
 // that readiness reports "loading k/n" from the first probe on; it returns
 // once the engine shows the plan.
 func (m *Manager) PlanStartup(ctx context.Context) []string {
+	m.warnAboutRepository()
 	names, err := m.StartupModels()
 	if err != nil {
 		m.log.Error("cannot scan the model repository", "repository", m.cfg.RepoDir, "err", err)

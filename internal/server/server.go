@@ -121,10 +121,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("cannot install the stub runtime: %w", err)
 	}
 	interp, runtimeErr := python.Resolve(ctx, cfg.Python)
-	if runtimeErr != nil {
-		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr)
-	} else {
+	if runtimeErr == nil {
 		log.Info("python interpreter", "path", interp)
+	}
+	// A missing numpy can be installed while the server runs: each load
+	// checks again (a missing interpreter cannot: its path is fixed).
+	var recheck func(context.Context) error
+	var numpyErr *python.NumpyError
+	if errors.As(runtimeErr, &numpyErr) {
+		recheck = func(ctx context.Context) error {
+			_, err := python.Resolve(ctx, interp)
+			return err
+		}
 	}
 
 	mgr := model.New(model.Config{
@@ -132,8 +140,9 @@ func Run(ctx context.Context, cfg Config) error {
 		Mode:            cfg.ControlMode,
 		StartupModels:   cfg.LoadModels,
 		Defaults:        cfg.Policy,
-		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice)},
+		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice), Name: python.NameArgs},
 		RuntimeErr:      runtimeErr,
+		RecheckRuntime:  recheck,
 		Events:          engine,
 		Health:          engine,
 		Logger:          log,
@@ -144,6 +153,9 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
 	})
+	if runtimeErr != nil {
+		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr, "then", mgr.RuntimeHint())
+	}
 	engine.SetActuator(mgr)
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEngine()

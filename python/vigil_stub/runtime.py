@@ -270,12 +270,15 @@ class Stub:
     def _health_loop(self):
         while True:
             self._hook_go.get()
-            ok, detail = self._check_hook()
+            ok, detail, tb = self._check_hook()
+            reply = {"ok": ok, "detail": detail}
+            if tb:
+                reply["traceback"] = tb
             with self._hook_lock:
                 waiters, self._hook_waiters = self._hook_waiters, []
                 self._hook_running = False
             for seq in waiters:
-                self._reply_control(seq, {"ok": ok, "detail": detail})
+                self._reply_control(seq, reply)
 
     def _check_hook(self):
         name = self._hook_name
@@ -284,15 +287,15 @@ class Stub:
             if _is_awaitable(result):
                 result = self._run_async(result)
         except BaseException as e:  # noqa: BLE001
-            return False, "%s raised %s: %s" % (name, type(e).__name__, e)
+            return False, "%s raised %s: %s" % (name, type(e).__name__, e), _format_traceback(e)
         try:
             ok = bool(result)
         except BaseException as e:  # noqa: BLE001 - e.g. a numpy array
             return False, "%s returned %s, whose truth value raised %s: %s" % (
-                name, type(result).__name__, type(e).__name__, e)
+                name, type(result).__name__, type(e).__name__, e), _format_traceback(e)
         if not ok:
-            return False, "%s returned %r" % (name, result)
-        return True, ""
+            return False, "%s returned %r" % (name, result), ""
+        return True, "", ""
 
     # --- asyncio ----------------------------------------------------------
 
