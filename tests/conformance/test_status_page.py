@@ -20,39 +20,12 @@ import pytest
 
 from vigil_testlib import http_get, http_request
 
-# A missing selenium is a collection error, never a skip: `make test` installs it.
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
+# The browser fixture is in conftest.py (one chromium for the session).
 PAGE_TIMEOUT_S = 20.0
 # The page must show a stub's death within this long of the kill.
 CHANGE_WITHIN_S = 1.0
 ROW = 'add_sub/1/add_sub_0'
-
-
-def _browser_paths() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        # Never a silent skip: `make test` installs both (apt-get).
-        pytest.fail("the status page test needs chromium and chromedriver on PATH "
-                    "(apt-get install chromium chromium-driver; `make test-deps` does it)")
-    return chromium, driver
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium, driver = _browser_paths()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,760", "--disable-extensions", "--no-first-run"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(options=opts, service=Service(driver))
-    d.set_page_load_timeout(PAGE_TIMEOUT_S)
-    d.set_script_timeout(PAGE_TIMEOUT_S)
-    yield d
-    d.quit()
 
 
 def _health_addr(server) -> str:
