@@ -151,6 +151,7 @@ const keepAlive = 15 * time.Second
 
 // serveEvents is the event stream: one "view" event at once, then one after
 // every snapshot change and every traffic sample that changes the view.
+// Each event's data is {"now": <server time>, "view": <View>}.
 func (p *Page) serveEvents(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-p.done:
@@ -186,7 +187,7 @@ func (p *Page) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	send := func() bool {
-		ev, ok := st.event()
+		ev, ok := st.event(time.Now())
 		return !ok || write(ev)
 	}
 	if !send() {
@@ -253,8 +254,9 @@ func (s *stream) view() *View {
 }
 
 // event returns the next "view" event, and false when the view has not
-// changed since the last one sent.
-func (s *stream) event() ([]byte, bool) {
+// changed since the last one sent. Its data is {"now": <server time>,
+// "view": <View>}: the page ages states by the server's clock.
+func (s *stream) event(now time.Time) ([]byte, bool) {
 	b, err := json.Marshal(s.view())
 	if err != nil {
 		s.p.log.Error("status view does not encode", "err", err)
@@ -264,10 +266,13 @@ func (s *stream) event() ([]byte, bool) {
 		return nil, false
 	}
 	s.last = b
+	stamp, _ := now.UTC().MarshalJSON()
 	var ev bytes.Buffer
-	ev.Grow(len(b) + 32)
-	ev.WriteString("event: view\ndata: ")
+	ev.Grow(len(b) + 80)
+	ev.WriteString(`event: view` + "\n" + `data: {"now":`)
+	ev.Write(stamp)
+	ev.WriteString(`,"view":`)
 	ev.Write(b) // JSON from encoding/json has no raw newlines
-	ev.WriteString("\n\n")
+	ev.WriteString("}\n\n")
 	return ev.Bytes(), true
 }

@@ -198,11 +198,17 @@ func nextView(r *bufio.Reader) (*View, error) {
 		case strings.HasPrefix(line, "event: "):
 			event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: ") && event == "view":
-			var v View
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &v); err != nil {
+			var ev struct {
+				Now  time.Time
+				View *View
+			}
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev); err != nil {
 				return nil, fmt.Errorf("event data: %w", err)
 			}
-			return &v, nil
+			if ev.Now.IsZero() || ev.View == nil {
+				return nil, fmt.Errorf("event data without now or view: %s", line)
+			}
+			return ev.View, nil
 		}
 	}
 }

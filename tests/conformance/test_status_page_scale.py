@@ -70,7 +70,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
-            self.wfile.write(b"retry: 1000\n\nevent: view\ndata: " + json.dumps(view()).encode() + b"\n\n")
+            event = {"now": "2026-01-02T03:04:09Z", "view": view()}
+            self.wfile.write(b"retry: 1000\n\nevent: view\ndata: " + json.dumps(event).encode() + b"\n\n")
             self.wfile.flush()
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not self.server.done.is_set():
