@@ -61,7 +61,10 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	FinalizeTimeout  time.Duration
 	WatchdogInterval time.Duration
-	Logger           *slog.Logger
+	// MaxStreamDuration bounds one request's life on an instance
+	// (--max-stream-duration).
+	MaxStreamDuration time.Duration
+	Logger            *slog.Logger
 }
 
 // Run serves until ctx ends, then drains and stops. It returns nil after a
@@ -152,6 +155,8 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
+
+		MaxStreamDuration: cfg.MaxStreamDuration,
 	})
 	if runtimeErr != nil {
 		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr, "then", mgr.RuntimeHint())
@@ -169,6 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 	page := status.New(engine, status.Config{
 		HideReasons: cfg.HideReasons,
 		Traffic:     func() []status.Counters { return trafficCounters(mgr) },
+		InFlight:    mgr.InFlight,
 		Logger:      log.With("component", "status"),
 	})
 	defer page.Close()
@@ -182,6 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics:         metrics,
 		Status:          page,
 		Logger:          log.With("component", "rest"),
+		InFlight:        mgr.InFlight,
 	}
 	httpSrv := &http.Server{
 		Handler:           rest.NewHandler(mgr, engine, restCfg),

@@ -44,6 +44,9 @@ type Config struct {
 	// SampleInterval is how often traffic is sampled for the rates (and
 	// the stream refreshed when the snapshot does not change); 0 means 1s.
 	SampleInterval time.Duration
+	// InFlight, when set, gives the requests an instance holds now and how
+	// many of them are streams. It must not block.
+	InFlight func(health.InstanceKey) (requests, streams int)
 	// MaxStreams bounds the open event streams; 0 means 64.
 	MaxStreams int
 	Logger     *slog.Logger
@@ -250,7 +253,7 @@ func (s *stream) view() *View {
 	if snap == nil {
 		snap = &health.Snapshot{}
 	}
-	return build(snap, s.prev, s.cur, s.p.cfg.HideReasons)
+	return build(snap, s.prev, s.cur, s.p.cfg.HideReasons, s.p.cfg.InFlight)
 }
 
 // event returns the next "view" event, and false when the view has not

@@ -86,7 +86,7 @@ func snapshot(state health.InstanceState, pid int, reason string) *health.Snapsh
 }
 
 func TestBuildShowsVerdictsModelsAndTimeline(t *testing.T) {
-	v := build(snapshot(health.StateUnhealthy, 42, "secret: is_healthy() returned False"), sample{}, sample{}, false)
+	v := build(snapshot(health.StateUnhealthy, 42, "secret: is_healthy() returned False"), sample{}, sample{}, false, nil)
 	if len(v.Verdicts) != 3 || v.Verdicts[0].Probe != "livez" || !v.Verdicts[0].OK {
 		t.Fatalf("verdicts = %+v, want livez ok first", v.Verdicts)
 	}
@@ -106,10 +106,23 @@ func TestBuildShowsVerdictsModelsAndTimeline(t *testing.T) {
 	}
 }
 
+func TestBuildShowsRequestsInFlight(t *testing.T) {
+	inFlight := func(k health.InstanceKey) (int, int) {
+		if k == (health.InstanceKey{Model: "add_sub", Version: "1", Instance: "add_sub_0"}) {
+			return 3, 1
+		}
+		return 0, 0
+	}
+	in := build(snapshot(health.StateReady, 1, ""), sample{}, sample{}, false, inFlight).Models[0].Instances[0]
+	if in.InFlight == nil || *in.InFlight != 3 || *in.Streams != 1 {
+		t.Errorf("in flight %v, streams %v; want 3 and 1", in.InFlight, in.Streams)
+	}
+}
+
 func TestBuildHidesEveryReason(t *testing.T) {
 	s := snapshot(health.StateUnhealthy, 42, "secret: is_healthy() returned False")
 	s.Started, s.Loading = false, "secret: loading 1/3"
-	v := build(s, sample{}, sample{}, true)
+	v := build(s, sample{}, sample{}, true, nil)
 	b, _ := json.Marshal(v)
 	if strings.Contains(string(b), "secret") {
 		t.Fatalf("view with hidden reasons leaks a reason: %s", b)
@@ -126,7 +139,7 @@ func TestBuildCapsTimeline(t *testing.T) {
 		ts = append(ts, health.Transition{At: t0.Add(time.Duration(k) * time.Millisecond), From: health.StateStarting, To: health.StateReady})
 	}
 	s.Models[0].Instances[0].Transitions = ts
-	v := build(s, sample{}, sample{}, false)
+	v := build(s, sample{}, sample{}, false, nil)
 	if len(v.Timeline) != TimelineLength {
 		t.Fatalf("timeline has %d items, want %d", len(v.Timeline), TimelineLength)
 	}
@@ -348,7 +361,7 @@ func TestHundredModelsView(t *testing.T) {
 			Instances: []health.InstanceHealth{{Name: "i0", State: health.StateReady, PID: 1000 + k,
 				Transitions: []health.Transition{{At: t0.Add(time.Duration(k) * time.Millisecond), From: health.StateStarting, To: health.StateReady}}}}})
 	}
-	v := build(s, sample{}, sample{}, false)
+	v := build(s, sample{}, sample{}, false, nil)
 	if len(v.Models) != 100 || len(v.Timeline) != TimelineLength || v.Timeline[0].Model != "m099" {
 		t.Errorf("100 models: %d models, %d timeline items, newest %s", len(v.Models), len(v.Timeline), v.Timeline[0].Model)
 	}

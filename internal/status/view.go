@@ -61,15 +61,19 @@ type ModelView struct {
 
 // InstanceView is one instance.
 type InstanceView struct {
-	Name     string         `json:"name"`
-	State    string         `json:"state"`
-	Reason   string         `json:"reason,omitempty"`
-	Since    *time.Time     `json:"since,omitempty"`
-	Routable bool           `json:"routable"`
-	PID      int            `json:"pid,omitempty"`
-	Restarts int            `json:"restarts"`
-	LastExit string         `json:"last_exit,omitempty"`
-	Checks   []CheckView    `json:"checks"`
+	Name     string      `json:"name"`
+	State    string      `json:"state"`
+	Reason   string      `json:"reason,omitempty"`
+	Since    *time.Time  `json:"since,omitempty"`
+	Routable bool        `json:"routable"`
+	PID      int         `json:"pid,omitempty"`
+	Restarts int         `json:"restarts"`
+	LastExit string      `json:"last_exit,omitempty"`
+	Checks   []CheckView `json:"checks"`
+	// InFlight counts the requests the instance holds now, Streams those
+	// of them that are streams (decoupled); nil when not known.
+	InFlight *int           `json:"in_flight,omitempty"`
+	Streams  *int           `json:"streams,omitempty"`
 	Extra    map[string]any `json:"extra,omitempty"`
 }
 
@@ -154,8 +158,12 @@ func traffic(prev, cur sample, model, version string) *TrafficView {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// build turns a snapshot and two traffic samples into the view.
-func build(snap *health.Snapshot, prev, cur sample, hide bool) *View {
+// inFlightFunc gives an instance's requests in flight and streams.
+type inFlightFunc func(health.InstanceKey) (requests, streams int)
+
+// build turns a snapshot and two traffic samples (and, when inFlight is
+// set, the instances' requests in flight) into the view.
+func build(snap *health.Snapshot, prev, cur sample, hide bool, inFlight inFlightFunc) *View {
 	reason := func(s string) string {
 		if hide {
 			return ""
@@ -196,6 +204,10 @@ func build(snap *health.Snapshot, prev, cur sample, hide bool) *View {
 				Routable: in.Routable, PID: in.PID, Restarts: in.Restarts, LastExit: in.LastExit,
 				Checks: make([]CheckView, 0, len(in.Checks)),
 				Extra:  extraFields(in, instanceFields, hide),
+			}
+			if inFlight != nil {
+				n, st := inFlight(health.InstanceKey{Model: m.Name, Version: m.Version, Instance: in.Name})
+				iv.InFlight, iv.Streams = &n, &st
 			}
 			for _, c := range in.Checks {
 				last := "none"

@@ -58,6 +58,10 @@ type Config struct {
 	// Status, when set, serves the status page at / and /status/
 	// (internal/status).
 	Status http.Handler
+	// InFlight, when set, gives the requests an instance holds and how many
+	// of them are streams, for the JSON form of the probes. It must not
+	// block.
+	InFlight func(health.InstanceKey) (requests, streams int)
 	// Logger receives request failures that are vigil's fault; nil discards.
 	Logger *slog.Logger
 }
