@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vigilhq/vigil/internal/api/rest"
+	"github.com/vigilhq/vigil/internal/health"
 )
 
 // The documentation says what the binary does: these tests read the
@@ -128,4 +133,52 @@ func wordFor(n int) string {
 		return words[n]
 	}
 	return "many"
+}
+
+type fixedHealth struct{ snap *health.Snapshot }
+
+func (f fixedHealth) Snapshot() *health.Snapshot { return f.snap }
+
+// TestProbeOutputMatchesDocs runs `vigil probe` against the real health
+// handler and checks each line docs/kubernetes.md shows for an exit code.
+func TestProbeOutputMatchesDocs(t *testing.T) {
+	doc := readDoc(t, "docs/kubernetes.md")
+	example := func(code string) string {
+		m := regexp.MustCompile("(?m)^\\| " + code + " \\| [^|]*\\| `([^`]*)` \\|$").FindStringSubmatch(doc)
+		if m == nil {
+			t.Fatalf("docs/kubernetes.md has no example line for exit code %s", code)
+		}
+		return m[1]
+	}
+	snap := &health.Snapshot{Started: true, Strict: true, Models: []health.ModelHealth{{
+		Name: "add_sub", Version: "1", State: health.ModelStateReady, MinReady: 1, Expected: true,
+		Instances: []health.InstanceHealth{{Name: "add_sub_0", State: health.StateRestarting, Reason: "restarting: signal SIGKILL"}},
+	}}}
+	srv := httptest.NewServer(rest.NewHealthHandler(fixedHealth{snap}, rest.Config{}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	probe := func(args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"probe"}, args...), &out, &errOut)
+		return code, strings.TrimSpace(out.String())
+	}
+	if code, line := probe("ready", "--addr", addr); code != 1 || !strings.HasPrefix(line, strings.TrimSuffix(example("1"), "…")) {
+		t.Errorf("exit %d, %q; docs show %q", code, line, example("1"))
+	}
+	snap.Models[0].Ready, snap.Models[0].Routable = true, 1
+	snap.Models[0].Instances[0].State, snap.Models[0].Instances[0].Routable = health.StateReady, true
+	if code, line := probe("ready", "--addr", addr); code != 0 || line != example("0") {
+		t.Errorf("exit %d, %q; docs show %q", code, line, example("0"))
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := lis.Addr().String()
+	lis.Close()
+	want := strings.Replace(example("2"), "127.0.0.1:8000", closed, 1)
+	if code, line := probe("ready", "--addr", closed); code != 2 || line != want {
+		t.Errorf("exit %d, %q; docs show %q", code, line, want)
+	}
 }
