@@ -28,10 +28,10 @@ deps-serve:
 	@scripts/python-env.sh "$(PYTHON)" requirements.txt numpy > $(PYFILE).tmp && mv $(PYFILE).tmp $(PYFILE)
 	@echo "stub interpreter: $$(cat $(PYFILE))"
 
-# deps-python: the test extras too (tritonclient, pytest, pyyaml, selenium).
+# deps-python: the test extras too (tritonclient, pytest, pyyaml, selenium, httpx for SSE).
 deps-python:
 	@mkdir -p bin
-	@scripts/python-env.sh "$(PYTHON)" requirements-dev.txt numpy tritonclient.http tritonclient.grpc pytest yaml selenium \
+	@scripts/python-env.sh "$(PYTHON)" requirements-dev.txt numpy tritonclient.http tritonclient.grpc pytest yaml selenium httpx \
 		> $(PYFILE).tmp && mv $(PYFILE).tmp $(PYFILE)
 	@echo "test interpreter: $$(cat $(PYFILE))"
 
