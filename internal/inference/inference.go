@@ -16,6 +16,10 @@ type Request struct {
 	Inputs     []tensor.Tensor
 	// Outputs lists the requested outputs; empty means all of them.
 	Outputs []RequestedOutput
+	// Callers is the chain of models whose executes made this request
+	// through BLS, outermost first, the direct caller last; empty for a
+	// client's request. The cycle check reads it.
+	Callers []string
 }
 
 // RequestedOutput names one output the client asked for.

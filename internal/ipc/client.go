@@ -61,9 +61,16 @@ type Client struct {
 
 	seq atomic.Uint32
 
+	handler atomic.Pointer[Handler] // serves the requests the stub starts (call.go)
+
 	mu      sync.Mutex
 	pending map[uint32]chan frame // callers waiting for a reply, by seq
 	cause   error                 // why the connection ended; non-nil once done is closed
+	// parents holds the context of each Execute in flight, by seq, for the
+	// BLS calls the stub makes under it; calls holds the stub's calls in
+	// flight, by the stub's seq.
+	parents map[uint32]context.Context
+	calls   map[uint32]*Call
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
@@ -105,6 +112,8 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 		control: newLink(control),
 		log:     log,
 		pending: make(map[uint32]chan frame),
+		parents: make(map[uint32]context.Context),
+		calls:   make(map[uint32]*Call),
 		done:    make(chan struct{}),
 	}
 	go c.readLoop(c.data)
@@ -271,6 +280,10 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 		return frame{}, c.Err()
 	}
 	c.pending[seq] = ch
+	if k == kindExecute {
+		c.parents[seq] = ctx
+		defer c.forgetParent(seq)
+	}
 	c.mu.Unlock()
 
 	putHeader(bufs[0], bodyLen, k, 0, seq)
@@ -297,6 +310,12 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 		}
 		return frame{}, c.Err()
 	}
+}
+
+func (c *Client) forgetParent(seq uint32) {
+	c.mu.Lock()
+	delete(c.parents, seq)
+	c.mu.Unlock()
 }
 
 func (c *Client) forget(seq uint32) {
@@ -370,7 +389,12 @@ func (c *Client) shutdown(cause error) {
 		c.mu.Lock()
 		c.cause = cause
 		c.pending = nil
+		calls := c.calls
+		c.calls = map[uint32]*Call{}
 		c.mu.Unlock()
+		for _, call := range calls {
+			call.cancel()
+		}
 		close(c.done)
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
@@ -390,6 +414,9 @@ func (c *Client) readLoop(l *link) {
 		if err != nil {
 			c.shutdown(err)
 			return
+		}
+		if f.flags&flagReply == 0 && l == c.data && c.serveStubFrame(f) {
+			continue
 		}
 		if f.flags&flagReply == 0 {
 			err := fmt.Errorf("protocol error: the stub sent a %s request (seq %d)", f.kind, f.seq)

@@ -23,6 +23,12 @@ const (
 	kindPing     kind = 3
 	kindHealth   kind = 4
 	kindFinalize kind = 5
+	// Frames the stub starts on the data socket (call.go): a BLS request,
+	// the server's responses to it, its cancellation, and model control.
+	kindBLSInfer     kind = 8
+	kindBLSResponse  kind = 9
+	kindBLSCancel    kind = 10
+	kindModelControl kind = 11
 )
 
 func (k kind) String() string {
@@ -37,6 +43,14 @@ func (k kind) String() string {
 		return "health"
 	case kindFinalize:
 		return "finalize"
+	case kindBLSInfer:
+		return "bls_infer"
+	case kindBLSResponse:
+		return "bls_response"
+	case kindBLSCancel:
+		return "bls_cancel"
+	case kindModelControl:
+		return "model_control"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -281,6 +281,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 			},
 			Policy:          spec.Policy,
 			Queue:           v.queue,
+			Calls:           m,
 			Stats:           stats,
 			Events:          m.cfg.Events,
 			Logger:          m.log.With("model", spec.Name, "version", vs),

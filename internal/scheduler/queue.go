@@ -46,6 +46,10 @@ type Task struct {
 	once     sync.Once
 }
 
+// Context is the context the request was submitted with: it ends when the
+// client has gone.
+func (t *Task) Context() context.Context { return t.ctx }
+
 // Finish delivers the task's result. Only the first call counts.
 func (t *Task) Finish(resp *inference.Response, err error) {
 	t.once.Do(func() { t.done <- Result{resp, err} })

@@ -27,7 +27,7 @@ import threading
 import traceback
 
 from . import wire
-from .wire import FLAG_ERROR, FLAG_REPLY
+from .wire import FLAG_ERROR, FLAG_REPLY, Demux
 
 _HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
 
@@ -82,6 +82,10 @@ class Stub:
         self._hook_go = queue.SimpleQueue()
         self._loop = None
         self._loop_lock = threading.Lock()
+        # The data socket is read through the demultiplexer, so that
+        # threads waiting for BLS responses can read it while execute runs.
+        self._demux = Demux(conn)
+        self._calls = None  # calls.Calls, once numpy is importable
 
     # --- reader -----------------------------------------------------------
 
@@ -94,10 +98,10 @@ class Stub:
             wire.KIND_EXECUTE: self._execute,
             wire.KIND_FINALIZE: self._finalize,
         }
-        conn = self._conn
+        demux = self._demux
         while True:
             try:
-                frame = conn.read_frame()
+                frame = demux.next_request()
             except OSError as e:
                 print("vigil_stub: cannot read from the server: %s" % e, file=sys.stderr)
                 return 1
@@ -180,6 +184,10 @@ class Stub:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
             self._codec = Codec()
+            from .calls import Calls  # noqa: PLC0415 - needs numpy
+
+            self._calls = Calls(self._conn, self._demux, self._codec)
+            sys.modules["triton_python_backend_utils"]._set_server(self._calls)
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 
@@ -215,6 +223,7 @@ class Stub:
         self._hook = getattr(model, hook_name) if hook_name else None
         self._hook_name = hook_name
         self._ready = True
+        self._calls.live = True
         self._reply(wire.KIND_INIT, seq, {"has_health_hook": bool(hook_name), "hook_name": hook_name})
 
     def _execute(self, seq, body):
@@ -225,7 +234,12 @@ class Stub:
         except Exception as e:  # noqa: BLE001
             raise _raised("decode requests", e) from None
         n = len(requests)
-        result = self._call("execute", self._model.execute, requests)
+        calls = self._calls
+        token = calls.enter(seq)
+        try:
+            result = self._call("execute", self._model.execute, requests)
+        finally:
+            calls.leave(seq, token)
         if not isinstance(result, (list, tuple)):
             raise ModelFailure(
                 "execute",
@@ -247,6 +261,8 @@ class Stub:
     def _finalize(self, seq, body):
         model = self._model
         fin = getattr(model, "finalize", None) if model is not None else None
+        if self._calls is not None:
+            self._calls.live = False
         if fin is not None:
             self._call("finalize", fin)
         self._reply(wire.KIND_FINALIZE, seq, {})
@@ -305,7 +321,12 @@ class Stub:
                 threading.Thread(target=loop.run_forever, name="vigil-asyncio", daemon=True).start()
                 self._loop = loop
 
+        calls = self._calls
+        parent = calls.parent() if calls is not None else 0
+
         async def wait():
+            if parent:
+                calls.adopt(parent)  # BLS calls in the coroutine know their batch
             return await awaitable
 
         return asyncio.run_coroutine_threadsafe(wait(), self._loop).result()

@@ -131,7 +131,7 @@ class Codec:
                 (n,) = U32.unpack_from(body, p)
                 outputs.append(body[p + 4:p + 4 + n].decode())
                 p += 4 + n
-            requests.append(pb.InferenceRequest(inputs, rid, 0, outputs, params))
+            requests.append(pb.InferenceRequest._incoming(inputs, rid, outputs, params))
         if p != 4 + mlen or data != end:
             raise ValueError("execute body has %d meta and %d data bytes left over" % (4 + mlen - p, end - data))
         return requests

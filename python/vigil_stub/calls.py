@@ -1,0 +1,190 @@
+"""Requests the stub makes of the server: BLS calls and model control
+(see internal/ipc/call.go for the frames). Their answers come back on the
+data socket, read through wire.Demux.
+"""
+
+import contextvars
+import itertools
+import json
+import struct
+import threading
+
+import numpy as np
+
+import triton_python_backend_utils as pb
+
+from . import tensors
+from .wire import FLAG_ERROR, KIND_BLS_INFER, KIND_MODEL_CONTROL, U32
+
+_U32X4 = struct.Struct("<IIII")
+_CALL_FINAL = 0x01
+
+
+class Calls:
+    """BLS calls and model control for one stub (pb_utils talks to it)."""
+
+    def __init__(self, conn, demux, codec):
+        self._conn = conn
+        self._demux = demux
+        self._codec = codec
+        self._seqs = itertools.count(1)
+        self._seq_lock = threading.Lock()
+        # The EXECUTE a call is made under: set on the thread (and in the
+        # coroutines) running execute; _executing is the fallback for
+        # threads the model started.
+        self._parent = contextvars.ContextVar("vigil_parent", default=0)
+        self._executing = []
+        self.live = False  # initialize returned and finalize has not begun
+
+    # --- execute bookkeeping (runtime) -----------------------------------
+
+    def enter(self, seq):
+        self._executing.append(seq)
+        return self._parent.set(seq)
+
+    def leave(self, seq, token):
+        self._parent.reset(token)
+        try:
+            self._executing.remove(seq)
+        except ValueError:
+            pass
+
+    def parent(self):
+        p = self._parent.get()
+        if p:
+            return p
+        ex = self._executing
+        return ex[0] if len(ex) == 1 else 0
+
+    def adopt(self, parent):
+        """Mark the current context (a coroutine) as running under parent."""
+        self._parent.set(parent)
+
+    def _next_seq(self):
+        with self._seq_lock:
+            return next(self._seqs) & 0xFFFFFFFF or next(self._seqs)
+
+    # --- BLS -------------------------------------------------------------
+
+    def infer(self, request, parent=None):
+        """Send request (a pb.InferenceRequest) and return its response."""
+        if not self.live:
+            raise pb.TritonModelException("BLS is only supported during the 'execute' function.")
+        if parent is None:
+            parent = self.parent()
+        header = json.dumps({
+            "model": request._model_name,
+            "version": "" if request._model_version in (-1, None) else str(request._model_version),
+            "timeout_us": request._timeout,
+            "decoupled": False,
+            "parent": parent,
+        }).encode()
+        parts = [U32.pack(len(header)), header]
+        parts.extend(self._encode_request(request))
+        seq = self._next_seq()
+        demux = self._demux
+        demux.expect(seq)
+        try:
+            if not self._conn.send(KIND_BLS_INFER, 0, seq, parts):
+                return _error_response("the connection to the server is closed", pb.TritonError.UNAVAILABLE)
+            frame = demux.next_reply(seq)
+        finally:
+            demux.forget(seq)
+        if frame is None:
+            return _error_response("the connection to the server closed during the call", pb.TritonError.UNAVAILABLE)
+        return self._decode_response(frame[3])
+
+    def _encode_request(self, request):
+        """EXECUTE request body parts for one request (internal/ipc/codec.go)."""
+        rid = str(request._request_id).encode()
+        params = request._wire_parameters()
+        params = json.dumps(params).encode() if params else b""
+        outs = [n.encode() for n in request._requested_output_names]
+        meta = [U32.pack(1), _U32X4.pack(len(rid), len(params), len(request._inputs), len(outs)), rid, params]
+        blobs = []
+        encode = self._codec._encode_tensor
+        for t in request._inputs:
+            code, shape, data = encode(t)
+            name = t.name().encode()
+            ndim = len(shape)
+            nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+            meta.append(tensors._TENSOR_HEAD.pack(len(name), code, ndim) + name + tensors._tail(ndim).pack(*shape, nbytes))
+            blobs.append(data)
+        for n in outs:
+            meta.append(U32.pack(len(n)) + n)
+        meta = b"".join(meta)
+        return [U32.pack(len(meta)), meta, *blobs]
+
+    def _decode_response(self, body):
+        """A BLS_RESPONSE body as a pb.InferenceResponse (None for a flag-only final)."""
+        (flags, mlen) = struct.unpack_from("<II", body, 0)
+        del flags  # one response per call until decoupled calls exist
+        p = 8
+        data = 8 + mlen
+        end = len(body)
+        (n,) = U32.unpack_from(body, p)
+        p += 4
+        if n == 0:
+            return pb.InferenceResponse()
+        status, a, b = tensors._RESPONSE_HEAD.unpack_from(body, p)
+        p += tensors._RESPONSE_HEAD.size
+        if status != 0:
+            msg = body[p:p + a].decode(errors="replace")
+            code = body[p + a:p + a + b].decode()
+            return _error_response(msg, _CODES.get(code, pb.TritonError.INTERNAL))
+        params = json.loads(body[p:p + a].decode()) if a else None
+        p += a
+        view = memoryview(body)
+        numpy_types = self._codec._numpy
+        outputs = []
+        for _ in range(b):
+            name_len, code, ndim = tensors._TENSOR_HEAD.unpack_from(body, p)
+            p += 6
+            name = body[p:p + name_len].decode()
+            p += name_len
+            tail = tensors._tail(ndim)
+            *shape, nbytes = tail.unpack_from(body, p)
+            p += tail.size
+            if nbytes > end - data:
+                raise pb.TritonModelException("BLS response: output %r declares %d bytes, %d remain" % (
+                    name, nbytes, end - data))
+            if code == 13:
+                arr = pb._deserialize_bytes(view[data:data + nbytes]).reshape(shape)
+            else:
+                dt = numpy_types[code] if 0 < code < len(numpy_types) else None
+                if dt is None:
+                    dt = numpy_types[14] = tensors._bf16_dtype()
+                arr = np.frombuffer(body, dtype=dt, count=nbytes // dt.itemsize, offset=data).reshape(shape)
+            data += nbytes
+            outputs.append(pb.Tensor._wrap(name, arr, tensors._DATATYPES[code]))
+        return pb.InferenceResponse(outputs, parameters=params)
+
+    # --- model control ---------------------------------------------------
+
+    def control(self, op, **fields):
+        """Send a MODEL_CONTROL request; returns the reply object or raises
+        pb.TritonModelException with the server's message."""
+        fields["op"] = op
+        body = json.dumps(fields).encode()
+        seq = self._next_seq()
+        demux = self._demux
+        demux.expect(seq)
+        try:
+            if not self._conn.send(KIND_MODEL_CONTROL, 0, seq, (body,)):
+                raise pb.TritonModelException("the connection to the server is closed")
+            frame = demux.next_reply(seq)
+        finally:
+            demux.forget(seq)
+        if frame is None:
+            raise pb.TritonModelException("the connection to the server closed during the request")
+        reply = json.loads(bytes(frame[3]) or b"{}")
+        if frame[1] & FLAG_ERROR:
+            raise pb.TritonModelException(reply.get("message", "model control failed"))
+        return reply
+
+
+_CODES = {name: code for code, name in pb.TritonError._NAMES.items()}
+
+
+def _error_response(msg, code):
+    return pb.InferenceResponse(error=pb.TritonError(msg, code))
