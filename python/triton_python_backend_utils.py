@@ -17,6 +17,10 @@ import numpy as np
 # TRITONSERVER_ResponseCompleteFlag.
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
+# TRITONSERVER_RequestFlag: request.flags() of a request in a sequence.
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
+
 # Triton's data type codes (model_config.proto DataType, which
 # TRITONSERVER_DataType follows for these types).
 TYPE_INVALID = 0
@@ -338,10 +342,6 @@ class Tensor:
         return "Tensor(%r, %s%s)" % (self._name, self._datatype, list(self._array.shape))
 
 
-# Request flags (TRITONSERVER_RequestFlag), for InferenceRequest(flags=...).
-TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
-TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
-
 # Memory types for PreferredMemory (the Python backend's own enum, not
 # TRITONSERVER_MemoryType). vigil keeps every tensor in CPU memory.
 TRITONSERVER_MEMORY_GPU = 0
@@ -393,9 +393,8 @@ class InferenceRequest:
     The constructor takes Triton's arguments, all by keyword:
     InferenceRequest(request_id="", correlation_id=0, inputs, requested_output_names,
     model_name, model_version=-1, flags=0, timeout=0, preferred_memory=..., trace=...,
-    parameters=None). correlation_id and flags reach the callee as the request
-    parameters sequence_id, sequence_start and sequence_end, as a client sends
-    them; timeout is in microseconds.
+    parameters=None). correlation_id and flags reach the callee as a client's
+    sequence_id, sequence_start and sequence_end do; timeout is in microseconds.
     """
 
     __slots__ = ("_inputs", "_request_id", "_correlation_id", "_requested_output_names",
@@ -468,9 +467,10 @@ class InferenceRequest:
                 if not isinstance(v, (bool, int, str)):
                     raise TritonModelException(
                         "InferenceRequest: parameter %r is a %s; values must be bool, int or str" % (k, type(v).__name__))
-            if (correlation_id or flags) and {"sequence_id", "sequence_start", "sequence_end"} & set(parameters):
+            reserved = sorted({"sequence_id", "sequence_start", "sequence_end"} & set(parameters))
+            if reserved:
                 raise TritonModelException(
-                    "InferenceRequest: give the sequence either as correlation_id/flags or as parameters, not both")
+                    "InferenceRequest: parameter %r is reserved: give the sequence as correlation_id and flags" % reserved[0])
         self._inputs = list(inputs)
         self._request_id = request_id
         self._correlation_id = correlation_id
@@ -482,17 +482,18 @@ class InferenceRequest:
         self._timeout = timeout
 
     @classmethod
-    def _incoming(cls, inputs, request_id, requested_output_names, parameters, model_name=""):
+    def _incoming(cls, inputs, request_id, requested_output_names, parameters, correlation_id=0, flags=0,
+                  model_name=""):
         """A request of the batch handed to execute (built by the stub)."""
         r = cls.__new__(cls)
         r._inputs = inputs
         r._request_id = request_id
-        r._correlation_id = 0
+        r._correlation_id = correlation_id
         r._requested_output_names = requested_output_names
         r._parameters = parameters
         r._model_name = model_name
         r._model_version = -1
-        r._flags = 0
+        r._flags = flags
         r._timeout = 0
         return r
 
@@ -537,18 +538,11 @@ class InferenceRequest:
         raise TritonModelException("decoupled models are not supported by vigil")
 
     def _wire_parameters(self):
-        """The parameters a BLS call sends: the model's, plus the sequence."""
+        """The parameters a BLS call sends (the sequence travels apart)."""
         p = self._parameters
         if isinstance(p, str):
             p = json.loads(p) if p else None
-        p = dict(p) if p else {}
-        if self._correlation_id:
-            p["sequence_id"] = self._correlation_id
-        if self._flags & TRITONSERVER_REQUEST_FLAG_SEQUENCE_START:
-            p["sequence_start"] = True
-        if self._flags & TRITONSERVER_REQUEST_FLAG_SEQUENCE_END:
-            p["sequence_end"] = True
-        return p
+        return dict(p) if p else {}
 
     def exec(self, decoupled=False):
         """Run the request on model_name and return its InferenceResponse.

@@ -20,6 +20,10 @@ type Request struct {
 	// through BLS, outermost first, the direct caller last; empty for a
 	// client's request. The cycle check reads it.
 	Callers []string
+	// Sequence is the request's correlation ID and START/END flags, taken
+	// from the reserved parameters sequence_id, sequence_start and
+	// sequence_end (which are not in Parameters).
+	Sequence Sequence
 }
 
 // RequestedOutput names one output the client asked for.

@@ -317,6 +317,7 @@ func decodeRequests(body []byte) ([]*inference.Request, error) {
 		for j := uint32(0); j < nout && c.err == nil; j++ {
 			r.Outputs = append(r.Outputs, inference.RequestedOutput{Name: c.str(c.u32())})
 		}
+		r.Sequence = c.sequence()
 		reqs = append(reqs, r)
 	}
 	if c.err != nil {
@@ -326,6 +327,29 @@ func decodeRequests(body []byte) ([]*inference.Request, error) {
 		return nil, fmt.Errorf("request body: %d meta and %d data bytes left over", len(c.b), len(data))
 	}
 	return reqs, nil
+}
+
+// sequence reads a sequence record (appendSequenceRecord's layout).
+func (c *cursor) sequence() inference.Sequence {
+	flags, kind, n := c.u32(), c.u8(), c.u64()
+	str := c.str(c.u32())
+	s := inference.Sequence{Start: flags&inference.FlagSequenceStart != 0, End: flags&inference.FlagSequenceEnd != 0}
+	switch kind {
+	case corrNumber:
+		s.ID = inference.NumericID(n)
+	case corrString:
+		if len(str) > inference.MaxCorrelationIDLength {
+			c.fail(inference.ErrCorrelationIDTooLong)
+		}
+		s.ID = inference.StringID(str)
+	case corrNone:
+	default:
+		c.fail(fmt.Errorf("unknown correlation ID kind %d", kind))
+	}
+	if flags&^(inference.FlagSequenceStart|inference.FlagSequenceEnd) != 0 {
+		c.fail(fmt.Errorf("unknown request flags %#x", flags))
+	}
+	return s
 }
 
 // decodeParameters decodes a JSON object of request parameters, keeping

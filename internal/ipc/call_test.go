@@ -103,9 +103,12 @@ func TestBLSCallCarriesTheRequest(t *testing.T) {
 	if want := []inference.RequestedOutput{{Name: "OUT"}}; !reflect.DeepEqual(r.Outputs, want) {
 		t.Errorf("requested outputs = %v, want %v (deduplicated)", r.Outputs, want)
 	}
-	wantParams := map[string]any{"k": "v", "n": int64(3), "sequence_id": int64(7), "sequence_start": true}
+	wantParams := map[string]any{"k": "v", "n": int64(3)}
 	if !reflect.DeepEqual(r.Parameters, wantParams) {
 		t.Errorf("parameters = %#v, want %#v", r.Parameters, wantParams)
+	}
+	if want := (inference.Sequence{ID: inference.NumericID(7), Start: true}); r.Sequence != want {
+		t.Errorf("sequence = %+v, want %+v", r.Sequence, want)
 	}
 	if call.Timeout != 1500*time.Microsecond || call.Decoupled {
 		t.Errorf("timeout %v decoupled %v, want 1.5ms false", call.Timeout, call.Decoupled)

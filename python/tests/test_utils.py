@@ -108,7 +108,8 @@ def test_bls_request_arguments_are_honoured_or_refused_by_name():
                             timeout=250, parameters={"k": 1}, preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU),
                             trace=pb.InferenceTrace())
     assert r.model_name() == "m" and r.requested_output_names() == ["A", "B"] and r.timeout() == 250
-    assert r._wire_parameters() == {"k": 1, "sequence_id": "s1", "sequence_start": True, "sequence_end": True}
+    assert r._wire_parameters() == {"k": 1}
+    assert (r.correlation_id(), r.flags()) == ("s1", 3)
     with pytest.raises(TypeError, match="'model_name'"):
         pb.InferenceRequest(inputs=[x], requested_output_names=[])
     bad = [
@@ -121,7 +122,7 @@ def test_bls_request_arguments_are_honoured_or_refused_by_name():
         (dict(preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_GPU)), "TRITONSERVER_MEMORY_GPU"),
         (dict(trace=pb.InferenceTrace("ctx")), "trace"),
         (dict(parameters={"f": 0.5}), "parameter 'f' is a float"),
-        (dict(parameters={"sequence_id": 3}, correlation_id=2), "not both"),
+        (dict(parameters={"sequence_id": 3}), "parameter 'sequence_id' is reserved"),
     ]
     for override, msg in bad:
         args = dict(model_name="m", inputs=[x], requested_output_names=[])

@@ -112,6 +112,12 @@ class Calls:
             blobs.append(data)
         for n in outs:
             meta.append(U32.pack(len(n)) + n)
+        corr = request._correlation_id
+        if isinstance(corr, str):
+            c = corr.encode()
+            meta.append(tensors._SEQUENCE.pack(request._flags, 2 if c else 0, 0, len(c)) + c)
+        else:
+            meta.append(tensors._SEQUENCE.pack(request._flags, 1 if corr else 0, corr, 0))
         meta = b"".join(meta)
         return [U32.pack(len(meta)), meta, *blobs]
 
