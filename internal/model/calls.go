@@ -33,8 +33,10 @@ func (m *Manager) Call(ctx context.Context, req *inference.Request) (*inference.
 	if err != nil {
 		return nil, err
 	}
-	if err := m.routableOrReason(v); err != nil {
-		return nil, err
+	if v.spec.Ensemble == nil {
+		if err := m.routableOrReason(v); err != nil {
+			return nil, err
+		}
 	}
 	start := time.Now()
 	key := v.key
@@ -66,6 +68,9 @@ func (m *Manager) routableOrReason(v *version) error {
 // callOn is inferOn for a BLS call: a cyclic call does not wait for an
 // instance.
 func (m *Manager) callOn(ctx context.Context, v *version, req *inference.Request) (*inference.Response, error) {
+	if v.spec.Ensemble != nil {
+		return m.ensembleOn(ctx, v, req)
+	}
 	r := *req
 	r.Inputs = append([]tensor.Tensor(nil), req.Inputs...)
 	size, err := checkRequest(v.spec.Config, &r, m.cfg.MaxElements)
