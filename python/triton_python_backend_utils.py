@@ -1,10 +1,10 @@
 """Triton Python backend utilities, as provided by the vigil stub.
 
 This module mirrors Triton's ``triton_python_backend_utils``: tensors,
-requests, responses, errors, type conversions, config look-ups, BLS
-(InferenceRequest.exec / async_exec) and the model-loading API (load_model,
-unload_model, is_model_ready). Tensors always live in CPU memory as numpy
-arrays. Decoupled response senders and custom metrics are not available;
+requests, responses, errors, response senders (decoupled models), type
+conversions, config look-ups, BLS (InferenceRequest.exec / async_exec) and
+the model-loading API (load_model, unload_model, is_model_ready). Tensors
+always live in CPU memory as numpy arrays. Custom metrics are not available;
 using them raises TritonModelException.
 """
 
@@ -16,6 +16,11 @@ import numpy as np
 
 # TRITONSERVER_ResponseCompleteFlag.
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+# TRITONSERVER_RequestFlag and TRITONSERVER_RequestReleaseFlag.
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
+TRITONSERVER_REQUEST_RELEASE_ALL = 1
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
 
 # TRITONSERVER_RequestFlag: request.flags() of a request in a sequence.
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
@@ -398,7 +403,8 @@ class InferenceRequest:
     """
 
     __slots__ = ("_inputs", "_request_id", "_correlation_id", "_requested_output_names",
-                 "_parameters", "_model_name", "_model_version", "_flags", "_timeout")
+                 "_parameters", "_model_name", "_model_version", "_flags", "_timeout",
+                 "_batch", "_index", "_sender")
 
     def __init__(self, request_id="", correlation_id=0, inputs=_REQUIRED, requested_output_names=_REQUIRED,
                  model_name=_REQUIRED, model_version=-1, flags=0, timeout=0, preferred_memory=None,
@@ -480,6 +486,9 @@ class InferenceRequest:
         self._model_version = model_version
         self._flags = flags
         self._timeout = timeout
+        self._batch = None
+        self._index = 0
+        self._sender = None
 
     @classmethod
     def _incoming(cls, inputs, request_id, requested_output_names, parameters, correlation_id=0, flags=0,
@@ -495,6 +504,11 @@ class InferenceRequest:
         r._model_version = -1
         r._flags = flags
         r._timeout = 0
+        # Set by the stub: the batch the request came in and its place in
+        # it (see vigil_stub.batch).
+        r._batch = None
+        r._index = 0
+        r._sender = None
         return r
 
     def inputs(self):
@@ -532,10 +546,16 @@ class InferenceRequest:
         return self._model_version
 
     def is_cancelled(self):
-        return False
+        """True once the request's client has gone (the server cancelled it)."""
+        b = self._batch
+        return b is not None and b.is_cancelled(self._index)
 
     def get_response_sender(self):
-        raise TritonModelException("decoupled models are not supported by vigil")
+        """The request's InferenceResponseSender; the same object on every call."""
+        s = self._sender
+        if s is None:
+            s = self._sender = InferenceResponseSender(self._batch, self._index)
+        return s
 
     def _wire_parameters(self):
         """The parameters a BLS call sends (the sequence travels apart)."""
@@ -567,6 +587,36 @@ class InferenceRequest:
         loop = asyncio.get_running_loop()
         server = _need_server("BLS")
         return loop.run_in_executor(None, functools.partial(self._exec, decoupled, server.parent()))
+
+
+class InferenceResponseSender:
+    """Sends a request's responses: any number for a decoupled model, one for
+    a default-mode model, from any thread, before or after execute returns.
+    send(flags=TRITONSERVER_RESPONSE_COMPLETE_FINAL) ends the request."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch, index):
+        self._batch = batch
+        self._index = index
+
+    def send(self, response=None, flags=0):
+        if flags != 0 and flags != TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            raise TritonModelException("Unable to send response. Unsupported flag provided.")
+        if flags == 0 and response is None:
+            raise TritonModelException(
+                "Inference Response object must be provided when the response flags is set to zero.")
+        if response is not None and not isinstance(response, InferenceResponse):
+            raise TritonModelException(
+                "Unable to send response. Expected an InferenceResponse, got %s." % type(response).__name__)
+        if self._batch is None:
+            raise TritonModelException(
+                "Unable to send response. Response sender has no reference to the decoupled state of the model.")
+        self._batch.send(self._index, response, flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def is_cancelled(self):
+        b = self._batch
+        return b is not None and b.is_cancelled(self._index)
 
 
 class InferenceResponse:

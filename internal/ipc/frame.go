@@ -23,6 +23,12 @@ const (
 	kindPing     kind = 3
 	kindHealth   kind = 4
 	kindFinalize kind = 5
+	// kindResponse (stub → server) is one response a request sent through
+	// its response sender; see stream.go.
+	kindResponse kind = 6
+	// kindCancel (server → stub, on the control socket) tells the stub that
+	// a request's client has gone.
+	kindCancel kind = 7
 	// Frames the stub starts on the data socket (call.go): a BLS request,
 	// the server's responses to it, its cancellation, and model control.
 	kindBLSInfer     kind = 8
@@ -43,6 +49,10 @@ func (k kind) String() string {
 		return "health"
 	case kindFinalize:
 		return "finalize"
+	case kindResponse:
+		return "response"
+	case kindCancel:
+		return "cancel"
 	case kindBLSInfer:
 		return "bls_infer"
 	case kindBLSResponse:

@@ -99,7 +99,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{
 			name:   "platform set",
 			config: validConfig + `platform: "tensorflow_savedmodel"`,
-			want:   file + `: platform: must be empty: Python models set backend: "python" and no platform, got "tensorflow_savedmodel"`,
+			want:   file + `: platform: must be empty (Python models set backend: "python" and no platform) or "ensemble", got "tensorflow_savedmodel"`,
 			field:  "platform",
 		},
 		{
@@ -292,12 +292,6 @@ func TestParseConfigErrors(t *testing.T) {
 			config: validConfig + "version_policy { specific { versions: [ 2, 2 ] } }",
 			want:   file + `: version_policy.specific.versions[1]: version 2 is listed twice`,
 			field:  "version_policy.specific.versions[1]",
-		},
-		{
-			name:   "decoupled",
-			config: validConfig + "model_transaction_policy { decoupled: true }",
-			want:   file + `: model_transaction_policy.decoupled: decoupled models are not supported: vigil answers each request with exactly one response`,
-			field:  "model_transaction_policy.decoupled",
 		},
 		{
 			name:   "model file in another directory",

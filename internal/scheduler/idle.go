@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
@@ -19,17 +18,41 @@ var ErrNoIdleInstance = errors.New("no instance is free")
 // now; otherwise SubmitIdle fails at once with an error wrapping
 // ErrNoIdleInstance. A request without a deadline runs directly on the idle
 // worker's instance (whatever the batching settings, which would otherwise
-// hold it back); one with a deadline is queued and that worker is woken.
+// hold it back); one with a deadline is queued and an idle worker is woken.
 func (q *Queue) SubmitIdle(ctx context.Context, req *inference.Request, size int) (*inference.Response, error) {
+	t := newTask(ctx, req, size, false)
+	if err := q.admitIdle(t); err != nil {
+		return nil, err
+	}
+	for !t.ended() {
+		select {
+		case <-t.wake:
+		case <-ctx.Done():
+			if t.Finish(nil, ctx.Err()) {
+				q.stats.record(t, Result{Err: ctx.Err()})
+				return nil, q.ctxError(ctx)
+			}
+		}
+	}
+	r := t.result()
+	q.stats.record(t, r)
+	if r.Err == nil && r.Response == nil {
+		return nil, apierr.New(apierr.Internal, "model %s ended the request without a response", q.name)
+	}
+	return r.Response, r.Err
+}
+
+// admitIdle is admit for SubmitIdle.
+func (q *Queue) admitIdle(t *Task) error {
 	q.mu.Lock()
 	switch {
 	case q.closed != nil:
 		err := q.closed
 		q.mu.Unlock()
-		return nil, err
+		return err
 	case q.routable == 0:
 		q.mu.Unlock()
-		return nil, apierr.Unavailablef("model %s has no routable instance", q.name)
+		return apierr.Unavailablef("model %s has no routable instance", q.name)
 	}
 	var w *waiter
 	for k := len(q.idle) - 1; k >= 0 && len(q.tasks) == 0; k-- {
@@ -40,33 +63,20 @@ func (q *Queue) SubmitIdle(ctx context.Context, req *inference.Request, size int
 	}
 	if w == nil {
 		q.mu.Unlock()
-		return nil, &apierr.Error{Code: apierr.Unavailable, Err: ErrNoIdleInstance,
+		return &apierr.Error{Code: apierr.Unavailable, Err: ErrNoIdleInstance,
 			Msg: "model " + q.name + ": " + ErrNoIdleInstance.Error()}
 	}
-	t := &Task{Req: req, ctx: ctx, size: size, enqueued: time.Now(), done: make(chan Result, 1)}
-	if _, ok := ctx.Deadline(); ok || w.run == nil {
-		// Queued so that the deadline can end the wait; the idle worker
-		// is woken for it (it is the last idle one, or the first to look).
+	if _, ok := t.ctx.Deadline(); ok || w.run == nil {
+		// Queued so that the deadline can end the wait; an idle worker is
+		// woken for it.
 		q.tasks = append(q.tasks, t)
 		q.dispatchLocked()
 		q.mu.Unlock()
-	} else {
-		q.unidleLocked(w)
-		w.claimed = true
-		q.mu.Unlock()
-		q.runDirect(w, t)
+		return nil
 	}
-	select {
-	case r := <-t.done:
-		q.stats.record(t, r)
-		return r.Response, r.Err
-	case <-ctx.Done():
-		t.Finish(nil, ctx.Err())
-		r := <-t.done
-		q.stats.record(t, Result{Err: ctx.Err()})
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, apierr.Wrap(apierr.DeadlineExceeded, ctx.Err(), "model %s: request deadline exceeded", q.name)
-		}
-		return r.Response, ctx.Err()
-	}
+	q.unidleLocked(w)
+	w.claimed = true
+	q.mu.Unlock()
+	q.runDirect(w, t)
+	return nil
 }
