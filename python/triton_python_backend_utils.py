@@ -565,7 +565,8 @@ class InferenceRequest:
         return dict(p) if p else {}
 
     def exec(self, decoupled=False):
-        """Run the request on model_name and return its InferenceResponse.
+        """Run the request on model_name and return its InferenceResponse,
+        or with decoupled=True an iterator over the callee's responses.
 
         A failure of the call (unknown or unready model, the callee's error,
         a timeout) comes back as a response whose has_error() is True.
@@ -573,11 +574,16 @@ class InferenceRequest:
         return self._exec(decoupled, None)
 
     def _exec(self, decoupled, parent):
-        if decoupled:
-            raise TritonModelException(
-                "InferenceRequest.exec(decoupled=True) is not supported: this server has no decoupled models, "
-                "so there is no response stream to iterate; use exec()")
-        return _need_server("BLS").infer(self, parent)
+        return _need_server("BLS").infer(self, parent, bool(decoupled))
+
+    def _exec_collected(self, parent):
+        # async_exec(decoupled=True): the responses are gathered on the
+        # executor thread, so that iterating them in the coroutine never
+        # blocks the event loop.
+        it = self._exec(True, parent)
+        for _ in it:
+            pass
+        return iter(it)
 
     def async_exec(self, decoupled=False):
         """An awaitable of exec(), for asyncio.gather in an async execute."""
@@ -586,7 +592,9 @@ class InferenceRequest:
 
         loop = asyncio.get_running_loop()
         server = _need_server("BLS")
-        return loop.run_in_executor(None, functools.partial(self._exec, decoupled, server.parent()))
+        if decoupled:
+            return loop.run_in_executor(None, functools.partial(self._exec_collected, server.parent()))
+        return loop.run_in_executor(None, functools.partial(self._exec, False, server.parent()))
 
 
 class InferenceResponseSender:

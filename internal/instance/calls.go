@@ -19,6 +19,9 @@ type Calls interface {
 	// Call runs a request the model made (InferenceRequest.exec). Its
 	// Callers name the chain of models it came through, this one last.
 	Call(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// CallStream runs a call made with exec(decoupled=True), passing each
+	// response to emit; the last has final set.
+	CallStream(ctx context.Context, req *inference.Request, emit func(resp *inference.Response, err error, final bool) error) error
 	// Control loads, unloads or checks a model (pb_utils.load_model,
 	// unload_model, is_model_ready); ready is is_model_ready's answer.
 	Control(ctx context.Context, req ControlRequest) (ready bool, err error)
@@ -101,6 +104,10 @@ func (h stubCalls) Infer(call *ipc.Call) {
 	i.wg.Add(1)
 	go func() {
 		defer i.wg.Done()
+		if call.Decoupled {
+			i.runStreamCall(call)
+			return
+		}
 		resp, err := i.runCall(call)
 		call.Respond(resp, err, true)
 	}()
@@ -122,6 +129,44 @@ func (h stubCalls) Control(cc *ipc.ControlCall) {
 // stub cancels it or goes, when the batch's clients have all gone, or at
 // the call's timeout.
 func (i *Instance) runCall(call *ipc.Call) (*inference.Response, error) {
+	ctx, req, done := i.callContext(call)
+	defer done()
+	resp, err := i.cfg.Calls.Call(ctx, req)
+	return resp, i.callError(call, err)
+}
+
+// runStreamCall runs a call made with exec(decoupled=True): each response
+// goes to the stub as it comes.
+func (i *Instance) runStreamCall(call *ipc.Call) {
+	ctx, req, done := i.callContext(call)
+	defer done()
+	err := i.cfg.Calls.CallStream(ctx, req, func(resp *inference.Response, err error, final bool) error {
+		if !call.Respond(resp, i.callError(call, err), final) {
+			return errors.New("the calling stub is gone")
+		}
+		return nil
+	})
+	call.Respond(nil, i.callError(call, err), true) // a no-op after the final response
+}
+
+// callError words a timeout of the call's own limit.
+func (i *Instance) callError(call *ipc.Call, err error) error {
+	if err != nil && call.Timeout > 0 && errors.Is(err, context.DeadlineExceeded) && call.Context().Err() == nil {
+		return &apierr.Error{Code: apierr.DeadlineExceeded, Err: err,
+			Msg: fmt.Sprintf("BLS call to model %s timed out: its timeout of %s passed", call.Request.Model, call.Timeout)}
+	}
+	return err
+}
+
+// callContext is the context a call runs under and its request with the
+// chain of callers set.
+func (i *Instance) callContext(call *ipc.Call) (context.Context, *inference.Request, func()) {
+	var cleanups []func()
+	done := func() {
+		for _, f := range cleanups {
+			f()
+		}
+	}
 	ctx := call.Context()
 	req := call.Request
 	var scope callScope
@@ -131,8 +176,8 @@ func (i *Instance) runCall(call *ipc.Call) (*inference.Response, error) {
 	if scope.clients != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		defer context.AfterFunc(scope.clients, cancel)()
+		stop := context.AfterFunc(scope.clients, cancel)
+		cleanups = append(cleanups, func() { stop(); cancel() })
 		req.Callers = scope.chain
 	} else {
 		// A call from a thread the model started, outside any batch.
@@ -141,12 +186,7 @@ func (i *Instance) runCall(call *ipc.Call) (*inference.Response, error) {
 	if call.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, call.Timeout)
-		defer cancel()
+		cleanups = append(cleanups, cancel)
 	}
-	resp, err := i.cfg.Calls.Call(ctx, req)
-	if err != nil && call.Timeout > 0 && errors.Is(err, context.DeadlineExceeded) && call.Context().Err() == nil {
-		return nil, &apierr.Error{Code: apierr.DeadlineExceeded, Err: err,
-			Msg: fmt.Sprintf("BLS call to model %s timed out: its timeout of %s passed", req.Model, call.Timeout)}
-	}
-	return resp, err
+	return ctx, req, done
 }

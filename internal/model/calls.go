@@ -38,6 +38,12 @@ func (m *Manager) Call(ctx context.Context, req *inference.Request) (*inference.
 			return nil, err
 		}
 	}
+	if v.spec.Config.GetModelTransactionPolicy().GetDecoupled() {
+		// Triton's words for this mistake.
+		return nil, &apierr.Error{Code: apierr.Unsupported, Err: ErrDecoupled, Msg: "Model " + v.key.Model +
+			" is using the decoupled. The current BLS request call doesn't support models using the decoupled transaction policy. " +
+			"Please use 'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled models."}
+	}
 	start := time.Now()
 	key := v.key
 	resp, err := m.callOn(ctx, v, req)
@@ -164,4 +170,26 @@ func (m *Manager) refuseOverrides(name string, params map[string]any) error {
 	}
 	slices.Sort(keys)
 	return apierr.New(apierr.Unsupported, "cannot load model %s: load_model overrides (%s) are not supported; load it from the repository without config= and files=", name, strings.Join(keys, ", "))
+}
+
+// CallStream runs a BLS call made with exec(decoupled=True): every response
+// of the target goes to emit as it comes, the last with final set (a
+// default-mode target or an ensemble gives one). It fails fast as Call
+// does; a cyclic call runs only while an instance of the target is free.
+func (m *Manager) CallStream(ctx context.Context, req *inference.Request, emit func(resp *inference.Response, err error, final bool) error) error {
+	v, err := m.resolve(req.Model, req.Version)
+	if err != nil {
+		return err
+	}
+	if v.spec.Ensemble != nil {
+		resp, err := m.Call(ctx, req)
+		return emit(resp, err, true)
+	}
+	if err := m.routableOrReason(v); err != nil {
+		return err
+	}
+	if slices.Contains(req.Callers, req.Model) && !v.queue.HasIdle() {
+		return &apierr.Error{Code: apierr.Unavailable, Err: scheduler.ErrNoIdleInstance, Msg: cycleMessage(req, len(v.instances))}
+	}
+	return m.InferStream(ctx, req, func(r Reply) error { return emit(r.Response, r.Err, r.Final) })
 }

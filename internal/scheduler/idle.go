@@ -42,6 +42,16 @@ func (q *Queue) SubmitIdle(ctx context.Context, req *inference.Request, size int
 	return r.Response, r.Err
 }
 
+// HasIdle reports whether a routable worker is idle now. A stream cannot be
+// claimed the way SubmitIdle claims a worker, so a cyclic streamed call
+// checks this first; between the check and its admission another request
+// may take the worker, and the call then waits in the queue.
+func (q *Queue) HasIdle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.routable > 0 && len(q.idle) > 0 && len(q.tasks) == 0
+}
+
 // admitIdle is admit for SubmitIdle.
 func (q *Queue) admitIdle(t *Task) error {
 	q.mu.Lock()

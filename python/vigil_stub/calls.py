@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb
 
 from . import tensors
-from .wire import FLAG_ERROR, KIND_BLS_INFER, KIND_MODEL_CONTROL, U32
+from .wire import FLAG_ERROR, KIND_BLS_CANCEL, KIND_BLS_INFER, KIND_MODEL_CONTROL, U32
 
 _U32X4 = struct.Struct("<IIII")
 _CALL_FINAL = 0x01
@@ -66,8 +66,9 @@ class Calls:
 
     # --- BLS -------------------------------------------------------------
 
-    def infer(self, request, parent=None):
-        """Send request (a pb.InferenceRequest) and return its response."""
+    def infer(self, request, parent=None, decoupled=False):
+        """Send request (a pb.InferenceRequest) and return its response, or
+        with decoupled a ResponseIterator over its responses."""
         if not self.live:
             raise pb.TritonModelException("BLS is only supported during the 'execute' function.")
         if parent is None:
@@ -76,7 +77,7 @@ class Calls:
             "model": request._model_name,
             "version": "" if request._model_version in (-1, None) else str(request._model_version),
             "timeout_us": request._timeout,
-            "decoupled": False,
+            "decoupled": bool(decoupled),
             "parent": parent,
         }).encode()
         parts = [U32.pack(len(header)), header]
@@ -84,6 +85,11 @@ class Calls:
         seq = self._next_seq()
         demux = self._demux
         demux.expect(seq)
+        if decoupled:
+            if not self._conn.send(KIND_BLS_INFER, 0, seq, parts):
+                demux.forget(seq)
+                return ResponseIterator(self, seq, closed=True)
+            return ResponseIterator(self, seq)
         try:
             if not self._conn.send(KIND_BLS_INFER, 0, seq, parts):
                 return _error_response("the connection to the server is closed", pb.TritonError.UNAVAILABLE)
@@ -92,7 +98,10 @@ class Calls:
             demux.forget(seq)
         if frame is None:
             return _error_response("the connection to the server closed during the call", pb.TritonError.UNAVAILABLE)
-        return self._decode_response(frame[3])
+        return self._decode_response(frame[3])[0]
+
+    def _cancel(self, seq):
+        self._conn.send(KIND_BLS_CANCEL, 0, seq)
 
     def _encode_request(self, request):
         """EXECUTE request body parts for one request (internal/ipc/codec.go)."""
@@ -122,9 +131,13 @@ class Calls:
         return [U32.pack(len(meta)), meta, *blobs]
 
     def _decode_response(self, body):
-        """A BLS_RESPONSE body as a pb.InferenceResponse (None for a flag-only final)."""
+        """A BLS_RESPONSE body as (pb.InferenceResponse, final); a flag-only
+        final is an empty response, as Triton yields it."""
         (flags, mlen) = struct.unpack_from("<II", body, 0)
-        del flags  # one response per call until decoupled calls exist
+        final = bool(flags & _CALL_FINAL)
+        return self._decode_entry(body, mlen), final
+
+    def _decode_entry(self, body, mlen):
         p = 8
         data = 8 + mlen
         end = len(body)
@@ -187,6 +200,66 @@ class Calls:
         if frame[1] & FLAG_ERROR:
             raise pb.TritonModelException(reply.get("message", "model control failed"))
         return reply
+
+
+class ResponseIterator:
+    """The responses of a call made with exec(decoupled=True), in order.
+
+    Iterating blocks (without the GIL) until the next response arrives and
+    stops after the last; a callee that ends with a flag-only final yields
+    an empty response last, as in Triton. Once finished, iterating again
+    replays the responses from the start. cancel() asks the server to
+    cancel the call if it has not finished.
+    """
+
+    def __init__(self, calls, seq, closed=False):
+        self._calls = calls
+        self._seq = seq
+        self._seen = []
+        self._pos = 0
+        self._done = False
+        if closed:
+            self._finish(_error_response("the connection to the server is closed", pb.TritonError.UNAVAILABLE))
+
+    def __iter__(self):
+        if self._done:
+            self._pos = 0
+        return self
+
+    def __next__(self):
+        if self._pos < len(self._seen):
+            self._pos += 1
+            return self._seen[self._pos - 1]
+        if self._done:
+            raise StopIteration
+        frame = self._calls._demux.next_reply(self._seq)
+        if frame is None:
+            resp, final = _error_response("the connection to the server closed during the call",
+                                          pb.TritonError.UNAVAILABLE), True
+        else:
+            resp, final = self._calls._decode_response(frame[3])
+        if final:
+            self._finish(resp)
+        else:
+            self._seen.append(resp)
+        self._pos += 1
+        return resp
+
+    def _finish(self, resp):
+        self._seen.append(resp)
+        self._done = True
+        self._calls._demux.forget(self._seq)
+
+    def cancel(self):
+        """Ask the server to cancel the call; its remaining responses may
+        still arrive (ending with a CANCELLED error or the callee's last)."""
+        if not self._done:
+            self._calls._cancel(self._seq)
+
+    def __del__(self):
+        if not self._done:
+            # Unread responses are dropped from here on.
+            self._calls._demux.forget(self._seq)
 
 
 _CODES = {name: code for code, name in pb.TritonError._NAMES.items()}

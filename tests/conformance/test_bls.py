@@ -19,7 +19,8 @@ import pytest
 from vigil_testlib import Proto, VigilServer, as_bytes_array, error_of, wait_until
 
 BLS_MODELS = Path(__file__).resolve().parent / "models" / "bls"
-LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader"]
+LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
+          "square_int32", "bls_decoupled_sync", "bls_decoupled_async"]
 
 
 def bls_server(tmp_path_factory, label, mode_args, only=None):
@@ -152,9 +153,23 @@ def test_callee_death_names_the_instance_and_the_exit(proto, server):
         c.close()
 
 
-def test_decoupled_exec_is_refused_clearly(proto):
-    msg, code = call_error(proto, "add_sub", decoupled=True)
-    assert code == "RAISED" and "decoupled=True" in msg, msg
+def test_decoupled_exec_of_a_default_model_yields_its_one_response(proto):
+    a, b = pair()
+    r = proto.infer("bls_call", inputs(proto, a, b, "add_sub"), parameters={"decoupled": True})
+    assert np.allclose(r.as_numpy("OUTPUT0"), a + b)
+
+
+@pytest.mark.parametrize("model,factor", [("bls_decoupled_sync", 1), ("bls_decoupled_async", 2)])
+def test_bls_decoupled_examples(proto, model, factor):
+    for n in (4, 2, 0, 1):
+        r = proto.infer(model, [proto.input("IN", np.array([n], dtype=np.int32))])
+        assert list(r.as_numpy("SUM")) == [factor * n * n], (model, n)
+
+
+def test_exec_of_a_decoupled_model_without_decoupled_names_the_fix(proto):
+    a, b = pair()
+    msg, code = call_error(proto, "square_int32")
+    assert "Please use 'decoupled=True'" in msg and code == "UNSUPPORTED", msg
 
 
 def test_client_gone_cancels_its_bls_calls(server):

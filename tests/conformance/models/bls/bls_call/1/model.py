@@ -49,6 +49,12 @@ class TritonPythonModel:
             except pb_utils.TritonModelException as e:
                 responses.append(_error("exec raised: " + e.message(), "RAISED"))
                 continue
+            if decoupled:
+                # The iterator's responses: an error, or the last with outputs.
+                got = [r for r in result]
+                errors = [r for r in got if r.has_error()]
+                with_outputs = [r for r in got if r.output_tensors()]
+                result = errors[0] if errors else with_outputs[-1]
             if result.has_error():
                 err = result.error()
                 responses.append(_error(err.message(), err.code_name()))
