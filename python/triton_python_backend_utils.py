@@ -645,6 +645,15 @@ class InferenceResponse:
         self._err = error
         self._parameters = parameters
 
+    @classmethod
+    def _wrap(cls, output_tensors, error=None, parameters=None):
+        """Build a response without validation (used by the stub)."""
+        r = cls.__new__(cls)
+        r._output_tensors = output_tensors
+        r._err = error
+        r._parameters = parameters
+        return r
+
     def output_tensors(self):
         return self._output_tensors
 

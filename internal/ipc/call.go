@@ -192,13 +192,17 @@ func (c *Client) endCall(call *Call) {
 	c.mu.Unlock()
 }
 
-// wireCall is the JSON header of a BLS_INFER body.
+// wireCall is the header of a BLS_INFER body:
+//
+//	u32 model length | model | u32 version length | version ("" for the server's choice) |
+//	u64 timeout µs (0 for none) | u32 parent (seq of the EXECUTE it was made under, 0 for none) |
+//	u8 decoupled
 type wireCall struct {
-	Model     string `json:"model"`
-	Version   string `json:"version"`
-	TimeoutUS int64  `json:"timeout_us"`
-	Decoupled bool   `json:"decoupled"`
-	Parent    uint32 `json:"parent"` // seq of the EXECUTE it was made under, 0 for none
+	Model     string
+	Version   string
+	TimeoutUS int64
+	Parent    uint32
+	Decoupled bool
 }
 
 // parentSeq is kept on the call only until startCall has looked it up.
@@ -219,7 +223,7 @@ type wireControlReply struct {
 
 // decodeCall decodes a BLS_INFER body:
 //
-//	u32 header length | header (JSON wireCall) | an EXECUTE request body holding one request
+//	u32 header length | header (wireCall) | an EXECUTE request body holding one request
 func (c *Client) decodeCall(f frame) (*Call, error) {
 	b := f.body
 	if len(b) < 4 {
@@ -229,15 +233,21 @@ func (c *Client) decodeCall(f frame) (*Call, error) {
 	if uint64(n) > uint64(len(b)-4) {
 		return nil, fmt.Errorf("header of %d bytes overruns the %d-byte body", n, len(b))
 	}
+	h := cursor{b: b[4 : 4+n]}
 	var w wireCall
-	if err := json.Unmarshal(b[4:4+n], &w); err != nil {
-		return nil, fmt.Errorf("header: %w", err)
+	w.Model = h.str(h.u32())
+	w.Version = h.str(h.u32())
+	w.TimeoutUS = int64(h.u64())
+	w.Parent = h.u32()
+	w.Decoupled = h.u8() != 0
+	if h.err != nil || len(h.b) != 0 {
+		return nil, fmt.Errorf("header of %d bytes is malformed", n)
 	}
 	if w.Model == "" {
 		return nil, errors.New("model_name is empty")
 	}
 	if w.TimeoutUS < 0 {
-		return nil, fmt.Errorf("timeout %d µs is negative", w.TimeoutUS)
+		return nil, fmt.Errorf("timeout %d µs is out of range", w.TimeoutUS)
 	}
 	reqs, err := decodeRequests(b[4+n:])
 	if err != nil {

@@ -156,10 +156,11 @@
 // other frame for its owner (python/vigil_stub/wire.py Demux).
 //
 // BLS_INFER: u32 header length | header | an EXECUTE request body holding
-// one request (its id, parameters, inputs and requested outputs). The
-// header is JSON: {"model": "add_sub", "version": "" (the server's choice),
-// "timeout_us": 0, "decoupled": false, "parent": <seq of the EXECUTE the
-// call was made under, 0 for none>}. The server runs it as a request of its
+// one request (its id, parameters, inputs, requested outputs and sequence
+// record). The header is binary: u32 model name length | model name |
+// u32 version length | version ("" for the server's choice) | u64 timeout
+// in µs (0 for none) | u32 parent (the seq of the EXECUTE the call was made
+// under, 0 for none) | u8 decoupled. The server runs it as a request of its
 // own (Handler.Infer) and answers with BLS_RESPONSE frames.
 //
 // BLS_RESPONSE (server to stub, reply flag): u32 flags (0x01 final) | an

@@ -18,6 +18,12 @@ from .wire import FLAG_ERROR, KIND_BLS_CANCEL, KIND_BLS_INFER, KIND_MODEL_CONTRO
 
 _U32X4 = struct.Struct("<IIII")
 _CALL_FINAL = 0x01
+_CALL_TAIL = struct.Struct("<QIB")  # timeout µs, parent EXECUTE seq, decoupled
+_U32_FROM = U32.unpack_from
+_RESPONSE_HEAD_FROM = tensors._RESPONSE_HEAD.unpack_from
+_TENSOR_HEAD_FROM = tensors._TENSOR_HEAD.unpack_from
+_tail = tensors._tail
+_DATATYPES = tensors._DATATYPES
 
 
 class Calls:
@@ -73,13 +79,10 @@ class Calls:
             raise pb.TritonModelException("BLS is only supported during the 'execute' function.")
         if parent is None:
             parent = self.parent()
-        header = json.dumps({
-            "model": request._model_name,
-            "version": "" if request._model_version in (-1, None) else str(request._model_version),
-            "timeout_us": request._timeout,
-            "decoupled": bool(decoupled),
-            "parent": parent,
-        }).encode()
+        model = request._model_name.encode()
+        version = b"" if request._model_version in (-1, None) else str(request._model_version).encode()
+        header = b"".join((U32.pack(len(model)), model, U32.pack(len(version)), version,
+                           _CALL_TAIL.pack(request._timeout, parent, 1 if decoupled else 0)))
         parts = [U32.pack(len(header)), header]
         parts.extend(self._encode_request(request))
         seq = self._next_seq()
@@ -141,42 +144,44 @@ class Calls:
         p = 8
         data = 8 + mlen
         end = len(body)
-        (n,) = U32.unpack_from(body, p)
+        (n,) = _U32_FROM(body, p)
         p += 4
         if n == 0:
-            return pb.InferenceResponse()
-        status, a, b = tensors._RESPONSE_HEAD.unpack_from(body, p)
-        p += tensors._RESPONSE_HEAD.size
+            return pb.InferenceResponse._wrap([])
+        status, a, b = _RESPONSE_HEAD_FROM(body, p)
+        p += 9
         if status != 0:
             msg = body[p:p + a].decode(errors="replace")
             code = body[p + a:p + a + b].decode()
             return _error_response(msg, _CODES.get(code, pb.TritonError.INTERNAL))
         params = json.loads(body[p:p + a].decode()) if a else None
         p += a
-        view = memoryview(body)
         numpy_types = self._codec._numpy
+        wrap = pb.Tensor._wrap
         outputs = []
         for _ in range(b):
-            name_len, code, ndim = tensors._TENSOR_HEAD.unpack_from(body, p)
+            name_len, code, ndim = _TENSOR_HEAD_FROM(body, p)
             p += 6
             name = body[p:p + name_len].decode()
             p += name_len
-            tail = tensors._tail(ndim)
+            tail = _tail(ndim)
             *shape, nbytes = tail.unpack_from(body, p)
             p += tail.size
             if nbytes > end - data:
                 raise pb.TritonModelException("BLS response: output %r declares %d bytes, %d remain" % (
                     name, nbytes, end - data))
             if code == 13:
-                arr = pb._deserialize_bytes(view[data:data + nbytes]).reshape(shape)
+                arr = pb._deserialize_bytes(memoryview(body)[data:data + nbytes]).reshape(shape)
             else:
                 dt = numpy_types[code] if 0 < code < len(numpy_types) else None
                 if dt is None:
                     dt = numpy_types[14] = tensors._bf16_dtype()
-                arr = np.frombuffer(body, dtype=dt, count=nbytes // dt.itemsize, offset=data).reshape(shape)
+                arr = np.frombuffer(body, dtype=dt, count=nbytes // dt.itemsize, offset=data)
+                if ndim != 1:
+                    arr = arr.reshape(shape)
             data += nbytes
-            outputs.append(pb.Tensor._wrap(name, arr, tensors._DATATYPES[code]))
-        return pb.InferenceResponse(outputs, parameters=params)
+            outputs.append(wrap(name, arr, _DATATYPES[code]))
+        return pb.InferenceResponse._wrap(outputs, None, params)
 
     # --- model control ---------------------------------------------------
 
