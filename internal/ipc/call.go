@@ -72,7 +72,7 @@ func (c *Call) Respond(resp *inference.Response, err error, final bool) bool {
 	}
 	bufs, n := encodeCallResponse(resp, err, final)
 	putHeader(bufs[0], n, kindBLSResponse, flagReply, c.seq)
-	return c.c.write(context.Background(), kindBLSResponse, bufs) == nil
+	return c.c.write(context.Background(), kindBLSResponse, bufs, nil) == nil
 }
 
 // ControlCall is one model-control request from a stub.
@@ -100,14 +100,14 @@ func (c *ControlCall) Respond(ready bool, err error) {
 		buf := make([]byte, headerSize, headerSize+len(body))
 		buf = append(buf, body...)
 		putHeader(buf, len(body), kindModelControl, flagReply|flagError, c.seq)
-		_ = c.c.write(context.Background(), kindModelControl, [][]byte{buf})
+		_ = c.c.write(context.Background(), kindModelControl, [][]byte{buf}, nil)
 		return
 	}
 	body, _ := json.Marshal(wireControlReply{Ready: ready})
 	buf := make([]byte, headerSize, headerSize+len(body))
 	buf = append(buf, body...)
 	putHeader(buf, len(body), kindModelControl, flagReply, c.seq)
-	_ = c.c.write(context.Background(), kindModelControl, [][]byte{buf})
+	_ = c.c.write(context.Background(), kindModelControl, [][]byte{buf}, nil)
 }
 
 // SetHandler installs the handler for the requests the stub starts. Until
