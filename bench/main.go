@@ -140,6 +140,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := measureCalls(ctx, srv, o, r, ipc); err != nil {
 		return err
 	}
+	if err := measureStreaming(ctx, srv, o, r, python); err != nil {
+		return fmt.Errorf("streaming: %w", err)
+	}
 	if err := measureRecovery(ctx, srv, o, r); err != nil {
 		return err
 	}
@@ -159,6 +162,7 @@ func benchRepository() (string, error) {
 		"add_sub":       "examples/models/add_sub",
 		"bls_add_sub":   "examples/models/bls_add_sub",
 		"add_sub_chain": "examples/models/add_sub_chain",
+		"square_int32":  "examples/models/square_int32",
 		"echo":          "tests/integration/testdata/models/echo",
 		"sleepy":        "tests/integration/testdata/models/sleepy",
 		"victim":        "tests/integration/testdata/models/echo",
