@@ -176,10 +176,6 @@ func (m *modelTracker) observe() []action {
 		routable: ready,
 		reason:   reason,
 	}
-	if !ready && reason == "" && state == ModelStateReady {
-		h := m.health()
-		a.reason = h.notReadyReason()
-	}
 	m.shownState, m.shownReady = state, ready
 	return []action{a}
 }
