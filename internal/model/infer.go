@@ -12,6 +12,7 @@ import (
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/modelconfig"
+	"github.com/vigilhq/vigil/internal/scheduler"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -60,12 +61,13 @@ func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Reques
 	return selectOutputs(v, req, resp)
 }
 
-// unroutable explains a refusal for want of a routable instance with the
+// unroutable explains a refusal for want of a routable instance (only that:
+// a request that failed on its instance keeps its own error) with the
 // health snapshot: why the version is not ready and when to retry. A
 // version whose instances have all exhausted their restarts is retried at
 // the maximum backoff, so Retry-After says when that is, not "1 s".
 func (m *Manager) unroutable(v *version, err error) error {
-	if apierr.CodeOf(err) != apierr.Unavailable || v.queue.Routable() > 0 || errors.Is(err, errReplaced) {
+	if !errors.Is(err, scheduler.ErrNoRoutable) {
 		return err
 	}
 	snap := m.cfg.Health.Snapshot()
