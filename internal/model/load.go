@@ -258,6 +258,8 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 		queue:        scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
 		routable:     map[string]bool{},
 	}
+	dropped := m.metrics.dropped.WithLabelValues(spec.Name, vs)
+	v.queue.OnDropped(dropped.Inc)
 	configJSON, err := modelconfig.ToJSON(cfg)
 	if err != nil {
 		configJSON = []byte("{}")
