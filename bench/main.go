@@ -16,7 +16,10 @@
 //   - detection (SIGKILL → model NOT_SERVING, pushed by gRPC Watch) and
 //     recovery (→ SERVING again) over repeated kills;
 //   - hang detection: SIGSTOP against heartbeat_timeout_seconds, and a hung
-//     execute against execute_timeout_seconds.
+//     execute against execute_timeout_seconds;
+//   - calls between models: one BLS hop (bls_add_sub → add_sub) against
+//     add_sub direct and the IPC round trips, and a 3-step ensemble
+//     (add_sub_chain) against the sum of its steps, in the same rounds.
 //
 // Run it with `make bench` (it builds vigil first).
 package main
@@ -134,6 +137,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := measureServing(ctx, srv, o, r, ipc); err != nil {
 		return err
 	}
+	if err := measureCalls(ctx, srv, o, r, ipc); err != nil {
+		return err
+	}
 	if err := measureStreaming(ctx, srv, o, r, python); err != nil {
 		return fmt.Errorf("streaming: %w", err)
 	}
@@ -153,11 +159,13 @@ func benchRepository() (string, error) {
 		return "", err
 	}
 	copies := map[string]string{
-		"add_sub":      "examples/models/add_sub",
-		"square_int32": "examples/models/square_int32",
-		"echo":         "tests/integration/testdata/models/echo",
-		"sleepy":       "tests/integration/testdata/models/sleepy",
-		"victim":       "tests/integration/testdata/models/echo",
+		"add_sub":       "examples/models/add_sub",
+		"bls_add_sub":   "examples/models/bls_add_sub",
+		"add_sub_chain": "examples/models/add_sub_chain",
+		"square_int32":  "examples/models/square_int32",
+		"echo":          "tests/integration/testdata/models/echo",
+		"sleepy":        "tests/integration/testdata/models/sleepy",
+		"victim":        "tests/integration/testdata/models/echo",
 	}
 	for name, src := range copies {
 		if err := os.CopyFS(filepath.Join(dir, name), os.DirFS(src)); err != nil {

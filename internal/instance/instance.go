@@ -46,9 +46,12 @@ type Config struct {
 	Init    ipc.InitArgs
 	Policy  health.Policy
 	Queue   Source
-	Stats   *scheduler.Stats
-	Events  Sink
-	Logger  *slog.Logger
+	// Calls serves the model's BLS and model-control requests; nil
+	// answers them with an error.
+	Calls  Calls
+	Stats  *scheduler.Stats
+	Events Sink
+	Logger *slog.Logger
 	// FinalizeTimeout bounds finalize() on stop; StopGrace is the time
 	// between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
@@ -311,6 +314,9 @@ func (i *Instance) launch(ctx context.Context) error {
 		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: err.Error()})
 		return err
 	}
+	if i.cfg.Calls != nil {
+		p.client.SetHandler(stubCalls{i: i})
+	}
 	gctx, gcancel := context.WithCancel(i.ctx)
 	i.mu.Lock()
 	g = &generation{proc: p, ctx: gctx, cancel: gcancel, pingNow: make(chan struct{}, 1), held: scheduler.NewHolder()}
@@ -526,7 +532,10 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 			t.Watch()
 		}
 	}
-	ctx, abort := context.WithCancelCause(context.Background())
+	// The batch's BLS calls inherit its clients and its chain of callers.
+	scope, release := scopeFor(i.cfg.Key.Model, batch)
+	defer release()
+	ctx, abort := context.WithCancelCause(context.WithValue(context.Background(), scopeKey{}, scope))
 	defer abort(nil)
 	limit := i.cfg.Policy.ExecuteTimeout
 	if limit > 0 && !i.cfg.Decoupled {

@@ -45,6 +45,9 @@ func (m *Manager) Infer(ctx context.Context, req *inference.Request) (*inference
 // inferOn runs req on one version. req itself is not modified, so that it
 // can be retried on another version.
 func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Request) (*inference.Response, error) {
+	if v.spec.Ensemble != nil {
+		return m.ensembleOn(ctx, v, req)
+	}
 	r := *req
 	r.Inputs = append([]tensor.Tensor(nil), req.Inputs...)
 	size, err := checkRequest(v.spec.Config, &r, m.cfg.MaxElements)

@@ -116,6 +116,12 @@ type entry struct {
 	// coexist in the health engine.
 	loads int
 
+	// explicit is set while the model is loaded by name (the repository
+	// API, --load-model, start-up); alongWith lists the ensembles whose
+	// load loaded it (unload_dependents reads both). Guarded by op.
+	explicit  bool
+	alongWith []string
+
 	// Guarded by Manager.mu.
 	spec     *modelconfig.Model
 	versions map[string]*version
@@ -188,6 +194,7 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 			if err := m.load(ctx, name); err != nil {
 				m.log.Error("model failed to load", "model", name, "err", err)
 			}
+			m.markExplicit(name)
 		}()
 	}
 	wg.Wait()
@@ -207,6 +214,7 @@ func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error
 			filepath.Join(name, modelconfig.ConfigFileName), m.cfg.RepoDir)
 	}
 	err := m.load(ctx, name)
+	m.markExplicit(name)
 	// Return only once readiness tells the outcome.
 	_ = m.cfg.Health.Sync(ctx)
 	return err
@@ -218,13 +226,19 @@ func (m *Manager) inRepository(name string) bool {
 	return err == nil
 }
 
-// Unload unloads every version of a model: the repository API.
-func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) error {
+// Unload unloads every version of a model: the repository API. With the
+// parameter unload_dependents, an ensemble's step models that were loaded
+// only along with it go too.
+func (m *Manager) Unload(ctx context.Context, name string, params map[string]any) error {
 	if m.cfg.Mode == ModeNone {
 		return apierr.New(apierr.Unsupported, "cannot unload model %s: explicit model load / unload is not allowed in model control mode none", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot unload model %q", name)
+	}
+	dependents, err := unloadDependentsParam(name, params)
+	if err != nil {
+		return err
 	}
 	e := m.lookup(name)
 	if e == nil {
@@ -235,9 +249,11 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 	}
 	e.op.Lock()
 	defer e.op.Unlock()
+	e.explicit, e.alongWith = false, nil
 	m.mu.Lock()
 	old := e.versions
 	e.versions = nil
+	spec := e.spec
 	m.mu.Unlock()
 	m.stopVersions(ctx, old, "unloaded")
 	// Versions that failed to load have no instances but still count for
@@ -251,7 +267,36 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 		}
 	}
 	_ = m.cfg.Health.Sync(ctx)
+	if dependents {
+		return m.unloadDependents(ctx, spec)
+	}
 	return nil
+}
+
+// unloadDependentsParam reads unload's parameters: unload_dependents (a
+// bool) is the only one.
+func unloadDependentsParam(name string, params map[string]any) (bool, error) {
+	var on bool
+	for k, v := range params {
+		if k != "unload_dependents" {
+			return false, apierr.New(apierr.InvalidArgument, "cannot unload model %s: unknown parameter %q (unload takes only unload_dependents)", name, k)
+		}
+		b, ok := v.(bool)
+		if !ok {
+			return false, apierr.New(apierr.InvalidArgument, "Unable to parse 'unload_dependents': want a bool, got %v", v)
+		}
+		on = b
+	}
+	return on, nil
+}
+
+// markExplicit records that name was loaded by name.
+func (m *Manager) markExplicit(name string) {
+	if e := m.lookup(name); e != nil {
+		e.op.Lock()
+		e.explicit = true
+		e.op.Unlock()
+	}
 }
 
 // Close unloads everything; the server is shutting down. Versions stay

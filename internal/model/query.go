@@ -38,6 +38,9 @@ func (m *Manager) Metadata(name, ver string) (*Metadata, error) {
 	}
 	cfg := spec.Config
 	md := &Metadata{Name: spec.Name, Platform: "python"}
+	if spec.IsEnsemble() {
+		md.Platform = modelconfig.EnsemblePlatform
+	}
 	for _, n := range m.loadedVersions(name) {
 		md.Versions = append(md.Versions, strconv.FormatInt(n, 10))
 	}
