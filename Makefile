@@ -116,6 +116,14 @@ triton-venv:
 bench-peers: deps-python build triton-venv
 	$(GO) run ./bench -peers -triton-venv $(TRITON_VENV) -vigil $(BIN) -python "$$(cat $(PYFILE))" $(PEERS_ARGS)
 
+# chaos runs the suite's chaos test (tests/integration/chaos_test.go) for
+# CHAOS_DURATION instead of 20 s and prints its figures: requests by outcome,
+# detection latency per fault kind, false-ready and not-ready time, recovery.
+CHAOS_DURATION ?= 3m
+chaos: deps build
+	VIGIL_BIN=$(abspath $(BIN)) VIGIL_PYTHON=$(PYTHON) VIGIL_CHAOS_DURATION=$(CHAOS_DURATION) \
+		$(GO) test -count=1 -v -run '^TestChaos$$' -timeout 2h ./tests/integration
+
 # proto regenerates the protocol code from proto/*.proto with the plugin
 # versions pinned in go.mod. Needs protoc (apt-get install protobuf-compiler).
 proto:

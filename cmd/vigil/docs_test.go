@@ -151,7 +151,8 @@ func TestProbeOutputMatchesDocs(t *testing.T) {
 		return m[1]
 	}
 	snap := &health.Snapshot{Started: true, Strict: true, Models: []health.ModelHealth{{
-		Name: "add_sub", Version: "1", State: health.ModelStateReady, MinReady: 1, Expected: true,
+		Name: "add_sub", Version: "1", State: health.ModelStateUnavailable, MinReady: 1, Expected: true,
+		Reason:    "0 of 1 instances routable, needs 1; add_sub_0 is RESTARTING: restarting: signal SIGKILL",
 		Instances: []health.InstanceHealth{{Name: "add_sub_0", State: health.StateRestarting, Reason: "restarting: signal SIGKILL"}},
 	}}}
 	srv := httptest.NewServer(rest.NewHealthHandler(fixedHealth{snap}, rest.Config{}))
@@ -166,7 +167,7 @@ func TestProbeOutputMatchesDocs(t *testing.T) {
 	if code, line := probe("ready", "--addr", addr); code != 1 || !strings.HasPrefix(line, strings.TrimSuffix(example("1"), "…")) {
 		t.Errorf("exit %d, %q; docs show %q", code, line, example("1"))
 	}
-	snap.Models[0].Ready, snap.Models[0].Routable = true, 1
+	snap.Models[0].Ready, snap.Models[0].Routable, snap.Models[0].State, snap.Models[0].Reason = true, 1, health.ModelStateReady, ""
 	snap.Models[0].Instances[0].State, snap.Models[0].Instances[0].Routable = health.StateReady, true
 	if code, line := probe("ready", "--addr", addr); code != 0 || line != example("0") {
 		t.Errorf("exit %d, %q; docs show %q", code, line, example("0"))

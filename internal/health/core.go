@@ -169,7 +169,7 @@ func loadingProgress(ms []ModelHealth, planned []string) string {
 		}
 		seen[m.Name] = true
 		total++
-		if m.State == ModelStateLoading || (m.State == ModelStateReady && !m.Ready) {
+		if m.State == ModelStateLoading {
 			if loading == "" {
 				loading = m.Name
 			}

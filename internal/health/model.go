@@ -199,10 +199,6 @@ func (m *modelTracker) observe(d depState) []action {
 		routable: ready,
 		reason:   reason,
 	}
-	if !ready && reason == "" && state == ModelStateReady {
-		h := m.health(d)
-		a.reason = h.notReadyReason()
-	}
 	m.shownState, m.shownReady = state, ready
 	return []action{a}
 }

@@ -345,7 +345,7 @@ func (m *Manager) entryFor(name string) *entry {
 }
 
 // resolve finds the version a request names. An empty version picks the
-// highest version with a routable instance, else the highest.
+// version the health snapshot's rule picks (Snapshot.Model).
 func (m *Manager) resolve(name, ver string) (*version, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -367,13 +367,19 @@ func (m *Manager) resolve(name, ver string) (*version, error) {
 		}
 		return v, nil
 	}
-	// The highest version with a routable instance, else the highest.
+	// The version the health snapshot names for the model (Snapshot.Model:
+	// the highest ready version, else the highest expected one), so that a
+	// versionless request goes where versionless readiness points; a
+	// version the snapshot does not know yet, the highest loaded.
+	if mh, ok := m.cfg.Health.Snapshot().Model(name, ""); ok {
+		if v := e.versions[mh.Version]; v != nil {
+			return v, nil
+		}
+	}
 	var best *version
-	bestRoutable := false
 	for _, v := range e.versions {
-		routable := v.queue.Routable() > 0
-		if best == nil || routable && !bestRoutable || routable == bestRoutable && v.number > best.number {
-			best, bestRoutable = v, routable
+		if best == nil || v.number > best.number {
+			best = v
 		}
 	}
 	return best, nil

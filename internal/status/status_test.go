@@ -69,7 +69,9 @@ func snapshot(state health.InstanceState, pid int, reason string) *health.Snapsh
 	return &health.Snapshot{
 		At: t0, Started: true, Strict: true,
 		Models: []health.ModelHealth{{
-			Name: "add_sub", Version: "1", State: health.ModelStateReady, Ready: state == health.StateReady,
+			Name: "add_sub", Version: "1", State: map[bool]health.ModelState{true: health.ModelStateReady, false: health.ModelStateUnavailable}[state == health.StateReady],
+			Reason:   map[bool]string{true: "", false: "0 of 1 instances routable, needs 1; add_sub_0 is " + string(state) + ": " + reason}[state == health.StateReady],
+			Ready:    state == health.StateReady,
 			Routable: map[bool]int{true: 1}[state == health.StateReady], MinReady: 1, Expected: true,
 			Instances: []health.InstanceHealth{{
 				Name: "add_sub_0", State: state, Reason: reason, PID: pid, Restarts: 2, LastExit: "signal SIGKILL",
