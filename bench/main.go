@@ -17,6 +17,9 @@
 //     recovery (→ SERVING again) over repeated kills;
 //   - hang detection: SIGSTOP against heartbeat_timeout_seconds, and a hung
 //     execute against execute_timeout_seconds;
+//   - calls between models: one BLS hop (bls_add_sub → add_sub) against
+//     add_sub direct and the IPC round trips, and a 3-step ensemble
+//     (add_sub_chain) against the sum of its steps, in the same rounds;
 //   - a 16 MiB FP32 identity round trip over HTTP binary, gRPC and system
 //     shared memory, as GB/s, HTTP binary being the baseline.
 //
@@ -150,6 +153,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := measureTransfer(ctx, srv, r); err != nil {
 		return fmt.Errorf("transfer: %w", err)
 	}
+	if err := measureCalls(ctx, srv, o, r, ipc); err != nil {
+		return err
+	}
 	if err := measureStreaming(ctx, srv, o, r, python); err != nil {
 		return fmt.Errorf("streaming: %w", err)
 	}
@@ -169,12 +175,14 @@ func benchRepository() (string, error) {
 		return "", err
 	}
 	copies := map[string]string{
-		"add_sub":      "examples/models/add_sub",
-		"identity":     "examples/models/identity",
-		"square_int32": "examples/models/square_int32",
-		"echo":         "tests/integration/testdata/models/echo",
-		"sleepy":       "tests/integration/testdata/models/sleepy",
-		"victim":       "tests/integration/testdata/models/echo",
+		"add_sub":       "examples/models/add_sub",
+		"identity":      "examples/models/identity",
+		"bls_add_sub":   "examples/models/bls_add_sub",
+		"add_sub_chain": "examples/models/add_sub_chain",
+		"square_int32":  "examples/models/square_int32",
+		"echo":          "tests/integration/testdata/models/echo",
+		"sleepy":        "tests/integration/testdata/models/sleepy",
+		"victim":        "tests/integration/testdata/models/echo",
 	}
 	for name, src := range copies {
 		if err := os.CopyFS(filepath.Join(dir, name), os.DirFS(src)); err != nil {

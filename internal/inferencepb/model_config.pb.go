@@ -690,6 +690,60 @@ func (x *ModelTransactionPolicy) GetDecoupled() bool {
 	return false
 }
 
+// ModelEnsembling lists an ensemble's steps (platform "ensemble";
+// internal/ensemble runs them).
+type ModelEnsembling struct {
+	state               protoimpl.MessageState  `protogen:"open.v1"`
+	Step                []*ModelEnsembling_Step `protobuf:"bytes,1,rep,name=step,proto3" json:"step,omitempty"`
+	MaxInflightRequests uint32                  `protobuf:"varint,2,opt,name=max_inflight_requests,json=maxInflightRequests,proto3" json:"max_inflight_requests,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ModelEnsembling) Reset() {
+	*x = ModelEnsembling{}
+	mi := &file_model_config_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelEnsembling) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelEnsembling) ProtoMessage() {}
+
+func (x *ModelEnsembling) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelEnsembling.ProtoReflect.Descriptor instead.
+func (*ModelEnsembling) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ModelEnsembling) GetStep() []*ModelEnsembling_Step {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *ModelEnsembling) GetMaxInflightRequests() uint32 {
+	if x != nil {
+		return x.MaxInflightRequests
+	}
+	return 0
+}
+
 // ModelConfig is a model's configuration, as in config.pbtxt.
 type ModelConfig struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
@@ -704,17 +758,20 @@ type ModelConfig struct {
 	// Triton declares dynamic_batching inside oneof scheduling_choice; vigil
 	// supports no other member, and a oneof with one member has the same
 	// wire and text encoding as a plain field.
-	DynamicBatching        *ModelDynamicBatching      `protobuf:"bytes,11,opt,name=dynamic_batching,json=dynamicBatching,proto3" json:"dynamic_batching,omitempty"`
-	Parameters             map[string]*ModelParameter `protobuf:"bytes,14,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Backend                string                     `protobuf:"bytes,17,opt,name=backend,proto3" json:"backend,omitempty"`
-	ModelTransactionPolicy *ModelTransactionPolicy    `protobuf:"bytes,19,opt,name=model_transaction_policy,json=modelTransactionPolicy,proto3" json:"model_transaction_policy,omitempty"`
+	DynamicBatching *ModelDynamicBatching      `protobuf:"bytes,11,opt,name=dynamic_batching,json=dynamicBatching,proto3" json:"dynamic_batching,omitempty"`
+	Parameters      map[string]*ModelParameter `protobuf:"bytes,14,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Also a member of Triton's scheduling_choice oneof: an ensemble sets no
+	// dynamic_batching (internal/modelconfig checks).
+	EnsembleScheduling     *ModelEnsembling        `protobuf:"bytes,15,opt,name=ensemble_scheduling,json=ensembleScheduling,proto3" json:"ensemble_scheduling,omitempty"`
+	Backend                string                  `protobuf:"bytes,17,opt,name=backend,proto3" json:"backend,omitempty"`
+	ModelTransactionPolicy *ModelTransactionPolicy `protobuf:"bytes,19,opt,name=model_transaction_policy,json=modelTransactionPolicy,proto3" json:"model_transaction_policy,omitempty"`
 	unknownFields          protoimpl.UnknownFields
 	sizeCache              protoimpl.SizeCache
 }
 
 func (x *ModelConfig) Reset() {
 	*x = ModelConfig{}
-	mi := &file_model_config_proto_msgTypes[8]
+	mi := &file_model_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +783,7 @@ func (x *ModelConfig) String() string {
 func (*ModelConfig) ProtoMessage() {}
 
 func (x *ModelConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[8]
+	mi := &file_model_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +796,7 @@ func (x *ModelConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelConfig.ProtoReflect.Descriptor instead.
 func (*ModelConfig) Descriptor() ([]byte, []int) {
-	return file_model_config_proto_rawDescGZIP(), []int{8}
+	return file_model_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ModelConfig) GetName() string {
@@ -812,6 +869,13 @@ func (x *ModelConfig) GetParameters() map[string]*ModelParameter {
 	return nil
 }
 
+func (x *ModelConfig) GetEnsembleScheduling() *ModelEnsembling {
+	if x != nil {
+		return x.EnsembleScheduling
+	}
+	return nil
+}
+
 func (x *ModelConfig) GetBackend() string {
 	if x != nil {
 		return x.Backend
@@ -838,7 +902,7 @@ type ModelVersionPolicy_Latest struct {
 
 func (x *ModelVersionPolicy_Latest) Reset() {
 	*x = ModelVersionPolicy_Latest{}
-	mi := &file_model_config_proto_msgTypes[9]
+	mi := &file_model_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +914,7 @@ func (x *ModelVersionPolicy_Latest) String() string {
 func (*ModelVersionPolicy_Latest) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Latest) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[9]
+	mi := &file_model_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +946,7 @@ type ModelVersionPolicy_All struct {
 
 func (x *ModelVersionPolicy_All) Reset() {
 	*x = ModelVersionPolicy_All{}
-	mi := &file_model_config_proto_msgTypes[10]
+	mi := &file_model_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +958,7 @@ func (x *ModelVersionPolicy_All) String() string {
 func (*ModelVersionPolicy_All) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_All) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[10]
+	mi := &file_model_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +984,7 @@ type ModelVersionPolicy_Specific struct {
 
 func (x *ModelVersionPolicy_Specific) Reset() {
 	*x = ModelVersionPolicy_Specific{}
-	mi := &file_model_config_proto_msgTypes[11]
+	mi := &file_model_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +996,7 @@ func (x *ModelVersionPolicy_Specific) String() string {
 func (*ModelVersionPolicy_Specific) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Specific) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[11]
+	mi := &file_model_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,6 +1017,87 @@ func (x *ModelVersionPolicy_Specific) GetVersions() []int64 {
 		return x.Versions
 	}
 	return nil
+}
+
+// Step is one request to a composing model.
+type ModelEnsembling_Step struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ModelName string                 `protobuf:"bytes,1,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
+	// -1 (or 0) is the server's choice of version.
+	ModelVersion int64 `protobuf:"varint,2,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// Composing model input name -> ensemble tensor name.
+	InputMap map[string]string `protobuf:"bytes,3,rep,name=input_map,json=inputMap,proto3" json:"input_map,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Composing model output name -> ensemble tensor name.
+	OutputMap map[string]string `protobuf:"bytes,4,rep,name=output_map,json=outputMap,proto3" json:"output_map,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Reserved by Triton; internal/ensemble refuses it.
+	ModelNamespace string `protobuf:"bytes,5,opt,name=model_namespace,json=modelNamespace,proto3" json:"model_namespace,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ModelEnsembling_Step) Reset() {
+	*x = ModelEnsembling_Step{}
+	mi := &file_model_config_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelEnsembling_Step) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelEnsembling_Step) ProtoMessage() {}
+
+func (x *ModelEnsembling_Step) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelEnsembling_Step.ProtoReflect.Descriptor instead.
+func (*ModelEnsembling_Step) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{8, 0}
+}
+
+func (x *ModelEnsembling_Step) GetModelName() string {
+	if x != nil {
+		return x.ModelName
+	}
+	return ""
+}
+
+func (x *ModelEnsembling_Step) GetModelVersion() int64 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return 0
+}
+
+func (x *ModelEnsembling_Step) GetInputMap() map[string]string {
+	if x != nil {
+		return x.InputMap
+	}
+	return nil
+}
+
+func (x *ModelEnsembling_Step) GetOutputMap() map[string]string {
+	if x != nil {
+		return x.OutputMap
+	}
+	return nil
+}
+
+func (x *ModelEnsembling_Step) GetModelNamespace() string {
+	if x != nil {
+		return x.ModelNamespace
+	}
+	return ""
 }
 
 var File_model_config_proto protoreflect.FileDescriptor
@@ -1005,7 +1150,24 @@ const file_model_config_proto_rawDesc = "" +
 	"\x0eModelParameter\x12!\n" +
 	"\fstring_value\x18\x01 \x01(\tR\vstringValue\"6\n" +
 	"\x16ModelTransactionPolicy\x12\x1c\n" +
-	"\tdecoupled\x18\x01 \x01(\bR\tdecoupled\"\xe7\x05\n" +
+	"\tdecoupled\x18\x01 \x01(\bR\tdecoupled\"\x86\x04\n" +
+	"\x0fModelEnsembling\x123\n" +
+	"\x04step\x18\x01 \x03(\v2\x1f.inference.ModelEnsembling.StepR\x04step\x122\n" +
+	"\x15max_inflight_requests\x18\x02 \x01(\rR\x13maxInflightRequests\x1a\x89\x03\n" +
+	"\x04Step\x12\x1d\n" +
+	"\n" +
+	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
+	"\rmodel_version\x18\x02 \x01(\x03R\fmodelVersion\x12J\n" +
+	"\tinput_map\x18\x03 \x03(\v2-.inference.ModelEnsembling.Step.InputMapEntryR\binputMap\x12M\n" +
+	"\n" +
+	"output_map\x18\x04 \x03(\v2..inference.ModelEnsembling.Step.OutputMapEntryR\toutputMap\x12'\n" +
+	"\x0fmodel_namespace\x18\x05 \x01(\tR\x0emodelNamespace\x1a;\n" +
+	"\rInputMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
+	"\x0eOutputMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x06\n" +
 	"\vModelConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x12D\n" +
@@ -1018,7 +1180,8 @@ const file_model_config_proto_rawDesc = "" +
 	"\x10dynamic_batching\x18\v \x01(\v2\x1f.inference.ModelDynamicBatchingR\x0fdynamicBatching\x12F\n" +
 	"\n" +
 	"parameters\x18\x0e \x03(\v2&.inference.ModelConfig.ParametersEntryR\n" +
-	"parameters\x12\x18\n" +
+	"parameters\x12K\n" +
+	"\x13ensemble_scheduling\x18\x0f \x01(\v2\x1a.inference.ModelEnsemblingR\x12ensembleScheduling\x12\x18\n" +
 	"\abackend\x18\x11 \x01(\tR\abackend\x12[\n" +
 	"\x18model_transaction_policy\x18\x13 \x01(\v2!.inference.ModelTransactionPolicyR\x16modelTransactionPolicy\x1aX\n" +
 	"\x0fParametersEntry\x12\x10\n" +
@@ -1059,7 +1222,7 @@ func file_model_config_proto_rawDescGZIP() []byte {
 }
 
 var file_model_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_model_config_proto_goTypes = []any{
 	(DataType)(0),                       // 0: inference.DataType
 	(ModelInstanceGroup_Kind)(0),        // 1: inference.ModelInstanceGroup.Kind
@@ -1071,11 +1234,15 @@ var file_model_config_proto_goTypes = []any{
 	(*ModelDynamicBatching)(nil),        // 7: inference.ModelDynamicBatching
 	(*ModelParameter)(nil),              // 8: inference.ModelParameter
 	(*ModelTransactionPolicy)(nil),      // 9: inference.ModelTransactionPolicy
-	(*ModelConfig)(nil),                 // 10: inference.ModelConfig
-	(*ModelVersionPolicy_Latest)(nil),   // 11: inference.ModelVersionPolicy.Latest
-	(*ModelVersionPolicy_All)(nil),      // 12: inference.ModelVersionPolicy.All
-	(*ModelVersionPolicy_Specific)(nil), // 13: inference.ModelVersionPolicy.Specific
-	nil,                                 // 14: inference.ModelConfig.ParametersEntry
+	(*ModelEnsembling)(nil),             // 10: inference.ModelEnsembling
+	(*ModelConfig)(nil),                 // 11: inference.ModelConfig
+	(*ModelVersionPolicy_Latest)(nil),   // 12: inference.ModelVersionPolicy.Latest
+	(*ModelVersionPolicy_All)(nil),      // 13: inference.ModelVersionPolicy.All
+	(*ModelVersionPolicy_Specific)(nil), // 14: inference.ModelVersionPolicy.Specific
+	(*ModelEnsembling_Step)(nil),        // 15: inference.ModelEnsembling.Step
+	nil,                                 // 16: inference.ModelEnsembling.Step.InputMapEntry
+	nil,                                 // 17: inference.ModelEnsembling.Step.OutputMapEntry
+	nil,                                 // 18: inference.ModelConfig.ParametersEntry
 }
 var file_model_config_proto_depIdxs = []int32{
 	1,  // 0: inference.ModelInstanceGroup.kind:type_name -> inference.ModelInstanceGroup.Kind
@@ -1083,22 +1250,26 @@ var file_model_config_proto_depIdxs = []int32{
 	3,  // 2: inference.ModelInput.reshape:type_name -> inference.ModelTensorReshape
 	0,  // 3: inference.ModelOutput.data_type:type_name -> inference.DataType
 	3,  // 4: inference.ModelOutput.reshape:type_name -> inference.ModelTensorReshape
-	11, // 5: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
-	12, // 6: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
-	13, // 7: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
-	6,  // 8: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
-	4,  // 9: inference.ModelConfig.input:type_name -> inference.ModelInput
-	5,  // 10: inference.ModelConfig.output:type_name -> inference.ModelOutput
-	2,  // 11: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
-	7,  // 12: inference.ModelConfig.dynamic_batching:type_name -> inference.ModelDynamicBatching
-	14, // 13: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
-	9,  // 14: inference.ModelConfig.model_transaction_policy:type_name -> inference.ModelTransactionPolicy
-	8,  // 15: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 5: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
+	13, // 6: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
+	14, // 7: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
+	15, // 8: inference.ModelEnsembling.step:type_name -> inference.ModelEnsembling.Step
+	6,  // 9: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
+	4,  // 10: inference.ModelConfig.input:type_name -> inference.ModelInput
+	5,  // 11: inference.ModelConfig.output:type_name -> inference.ModelOutput
+	2,  // 12: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
+	7,  // 13: inference.ModelConfig.dynamic_batching:type_name -> inference.ModelDynamicBatching
+	18, // 14: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
+	10, // 15: inference.ModelConfig.ensemble_scheduling:type_name -> inference.ModelEnsembling
+	9,  // 16: inference.ModelConfig.model_transaction_policy:type_name -> inference.ModelTransactionPolicy
+	16, // 17: inference.ModelEnsembling.Step.input_map:type_name -> inference.ModelEnsembling.Step.InputMapEntry
+	17, // 18: inference.ModelEnsembling.Step.output_map:type_name -> inference.ModelEnsembling.Step.OutputMapEntry
+	8,  // 19: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_model_config_proto_init() }
@@ -1112,14 +1283,14 @@ func file_model_config_proto_init() {
 		(*ModelVersionPolicy_All_)(nil),
 		(*ModelVersionPolicy_Specific_)(nil),
 	}
-	file_model_config_proto_msgTypes[9].OneofWrappers = []any{}
+	file_model_config_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_model_config_proto_rawDesc), len(file_model_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

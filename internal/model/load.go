@@ -54,7 +54,10 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	m.mu.RUnlock()
 	reload := len(old) > 0
 
-	spec, err := m.readSpec(name)
+	spec, err := m.readSpec(ctx, name)
+	if err == nil && spec.Ensemble != nil {
+		err = m.prepareEnsemble(ctx, spec)
+	}
 	if err != nil {
 		if reload {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
@@ -67,8 +70,12 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: key, Reason: err.Error()})
 		code := apierr.Internal
 		var cfgErr *modelconfig.Error
-		if errors.As(err, &cfgErr) {
+		var apiErr *apierr.Error
+		switch {
+		case errors.As(err, &cfgErr):
 			code = apierr.InvalidArgument // the model's files are wrong, as on a reload
+		case errors.As(err, &apiErr):
+			code = apiErr.Code
 		}
 		return apierr.LoadFailed(code, err, name)
 	}
@@ -105,7 +112,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		policy := spec.Policy
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(),
 			Instance:  health.InstanceKey{Model: name, Version: key},
-			Instances: names, Policy: &policy,
+			Instances: names, Policy: &policy, Deps: dependencies(spec),
 			// A first load that fails keeps strict readiness false, as in
 			// Triton; a reload's new version counts once it has loaded.
 			Expected: !reload})
@@ -230,9 +237,9 @@ func (m *Manager) forget(vs map[string]*version) {
 }
 
 // readSpec loads and checks a model's configuration.
-func (m *Manager) readSpec(name string) (*modelconfig.Model, error) {
-	if m.cfg.RuntimeErr != nil {
-		return nil, m.cfg.RuntimeErr
+func (m *Manager) readSpec(ctx context.Context, name string) (*modelconfig.Model, error) {
+	if err := m.runtimeError(ctx); err != nil {
+		return nil, err
 	}
 	return modelconfig.Load(m.cfg.RepoDir, name, m.cfg.Defaults)
 }
@@ -286,6 +293,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 			},
 			Policy:            spec.Policy,
 			Queue:             v.queue,
+			Calls:             m,
 			Stats:             stats,
 			Events:            m.cfg.Events,
 			Logger:            m.log.With("model", spec.Name, "version", vs),

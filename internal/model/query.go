@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/repository"
@@ -41,6 +42,9 @@ func (m *Manager) Metadata(name, ver string) (*Metadata, error) {
 	}
 	cfg := spec.Config
 	md := &Metadata{Name: spec.Name, Platform: "python"}
+	if spec.IsEnsemble() {
+		md.Platform = modelconfig.EnsemblePlatform
+	}
 	for _, n := range m.loadedVersions(name) {
 		md.Versions = append(md.Versions, strconv.FormatInt(n, 10))
 	}
@@ -150,13 +154,12 @@ func (m *Manager) Index(_ context.Context, readyOnly bool) []IndexEntry {
 	var out []IndexEntry
 	for _, mh := range snap.Models {
 		known[mh.Name] = true
-		state := string(mh.State)
-		reason := mh.Reason
-		if mh.State == "READY" && !mh.Ready {
-			state = "UNAVAILABLE"
-			_, reason, _ = snap.ModelReady(mh.Name, mh.Version)
-		}
-		if readyOnly && state != "READY" {
+		// The version's state as the health engine derives it: a loaded
+		// version with too few routable instances is UNAVAILABLE, saying
+		// why. The index reports state, not traffic: while the server
+		// drains, a loaded version is still READY here.
+		state, reason := string(mh.State), mh.Reason
+		if readyOnly && state != string(health.ModelStateReady) {
 			continue
 		}
 		out = append(out, IndexEntry{Name: mh.Name, Version: mh.Version, State: state, Reason: reason})

@@ -7,6 +7,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -95,7 +96,7 @@ func (q *Queue) SetRoutable(n int) {
 	}
 	q.mu.Unlock()
 	for _, t := range failed {
-		t.Finish(nil, apierr.Unavailablef("model %s has no routable instance", q.name))
+		t.Finish(nil, noRoutable(q.name))
 	}
 }
 
@@ -201,6 +202,16 @@ func (q *Queue) ctxError(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// ErrNoRoutable is the cause of a request refused (or failed while it
+// waited) because no instance of its model version is routable; the model
+// manager explains it with the version's health.
+var ErrNoRoutable = errors.New("no routable instance")
+
+func noRoutable(name string) error {
+	return &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: ErrNoRoutable,
+		Msg: fmt.Sprintf("model %s has no routable instance", name)}
+}
+
 // admit queues t, or runs it directly on an idle instance, or refuses it.
 func (q *Queue) admit(t *Task) error {
 	q.mu.Lock()
@@ -212,7 +223,7 @@ func (q *Queue) admit(t *Task) error {
 	case q.routable == 0:
 		q.mu.Unlock()
 		q.stats.reject()
-		return apierr.Unavailablef("model %s has no routable instance", q.name)
+		return noRoutable(q.name)
 	case q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue:
 		q.mu.Unlock()
 		q.stats.reject()

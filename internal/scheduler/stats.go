@@ -155,6 +155,27 @@ func (s *Stats) reject() {
 	s.failLocked(ReasonRejected)
 }
 
+// RecordRequest records a request served outside the queue (an ensemble's,
+// whose steps queue on their own models): its whole time counts as compute.
+func (s *Stats) RecordRequest(start time.Time, size int, err error) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.s.LastInference = now
+	total := now.Sub(start)
+	if err != nil {
+		s.s.Fail.Count++
+		s.s.Fail.Total += total
+		return
+	}
+	s.s.InferenceCount += int64(size)
+	s.s.Success.Count++
+	s.s.Success.Total += total
+	s.s.Queue.Count++
+	s.s.ComputeInfer.Count++
+	s.s.ComputeInfer.Total += total
+}
+
 // RecordExecution counts one execute of a batch.
 func (s *Stats) RecordExecution() {
 	s.mu.Lock()

@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
+	"github.com/vigilhq/vigil/internal/status"
 	"github.com/vigilhq/vigil/internal/tritonmetrics"
 	"github.com/vigilhq/vigil/python"
 )
@@ -153,10 +154,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("cannot install the stub runtime: %w", err)
 	}
 	interp, runtimeErr := python.Resolve(ctx, cfg.Python)
-	if runtimeErr != nil {
-		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr)
-	} else {
+	if runtimeErr == nil {
 		log.Info("python interpreter", "path", interp)
+	}
+	// A missing numpy can be installed while the server runs: each load
+	// checks again (a missing interpreter cannot: its path is fixed).
+	var recheck func(context.Context) error
+	var numpyErr *python.NumpyError
+	if errors.As(runtimeErr, &numpyErr) {
+		recheck = func(ctx context.Context) error {
+			_, err := python.Resolve(ctx, interp)
+			return err
+		}
 	}
 
 	mgr := model.New(model.Config{
@@ -164,8 +173,9 @@ func Run(ctx context.Context, cfg Config) error {
 		Mode:            cfg.ControlMode,
 		StartupModels:   cfg.LoadModels,
 		Defaults:        cfg.Policy,
-		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice)},
+		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice), Name: python.NameArgs},
 		RuntimeErr:      runtimeErr,
+		RecheckRuntime:  recheck,
 		Events:          engine,
 		Health:          engine,
 		Logger:          log,
@@ -179,6 +189,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 		MaxStreamDuration: cfg.MaxStreamDuration,
 	})
+	if runtimeErr != nil {
+		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr, "then", mgr.RuntimeHint())
+	}
 	engine.SetActuator(mgr)
 	reg.MustRegister(tritonmetrics.New(mgr, tritonmetrics.Config{Logger: log.With("component", "metrics"),
 		NoCounterLatencies: !cfg.MetricsOptions.CounterLatencies}))
@@ -196,6 +209,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Metrics {
 		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	}
+	page := status.New(engine, status.Config{
+		HideReasons: cfg.HideReasons,
+		Traffic:     func() []status.Counters { return trafficCounters(mgr) },
+		InFlight:    mgr.InFlight,
+		Logger:      log.With("component", "status"),
+	})
+	defer page.Close()
 	restCfg := rest.Config{
 		ServerName:                Name,
 		ServerVersion:             cfg.Version,
@@ -206,6 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 		AdminToken:                cfg.AdminToken,
 		HideReasons:               cfg.HideReasons,
 		Metrics:                   metrics,
+		Status:                    page,
 		Logger:                    log.With("component", "rest"),
 		InFlight:                  mgr.InFlight,
 	}
@@ -218,6 +239,8 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Status page streams end when shutdown starts instead of holding it up.
+	httpSrv.RegisterOnShutdown(page.Close)
 	grpcSrv := grpcapi.NewServer(served, engine, grpcapi.Config{
 		ServerName:    Name,
 		ServerVersion: cfg.Version,
@@ -352,6 +375,25 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	if healthSrv != nil {
 		_ = healthSrv.Close()
 	}
+}
+
+// trafficCounters are the model manager's statistics as the status page
+// reads them.
+func trafficCounters(mgr *model.Manager) []status.Counters {
+	stats, err := mgr.Stats("", "")
+	if err != nil {
+		return nil
+	}
+	out := make([]status.Counters, 0, len(stats))
+	for _, st := range stats {
+		out = append(out, status.Counters{
+			Model: st.Name, Version: st.Version,
+			Requests: st.Success.Count, Failures: st.Fail.Count,
+			Latency: st.Success.Total, Queue: st.Queue.Total, Queued: st.Queue.Count,
+			Pending: st.Pending,
+		})
+	}
+	return out
 }
 
 // readTimeout is the HTTP server's ReadTimeout: --body-read-timeout, one

@@ -161,7 +161,7 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 	}
 	s.srv = gogrpc.NewServer(opts...)
 	pb.RegisterGRPCInferenceServiceServer(s.srv, &inferenceService{s: s})
-	healthpb.RegisterHealthServer(s.srv, &healthService{Server: s.hs, stopping: stopping})
+	healthpb.RegisterHealthServer(s.srv, &healthService{Server: s.hs, stopping: stopping, statuses: s.statusList})
 	reflection.Register(s.srv)
 	s.syncHealth()
 	return s

@@ -33,11 +33,11 @@ func (svc *inferenceService) ServerLive(context.Context, *pb.ServerLiveRequest) 
 	return &pb.ServerLiveResponse{Live: live}, nil
 }
 
-// ServerReady answers OK with ready=false when the server is not ready,
-// which includes every moment after Drain, whatever the snapshot says.
+// ServerReady answers OK with ready=false when the server is not ready
+// (the snapshot's readiness, draining included).
 func (svc *inferenceService) ServerReady(context.Context, *pb.ServerReadyRequest) (*pb.ServerReadyResponse, error) {
 	ready, _ := svc.s.snapshot().Ready()
-	return &pb.ServerReadyResponse{Ready: ready && !svc.s.isDrained()}, nil
+	return &pb.ServerReadyResponse{Ready: ready}, nil
 }
 
 // ModelReady answers OK with ready=false for a known model that is not

@@ -66,6 +66,9 @@ type Config struct {
 	// SharedMemory serves the system shared memory routes; nil means a
 	// registry with client shared memory disabled.
 	SharedMemory SharedMemory
+	// Status, when set, serves the status page at / and /status/
+	// (internal/status).
+	Status http.Handler
 	// InFlight, when set, gives the requests an instance holds and how many
 	// of them are streams, for the JSON form of the probes. It must not
 	// block.
@@ -172,7 +175,8 @@ func (s *server) apiRoutes() []route {
 }
 
 // NewHealthHandler returns only the health routes (/v2/health/*, model
-// readiness, /livez, /readyz, /startupz) and /metrics, for --health-port.
+// readiness, /livez, /readyz, /startupz), /metrics and the status page, for
+// --health-port.
 func NewHealthHandler(h HealthSource, cfg Config) http.Handler {
 	s := newServer(nil, h, cfg)
 	mux := http.NewServeMux()
@@ -204,6 +208,11 @@ func (s *server) registerHealth(mux *http.ServeMux) {
 	}
 	if s.cfg.Metrics != nil {
 		s.handle(mux, http.MethodGet, "/metrics", s.cfg.Metrics.ServeHTTP)
+	}
+	if s.cfg.Status != nil {
+		for _, pattern := range []string{"/{$}", "/status", "/status/"} {
+			s.handle(mux, http.MethodGet, pattern, s.cfg.Status.ServeHTTP)
+		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErrorStatus(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
