@@ -87,7 +87,11 @@ func TestTracebacksGoToTheServerLogOnce(t *testing.T) {
 	}
 
 	// initialize, on every attempt of the load (one here: a raising
-	// initialize fails the load).
+	// initialize fails the load). The loads run side by side, so
+	// init_raises may still be starting when the others are ready.
+	eventually(t, 60*time.Second, "initialize traceback logged", func() bool {
+		return len(s.records(map[string]string{"msg": "model raised", "op": "initialize"})) > 0
+	})
 	checkTraceback(t, s, "init_raises", "initialize", "ValueError: cannot open weights file /nonexistent/weights.bin")
 
 	// The hook raises every 100 ms; the traceback is logged once.
