@@ -19,6 +19,9 @@ import pytest
 from vigil_testlib import Proto, VigilServer, as_bytes_array, error_of, wait_until
 
 BLS_MODELS = Path(__file__).resolve().parent / "models" / "bls"
+# Models the repository shares with examples/models, copied in rather than kept twice.
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
+FROM_EXAMPLES = ["square_int32"]
 LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
           "square_int32", "bls_decoupled_sync", "bls_decoupled_async"]
 
@@ -27,6 +30,8 @@ def bls_server(tmp_path_factory, label, mode_args, only=None):
     base = tmp_path_factory.mktemp(label)
     repo = base / "models"
     shutil.copytree(BLS_MODELS, repo)
+    for name in FROM_EXAMPLES:
+        shutil.copytree(EXAMPLES / name, repo / name)
     for d in repo.iterdir():
         if only is not None and d.name not in only:
             shutil.rmtree(d)
