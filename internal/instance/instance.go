@@ -476,13 +476,19 @@ func (i *Instance) reap(g *generation) {
 }
 
 // refreshLocked recomputes whether the worker may take work and wakes it.
+// Whether the instance is routable is the health engine's word alone
+// (health.InstanceState.Routable, told through SetRoutable); the
+// instance only withholds work sooner, from the moment it knows its
+// current process cannot run it (not yet initialized, exited, hung,
+// stopped by a signal), without waiting for the engine to agree.
 func (i *Instance) refreshLocked() {
 	g := i.gen
-	ready := i.routable && !i.terminal && !i.failed && g != nil && g.initialized && !g.exited && !g.hung && !g.paused
+	canRun := g != nil && g.initialized && !g.exited && !g.hung && !g.paused
+	takes := i.routable && canRun && !i.terminal && !i.failed
 	switch {
-	case ready && i.session == nil:
+	case takes && i.session == nil:
 		i.session, i.endSession = context.WithCancel(g.ctx)
-	case !ready && i.session != nil:
+	case !takes && i.session != nil:
 		i.endSession()
 		i.session, i.endSession = nil, nil
 	}

@@ -266,7 +266,6 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 		number:       n,
 		stats:        stats,
 		queue:        scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
-		routable:     map[string]bool{},
 	}
 	dropped := m.metrics.dropped.WithLabelValues(spec.Name, vs)
 	v.queue.OnDropped(dropped.Inc)
