@@ -182,20 +182,20 @@ func bomb(t *testing.T, encoding string, n int) []byte {
 // which is whole again afterwards.
 func TestDecompressedBodyCountsInTheBudget(t *testing.T) {
 	for _, enc := range []string{"gzip", "deflate"} {
-		body := bomb(t, enc, 64<<20)
+		body := bomb(t, enc, 8<<20)
 		// Budget above the limit: the limit refuses it.
-		ts, s := restServer(t, &fakeModels{}, Config{MaxRequestBytes: 4 << 20, MaxConcurrentRequestBytes: 8 << 20})
+		ts, s := restServer(t, &fakeModels{}, Config{MaxRequestBytes: 1 << 20, MaxConcurrentRequestBytes: 4 << 20})
 		resp := post(t, ts.URL+"/v2/models/m/infer", enc, body)
-		if resp.code != 413 || !strings.Contains(resp.body, "decompressed request body is over the limit of 4194304 bytes (--max-request-bytes)") {
+		if resp.code != 413 || !strings.Contains(resp.body, "decompressed request body is over the limit of 1048576 bytes (--max-request-bytes)") {
 			t.Errorf("%s bomb of %d bytes: %d %s, want 413 naming the limit", enc, len(body), resp.code, resp.body)
 		}
 		waitBudget(t, s, 0)
 		// Budget below the limit: the decompressed bytes are counted, so
 		// the budget refuses it before the limit does.
-		ts, s = restServer(t, &fakeModels{}, Config{MaxRequestBytes: 4 << 20, MaxConcurrentRequestBytes: 1 << 20})
+		ts, s = restServer(t, &fakeModels{}, Config{MaxRequestBytes: 1 << 20, MaxConcurrentRequestBytes: 512 << 10})
 		resp = post(t, ts.URL+"/v2/models/m/infer", enc, body)
 		if resp.code != 503 || !strings.Contains(resp.body, "--max-concurrent-request-bytes") {
-			t.Errorf("%s bomb with a 1 MiB budget: %d %s, want 503 naming the budget", enc, resp.code, resp.body)
+			t.Errorf("%s bomb with a 512 KiB budget: %d %s, want 503 naming the budget", enc, resp.code, resp.body)
 		}
 		waitBudget(t, s, 0)
 	}
