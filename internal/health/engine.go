@@ -470,6 +470,7 @@ const (
 	logKeyTo       = "to"
 	logKeyReason   = "reason"
 	logKeyRestarts = "restarts"
+	logKeyPID      = "pid"
 	logKeyReady    = "ready"
 )
 
@@ -483,7 +484,7 @@ func (e *Engine) logTransition(a action) {
 	}
 	e.log.Log(context.Background(), level, "instance state changed",
 		logKeyModel, a.key.Model, logKeyVersion, a.key.Version, logKeyInstance, a.key.Instance,
-		logKeyFrom, a.from, logKeyTo, a.to, logKeyReason, a.reason, logKeyRestarts, a.restarts)
+		logKeyFrom, a.from, logKeyTo, a.to, logKeyReason, a.reason, logKeyRestarts, a.restarts, logKeyPID, a.pid)
 }
 
 func (e *Engine) logModelTransition(a action) {

@@ -628,7 +628,7 @@ func (t *tracker) moveTo(to InstanceState, reason string, now time.Time) {
 		t.ring = t.ring[:transitionRingSize-1]
 	}
 	t.ring = append(t.ring, tr)
-	t.emit(action{kind: actTransition, key: t.key, from: string(from), to: string(to), reason: reason, restarts: t.restarts})
+	t.emit(action{kind: actTransition, key: t.key, from: string(from), to: string(to), reason: reason, restarts: t.restarts, pid: t.pid})
 
 	if from.Routable() != to.Routable() {
 		t.emit(action{kind: actSetRoutable, key: t.key, routable: to.Routable()})

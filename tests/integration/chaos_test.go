@@ -88,6 +88,9 @@ func TestChaos(t *testing.T) {
 		return fds <= baseFDs+4 && goroutines <= baseGoroutines+10
 	})
 	c.report(dur, recovered, baseFDs, fds, baseGoroutines, goroutines)
+	if fp := c.heartbeatFalsePositives(); len(fp) > 0 {
+		t.Errorf("%d heartbeat failures on stubs the test never stopped (false positives):\n%s", len(fp), strings.Join(fp, "\n"))
+	}
 	if len(c.failures) > 0 {
 		n := min(len(c.failures), 5)
 		t.Errorf("%d failures, e.g.:\n%s", len(c.failures), strings.Join(c.failures[:n], "\n"))
@@ -112,11 +115,17 @@ type chaos struct {
 	pending map[int]fault
 	latency map[string][]time.Duration // detection / recovery, by kind
 	stopped map[int]time.Time          // pids we stopped and have not continued
+	// everStopped is every pid the test stopped: a heartbeat failure of
+	// any other stub is a false positive.
+	everStopped map[int]bool
 	// false-ready bookkeeping, per model
 	frStart    map[string]time.Time
 	frTotal    map[string]time.Duration
 	frMax      map[string]time.Duration
 	unready    map[string]time.Duration
+	// falseUnready is not-ready time while a stub the server lists for
+	// the model was running, past its initialize.
+	falseUnready map[string]time.Duration
 	samples    int
 	faults     map[string]int
 	lastSample time.Time
@@ -135,7 +144,7 @@ func newChaos(t *testing.T, s *server) *chaos {
 	t.Cleanup(func() { conn.Close() })
 	return &chaos{t: t, s: s, hc: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}, gc: conn,
 		outcomes: map[string]int{}, pending: map[int]fault{}, latency: map[string][]time.Duration{},
-		stopped: map[int]time.Time{}, frStart: map[string]time.Time{}, frTotal: map[string]time.Duration{},
+		stopped: map[int]time.Time{}, everStopped: map[int]bool{}, falseUnready: map[string]time.Duration{}, frStart: map[string]time.Time{}, frTotal: map[string]time.Duration{},
 		frMax: map[string]time.Duration{}, unready: map[string]time.Duration{}, faults: map[string]int{}}
 }
 
@@ -308,6 +317,7 @@ func (c *chaos) inject(ctx context.Context) {
 			if syscall.Kill(pid, syscall.SIGSTOP) == nil {
 				c.mu.Lock()
 				c.stopped[pid] = now
+				c.everStopped[pid] = true
 				c.pending[pid] = fault{kind: "stop", at: now}
 				c.faults["SIGSTOP"]++
 				c.mu.Unlock()
@@ -330,6 +340,7 @@ type instanceView struct {
 	model    string
 	pid      int
 	routable bool
+	state    string
 }
 
 func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
@@ -343,8 +354,9 @@ func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
 			Name      string `json:"name"`
 			Ready     bool   `json:"ready"`
 			Instances []struct {
-				PID      int  `json:"pid"`
-				Routable bool `json:"routable"`
+				PID      int    `json:"pid"`
+				Routable bool   `json:"routable"`
+				State    string `json:"state"`
 			} `json:"instances"`
 		} `json:"models"`
 	}
@@ -356,7 +368,7 @@ func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
 	for _, m := range h.Models {
 		ready[m.Name] = m.Ready
 		for _, in := range m.Instances {
-			out = append(out, instanceView{model: m.Name, pid: in.PID, routable: in.Routable})
+			out = append(out, instanceView{model: m.Name, pid: in.PID, routable: in.Routable, state: in.State})
 		}
 	}
 	return out, ready, true
@@ -414,6 +426,20 @@ func truth(ins []instanceView, model string) bool {
 	return false
 }
 
+// initialized is whether some stub the server lists for model runs (per
+// /proc) and has finished initialize (per the server): one that could
+// serve.
+func initialized(ins []instanceView, model string) bool {
+	for _, in := range ins {
+		if in.model == model && in.pid > 0 && in.state != "STARTING" {
+			if st := procState(in.pid); st == 'R' || st == 'S' || st == 'D' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // sample compares the surfaces with /proc every 10 ms and times detection.
 func (c *chaos) sample(ctx context.Context) {
 	t := time.NewTicker(10 * time.Millisecond)
@@ -444,6 +470,9 @@ func (c *chaos) sample(ctx context.Context) {
 			}
 			if !claimed {
 				c.unready[model] += dt
+				if initialized(before, model) && initialized(after, model) {
+					c.falseUnready[model] += dt
+				}
 			}
 			if claimed && dead {
 				if c.frStart[model].IsZero() {
@@ -590,17 +619,51 @@ func (c *chaos) report(dur, recovered time.Duration, baseFDs, fds, baseG, g int)
 	c.t.Logf("detection, SIGSTOP to the instance out of traffic: %s", percentiles(c.latency["stop"]))
 	c.t.Logf("recovery, SIGCONT to the instance routable again: %s", percentiles(c.latency["continue"]))
 	for _, m := range []string{"echo", "add_sub"} {
-		c.t.Logf("%s: false-ready %s in total (longest window %s, bound %s); surfaces said not ready for %s",
-			m, c.frTotal[m], c.frMax[m], falseReadyBound, c.unready[m].Round(time.Millisecond))
+		c.t.Logf("%s: false-ready %s in total (longest window %s, bound %s); surfaces said not ready for %s, of which %s while a listed stub was running past its initialize (false-unready)",
+			m, c.frTotal[m], c.frMax[m], falseReadyBound, c.unready[m].Round(time.Millisecond), c.falseUnready[m].Round(time.Millisecond))
 	}
-	hb := 0
+	hb, hangs := 0, 0
 	c.s.logMu.Lock()
 	defer c.s.logMu.Unlock()
 	for _, rec := range c.s.logs {
-		if reason, _ := rec["reason"].(string); rec["msg"] == "instance state changed" && strings.Contains(reason, "heartbeat") {
+		if reason, _ := rec["reason"].(string); rec["msg"] == "instance state changed" && strings.Contains(reason, "heartbeat") &&
+			rec["to"] != "STARTING" && rec["to"] != "READY" {
 			hb++
+			if rec["to"] == "RESTARTING" && strings.Contains(reason, "heartbeat failed while executing") {
+				hangs++
+			}
 		}
 	}
-	c.t.Logf("transitions naming the heartbeat: %d (each follows a SIGSTOP; a heartbeat failure of a running stub would be a false positive)", hb)
+	c.t.Logf("transitions out of health naming the heartbeat: %d (hangs decided by it: %d); on stubs the test never stopped (false positives): %d",
+		hb, hangs, len(c.heartbeatFalsePositivesLocked()))
 	c.t.Logf("after the run: all instances routable %s after the faults stopped; fds %d → %d, goroutines %d → %d", recovered.Round(time.Millisecond), baseFDs, fds, baseG, g)
+}
+
+// heartbeatFalsePositives lists the heartbeat-driven transitions (a failing
+// heartbeat check, or a hang decided by it) of processes the test never
+// stopped: a running stub whose heartbeat failed.
+func (c *chaos) heartbeatFalsePositives() []string {
+	c.s.logMu.Lock()
+	defer c.s.logMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heartbeatFalsePositivesLocked()
+}
+
+// heartbeatFalsePositivesLocked is heartbeatFalsePositives with c.mu and
+// c.s.logMu held.
+func (c *chaos) heartbeatFalsePositivesLocked() []string {
+	var out []string
+	for _, rec := range c.s.logs {
+		reason, _ := rec["reason"].(string)
+		if rec["msg"] != "instance state changed" || !strings.Contains(reason, "heartbeat") ||
+			rec["to"] == "STARTING" || rec["to"] == "READY" {
+			continue // a new process's start names the restart's cause; the return to health is none
+		}
+		pid, _ := rec["pid"].(float64)
+		if !c.everStopped[int(pid)] {
+			out = append(out, fmt.Sprintf("%v %v pid %d: %v -> %v: %s", rec["time"], rec["instance"], int(pid), rec["from"], rec["to"], reason))
+		}
+	}
+	return out
 }
