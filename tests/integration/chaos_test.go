@@ -119,16 +119,16 @@ type chaos struct {
 	// any other stub is a false positive.
 	everStopped map[int]bool
 	// false-ready bookkeeping, per model
-	frStart    map[string]time.Time
-	frTotal    map[string]time.Duration
-	frMax      map[string]time.Duration
-	unready    map[string]time.Duration
+	frStart map[string]time.Time
+	frTotal map[string]time.Duration
+	frMax   map[string]time.Duration
+	unready map[string]time.Duration
 	// falseUnready is not-ready time while a stub the server lists for
 	// the model was running, past its initialize.
 	falseUnready map[string]time.Duration
-	samples    int
-	faults     map[string]int
-	lastSample time.Time
+	samples      int
+	faults       map[string]int
+	lastSample   time.Time
 }
 
 type fault struct {
