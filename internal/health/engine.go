@@ -425,6 +425,12 @@ func (e *Engine) arm() {
 	}
 	e.timerAt = d
 	e.timerStop = e.clock.AfterFunc(d.Sub(now), e.poke)
+	if !e.clock.Now().Before(d) {
+		// The clock passed d while the timer was armed with a duration
+		// from the earlier now (a fake clock advanced by a test at that
+		// moment would otherwise fire it a whole duration late).
+		e.poke()
+	}
 }
 
 func (e *Engine) stopTimer() {
