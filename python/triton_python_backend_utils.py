@@ -2,13 +2,14 @@
 
 This module mirrors the parts of Triton's ``triton_python_backend_utils`` that
 a model running in a single process can use: tensors, requests, responses,
-errors, type conversions and config look-ups. Tensors always live in CPU
-memory as numpy arrays. BLS (calling other models), decoupled response
-senders and custom metrics are not available; using them raises
-TritonModelException.
+errors, type conversions, config look-ups, Logger and custom metrics
+(MetricFamily, Metric). Tensors always live in CPU memory as numpy arrays.
+BLS (calling other models) and decoupled response senders are not
+available; using them raises TritonModelException.
 """
 
 import json
+import os
 import struct
 import sys
 
@@ -380,7 +381,7 @@ class InferenceRequest:
         return self._flags
 
     def model_name(self):
-        return self._model_name
+        return self._model_name or _server["model_name"]
 
     def is_cancelled(self):
         return False
@@ -463,8 +464,28 @@ def using_decoupled_model_transaction_policy(model_config):
     return bool(model_config.get("model_transaction_policy", {}).get("decoupled", False))
 
 
+# The stub connects the module to the server (_connect) before it imports
+# model.py: Logger records and metric operations then go to the server.
+# Until then (and in the auto-complete process) Logger writes to stderr and
+# metrics raise.
+_server = {"calls": None, "model_name": "", "model_version": ""}
+
+_KIND_LOG = 12
+_KIND_METRIC = 13
+
+
+def _connect(calls, args):
+    _server["calls"] = calls
+    _server["model_name"] = args.get("model_name", "")
+    _server["model_version"] = args.get("model_version", "")
+
+
 class Logger:
-    """Triton's pb_utils.Logger: lines go to the stub's stderr, which the server captures."""
+    """Triton's pb_utils.Logger: records go to the server log at their level.
+
+    VERBOSE records are written only when the server runs with
+    --log-verbose 1 or more, as in Triton.
+    """
 
     INFO = 0
     WARNING = 1
@@ -474,21 +495,139 @@ class Logger:
     _LEVELS = {0: "INFO", 1: "WARNING", 2: "ERROR", 3: "VERBOSE"}
 
     @staticmethod
+    def _emit(message, level, depth):
+        name = Logger._LEVELS.get(level, "INFO")
+        try:
+            caller = sys._getframe(depth)
+            file, line = caller.f_code.co_filename, caller.f_lineno
+        except ValueError:
+            file, line = "", 0
+        calls = _server["calls"]
+        if calls is not None and calls.notify(_KIND_LOG, {"level": name, "message": str(message),
+                                                            "file": file, "line": line}):
+            return
+        print("%s %s:%d] %s" % (name, os.path.basename(file), line, message), file=sys.stderr, flush=True)
+
+    @staticmethod
     def log(message, level=0):
-        print("%s %s" % (Logger._LEVELS.get(level, "INFO"), message), file=sys.stderr, flush=True)
+        Logger._emit(message, level, 2)
 
     @staticmethod
     def log_info(message):
-        Logger.log(message, Logger.INFO)
+        Logger._emit(message, Logger.INFO, 2)
 
     @staticmethod
     def log_warn(message):
-        Logger.log(message, Logger.WARNING)
+        Logger._emit(message, Logger.WARNING, 2)
 
     @staticmethod
     def log_error(message):
-        Logger.log(message, Logger.ERROR)
+        Logger._emit(message, Logger.ERROR, 2)
 
     @staticmethod
     def log_verbose(message):
-        Logger.log(message, Logger.VERBOSE)
+        Logger._emit(message, Logger.VERBOSE, 2)
+
+
+def _metric_call(prefix, obj):
+    calls = _server["calls"]
+    if calls is None:
+        raise TritonModelException(prefix + "custom metrics are available in initialize, execute and finalize "
+                                   "(the stub is not connected to the server here)")
+    try:
+        return calls.call(_KIND_METRIC, obj)
+    except Exception as e:  # noqa: BLE001 - the server's refusal, as Triton words it
+        raise TritonModelException(prefix + str(e)) from None
+
+
+# Metric kinds, also as MetricFamily.COUNTER etc. (Triton exports both).
+COUNTER = 0
+GAUGE = 1
+HISTOGRAM = 2
+
+
+class MetricFamily:
+    """Triton's pb_utils.MetricFamily: a Prometheus family on the server's /metrics.
+
+    A family is shared by name across the server (the first description
+    wins; another kind is refused). Deleting it clears its Metric objects.
+    """
+
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+    _KINDS = {0: "COUNTER", 1: "GAUGE", 2: "HISTOGRAM"}
+
+    def __init__(self, name, description, kind):
+        if name is None or description is None or kind is None:
+            raise TritonModelException("Error when creating MetricFamily: name, description and kind must not be None")
+        if kind not in MetricFamily._KINDS:
+            raise TritonModelException("Error when creating MetricFamily: unknown kind %r" % (kind,))
+        self._id = 0
+        self._kind = kind
+        self._name = str(name)
+        reply = _metric_call("Error when creating MetricFamily: ", {
+            "op": "family_new", "name": self._name, "description": str(description),
+            "kind": MetricFamily._KINDS[kind]})
+        self._id = reply["id"]
+
+    def Metric(self, labels=None, buckets=None):  # noqa: N802 - Triton's name
+        return Metric(self, labels, buckets)
+
+    def __del__(self):
+        calls = _server["calls"]
+        if getattr(self, "_id", 0) and calls is not None:
+            try:
+                calls.notify(_KIND_METRIC, {"op": "family_delete", "id": self._id})
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
+
+class Metric:
+    """One labelled series of a MetricFamily."""
+
+    def __init__(self, family, labels=None, buckets=None):
+        self._id = 0
+        if labels is not None and not isinstance(labels, dict):
+            raise TritonModelException("Failed to create metric. Labels must be a dictionary.")
+        if family._kind == MetricFamily.HISTOGRAM:
+            if buckets is None:
+                raise TritonModelException("Failed to create metric. Missing required buckets.")
+            if not isinstance(buckets, list):
+                raise TritonModelException("Failed to create metric. Buckets must be a list.")
+        elif buckets is not None:
+            raise TritonModelException("Failed to create metric. Unexpected buckets found.")
+        obj = {"op": "metric_new", "family": family._id}
+        if labels:
+            obj["labels"] = {str(k): str(v) for k, v in labels.items()}
+        if buckets is not None:
+            obj["buckets"] = [float(b) for b in buckets]
+        # No reference to the family: deleting it clears this metric, as
+        # in Triton.
+        self._id = _metric_call("Error when creating Metric: ", obj)["id"]
+
+    def _op(self, op, prefix, value=None):
+        obj = {"op": op, "id": self._id}
+        if value is not None:
+            obj["value"] = float(value)
+        return _metric_call(prefix, obj).get("value", 0.0)
+
+    def increment(self, value):
+        self._op("increment", "Failed to increment metric value: ", value)
+
+    def set(self, value):
+        self._op("set", "Failed to set metric value: ", value)
+
+    def observe(self, value):
+        self._op("observe", "Failed to observe metric value: ", value)
+
+    def value(self):
+        return self._op("value", "Failed to get metric value: ")
+
+    def __del__(self):
+        calls = _server["calls"]
+        if getattr(self, "_id", 0) and calls is not None:
+            try:
+                calls.notify(_KIND_METRIC, {"op": "metric_delete", "id": self._id})
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/custommetric"
 	"github.com/vigilhq/vigil/internal/ipc"
 )
 
@@ -26,6 +27,11 @@ type Runtime struct {
 	Args []string
 	// Env is added to the server's environment.
 	Env []string
+	// Metrics receives the metrics models create (pb_utils.MetricFamily);
+	// nil refuses them.
+	Metrics *custommetric.Registry
+	// LogVerbose writes the models' pb_utils.Logger VERBOSE records.
+	LogVerbose bool
 }
 
 // process is one generation of an instance: a started stub, its control
@@ -63,6 +69,7 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 	defer controlChild.Close()
 
 	out := &outputLog{log: log}
+	calls := newStubCalls(rt, log)
 	cmd := exec.Command(rt.Python, rt.Args...)
 	// fd 3 is the data socket, fd 4 the control socket (python.Args).
 	cmd.ExtraFiles = []*os.File{dataChild, controlChild}
@@ -100,7 +107,7 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 	p := &process{
 		log:    log,
 		cmd:    cmd,
-		client: ipc.NewClient(dataConn, controlConn, log),
+		client: ipc.NewClient(dataConn, controlConn, log, ipc.WithStubCalls(calls)),
 		out:    out,
 		pid:    cmd.Process.Pid,
 		done:   make(chan struct{}),
@@ -115,6 +122,7 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 		p.exitErr = err
 		p.state = cmd.ProcessState
 		_ = p.client.Close()
+		calls.close()
 		close(p.done)
 	}()
 	return p, nil

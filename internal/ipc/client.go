@@ -67,6 +67,8 @@ type Client struct {
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
+
+	calls StubCalls // serves LOG and METRIC frames; may be nil
 }
 
 // link is one connection to the stub with its reader goroutine.
@@ -96,7 +98,7 @@ var errClosedByServer = errors.New("closed by the server")
 // NewClient starts a client on the server's ends of the stub's data and
 // control socketpairs (from net.FileConn) and a reader goroutine for each.
 // Close stops them. A nil log discards.
-func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
+func NewClient(data, control io.ReadWriteCloser, log *slog.Logger, opts ...Option) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -106,6 +108,9 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 		log:     log,
 		pending: make(map[uint32]chan frame),
 		done:    make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(c)
 	}
 	go c.readLoop(c.data)
 	go c.readLoop(c.control)
@@ -314,7 +319,11 @@ type writeDeadliner interface {
 // of a frame may have gone out, the connection is then unusable and is shut
 // down.
 func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
-	l := c.linkFor(k)
+	return c.writeOn(ctx, c.linkFor(k), k, bufs)
+}
+
+// writeOn is write on a given connection.
+func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte) error {
 	select {
 	case l.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -390,6 +399,9 @@ func (c *Client) readLoop(l *link) {
 		if err != nil {
 			c.shutdown(err)
 			return
+		}
+		if f.flags&flagReply == 0 && c.serveStubCall(l, f) {
+			continue
 		}
 		if f.flags&flagReply == 0 {
 			err := fmt.Errorf("protocol error: the stub sent a %s request (seq %d)", f.kind, f.seq)

@@ -37,6 +37,10 @@ func (k kind) String() string {
 		return "health"
 	case kindFinalize:
 		return "finalize"
+	case kindLog:
+		return "log"
+	case kindMetric:
+		return "metric"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -21,6 +21,7 @@ import (
 
 	grpcapi "github.com/vigilhq/vigil/internal/api/grpc"
 	"github.com/vigilhq/vigil/internal/api/rest"
+	"github.com/vigilhq/vigil/internal/custommetric"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/model"
@@ -60,7 +61,10 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	FinalizeTimeout  time.Duration
 	WatchdogInterval time.Duration
-	Logger           *slog.Logger
+	// LogVerbose (Triton's --log-verbose) writes the models'
+	// pb_utils.Logger.log_verbose records when ≥ 1.
+	LogVerbose int
+	Logger     *slog.Logger
 }
 
 // Run serves until ctx ends, then drains and stops. It returns nil after a
@@ -126,12 +130,22 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("python interpreter", "path", interp)
 	}
 
+	// Metrics the models create (pb_utils.MetricFamily) are served beside
+	// the server's own; with --metrics=false models are told they are off.
+	var modelMetrics *custommetric.Registry
+	if cfg.Metrics {
+		modelMetrics = custommetric.New()
+		reg.MustRegister(modelMetrics)
+	}
+	stubRuntime := instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice),
+		Metrics: modelMetrics, LogVerbose: cfg.LogVerbose >= 1}
+
 	mgr := model.New(model.Config{
 		RepoDir:         cfg.ModelRepository,
 		Mode:            cfg.ControlMode,
 		StartupModels:   cfg.LoadModels,
 		Defaults:        cfg.Policy,
-		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice)},
+		Runtime:         stubRuntime,
 		RuntimeErr:      runtimeErr,
 		Events:          engine,
 		Health:          engine,

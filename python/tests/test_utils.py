@@ -1,4 +1,5 @@
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -98,3 +99,75 @@ def test_bytes_serialization():
     assert pb.serialize_byte_tensor(np.array([], dtype=np.object_)) == ()
     with pytest.raises(ValueError):
         pb.deserialize_bytes_tensor(b"\x05\x00\x00\x00ab")
+
+
+class _FakeCalls:
+    """Stands in for the stub's connection to the server."""
+
+    def __init__(self):
+        self.sent = []
+        self.next_id = 0
+
+    def notify(self, kind, obj):
+        self.sent.append((kind, obj))
+        return True
+
+    def call(self, kind, obj):
+        self.sent.append((kind, obj))
+        if obj["op"] in ("family_new", "metric_new"):
+            self.next_id += 1
+            return {"id": self.next_id}
+        if obj["op"] == "increment" and obj["value"] < 0:
+            raise RuntimeError("refused by the server")
+        return {"value": 4.0}
+
+
+@pytest.fixture
+def connected():
+    calls = _FakeCalls()
+    pb._connect(calls, {"model_name": "m", "model_version": "1"})
+    yield calls
+    pb._connect(None, {})
+
+
+def test_logger_sends_level_file_and_line(connected):
+    pb.Logger.log_error("boom")
+    line = sys._getframe().f_lineno - 1
+    kind, rec = connected.sent[-1]
+    assert kind == 12
+    assert rec == {"level": "ERROR", "message": "boom", "file": __file__, "line": line}
+    pb.Logger.log("x", pb.Logger.VERBOSE)
+    assert connected.sent[-1][1]["level"] == "VERBOSE"
+
+
+def test_logger_without_server_writes_stderr(capsys):
+    pb.Logger.log_warn("early")
+    assert "WARNING test_utils.py:" in capsys.readouterr().err
+
+
+def test_metric_checks_and_prefixes(connected):
+    fam = pb.MetricFamily("n", "d", pb.MetricFamily.HISTOGRAM)
+    with pytest.raises(pb.TritonModelException, match="^Failed to create metric. Missing required buckets.$"):
+        fam.Metric()
+    with pytest.raises(pb.TritonModelException, match="Labels must be a dictionary"):
+        fam.Metric(labels=[("a", "b")], buckets=[1])
+    with pytest.raises(pb.TritonModelException, match="Buckets must be a list"):
+        fam.Metric(buckets=(1, 2))
+    m = fam.Metric(labels={"a": 1}, buckets=[1, 2])
+    assert connected.sent[-1][1] == {"op": "metric_new", "family": 1, "labels": {"a": "1"}, "buckets": [1.0, 2.0]}
+    counter = pb.MetricFamily("c", "d", pb.COUNTER).Metric()
+    assert counter.value() == 4.0
+    with pytest.raises(pb.TritonModelException, match="^Failed to increment metric value: refused by the server$"):
+        counter.increment(-1)
+    del m
+    assert connected.sent[-1][1] == {"op": "metric_delete", "id": 2}
+
+
+def test_metric_without_server_raises():
+    with pytest.raises(pb.TritonModelException, match="Error when creating MetricFamily"):
+        pb.MetricFamily("n", "d", pb.GAUGE)
+
+
+def test_model_name_defaults_to_the_model(connected):
+    assert pb.InferenceRequest().model_name() == "m"
+    assert pb.InferenceRequest(model_name="other").model_name() == "other"

@@ -27,6 +27,7 @@ import threading
 import traceback
 
 from . import wire
+from .calls import ServerCalls
 from .wire import FLAG_ERROR, FLAG_REPLY
 
 _HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
@@ -82,6 +83,8 @@ class Stub:
         self._hook_go = queue.SimpleQueue()
         self._loop = None
         self._loop_lock = threading.Lock()
+        # Requests to the server (LOG, METRIC) on the control socket.
+        self._calls = ServerCalls(control)
 
     # --- reader -----------------------------------------------------------
 
@@ -126,13 +129,16 @@ class Stub:
             except OSError:
                 frame = None
             if frame is None:
+                self._calls.close()
                 try:
                     sys.stdout.flush()
                     sys.stderr.flush()
                 finally:
                     os._exit(0)
-            kind, _flags, seq, _body = frame
-            if kind == wire.KIND_PING:
+            kind, flags, seq, body = frame
+            if flags & FLAG_REPLY:
+                self._calls.deliver(flags, seq, body)
+            elif kind == wire.KIND_PING:
                 control.send(wire.KIND_PING, FLAG_REPLY, seq)
             elif kind == wire.KIND_HEALTH:
                 self._request_health(seq)
@@ -180,6 +186,7 @@ class Stub:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
             self._codec = Codec()
+            sys.modules["triton_python_backend_utils"]._connect(self._calls, args)
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 

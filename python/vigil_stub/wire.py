@@ -18,6 +18,9 @@ KIND_EXECUTE = 2
 KIND_PING = 3
 KIND_HEALTH = 4
 KIND_FINALIZE = 5
+# Frames the stub starts, on the control socket.
+KIND_LOG = 12
+KIND_METRIC = 13
 
 FLAG_REPLY = 0x01
 FLAG_ERROR = 0x02
