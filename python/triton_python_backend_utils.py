@@ -631,3 +631,104 @@ class Metric:
                 calls.notify(_KIND_METRIC, {"op": "metric_delete", "id": self._id})
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
+
+
+def get_model_dir():
+    """The model's directory (<repository>/<model>)."""
+    return _server.get("model_dir", "")
+
+
+class ModelConfig:
+    """Triton's pb_utils.ModelConfig, handed to auto_complete_config.
+
+    It wraps the model's configuration as a dict in Triton's JSON form
+    (proto field names, every field present). The methods check what they
+    add against what the configuration says, with Triton's messages; all
+    raise ValueError.
+    """
+
+    def __init__(self, model_config, model_name=None):
+        if isinstance(model_config, (str, bytes)):
+            model_config = json.loads(model_config)
+        self._model_config = model_config
+        self._model_name = model_name if model_name is not None else model_config.get("name", "")
+
+    def as_dict(self):
+        """The configuration dict itself (treat it as read-only)."""
+        return self._model_config
+
+    def set_max_batch_size(self, max_batch_size):
+        current = self._model_config.get("max_batch_size", 0)
+        if current > max_batch_size:
+            raise ValueError(
+                "configuration specified max_batch_size " + str(current)
+                + ", but in auto-complete-config function for model '" + self._model_name
+                + "' specified max_batch_size " + str(max_batch_size))
+        self._model_config["max_batch_size"] = max_batch_size
+
+    def set_dynamic_batching(self):
+        for sched in ("sequence_batching", "ensemble_scheduling"):
+            if sched in self._model_config:
+                raise ValueError(
+                    "Configuration specified scheduling_choice as '" + sched
+                    + "', but auto-complete-config function for model '" + self._model_name
+                    + "' tries to set scheduling_choice as 'dynamic_batching'")
+        self._model_config.setdefault("dynamic_batching", {})
+
+    def _add_tensor(self, io, tensor, allowed):
+        m = self._model_name
+        if not isinstance(tensor, dict):
+            raise ValueError(io + " in auto-complete-config function for model '" + m + "' must be a dict")
+        for key in tensor:
+            if key not in allowed:
+                names = ", ".join("'%s'" % k for k in allowed[:-1]) + " and '%s'" % allowed[-1]
+                raise ValueError(io + " '" + str(tensor.get("name", "")) + "' in auto-complete-config function for model '"
+                                 + m + "' contains property other than " + names + ".")
+        if "name" not in tensor:
+            raise ValueError(io + " in auto-complete-config function for model '" + m + "' is missing 'name' property.")
+        for key in ("data_type", "dims"):
+            if key not in tensor:
+                raise ValueError(io + " '" + tensor["name"] + "' in auto-complete-config function for model '"
+                                 + m + "' is missing '" + key + "' property.")
+        entries = self._model_config.setdefault(io, [])
+        for entry in entries:
+            if entry.get("name") != tensor["name"]:
+                continue
+            cfg_type = entry.get("data_type", "TYPE_INVALID")
+            if cfg_type not in ("TYPE_INVALID", "") and cfg_type != tensor["data_type"]:
+                raise ValueError("unable to load model '" + m + "', configuration expects datatype " + cfg_type
+                                 + " for " + io + " '" + tensor["name"] + "', model provides " + tensor["data_type"])
+            cfg_dims = entry.get("dims", [])
+            if cfg_dims and list(cfg_dims) != list(tensor["dims"]):
+                raise ValueError("model '" + m + "', tensor '" + tensor["name"] + "': the model expects dims "
+                                 + str(tensor["dims"]) + " but the model configuration specifies dims " + str(cfg_dims))
+            if "optional" in tensor and "optional" in entry and entry["optional"] != tensor["optional"]:
+                raise ValueError("model '" + m + "', tensor '" + tensor["name"] + "': the model expects optional "
+                                 + str(tensor["optional"]) + " but the model configuration specifies optional "
+                                 + str(entry["optional"]))
+            entry["data_type"] = tensor["data_type"]
+            entry["dims"] = list(tensor["dims"])
+            if "optional" in tensor:
+                entry["optional"] = tensor["optional"]
+            return
+        entries.append(dict(tensor, dims=list(tensor["dims"])))
+
+    def add_input(self, input):  # noqa: A002 - Triton's parameter name
+        self._add_tensor("input", input, ["name", "data_type", "dims", "optional"])
+
+    def add_output(self, output):
+        self._add_tensor("output", output, ["name", "data_type", "dims"])
+
+    def set_model_transaction_policy(self, transaction_policy_dict):
+        m = self._model_name
+        for key in transaction_policy_dict:
+            if key != "decoupled":
+                raise ValueError("model transaction property in auto-complete-config function for model '" + m
+                                 + "' contains property other than 'decoupled'.")
+        policy = self._model_config.setdefault("model_transaction_policy", {})
+        if "decoupled" in transaction_policy_dict:
+            new = transaction_policy_dict["decoupled"]
+            if "decoupled" in policy and policy["decoupled"] != new:
+                raise ValueError("trying to change decoupled property in auto-complete-config for model '" + m
+                                 + "', which is already set to '" + str(policy["decoupled"]) + "'.")
+            policy["decoupled"] = new

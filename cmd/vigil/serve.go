@@ -73,6 +73,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.WatchdogInterval, "watchdog-interval", time.Second, "health engine watchdog period; a stall of several periods fails liveness")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&cfg.DisableAutoComplete, "disable-auto-complete-config", false, "never run models' auto_complete_config; every model then needs a config.pbtxt")
 	fs.IntVar(&cfg.LogVerbose, "log-verbose", 0, "Triton's verbose level: at 1 or more the models' pb_utils.Logger.log_verbose records are written")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -31,12 +31,18 @@ import (
 // do the replaced and deselected versions drain and stop. If the reload
 // fails, the loaded versions keep serving.
 func (m *Manager) load(ctx context.Context, name string) error {
+	return m.loadWith(ctx, name, nil)
+}
+
+// loadWith is load with the overrides of a repository load request (nil:
+// the model's own files).
+func (m *Manager) loadWith(ctx context.Context, name string, ov *modelconfig.Override) error {
 	m.loading.add()
 	defer m.loading.done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(m.closing, cancel)()
-	err := m.loadLocked(ctx, name)
+	err := m.loadLocked(ctx, name, ov)
 	if err != nil && m.closing.Err() != nil {
 		return apierr.Unavailablef("cannot load model %s: the server is shutting down", name)
 	}
@@ -44,17 +50,25 @@ func (m *Manager) load(ctx context.Context, name string) error {
 }
 
 // loadLocked is load with the model's operation lock taken here.
-func (m *Manager) loadLocked(ctx context.Context, name string) error {
+func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.Override) error {
 	e := m.entryFor(name)
 	e.op.Lock()
 	defer e.op.Unlock()
+	// Files a load request brought serve only if the load succeeds; the
+	// ones the previous load brought go once their versions are gone.
+	committed := false
+	defer func() {
+		if !committed && ov != nil && ov.Dir != "" {
+			removeOverride(ov.Dir)
+		}
+	}()
 
 	m.mu.RLock()
 	old := e.versions
 	m.mu.RUnlock()
 	reload := len(old) > 0
 
-	spec, err := m.readSpec(name)
+	spec, err := m.readSpec(ctx, name, ov)
 	if err != nil {
 		if reload {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
@@ -158,6 +172,8 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	if len(deselected) > 0 {
 		m.stopVersions(context.WithoutCancel(ctx), deselected, "unloaded: no longer selected by the version policy")
 	}
+	committed = true
+	m.swapOverride(e, ov)
 	if reload {
 		m.log.Info("model reloaded", "model", name, "versions", len(versions))
 	} else {
@@ -229,12 +245,17 @@ func (m *Manager) forget(vs map[string]*version) {
 	}
 }
 
-// readSpec loads and checks a model's configuration.
-func (m *Manager) readSpec(name string) (*modelconfig.Model, error) {
+// readSpec loads and checks a model's configuration, auto-completed and
+// with a load request's overrides.
+func (m *Manager) readSpec(ctx context.Context, name string, ov *modelconfig.Override) (*modelconfig.Model, error) {
 	if m.cfg.RuntimeErr != nil {
 		return nil, m.cfg.RuntimeErr
 	}
-	return modelconfig.Load(m.cfg.RepoDir, name, m.cfg.Defaults)
+	opts := modelconfig.Options{Override: ov}
+	if m.cfg.AutoComplete {
+		opts.AutoComplete = stubAutoCompleter{rt: m.cfg.Runtime, log: m.log.With("model", name, "phase", "auto-complete")}
+	}
+	return modelconfig.LoadWith(ctx, m.cfg.RepoDir, name, m.cfg.Defaults, opts)
 }
 
 // newVersion builds a version's queue and instances. Instances of the

@@ -8,8 +8,6 @@ package model
 import (
 	"context"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -81,6 +79,13 @@ type Config struct {
 	LoadConcurrency int
 	// Metrics registers the inference metrics; nil keeps them unexported.
 	Metrics prometheus.Registerer
+	// AutoComplete runs models' auto_complete_config and lets models
+	// without config.pbtxt load (Triton's default; off is
+	// --disable-auto-complete-config).
+	AutoComplete bool
+	// ScratchDir holds the files of load requests with file: overrides
+	// (default: a directory under the system's temporary directory).
+	ScratchDir string
 }
 
 // Manager owns every loaded model version.
@@ -100,6 +105,9 @@ type Manager struct {
 	// live holds every instance of every version, loading, serving or
 	// being replaced: the health engine's decisions reach them through it.
 	live map[health.InstanceKey]*version
+
+	skippedMu sync.Mutex
+	skipped   map[string]string // repository folders that are not models, and why (logSkipped)
 }
 
 // entry is one model name. op serializes its loads and unloads.
@@ -109,6 +117,10 @@ type entry struct {
 	// names its instances after it, so that old and new instances can
 	// coexist in the health engine.
 	loads int
+
+	// overrideDir holds the files of the load request the model serves
+	// with (file: overrides); "" when it serves its own. Guarded by op.
+	overrideDir string
 
 	// Guarded by Manager.mu.
 	spec     *modelconfig.Model
@@ -158,6 +170,7 @@ func (m *Manager) PlanStartup(ctx context.Context) []string {
 	if err != nil {
 		m.log.Error("cannot scan the model repository", "repository", m.cfg.RepoDir, "err", err)
 	}
+	m.logSkipped()
 	m.cfg.Events.Post(health.Event{Kind: health.StartupPlanned, At: time.Now(), Instances: names})
 	_ = m.cfg.Health.Sync(ctx)
 	return names
@@ -184,18 +197,27 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 }
 
 // Load loads (or reloads) a model: the repository API.
-func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error {
+//
+// params are Triton's load parameters: "config" (a ModelConfig as JSON)
+// replaces config.pbtxt for this load, and "file:<path>" parameters (which
+// need "config") replace the model directory with the files they carry.
+// Any other parameter is refused.
+func (m *Manager) Load(ctx context.Context, name string, params map[string]any) error {
 	if m.cfg.Mode == ModeNone {
 		return apierr.New(apierr.Unsupported, "cannot load model %s: explicit model load / unload is not allowed in model control mode none", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %q", name)
 	}
-	if !m.inRepository(name) {
-		return apierr.New(apierr.NotFound, "cannot load model %s: no %s in %s", name,
-			filepath.Join(name, modelconfig.ConfigFileName), m.cfg.RepoDir)
+	ov, err := m.loadOverride(name, params)
+	if err != nil {
+		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %s", name)
 	}
-	err := m.load(ctx, name)
+	if (ov == nil || ov.Dir == "") && !m.inRepository(name) {
+		return apierr.New(apierr.NotFound, "cannot load model %s: no model directory %s in %s (a directory with %s or an auto-completable <version>/model.py)",
+			name, name, m.cfg.RepoDir, modelconfig.ConfigFileName)
+	}
+	err = m.loadWith(ctx, name, ov)
 	// Return only once readiness tells the outcome.
 	_ = m.cfg.Health.Sync(ctx)
 	return err
@@ -203,8 +225,7 @@ func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error
 
 // inRepository reports whether the repository holds a model of that name.
 func (m *Manager) inRepository(name string) bool {
-	_, err := os.Stat(filepath.Join(m.cfg.RepoDir, name, modelconfig.ConfigFileName))
-	return err == nil
+	return repository.IsModel(m.cfg.RepoDir, name)
 }
 
 // Unload unloads every version of a model: the repository API.
@@ -229,6 +250,7 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 	e.versions = nil
 	m.mu.Unlock()
 	m.stopVersions(ctx, old, "unloaded")
+	m.swapOverride(e, nil)
 	// Versions that failed to load have no instances but still count for
 	// strict readiness until they are unloaded too.
 	for _, mh := range m.cfg.Health.Snapshot().Models {

@@ -35,7 +35,7 @@ func ParseConfig(data []byte, file string) (*inferencepb.ModelConfig, error) {
 	if err := prototext.Unmarshal(data, cfg); err != nil {
 		return nil, textError(file, data, err)
 	}
-	if err := validateConfig(cfg, file); err != nil {
+	if err := validateConfig(cfg, file, false); err != nil {
 		return nil, err
 	}
 	if cfg.GetName() != "" {
@@ -244,8 +244,9 @@ func editDistance(a, b string, limit int) int {
 	return min(prev[len(b)], limit)
 }
 
-// validateConfig checks cfg and fills its defaults in place.
-func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
+// validateConfig checks cfg and fills its defaults in place. partial
+// leaves out the inputs and outputs, which auto-complete may supply.
+func validateConfig(cfg *inferencepb.ModelConfig, file string, partial bool) error {
 	switch cfg.GetBackend() {
 	case "python":
 	case "":
@@ -259,8 +260,10 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
 	if cfg.GetMaxBatchSize() < 0 {
 		return fieldError(file, "max_batch_size", "must be ≥ 0, got %d", cfg.GetMaxBatchSize())
 	}
-	if err := validateIO(cfg, file); err != nil {
-		return err
+	if !partial {
+		if err := validateIO(cfg, file); err != nil {
+			return err
+		}
 	}
 	if err := validateInstanceGroups(cfg, file); err != nil {
 		return err

@@ -2,8 +2,11 @@
 // tells when one changed on disk.
 //
 // A model is a subdirectory of the repository, with a valid name (ValidName),
-// that holds a config.pbtxt. Other entries (files, hidden directories such
-// as .git, directories without config.pbtxt) are not models and are skipped.
+// that holds a config.pbtxt, or that holds none but whose first version
+// directory (in lexicographic order, as Triton picks it) holds model.py:
+// such a model's configuration comes from auto-complete. Other entries
+// (files, hidden directories such as .git, directories that are neither)
+// are not models; Skipped says why each directory was passed over.
 //
 // Fingerprint summarizes everything under a model directory that makes up
 // the model: the content of config.pbtxt and health.yaml, and the name,
@@ -60,14 +63,119 @@ func Scan(repoDir string) ([]string, error) {
 		if err != nil || !fi.IsDir() {
 			continue
 		}
-		cfg, err := os.Stat(filepath.Join(repoDir, name, configFile))
-		if err != nil || !cfg.Mode().IsRegular() {
+		if whyNotModel(filepath.Join(repoDir, name)) != "" {
 			continue
 		}
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// IsModel reports whether the repository holds the model name (as Scan
+// would list it).
+func IsModel(repoDir, name string) bool {
+	if ValidName(name) != nil {
+		return false
+	}
+	dir := filepath.Join(repoDir, name)
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir() && whyNotModel(dir) == ""
+}
+
+// Skip is a directory of the repository that is not a model, and why.
+type Skip struct {
+	Name   string
+	Reason string
+}
+
+// Skipped lists the directories of the repository that Scan passes over,
+// sorted by name, with the reason; hidden entries are left out.
+func Skipped(repoDir string) ([]Skip, error) {
+	entries, err := os.ReadDir(repoDir)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read model repository: %w", err)
+	}
+	var out []Skip
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(repoDir, name))
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		if err := ValidName(name); err != nil {
+			out = append(out, Skip{Name: name, Reason: err.Error()})
+			continue
+		}
+		if why := whyNotModel(filepath.Join(repoDir, name)); why != "" {
+			out = append(out, Skip{Name: name, Reason: why})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// whyNotModel is "" for a model directory, else why it is not one.
+func whyNotModel(dir string) string {
+	cfg, err := os.Stat(filepath.Join(dir, configFile))
+	switch {
+	case err == nil && cfg.Mode().IsRegular():
+		return ""
+	case err == nil:
+		return configFile + " is not a regular file"
+	}
+	first := firstVersionDir(dir)
+	if first == "" {
+		return "no " + configFile + " and no version directory: a model needs " + configFile +
+			", or a <version>/" + pythonModelFile + " whose auto_complete_config provides the configuration"
+	}
+	if !FirstVersionHas(dir, pythonModelFile) {
+		return "no " + configFile + ", and the first version directory " + first + "/ has no " + pythonModelFile +
+			" to auto-complete a configuration from"
+	}
+	return ""
+}
+
+// pythonModelFile is the model file auto-complete looks for.
+const pythonModelFile = "model.py"
+
+// firstVersionDir is the first subdirectory of dir, in lexicographic order,
+// whose name is a positive integer, or "".
+func firstVersionDir(dir string) string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, e := range entries {
+		n := e.Name()
+		if n == "" || n[0] == '0' || strings.Trim(n, "0123456789") != "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(dir, n)); err == nil && fi.IsDir() {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	sort.Strings(names)
+	return names[0]
+}
+
+// FirstVersionHas reports whether the first version directory of the model
+// directory dir (lexicographic order, as Triton's auto-complete takes it)
+// holds the regular file file.
+func FirstVersionHas(dir, file string) bool {
+	first := firstVersionDir(dir)
+	if first == "" {
+		return false
+	}
+	fi, err := os.Stat(filepath.Join(dir, first, file))
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // ValidName checks that name can name a model directory of the repository

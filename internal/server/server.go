@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -64,7 +65,10 @@ type Config struct {
 	// LogVerbose (Triton's --log-verbose) writes the models'
 	// pb_utils.Logger.log_verbose records when ≥ 1.
 	LogVerbose int
-	Logger     *slog.Logger
+	// DisableAutoComplete is Triton's --disable-auto-complete-config: no
+	// auto_complete_config runs, and every model needs config.pbtxt.
+	DisableAutoComplete bool
+	Logger              *slog.Logger
 }
 
 // Run serves until ctx ends, then drains and stops. It returns nil after a
@@ -156,6 +160,8 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
+		AutoComplete:    !cfg.DisableAutoComplete,
+		ScratchDir:      filepath.Join(stubDir, "overrides"),
 	})
 	engine.SetActuator(mgr)
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))

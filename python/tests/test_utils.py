@@ -171,3 +171,56 @@ def test_metric_without_server_raises():
 def test_model_name_defaults_to_the_model(connected):
     assert pb.InferenceRequest().model_name() == "m"
     assert pb.InferenceRequest(model_name="other").model_name() == "other"
+
+
+def _config():
+    return pb.ModelConfig({"name": "m", "max_batch_size": 0, "input": [
+        {"name": "A", "data_type": "TYPE_FP32", "dims": [4], "optional": False}], "output": []})
+
+
+def test_model_config_add_and_merge():
+    c = _config()
+    c.add_input({"name": "A", "data_type": "TYPE_FP32", "dims": [4]})
+    c.add_input({"name": "B", "data_type": "TYPE_INT32", "dims": [-1]})
+    c.add_output({"name": "Y", "data_type": "TYPE_FP32", "dims": [4]})
+    c.set_max_batch_size(8)
+    c.set_dynamic_batching()
+    d = c.as_dict()
+    assert [t["name"] for t in d["input"]] == ["A", "B"]
+    assert d["max_batch_size"] == 8 and d["dynamic_batching"] == {}
+    c.set_model_transaction_policy({"decoupled": False})
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda c: c.add_input({"name": "A", "data_type": "TYPE_INT8", "dims": [4]}),
+     "unable to load model 'm', configuration expects datatype TYPE_FP32 for input 'A', model provides TYPE_INT8"),
+    (lambda c: c.add_input({"name": "A", "data_type": "TYPE_FP32", "dims": [5]}),
+     "model 'm', tensor 'A': the model expects dims [5] but the model configuration specifies dims [4]"),
+    (lambda c: c.add_input({"name": "A", "data_type": "TYPE_FP32", "dims": [4], "optional": True}),
+     "model 'm', tensor 'A': the model expects optional True but the model configuration specifies optional False"),
+    (lambda c: c.add_input({"name": "Z", "data_type": "TYPE_FP32", "dims": [4], "format": "x"}),
+     "input 'Z' in auto-complete-config function for model 'm' contains property other than "
+     "'name', 'data_type', 'dims' and 'optional'."),
+    (lambda c: c.add_output({"name": "Z", "dims": [4]}),
+     "output 'Z' in auto-complete-config function for model 'm' is missing 'data_type' property."),
+    (lambda c: c.add_output({"data_type": "TYPE_FP32", "dims": [4]}),
+     "output in auto-complete-config function for model 'm' is missing 'name' property."),
+    (lambda c: (c.set_max_batch_size(4), c.set_max_batch_size(2)),
+     "configuration specified max_batch_size 4, but in auto-complete-config function for model 'm' "
+     "specified max_batch_size 2"),
+    (lambda c: c.set_model_transaction_policy({"stream": True}),
+     "model transaction property in auto-complete-config function for model 'm' contains property other "
+     "than 'decoupled'."),
+    (lambda c: (c.set_model_transaction_policy({"decoupled": False}), c.set_model_transaction_policy({"decoupled": True})),
+     "trying to change decoupled property in auto-complete-config for model 'm', which is already set to 'False'."),
+])
+def test_model_config_refusals(call, message):
+    with pytest.raises(ValueError) as e:
+        call(_config())
+    assert str(e.value) == message
+
+
+def test_model_config_dynamic_batching_refused_beside_sequence():
+    c = pb.ModelConfig({"name": "m", "sequence_batching": {}, "input": [], "output": []})
+    with pytest.raises(ValueError, match="Configuration specified scheduling_choice as 'sequence_batching'"):
+        c.set_dynamic_batching()

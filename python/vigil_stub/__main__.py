@@ -1,4 +1,5 @@
-"""Entry point: ``python -m vigil_stub --fd N --control-fd M [--nice K]``."""
+"""Entry point: ``python -m vigil_stub --fd N --control-fd M [--nice K]``, or
+``python -m vigil_stub --auto-complete`` (see autocomplete.py)."""
 
 import os
 import signal
@@ -33,7 +34,15 @@ def _parse_args(argv):
 
 
 def main(argv=None):
-    fd, control_fd, nice = _parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--auto-complete"]:
+        if sys.path and sys.path[0] in ("", os.getcwd()):
+            del sys.path[0]
+        from .autocomplete import main as auto_complete  # noqa: PLC0415
+
+        sys.stdout.flush()
+        os._exit(auto_complete())
+    fd, control_fd, nice = _parse_args(argv)
     if nice:
         # Before any thread starts, so that every thread of the stub, and
         # every process the model starts, runs at the lower priority.

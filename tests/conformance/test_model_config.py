@@ -1,0 +1,184 @@
+"""Configuration as Triton completes and overrides it, through tritonclient:
+auto_complete_config with pb_utils.ModelConfig (a minimal config.pbtxt, and none
+at all, as python_backend's auto_complete example ships them), folders that are
+not models logged with the reason, and a repository load's "config" and
+"file:" overrides."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from tritonclient.utils import InferenceServerException
+
+from vigil_testlib import VigilServer, error_of, http_request
+
+MODELS = Path(__file__).resolve().parent / "python_api_models"
+EXPLICIT = ["--model-control-mode", "explicit"]
+
+
+def serve(tmp_path_factory, label, names, extra_args=None):
+    # In explicit mode nothing loads at start, so readiness stays false.
+    wait_ready = "explicit" not in (extra_args or [])
+    base = tmp_path_factory.mktemp(label)
+    repo = base / "models"
+    repo.mkdir()
+    for name in names:
+        shutil.copytree(MODELS / name, repo / name)
+    return VigilServer(repo, base / "server.log", extra_args, label=label).start(wait_ready=wait_ready)
+
+
+@pytest.fixture(scope="module")
+def ac_server(tmp_path_factory):
+    srv = serve(tmp_path_factory, "vigil-auto-complete",
+                ["batch_auto_complete", "nobatch_auto_complete", "not_a_model"])
+    yield srv
+    srv.stop()
+
+
+EXPECTED_IO = {"INPUT0": ("TYPE_FP32", [4]), "INPUT1": ("TYPE_FP32", [4]),
+               "OUTPUT0": ("TYPE_FP32", [4]), "OUTPUT1": ("TYPE_FP32", [4])}
+
+
+def io_of(config):
+    return {t["name"]: (t["data_type"], [int(d) for d in t["dims"]])
+            for t in config["input"] + config["output"]}
+
+
+@pytest.mark.parametrize("model,max_batch", [("nobatch_auto_complete", 0), ("batch_auto_complete", 4)])
+def test_auto_complete_example(ac_server, model, max_batch):
+    """What python_backend's auto_complete client checks, over HTTP and gRPC."""
+    http = ac_server.http_client()
+    cfg = http.get_model_config(model)
+    assert cfg["max_batch_size"] == max_batch
+    assert io_of(cfg) == EXPECTED_IO
+    assert ("dynamic_batching" in cfg) == (max_batch > 0)
+    gcfg = ac_server.grpc_client().get_model_config(model, as_json=True)["config"]
+    assert int(gcfg.get("max_batch_size", 0)) == max_batch
+    assert io_of(gcfg) == EXPECTED_IO
+
+    shape = [1, 4] if max_batch else [4]
+    a = np.arange(4, dtype=np.float32).reshape(shape)
+    ins = [thttp.InferInput("INPUT0", shape, "FP32"), thttp.InferInput("INPUT1", shape, "FP32")]
+    ins[0].set_data_from_numpy(a)
+    ins[1].set_data_from_numpy(np.ones_like(a))
+    res = http.infer(model, ins)
+    np.testing.assert_array_equal(res.as_numpy("OUTPUT1"), a - 1)
+
+
+def test_folder_that_is_not_a_model_is_logged(ac_server):
+    recs = [r for r in ac_server.log_records() if r.get("msg") == "skipping folder"]
+    assert [r["folder"] for r in recs] == ["not_a_model"]
+    assert "no config.pbtxt and no version directory" in recs[0]["reason"]
+    index = {m["name"] for m in ac_server.http_client().get_model_repository_index()}
+    assert "not_a_model" not in index
+
+
+def test_auto_complete_conflict_fails_the_load(tmp_path_factory):
+    srv = serve(tmp_path_factory, "vigil-ac-conflict", ["auto_complete_conflict"], EXPLICIT)
+    try:
+        err = error_of(srv.http_client().load_model, "auto_complete_conflict")
+        assert str(err.status()) == "400"
+        assert ("unable to load model 'auto_complete_conflict', configuration expects datatype TYPE_INT32 "
+                "for input 'INPUT0', model provides TYPE_FP32") in err.message()
+        assert "auto_complete_config raised ValueError" in err.message()
+    finally:
+        srv.stop()
+
+
+def test_disable_auto_complete(tmp_path_factory):
+    srv = serve(tmp_path_factory, "vigil-no-ac", ["nobatch_auto_complete"],
+                EXPLICIT + ["--disable-auto-complete-config"])
+    try:
+        err = error_of(srv.http_client().load_model, "nobatch_auto_complete")
+        assert "auto-complete is off (--disable-auto-complete-config)" in err.message()
+    finally:
+        srv.stop()
+
+
+ADD_SUB_CONFIG = {
+    "backend": "python", "max_batch_size": 0,
+    "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]},
+              {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [4]}],
+    "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [4]},
+               {"name": "OUTPUT1", "data_type": "TYPE_FP32", "dims": [4]}],
+}
+
+
+@pytest.fixture(scope="module")
+def explicit_server(tmp_path_factory):
+    srv = serve(tmp_path_factory, "vigil-overrides", ["custom_metrics"], EXPLICIT)
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_config_override_applies_to_that_load(explicit_server, protocol):
+    client = explicit_server.http_client() if protocol == "http" else explicit_server.grpc_client()
+    override = dict(ADD_SUB_CONFIG, instance_group=[{"count": 2, "kind": "KIND_CPU"}])
+    client.load_model("custom_metrics", config=json.dumps(override))
+    cfg = explicit_server.http_client().get_model_config("custom_metrics")
+    assert [g["count"] for g in cfg["instance_group"]] == [2]
+    # A load without parameters goes back to the repository's config.pbtxt (3 instances).
+    client.load_model("custom_metrics")
+    cfg = explicit_server.http_client().get_model_config("custom_metrics")
+    assert [g["count"] for g in cfg["instance_group"]] == [3]
+
+
+def test_config_override_errors_name_the_field(explicit_server):
+    http = explicit_server.http_client()
+    bad = dict(ADD_SUB_CONFIG, optimization={})
+    err = error_of(http.load_model, "custom_metrics", config=json.dumps(bad))
+    assert str(err.status()) == "400"
+    assert 'unsupported field "optimization"' in err.message()
+    err = error_of(http.load_model, "custom_metrics", config="{not json")
+    assert str(err.status()) == "400" and 'load request parameter "config"' in err.message()
+    status, body, _ = http_request(explicit_server.http_addr, "POST", "/v2/repository/models/custom_metrics/load",
+                                   json.dumps({"parameters": {"warmup": True}}).encode())
+    assert status == 400 and 'unknown load parameter \\"warmup\\"' in body.decode()
+
+
+MODEL_PY = b'''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([b"from file override"], dtype=np.object_))])
+                for _ in requests]
+'''
+FILE_CONFIG = {"backend": "python", "max_batch_size": 0,
+               "input": [{"name": "IN", "data_type": "TYPE_STRING", "dims": [1]}],
+               "output": [{"name": "OUT", "data_type": "TYPE_STRING", "dims": [1]}]}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_file_override_loads_a_model_from_the_request(explicit_server, protocol):
+    name = f"from_files_{protocol}"
+    client = explicit_server.http_client() if protocol == "http" else explicit_server.grpc_client()
+    # Files without a config are refused, as in Triton.
+    err = error_of(client.load_model, name, files={"file:1/model.py": MODEL_PY})
+    assert "need the \"config\" parameter too" in err.message()
+    client.load_model(name, config=json.dumps(FILE_CONFIG), files={"file:1/model.py": MODEL_PY})
+    mod = thttp if protocol == "http" else tgrpc
+    inp = mod.InferInput("IN", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([b"x"], dtype=np.object_))
+    res = client.infer(name, [inp])
+    assert res.as_numpy("OUT")[0] == b"from file override"
+    # The model is not in the repository: without the files a reload is not found.
+    err = error_of(client.load_model, name)
+    assert "no model directory" in err.message()
+    client.unload_model(name)
+
+
+def test_file_override_path_must_stay_inside(explicit_server):
+    err = error_of(explicit_server.http_client().load_model, "custom_metrics",
+                   config=json.dumps(ADD_SUB_CONFIG), files={"file:../escape.py": b"x"})
+    assert str(err.status()) == "400" and "leaves the model directory" in err.message()
