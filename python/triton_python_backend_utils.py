@@ -18,6 +18,10 @@ import numpy as np
 # TRITONSERVER_ResponseCompleteFlag.
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
+# TRITONSERVER_RequestFlag: request.flags() of a request in a sequence.
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
+
 # Triton's data type codes (model_config.proto DataType, which
 # TRITONSERVER_DataType follows for these types).
 TYPE_INVALID = 0

@@ -16,6 +16,10 @@ type Request struct {
 	Inputs     []tensor.Tensor
 	// Outputs lists the requested outputs; empty means all of them.
 	Outputs []RequestedOutput
+	// Sequence is the request's correlation ID and START/END flags, taken
+	// from the reserved parameters sequence_id, sequence_start and
+	// sequence_end (which are not in Parameters).
+	Sequence Sequence
 }
 
 // RequestedOutput names one output the client asked for.

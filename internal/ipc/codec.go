@@ -62,6 +62,7 @@ func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err e
 		for _, o := range r.Outputs {
 			size += 4 + len(o.Name)
 		}
+		size += sequenceRecordSize(r.Sequence)
 	}
 
 	b := make([]byte, headerSize+4, size)
@@ -85,6 +86,7 @@ func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err e
 		for _, o := range r.Outputs {
 			b = appendString(b, o.Name)
 		}
+		b = appendSequenceRecord(b, r.Sequence)
 	}
 	binary.LittleEndian.PutUint32(b[headerSize:], uint32(len(b)-headerSize-4))
 	bufs[0] = b
@@ -104,6 +106,31 @@ func appendTensorRecord(b []byte, name string, code uint8, shape []int64, n int)
 		b = binary.LittleEndian.AppendUint64(b, uint64(d))
 	}
 	return binary.LittleEndian.AppendUint64(b, uint64(n))
+}
+
+// Correlation ID kinds in a sequence record.
+const (
+	corrNone   = 0
+	corrNumber = 1
+	corrString = 2
+)
+
+// sequenceRecordSize is the size of a request's sequence record:
+// u32 flags | u8 correlation ID kind | u64 numeric ID | u32 string ID length | string ID.
+func sequenceRecordSize(s inference.Sequence) int { return 17 + len(s.ID.S) }
+
+func appendSequenceRecord(b []byte, s inference.Sequence) []byte {
+	b = binary.LittleEndian.AppendUint32(b, s.Flags())
+	kind := uint8(corrNone)
+	switch {
+	case s.ID.IsString && s.ID.S != "":
+		kind = corrString
+	case !s.ID.IsString && s.ID.N != 0:
+		kind = corrNumber
+	}
+	b = append(b, kind)
+	b = binary.LittleEndian.AppendUint64(b, s.ID.N)
+	return appendString(b, s.ID.S)
 }
 
 func appendString(b []byte, s string) []byte {

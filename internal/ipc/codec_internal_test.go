@@ -55,7 +55,8 @@ func TestEncodeExecute(t *testing.T) {
 			{Name: "A", Datatype: tensor.FP32, Shape: []int64{2}, Data: []byte{1, 2, 3, 4, 5, 6, 7, 8}},
 			{Name: "E", Datatype: tensor.Int8, Shape: []int64{0}},
 		},
-		Outputs: []inference.RequestedOutput{{Name: "Y"}},
+		Outputs:  []inference.RequestedOutput{{Name: "Y"}},
+		Sequence: inference.Sequence{ID: inference.StringID("s-1"), Start: true},
 	}}
 	bufs, n, err := encodeExecute(reqs)
 	if err != nil {
@@ -80,8 +81,29 @@ func TestEncodeExecute(t *testing.T) {
 	if c.u32() != 1 || c.u8() != 6 || c.u8() != 1 || c.str(1) != "E" || c.u64() != 0 || c.u64() != 0 {
 		t.Fatal("input E mismatch")
 	}
-	if c.u32() != 1 || c.str(1) != "Y" || len(c.b) != 0 || c.err != nil {
-		t.Fatalf("outputs mismatch or %d bytes left (%v)", len(c.b), c.err)
+	if c.u32() != 1 || c.str(1) != "Y" {
+		t.Fatal("outputs mismatch")
+	}
+	if c.u32() != inference.FlagSequenceStart || c.u8() != corrString || c.u64() != 0 || c.u32() != 3 || c.str(3) != "s-1" || len(c.b) != 0 || c.err != nil {
+		t.Fatalf("sequence record mismatch or %d bytes left (%v)", len(c.b), c.err)
+	}
+
+	for _, tc := range []struct {
+		seq  inference.Sequence
+		kind uint8
+	}{
+		{inference.Sequence{}, corrNone},
+		{inference.Sequence{ID: inference.NumericID(1<<63 + 5), End: true}, corrNumber},
+		{inference.Sequence{ID: inference.StringID("")}, corrNone},
+	} {
+		bufs, _, err := encodeExecute([]*inference.Request{{Sequence: tc.seq}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cursor{b: bufs[0][headerSize+4+4+16:]}
+		if c.u32() != tc.seq.Flags() || c.u8() != tc.kind || c.u64() != tc.seq.ID.N || c.u32() != 0 || len(c.b) != 0 {
+			t.Errorf("%+v: sequence record mismatch", tc.seq)
+		}
 	}
 
 	if _, _, err := encodeExecute([]*inference.Request{{Inputs: []tensor.Tensor{{Name: "X", Datatype: "COMPLEX"}}}}); err == nil {

@@ -81,6 +81,7 @@
 //	  id (UTF-8) | parameters (a JSON object, or empty when there are none)
 //	  per input:  tensor record
 //	  per output: u32 name length | name
+//	  sequence:   u32 flags | u8 correlation ID kind | u64 numeric ID | u32 string ID length | string ID
 //
 // Reply meta, one entry per request in request order:
 //
@@ -89,6 +90,11 @@
 //	  status 0 (outputs): a = parameters length, b = number of outputs;
 //	                      parameters (JSON object or empty) | b tensor records
 //	  status 1 (error):   a = message length, b = code length; message | code
+//
+// The sequence record carries request.flags() (1 SEQUENCE_START, 2
+// SEQUENCE_END) and request.correlation_id(): kind 0 means none (the model
+// sees 0), 1 the numeric ID (the model sees an int), 2 the string ID (the
+// model sees a str).
 //
 // A tensor record is
 //

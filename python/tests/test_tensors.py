@@ -15,11 +15,18 @@ def tensor_record(name, code, shape, nbytes):
     return struct.pack("<IBB", len(n), code, len(shape)) + n + struct.pack("<%dqQ" % len(shape), *shape, nbytes)
 
 
+def sequence_record(flags=0, corr=0):
+    if isinstance(corr, str):
+        c = corr.encode()
+        return struct.pack("<IBQI", flags, 2 if c else 0, 0, len(c)) + c
+    return struct.pack("<IBQI", flags, 1 if corr else 0, corr, 0)
+
+
 def request_body(requests):
-    """requests: list of (id, params, [(name, code, shape, data)], [output names])."""
+    """requests: list of (id, params, [(name, code, shape, data)], [output names][, (flags, correlation id)])."""
     meta = [struct.pack("<I", len(requests))]
     data = []
-    for rid, params, inputs, outputs in requests:
+    for rid, params, inputs, outputs, *seq in requests:
         rid, params = rid.encode(), params.encode()
         meta.append(struct.pack("<IIII", len(rid), len(params), len(inputs), len(outputs)) + rid + params)
         for name, code, shape, raw in inputs:
@@ -28,6 +35,7 @@ def request_body(requests):
         for o in outputs:
             o = o.encode()
             meta.append(struct.pack("<I", len(o)) + o)
+        meta.append(sequence_record(*(seq[0] if seq else ())))
     meta = b"".join(meta)
     return bytearray(struct.pack("<I", len(meta)) + meta + b"".join(data))
 
@@ -80,6 +88,20 @@ def test_decode_numeric_and_bytes():
     assert r2.parameters() == "{}"
     assert pb.get_input_tensor_by_name(r2, "E").as_numpy().shape == (0, 4)
     assert list(pb.get_input_tensor_by_name(r2, "B").as_numpy()) == [True, False]
+
+
+def test_decode_sequence():
+    body = request_body([
+        ("a", "", [], [], (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START, 1000)),
+        ("b", "", [], [], (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END, "0b2f-uuid")),
+        ("c", "", [], [], (0, (1 << 64) - 1)),
+        ("d", "", [], []),
+    ])
+    a, b, c, d = Codec().decode_requests(body)
+    assert (a.correlation_id(), a.flags()) == (1000, 1)
+    assert (b.correlation_id(), b.flags()) == ("0b2f-uuid", 2)
+    assert (c.correlation_id(), c.flags()) == ((1 << 64) - 1, 0)
+    assert (d.correlation_id(), d.flags()) == (0, 0)
 
 
 @pytest.mark.parametrize("inputs,match", [

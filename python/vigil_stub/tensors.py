@@ -21,6 +21,7 @@ from .wire import U32
 
 _U32X4 = struct.Struct("<IIII")
 _TENSOR_HEAD = struct.Struct("<IBB")  # name length, datatype code, ndim
+_SEQUENCE = struct.Struct("<IBQI")  # flags, correlation ID kind, numeric ID, string ID length
 _RESPONSE_HEAD = struct.Struct("<BII")  # status, then two lengths/counts
 _TAILS = tuple(struct.Struct("<%dqQ" % n) for n in range(9))  # dims, data length
 
@@ -131,7 +132,14 @@ class Codec:
                 (n,) = U32.unpack_from(body, p)
                 outputs.append(body[p + 4:p + 4 + n].decode())
                 p += 4 + n
-            requests.append(pb.InferenceRequest(inputs, rid, 0, outputs, params))
+            flags, kind, num, slen = _SEQUENCE.unpack_from(body, p)
+            p += _SEQUENCE.size
+            if kind == 2:
+                corr = body[p:p + slen].decode()
+            else:
+                corr = num if kind == 1 else 0
+            p += slen
+            requests.append(pb.InferenceRequest(inputs, rid, corr, outputs, params, flags=flags))
         if p != 4 + mlen or data != end:
             raise ValueError("execute body has %d meta and %d data bytes left over" % (4 + mlen - p, end - data))
         return requests

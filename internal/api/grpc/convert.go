@@ -30,12 +30,23 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 			model, len(raw), len(in.GetInputs()))
 	}
 
+	seq, err := sequenceFromProto(model, in.GetParameters())
+	if err != nil {
+		return nil, err
+	}
 	req := &inference.Request{
 		Model:      model,
 		Version:    in.GetModelVersion(),
 		ID:         in.GetId(),
 		Parameters: paramsFromProto(in.GetParameters()),
 		Inputs:     make([]tensor.Tensor, 0, len(in.GetInputs())),
+		Sequence:   seq,
+	}
+	for _, k := range [...]string{inference.ParamSequenceID, inference.ParamSequenceStart, inference.ParamSequenceEnd} {
+		delete(req.Parameters, k)
+	}
+	if len(req.Parameters) == 0 {
+		req.Parameters = nil
 	}
 	seen := make(map[string]bool, len(in.GetInputs()))
 	for i, t := range in.GetInputs() {

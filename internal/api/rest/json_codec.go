@@ -89,8 +89,12 @@ func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, ou
 		return nil, format, err
 	}
 	delete(params, paramBinaryDataOutput)
+	seq, err := takeSequence(params)
+	if err != nil {
+		return nil, format, err
+	}
 
-	req := &inference.Request{ID: raw.ID, Parameters: nilIfEmpty(params), Inputs: make([]tensor.Tensor, 0, len(raw.Inputs))}
+	req := &inference.Request{ID: raw.ID, Parameters: nilIfEmpty(params), Inputs: make([]tensor.Tensor, 0, len(raw.Inputs)), Sequence: seq}
 	seen := make(map[string]bool, len(raw.Inputs))
 	for i := range raw.Inputs {
 		t, err := decodeInput(&raw.Inputs[i], i, &bin)
@@ -259,7 +263,8 @@ func decodeJSONTokens(out []byte, raw json.RawMessage, dt tensor.Datatype, shape
 }
 
 // normalizeParameters checks that parameter values are strings, numbers or
-// booleans and turns JSON numbers into int64 (integer literals) or float64.
+// booleans and turns JSON numbers into int64 (integer literals), uint64
+// (integers above the int64 range) or float64.
 func normalizeParameters(p map[string]any, where string) (map[string]any, error) {
 	out := make(map[string]any, len(p))
 	for k, v := range p {
@@ -274,6 +279,10 @@ func normalizeParameters(p map[string]any, where string) (map[string]any, error)
 		case json.Number:
 			if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
 				out[k] = i
+				continue
+			}
+			if u, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+				out[k] = u // above int64: a uint64 sequence_id, say
 				continue
 			}
 			f, err := strconv.ParseFloat(string(v), 64)
