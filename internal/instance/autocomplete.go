@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -39,8 +38,7 @@ func AutoComplete(ctx context.Context, rt Runtime, log *slog.Logger, modelFile, 
 	var stdout bytes.Buffer
 	stderr := &outputLog{log: log}
 	cmd := exec.CommandContext(ctx, rt.Python, AutoCompleteArgs...)
-	cmd.Env = append(os.Environ(), rt.Env...)
-	cmd.Env = append(cmd.Env, "PYTHONPATH="+joinPath(rt.PythonPath, os.Getenv("PYTHONPATH")), "PYTHONUNBUFFERED=1")
+	cmd.Env = rt.environ()
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Stdout = &stdout
 	cmd.Stderr = stderr

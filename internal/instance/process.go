@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +33,24 @@ type Runtime struct {
 	Metrics *custommetric.Registry
 	// LogVerbose writes the models' pb_utils.Logger VERBOSE records.
 	LogVerbose bool
+	// Unset are variables of the server's environment the stub does not
+	// get (an execution environment unsets PYTHONHOME).
+	Unset []string
+}
+
+// environ is the environment of a stub process: the server's without
+// rt.Unset, then rt.Env, then the runtime's PYTHONPATH.
+func (rt Runtime) environ() []string {
+	base := os.Environ()
+	env := make([]string, 0, len(base)+len(rt.Env)+2)
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(rt.Unset, k) {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, rt.Env...)
+	return append(env, "PYTHONPATH="+joinPath(rt.PythonPath, os.Getenv("PYTHONPATH")), "PYTHONUNBUFFERED=1")
 }
 
 // process is one generation of an instance: a started stub, its control
@@ -73,8 +92,7 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 	cmd := exec.Command(rt.Python, rt.Args...)
 	// fd 3 is the data socket, fd 4 the control socket (python.Args).
 	cmd.ExtraFiles = []*os.File{dataChild, controlChild}
-	cmd.Env = append(os.Environ(), rt.Env...)
-	cmd.Env = append(cmd.Env, "PYTHONPATH="+joinPath(rt.PythonPath, os.Getenv("PYTHONPATH")), "PYTHONUNBUFFERED=1")
+	cmd.Env = rt.environ()
 	cmd.Stdout = out
 	cmd.Stderr = out
 	// A process group of its own lets stop signal the stub and anything it

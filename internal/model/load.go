@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/execenv"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/ipc"
@@ -68,7 +69,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 	m.mu.RUnlock()
 	reload := len(old) > 0
 
-	spec, err := m.readSpec(ctx, name, ov)
+	spec, rt, err := m.readSpec(ctx, name, ov)
 	if err != nil {
 		if reload {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
@@ -81,7 +82,8 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: key, Reason: err.Error()})
 		code := apierr.Internal
 		var cfgErr *modelconfig.Error
-		if errors.As(err, &cfgErr) {
+		var envErr *execenv.Error
+		if errors.As(err, &cfgErr) || errors.As(err, &envErr) {
 			code = apierr.InvalidArgument // the model's files are wrong, as on a reload
 		}
 		return apierr.Wrap(code, err, "failed to load model %s", name)
@@ -93,7 +95,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 	versions := make(map[string]*version, len(spec.Versions))
 	fresh := map[string]bool{} // versions the health engine (re)starts from LOADING
 	for _, n := range spec.Versions {
-		v := m.newVersion(spec, n, e.loads)
+		v := m.newVersion(spec, rt, n, e.loads)
 		key := v.key.Version
 		versions[key] = v
 		if ov := old[key]; ov != nil && !reflect.DeepEqual(ov.spec.Policy, spec.Policy) {
@@ -246,22 +248,31 @@ func (m *Manager) forget(vs map[string]*version) {
 }
 
 // readSpec loads and checks a model's configuration, auto-completed and
-// with a load request's overrides.
-func (m *Manager) readSpec(ctx context.Context, name string, ov *modelconfig.Override) (*modelconfig.Model, error) {
+// with a load request's overrides, and the runtime its stubs start with
+// (its EXECUTION_ENV_PATH's interpreter, or the server's).
+func (m *Manager) readSpec(ctx context.Context, name string, ov *modelconfig.Override) (*modelconfig.Model, instance.Runtime, error) {
 	if m.cfg.RuntimeErr != nil {
-		return nil, m.cfg.RuntimeErr
+		return nil, instance.Runtime{}, m.cfg.RuntimeErr
 	}
 	opts := modelconfig.Options{Override: ov}
 	if m.cfg.AutoComplete {
-		opts.AutoComplete = stubAutoCompleter{rt: m.cfg.Runtime, log: m.log.With("model", name, "phase", "auto-complete")}
+		opts.AutoComplete = stubAutoCompleter{m: m, log: m.log.With("model", name, "phase", "auto-complete")}
 	}
-	return modelconfig.LoadWith(ctx, m.cfg.RepoDir, name, m.cfg.Defaults, opts)
+	spec, err := modelconfig.LoadWith(ctx, m.cfg.RepoDir, name, m.cfg.Defaults, opts)
+	if err != nil {
+		return nil, instance.Runtime{}, err
+	}
+	rt, err := m.runtimeFor(ctx, spec.Config.GetParameters(), spec.Dir)
+	if err != nil {
+		return nil, instance.Runtime{}, err
+	}
+	return spec, rt, nil
 }
 
 // newVersion builds a version's queue and instances. Instances of the
 // model's first load are named as the configuration names them; later
 // loads add "-r<load>".
-func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *version {
+func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int64, load int) *version {
 	vs := strconv.FormatInt(n, 10)
 	cfg := spec.Config
 	b := scheduler.Batching{MaxBatchSize: int(cfg.GetMaxBatchSize()), MaxQueue: m.cfg.MaxQueue}
@@ -290,7 +301,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 		key := health.InstanceKey{Model: spec.Name, Version: vs, Instance: inName}
 		v.instances = append(v.instances, instance.New(instance.Config{
 			Key:     key,
-			Runtime: m.cfg.Runtime,
+			Runtime: rt,
 			Init: ipc.InitArgs{
 				ModelFile:       spec.ModelFile(n),
 				ModelName:       spec.Name,

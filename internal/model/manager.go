@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/execenv"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/modelconfig"
@@ -86,6 +87,10 @@ type Config struct {
 	// ScratchDir holds the files of load requests with file: overrides
 	// (default: a directory under the system's temporary directory).
 	ScratchDir string
+	// EnvCacheDir is where EXECUTION_ENV_PATH tarballs are unpacked, one
+	// directory per content (default: vigil-envs in the system's
+	// temporary directory).
+	EnvCacheDir string
 }
 
 // Manager owns every loaded model version.
@@ -105,6 +110,8 @@ type Manager struct {
 	// live holds every instance of every version, loading, serving or
 	// being replaced: the health engine's decisions reach them through it.
 	live map[health.InstanceKey]*version
+
+	envs *execenv.Cache // models' EXECUTION_ENV_PATH tarballs, unpacked
 
 	skippedMu sync.Mutex
 	skipped   map[string]string // repository folders that are not models, and why (logSkipped)
@@ -151,7 +158,9 @@ func New(cfg Config) *Manager {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	closing, stop := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, log: cfg.Logger, closing: closing, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, closing: closing, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	m.envs = execenv.NewCache(m.envCacheDir(), cfg.Logger)
+	return m
 }
 
 // StartupModels lists the models to load at start-up for the control mode.

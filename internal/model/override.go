@@ -2,24 +2,70 @@ package model
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 
+	"github.com/vigilhq/vigil/internal/execenv"
+	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/repository"
 )
 
 // stubAutoCompleter runs auto_complete_config in a short-lived stub
-// process with the server's runtime.
+// process, in the model's execution environment when its configuration
+// names one.
 type stubAutoCompleter struct {
-	rt  instance.Runtime
+	m   *Manager
 	log *slog.Logger
 }
 
 func (a stubAutoCompleter) AutoComplete(ctx context.Context, modelFile, modelDir string, config []byte) ([]byte, bool, error) {
-	return instance.AutoComplete(ctx, a.rt, a.log, modelFile, modelDir, config)
+	var partial struct {
+		Parameters map[string]struct {
+			StringValue string `json:"string_value"`
+		} `json:"parameters"`
+	}
+	_ = json.Unmarshal(config, &partial)
+	params := map[string]*inferencepb.ModelParameter{}
+	for k, v := range partial.Parameters {
+		params[k] = &inferencepb.ModelParameter{StringValue: v.StringValue}
+	}
+	rt, err := a.m.runtimeFor(ctx, params, modelDir)
+	if err != nil {
+		return nil, false, err
+	}
+	return instance.AutoComplete(ctx, rt, a.log, modelFile, modelDir, config)
+}
+
+// runtimeFor is the runtime of a model's stubs: the server's, or with the
+// interpreter of the EXECUTION_ENV_PATH parameter.
+func (m *Manager) runtimeFor(ctx context.Context, params map[string]*inferencepb.ModelParameter, modelDir string) (instance.Runtime, error) {
+	rt := m.cfg.Runtime
+	p, ok := params[execenv.Param]
+	if !ok {
+		return rt, nil
+	}
+	env, err := m.envs.Resolve(ctx, p.GetStringValue(), modelDir)
+	if err != nil {
+		return rt, err
+	}
+	rt.Python = env.Python
+	rt.Env = append(slices.Clone(rt.Env), env.Vars...)
+	rt.Unset = append(slices.Clone(rt.Unset), env.Unset...)
+	m.log.Info("model runs in its execution environment", "dir", modelDir, "env", env.Root, "python", env.Python, "python_version", env.Version)
+	return rt, nil
+}
+
+// envCacheDir is where EXECUTION_ENV_PATH tarballs are unpacked.
+func (m *Manager) envCacheDir() string {
+	if m.cfg.EnvCacheDir != "" {
+		return m.cfg.EnvCacheDir
+	}
+	return filepath.Join(os.TempDir(), "vigil-envs")
 }
 
 // loadOverride turns a load request's parameters into an Override: the

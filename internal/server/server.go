@@ -68,7 +68,11 @@ type Config struct {
 	// DisableAutoComplete is Triton's --disable-auto-complete-config: no
 	// auto_complete_config runs, and every model needs config.pbtxt.
 	DisableAutoComplete bool
-	Logger              *slog.Logger
+	// EnvCacheDir is where EXECUTION_ENV_PATH tarballs are unpacked
+	// (--execution-env-cache); "" is a directory of the server's own,
+	// removed at exit.
+	EnvCacheDir string
+	Logger      *slog.Logger
 }
 
 // Run serves until ctx ends, then drains and stops. It returns nil after a
@@ -141,6 +145,9 @@ func Run(ctx context.Context, cfg Config) error {
 		modelMetrics = custommetric.New()
 		reg.MustRegister(modelMetrics)
 	}
+	if cfg.EnvCacheDir == "" {
+		cfg.EnvCacheDir = filepath.Join(stubDir, "envs")
+	}
 	stubRuntime := instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice),
 		Metrics: modelMetrics, LogVerbose: cfg.LogVerbose >= 1}
 
@@ -162,6 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics:         reg,
 		AutoComplete:    !cfg.DisableAutoComplete,
 		ScratchDir:      filepath.Join(stubDir, "overrides"),
+		EnvCacheDir:     cfg.EnvCacheDir,
 	})
 	engine.SetActuator(mgr)
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
