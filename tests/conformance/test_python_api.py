@@ -201,3 +201,15 @@ def test_metrics_leave_with_the_model(tmp_path_factory):
         assert series(scrape(srv), "requests_process_latency_ns")
     finally:
         srv.stop()
+
+
+def test_class_count_refused_on_both_protocols(proto, api_server):
+    """The classification extension is refused by name over HTTP and gRPC alike,
+    never answered with the raw tensor."""
+    a = np.arange(4, dtype=np.float32)
+    ins = [proto.input("INPUT0", a), proto.input("INPUT1", a)]
+    out = proto.mod.InferRequestedOutput("OUTPUT0", class_count=2)
+    from vigil_testlib import error_of
+    err = error_of(proto.infer, "custom_metrics", ins, outputs=[out])
+    assert "classification extension is not supported" in err.message()
+    assert str(err.status()) == proto.status("invalid")

@@ -23,6 +23,9 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 		return nil, apierr.New(apierr.InvalidArgument, "model_name is required")
 	}
 	model := in.GetModelName()
+	if err := refuseClassification(in); err != nil {
+		return nil, err
+	}
 	raw := in.GetRawInputContents()
 	if len(raw) > 0 && len(raw) != len(in.GetInputs()) {
 		return nil, apierr.New(apierr.InvalidArgument,
