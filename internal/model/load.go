@@ -318,6 +318,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 			Logger:          m.log.With("model", spec.Name, "version", vs),
 			FinalizeTimeout: m.cfg.FinalizeTimeout,
 			StopGrace:       m.cfg.StopGrace,
+			Warmup:          warmups(spec, vs),
 		}))
 	}
 	return v

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/vigilhq/vigil/internal/execenv"
+	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/modelconfig"
@@ -128,4 +129,19 @@ func (m *Manager) logSkipped() {
 		}
 	}
 	m.skipped = now
+}
+
+// warmups are the model_warmup samples of a version's instances.
+func warmups(spec *modelconfig.Model, version string) []instance.Warmup {
+	var out []instance.Warmup
+	for _, w := range spec.Warmup {
+		reqs := make([]*inference.Request, len(w.Requests))
+		for i, r := range w.Requests {
+			c := *r
+			c.Version = version
+			reqs[i] = &c
+		}
+		out = append(out, instance.Warmup{Name: w.Name, Requests: reqs, Count: w.Count})
+	}
+	return out
 }

@@ -153,10 +153,10 @@ func isTritonOnlyField(name string) bool {
 	switch name {
 	case "runtime", "batch_input", "batch_output", "optimization",
 		"sequence_batching", "ensemble_scheduling", "cc_model_filenames",
-		"metric_tags", "model_warmup", "model_operations",
+		"metric_tags", "model_operations",
 		"model_repository_agents", "response_cache", "model_metrics",
 		// ModelInput and ModelOutput
-		"format", "is_shape_tensor", "allow_ragged_batch", "is_non_linear_format_io",
+		"is_shape_tensor", "allow_ragged_batch", "is_non_linear_format_io",
 		// ModelInstanceGroup
 		"rate_limiter", "secondary_devices", "profile", "passive", "host_policy",
 		// ModelDynamicBatching
@@ -274,6 +274,11 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string, partial bool) err
 	if err := validateVersionPolicy(cfg, file); err != nil {
 		return err
 	}
+	if !partial {
+		if err := validateWarmup(cfg, file); err != nil {
+			return err
+		}
+	}
 	for k, v := range cfg.GetParameters() {
 		if k == "" {
 			return fieldError(file, "parameters", "a parameter key is empty")
@@ -325,6 +330,10 @@ func validateIO(cfg *inferencepb.ModelConfig, file string) error {
 			return fieldError(file, field+".name", "%q is already the name of input[%d]", in.GetName(), j)
 		}
 		seen[in.GetName()] = i
+		if f := in.GetFormat(); f != inferencepb.ModelInput_FORMAT_NONE && len(in.GetDims()) != 3 {
+			// Triton's rule: an image layout names three dimensions.
+			return fieldError(file, fmt.Sprintf("%s (%q).format", field, in.GetName()), "%s needs 3 dims (C, H, W in some order), got dims %v", f, in.GetDims())
+		}
 	}
 	seen = map[string]int{}
 	for i, out := range cfg.GetOutput() {

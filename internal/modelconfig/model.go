@@ -28,6 +28,8 @@ type Model struct {
 	// Versions are the versions selected by the version policy that are
 	// present on disk with their model file, ascending.
 	Versions []int64
+	// Warmup are the model_warmup samples, built (files read) at load.
+	Warmup []Warmup
 }
 
 // Load reads the model name of the repository repoDir: its config.pbtxt,
@@ -108,6 +110,11 @@ func LoadWith(ctx context.Context, repoDir, name string, defaults health.Policy,
 	}
 	if m.Versions, err = m.selectVersions(source); err != nil {
 		return nil, err
+	}
+	if !partial {
+		if m.Warmup, err = m.WarmupSamples(); err != nil {
+			return nil, &Error{File: source, Field: "model_warmup", Msg: "model_warmup: " + err.Error(), Err: err}
+		}
 	}
 	return m, nil
 }

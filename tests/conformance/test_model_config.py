@@ -182,3 +182,48 @@ def test_file_override_path_must_stay_inside(explicit_server):
     err = error_of(explicit_server.http_client().load_model, "custom_metrics",
                    config=json.dumps(ADD_SUB_CONFIG), files={"file:../escape.py": b"x"})
     assert str(err.status()) == "400" and "leaves the model directory" in err.message()
+
+
+def test_warmup_runs_before_ready(tmp_path_factory):
+    srv = serve(tmp_path_factory, "vigil-warmup", ["warmup_probe"])
+    try:
+        inp = thttp.InferInput("INPUT", [1, 1, 2, 2], "FP32")
+        inp.set_data_from_numpy(np.full((1, 1, 2, 2), 0.5, dtype=np.float32))
+        out = json.loads(srv.http_client().infer("warmup_probe", [inp]).as_numpy("SEEN")[0][0])
+        assert out["format"] == "FORMAT_NCHW"  # input.format reaches the model as metadata
+        seen = out["seen"]
+        # Whichever instance answered ran every sample first: zeros twice (a batch of 2), random, the file.
+        assert [len(b) for b in seen] == [2, 2, 1, 1, 1]
+        assert [b[0]["id"].split()[:2] for b in seen[:4]] == [
+            ["warmup", "zeros"], ["warmup", "zeros"], ["warmup", "random"], ["warmup", "from_file"]]
+        assert seen[0][0]["shape"] == [1, 1, 2, 2] and seen[0][0]["sum"] == 0
+        assert seen[2][0]["in_unit_range"] and seen[3][0]["sum"] == 4
+        assert seen[4][0]["sum"] == 2
+        # Each of the 2 instances warmed up before it became READY.
+        recs = srv.log_records()
+        for inst in ("warmup_probe_0", "warmup_probe_1"):
+            ran = [i for i, r in enumerate(recs) if r.get("msg") == "model_warmup sample ran" and r.get("instance") == inst]
+            ready = [i for i, r in enumerate(recs) if r.get("msg") == "instance state changed"
+                     and r.get("instance") == inst and r.get("to") == "READY"]
+            assert len(ran) == 3 and ready and max(ran) < ready[0], (inst, ran, ready)
+        cfg = srv.grpc_client().get_model_config("warmup_probe", as_json=True)["config"]
+        assert [w["name"] for w in cfg["model_warmup"]] == ["zeros", "random", "from_file"]
+        assert cfg["input"][0]["format"] == "FORMAT_NCHW"
+    finally:
+        srv.stop()
+
+
+def test_failed_warmup_fails_the_load_with_the_sample(tmp_path_factory):
+    srv = serve(tmp_path_factory, "vigil-warmup-fail", ["warmup_probe"], EXPLICIT)
+    try:
+        cfg = (srv.repo / "warmup_probe" / "config.pbtxt").read_text()
+        cfg = cfg.replace('name: "from_file"', 'name: "sevens"').replace("ones.bin", "sevens.bin")
+        (srv.repo / "warmup_probe" / "config.pbtxt").write_text(cfg)
+        err = error_of(srv.http_client().load_model, "warmup_probe")
+        assert "model_warmup sample 'sevens' failed" in err.message()
+        assert "sevens are not allowed" in err.message()
+        index = {m["name"]: m for m in srv.http_client().get_model_repository_index()}
+        assert index["warmup_probe"]["state"] == "UNAVAILABLE"
+        assert not srv.http_client().is_model_ready("warmup_probe")
+    finally:
+        srv.stop()
