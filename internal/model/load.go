@@ -279,6 +279,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 	if db := cfg.GetDynamicBatching(); db != nil && b.MaxBatchSize > 0 {
 		b.Dynamic = true
 		b.MaxDelay = time.Duration(db.GetMaxQueueDelayMicroseconds()) * time.Microsecond
+		for _, p := range db.GetPreferredBatchSize() {
+			b.Preferred = append(b.Preferred, int(p))
+		}
 	}
 	stats := &scheduler.Stats{}
 	v := &version{
@@ -289,6 +292,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 		stats:        stats,
 		queue:        scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
 		routable:     map[string]bool{},
+	}
+	if cfg.GetDynamicBatching().GetPreserveOrdering() {
+		v.order = scheduler.NewOrdering()
 	}
 	configJSON, err := modelconfig.ToJSON(cfg)
 	if err != nil {

@@ -141,6 +141,7 @@ type version struct {
 	spec         *modelconfig.Model
 	number       int64
 	queue        *scheduler.Queue
+	order        *scheduler.Ordering // preserve_ordering; nil without it
 	stats        *scheduler.Stats
 	instances    []*instance.Instance
 
