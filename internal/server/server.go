@@ -72,7 +72,10 @@ type Config struct {
 	// (--execution-env-cache); "" is a directory of the server's own,
 	// removed at exit.
 	EnvCacheDir string
-	Logger      *slog.Logger
+	// MaxStreamDuration bounds one request's life on an instance
+	// (--max-stream-duration).
+	MaxStreamDuration time.Duration
+	Logger            *slog.Logger
 }
 
 // Run serves until ctx ends, then drains and stops. It returns nil after a
@@ -170,6 +173,8 @@ func Run(ctx context.Context, cfg Config) error {
 		AutoComplete:    !cfg.DisableAutoComplete,
 		ScratchDir:      filepath.Join(stubDir, "overrides"),
 		EnvCacheDir:     cfg.EnvCacheDir,
+
+		MaxStreamDuration: cfg.MaxStreamDuration,
 	})
 	engine.SetActuator(mgr)
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
@@ -190,6 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HideReasons:     cfg.HideReasons,
 		Metrics:         metrics,
 		Logger:          log.With("component", "rest"),
+		InFlight:        mgr.InFlight,
 	}
 	httpSrv := &http.Server{
 		Handler:           rest.NewHandler(mgr, engine, restCfg),

@@ -21,6 +21,8 @@ KIND_FINALIZE = 5
 # Frames the stub starts, on the control socket.
 KIND_LOG = 12
 KIND_METRIC = 13
+KIND_RESPONSE = 6  # stub -> server: one response sent through a response sender
+KIND_CANCEL = 7  # server -> stub (control socket): a request's client has gone
 
 FLAG_REPLY = 0x01
 FLAG_ERROR = 0x02
