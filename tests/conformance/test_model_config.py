@@ -227,3 +227,44 @@ def test_failed_warmup_fails_the_load_with_the_sample(tmp_path_factory):
         assert not srv.http_client().is_model_ready("warmup_probe")
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("preserve", [True, False])
+def test_preserve_ordering(tmp_path_factory, preserve):
+    """A slow request, then a fast one on the other instance: with preserve_ordering
+    the fast one's response is released only after the slow one's; without it, before."""
+    import concurrent.futures
+    import time as _time
+
+    base = tmp_path_factory.mktemp("vigil-ordering")
+    repo = base / "models"
+    shutil.copytree(MODELS / "ordered", repo / "ordered")
+    if not preserve:
+        cfg = repo / "ordered" / "config.pbtxt"
+        cfg.write_text(cfg.read_text().replace("preserve_ordering: true", "preserve_ordering: false"))
+    srv = VigilServer(repo, base / "server.log", label="vigil-ordering").start()
+    try:
+        def call(ms):
+            c = thttp.InferenceServerClient(srv.http_addr, network_timeout=30)
+            inp = thttp.InferInput("SLEEP_MS", [1, 1], "INT32")
+            inp.set_data_from_numpy(np.array([[ms]], dtype=np.int32))
+            res = c.infer("ordered", [inp])
+            return int(res.as_numpy("DONE_NS")[0][0]), _time.time_ns()
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(call, 1500)
+            # The fast request is sent once the slow one is executing on an instance.
+            deadline = _time.monotonic() + 30
+            while not (repo / "ordered" / "sleeping").exists():
+                assert _time.monotonic() < deadline, "the slow request never started"
+                _time.sleep(0.02)
+            fast = pool.submit(call, 0)
+            slow_done, slow_back = slow.result()
+            fast_done, fast_back = fast.result()
+        assert fast_done < slow_done  # the fast one ran on the other instance and finished first
+        if preserve:
+            assert fast_back > slow_done, "preserve_ordering released the later request's response first"
+        else:
+            assert fast_back < slow_done, "without preserve_ordering the fast response should not wait"
+    finally:
+        srv.stop()
