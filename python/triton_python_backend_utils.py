@@ -617,6 +617,8 @@ class MetricFamily:
         self._id = 0
         self._kind = kind
         self._name = str(name)
+        # Shared with the family's metrics: False once the family is deleted.
+        self._alive = [True]
         reply = _metric_call("Error when creating MetricFamily: ", {
             "op": "family_new", "name": self._name, "description": str(description),
             "kind": MetricFamily._KINDS[kind]})
@@ -626,6 +628,8 @@ class MetricFamily:
         return Metric(self, labels, buckets)
 
     def __del__(self):
+        if hasattr(self, "_alive"):
+            self._alive[0] = False
         calls = _server["calls"]
         if getattr(self, "_id", 0) and calls is not None:
             try:
@@ -655,25 +659,46 @@ class Metric:
             obj["buckets"] = [float(b) for b in buckets]
         # No reference to the family: deleting it clears this metric, as
         # in Triton.
+        self._kind = family._kind
+        self._alive = family._alive
         self._id = _metric_call("Error when creating Metric: ", obj)["id"]
 
-    def _op(self, op, prefix, value=None):
-        obj = {"op": op, "id": self._id}
-        if value is not None:
-            obj["value"] = float(value)
-        return _metric_call(prefix, obj).get("value", 0.0)
+    _CLEARED = ("Invalid metric operation as the corresponding 'MetricFamily' has been deleted. The 'MetricFamily' "
+                "object should be deleted AFTER its corresponding 'Metric' objects have been deleted.")
+
+    def _update(self, op, prefix, value, allowed):
+        """Check op here, where the kind is known, with Triton's messages, and
+        send it without waiting: updates cost no round trip, and a later
+        value() still sees them (the socket keeps their order)."""
+        if not self._alive[0]:
+            raise TritonModelException(prefix + Metric._CLEARED)
+        kind = MetricFamily._KINDS[self._kind]
+        if self._kind not in allowed:
+            raise TritonModelException(prefix + "TRITONSERVER_METRIC_KIND_%s does not support %s" % (kind, op.capitalize()))
+        value = float(value)
+        if op == "increment" and self._kind == MetricFamily.COUNTER and value < 0:
+            raise TritonModelException(prefix + "TRITONSERVER_METRIC_KIND_COUNTER can only be incremented "
+                                       "monotonically by non-negative values.")
+        calls = _server["calls"]
+        if calls is None or not calls.notify(_KIND_METRIC, {"op": op, "id": self._id, "value": value, "async": True}):
+            raise TritonModelException(prefix + "the connection to the server is closed")
 
     def increment(self, value):
-        self._op("increment", "Failed to increment metric value: ", value)
+        self._update("increment", "Failed to increment metric value: ", value, (MetricFamily.COUNTER, MetricFamily.GAUGE))
 
     def set(self, value):
-        self._op("set", "Failed to set metric value: ", value)
+        self._update("set", "Failed to set metric value: ", value, (MetricFamily.GAUGE,))
 
     def observe(self, value):
-        self._op("observe", "Failed to observe metric value: ", value)
+        self._update("observe", "Failed to observe metric value: ", value, (MetricFamily.HISTOGRAM,))
 
     def value(self):
-        return self._op("value", "Failed to get metric value: ")
+        prefix = "Failed to get metric value: "
+        if not self._alive[0]:
+            raise TritonModelException(prefix + Metric._CLEARED)
+        if self._kind == MetricFamily.HISTOGRAM:
+            raise TritonModelException(prefix + "TRITONSERVER_METRIC_KIND_HISTOGRAM does not support Value")
+        return _metric_call(prefix, {"op": "value", "id": self._id}).get("value", 0.0)
 
     def __del__(self):
         calls = _server["calls"]

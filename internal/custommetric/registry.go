@@ -144,8 +144,15 @@ func (r *Registry) NewOwner() *Owner {
 	return &Owner{r: r, fams: map[uint64]*family{}, mets: map[uint64]*series{}}
 }
 
+// invalidError is an ErrInvalid whose message is only the explanation,
+// worded as Triton words it, because models see it.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
 func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
 }
 
 // ParseKind accepts COUNTER, GAUGE and HISTOGRAM.

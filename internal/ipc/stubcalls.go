@@ -37,6 +37,9 @@ type MetricCall struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	Buckets     []float64         `json:"buckets,omitempty"`
 	Value       float64           `json:"value,omitempty"`
+	// Async is set on updates (increment, set, observe) the stub sent
+	// without waiting: they get no reply, and a failure is logged.
+	Async bool `json:"async,omitempty"`
 }
 
 // MetricReply answers a MetricCall: the id of what was created, or the
@@ -88,6 +91,12 @@ func (c *Client) serveStubCall(l *link, f frame) bool {
 			err = fmt.Errorf("custom metrics are not available in this server")
 		} else {
 			reply, err = c.calls.Metric(call)
+		}
+		if call.Async {
+			if err != nil {
+				c.log.Warn("model metric update failed", "op", call.Op, LogKeyErr, err)
+			}
+			return true
 		}
 		c.replyToStub(l, f, reply, err)
 		return true

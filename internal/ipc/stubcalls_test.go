@@ -68,8 +68,8 @@ func TestStubCalls(t *testing.T) {
 		t.Fatalf("second execute = %+v, want value 5", r)
 	}
 	r := run(-1)
-	if r.Err == nil || !strings.Contains(r.Err.Error(), "Failed to increment metric value: no negative increments") {
-		t.Fatalf("negative increment: err = %v, want the server's refusal with Triton's prefix", r.Err)
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "Failed to increment metric value: TRITONSERVER_METRIC_KIND_COUNTER can only be incremented") {
+		t.Fatalf("negative increment: err = %v, want Triton's refusal", r.Err)
 	}
 
 	calls.mu.Lock()
@@ -90,6 +90,9 @@ func TestStubCalls(t *testing.T) {
 	}
 	if c := calls.calls[1]; c.Op != "metric_new" || c.Family != 1 || c.Labels["model"] != "server_calls" {
 		t.Errorf("second metric call = %+v", c)
+	}
+	if c := calls.calls[2]; c.Op != "increment" || !c.Async || c.Value != 2 {
+		t.Errorf("third metric call = %+v, want an async increment by 2", c)
 	}
 }
 

@@ -107,6 +107,7 @@ class _FakeCalls:
     def __init__(self):
         self.sent = []
         self.next_id = 0
+        self.refuse = False
 
     def notify(self, kind, obj):
         self.sent.append((kind, obj))
@@ -117,7 +118,7 @@ class _FakeCalls:
         if obj["op"] in ("family_new", "metric_new"):
             self.next_id += 1
             return {"id": self.next_id}
-        if obj["op"] == "increment" and obj["value"] < 0:
+        if obj["op"] == "value" and self.refuse:
             raise RuntimeError("refused by the server")
         return {"value": 4.0}
 
@@ -155,12 +156,26 @@ def test_metric_checks_and_prefixes(connected):
         fam.Metric(buckets=(1, 2))
     m = fam.Metric(labels={"a": 1}, buckets=[1, 2])
     assert connected.sent[-1][1] == {"op": "metric_new", "family": 1, "labels": {"a": "1"}, "buckets": [1.0, 2.0]}
-    counter = pb.MetricFamily("c", "d", pb.COUNTER).Metric()
+    family = pb.MetricFamily("c", "d", pb.COUNTER)
+    counter = family.Metric()
     assert counter.value() == 4.0
-    with pytest.raises(pb.TritonModelException, match="^Failed to increment metric value: refused by the server$"):
+    counter.increment(2)
+    assert connected.sent[-1][1] == {"op": "increment", "id": 4, "value": 2.0, "async": True}
+    with pytest.raises(pb.TritonModelException, match="^Failed to increment metric value: TRITONSERVER_METRIC_KIND_COUNTER "
+                                                      "can only be incremented monotonically"):
         counter.increment(-1)
+    with pytest.raises(pb.TritonModelException, match="^Failed to set metric value: TRITONSERVER_METRIC_KIND_COUNTER does not support Set$"):
+        counter.set(1)
+    with pytest.raises(pb.TritonModelException, match="HISTOGRAM does not support Value"):
+        m.value()
+    connected.refuse = True
+    with pytest.raises(pb.TritonModelException, match="^Failed to get metric value: refused by the server$"):
+        counter.value()
     del m
     assert connected.sent[-1][1] == {"op": "metric_delete", "id": 2}
+    del family
+    with pytest.raises(pb.TritonModelException, match="has been deleted"):
+        counter.increment(1)
 
 
 def test_metric_without_server_raises():
