@@ -73,7 +73,7 @@ type Client struct {
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
 
-	calls StubCalls // serves LOG and METRIC frames; may be nil
+	calls      StubCalls        // serves LOG and METRIC frames; may be nil
 	cancels    chan cancelFrame // CANCEL frames for cancelLoop to write
 	cancelDone chan struct{}    // closed when cancelLoop has returned
 }
