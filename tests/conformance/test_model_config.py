@@ -268,3 +268,27 @@ def test_preserve_ordering(tmp_path_factory, preserve):
             assert fast_back < slow_done, "without preserve_ordering the fast response should not wait"
     finally:
         srv.stop()
+
+
+def test_preferred_batch_size_sends_without_waiting(tmp_path_factory):
+    """Four requests reach the preferred size 4 and go as one batch at once,
+    instead of waiting the 30 s queue delay for a batch of 8."""
+    import concurrent.futures
+    import time as _time
+
+    srv = serve(tmp_path_factory, "vigil-preferred", ["preferred"])
+    try:
+        def call(i):
+            c = thttp.InferenceServerClient(srv.http_addr, network_timeout=60)
+            inp = thttp.InferInput("X", [1, 1], "INT32")
+            inp.set_data_from_numpy(np.array([[i]], dtype=np.int32))
+            return int(c.infer("preferred", [inp]).as_numpy("BATCH")[0][0])
+
+        start = _time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            sizes = list(pool.map(call, range(4)))
+        took = _time.monotonic() - start
+        assert sizes == [4, 4, 4, 4]
+        assert took < 20, f"the batch of the preferred size waited {took:.1f} s (the queue delay is 30 s)"
+    finally:
+        srv.stop()
