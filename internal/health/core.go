@@ -69,7 +69,8 @@ func (c *core) step(ev Event, now time.Time) []action {
 		out = m.step(ev, now)
 	case InstanceRemoved:
 		m.removeInstance(ev.Instance.Instance)
-	case InstanceSpawned, InstanceInitialized, InstanceInitFailed, InstanceExited, InstanceStopped, CheckResult, ExecuteResult:
+	case InstanceSpawned, InstanceInitialized, InstanceInitFailed, InstanceExited, InstanceStopped,
+		InstanceSuspended, InstanceResumed, CheckResult, ExecuteResult:
 		t, ok := m.instances[ev.Instance.Instance]
 		if !ok {
 			if ev.Kind != InstanceSpawned {

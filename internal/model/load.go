@@ -305,7 +305,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 			inName = fmt.Sprintf("%s-r%d", inName, load)
 		}
 		key := health.InstanceKey{Model: spec.Name, Version: vs, Instance: inName}
-		v.instances = append(v.instances, instance.New(instance.Config{
+		v.instances = append(v.instances, m.newInstance(instance.Config{
 			Key:     key,
 			Runtime: rt,
 			Init: ipc.InitArgs{
@@ -365,10 +365,21 @@ func (m *Manager) retire(ctx context.Context, vs iter.Seq[*version]) {
 	wg.Wait()
 }
 
+// setServing marks the version serving (restarts are carried out at once
+// from now on) and carries out the restarts decided while it loaded.
 func (v *version) setServing(serving bool) {
 	v.mu.Lock()
 	v.serving = serving
+	var pending map[string]string
+	if serving {
+		pending, v.restarts = v.restarts, nil
+	}
 	v.mu.Unlock()
+	for _, in := range v.instances {
+		if reason, ok := pending[in.Key().Instance]; ok {
+			in.Restart(reason)
+		}
+	}
 }
 
 // drain waits, within ctx and at most the drain timeout, until the version's
@@ -397,7 +408,7 @@ var errReplaced = errors.New("model version was replaced by a reload")
 // serves the model next. Idempotent.
 func (v *version) close() {
 	v.mu.Lock()
-	v.serving = false
+	v.serving, v.closed, v.restarts = false, true, nil
 	v.mu.Unlock()
 	v.queue.Close(&apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: errReplaced,
 		Msg: fmt.Sprintf("model %s version %s is unloading", v.key.Model, v.key.Version)})

@@ -94,6 +94,9 @@ type Config struct {
 	// directory per content (default: vigil-envs in the system's
 	// temporary directory).
 	EnvCacheDir string
+	// NewInstance builds a model instance; nil means instance.New. Tests
+	// set a fake.
+	NewInstance func(instance.Config) Instance
 }
 
 // Manager owns every loaded model version.
@@ -146,11 +149,16 @@ type version struct {
 	queue        *scheduler.Queue
 	order        *scheduler.Ordering // preserve_ordering; nil without it
 	stats        *scheduler.Stats
-	instances    []*instance.Instance
+	instances    []Instance
 
 	mu       sync.Mutex
 	serving  bool // loaded: restarts are carried out
+	closed   bool // unloading or replaced: restarts are moot
 	routable map[string]bool
+	// restarts holds the restarts the health engine decided while the
+	// version was still loading, by instance name: they are carried out
+	// when it starts serving (setServing), never dropped.
+	restarts map[string]string
 }
 
 // New returns a manager; it loads nothing.
