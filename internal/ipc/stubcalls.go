@@ -118,7 +118,7 @@ func (c *Client) replyToStub(l *link, f frame, v any, err error) {
 	buf := make([]byte, headerSize, headerSize+len(body))
 	buf = append(buf, body...)
 	putHeader(buf, len(body), f.kind, flags, f.seq)
-	if werr := c.writeOn(context.Background(), l, f.kind, [][]byte{buf}); werr != nil {
+	if werr := c.writeOn(context.Background(), l, f.kind, [][]byte{buf}, nil); werr != nil {
 		c.log.Debug("cannot answer the stub", LogKeyKind, f.kind.String(), LogKeyErr, werr)
 	}
 }
