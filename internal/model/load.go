@@ -296,6 +296,8 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 	if cfg.GetDynamicBatching().GetPreserveOrdering() {
 		v.order = scheduler.NewOrdering()
 	}
+	dropped := m.metrics.dropped.WithLabelValues(spec.Name, vs)
+	v.queue.OnDropped(dropped.Inc)
 	configJSON, err := modelconfig.ToJSON(cfg)
 	if err != nil {
 		configJSON = []byte("{}")
