@@ -821,6 +821,60 @@ func (x *ModelWarmup) GetCount() uint32 {
 	return 0
 }
 
+// ModelEnsembling lists an ensemble's steps (platform "ensemble";
+// internal/ensemble runs them).
+type ModelEnsembling struct {
+	state               protoimpl.MessageState  `protogen:"open.v1"`
+	Step                []*ModelEnsembling_Step `protobuf:"bytes,1,rep,name=step,proto3" json:"step,omitempty"`
+	MaxInflightRequests uint32                  `protobuf:"varint,2,opt,name=max_inflight_requests,json=maxInflightRequests,proto3" json:"max_inflight_requests,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ModelEnsembling) Reset() {
+	*x = ModelEnsembling{}
+	mi := &file_model_config_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelEnsembling) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelEnsembling) ProtoMessage() {}
+
+func (x *ModelEnsembling) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelEnsembling.ProtoReflect.Descriptor instead.
+func (*ModelEnsembling) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ModelEnsembling) GetStep() []*ModelEnsembling_Step {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *ModelEnsembling) GetMaxInflightRequests() uint32 {
+	if x != nil {
+		return x.MaxInflightRequests
+	}
+	return 0
+}
+
 // ModelConfig is a model's configuration, as in config.pbtxt.
 type ModelConfig struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
@@ -835,18 +889,21 @@ type ModelConfig struct {
 	// Triton declares dynamic_batching inside oneof scheduling_choice; vigil
 	// supports no other member, and a oneof with one member has the same
 	// wire and text encoding as a plain field.
-	DynamicBatching        *ModelDynamicBatching      `protobuf:"bytes,11,opt,name=dynamic_batching,json=dynamicBatching,proto3" json:"dynamic_batching,omitempty"`
-	Parameters             map[string]*ModelParameter `protobuf:"bytes,14,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	ModelWarmup            []*ModelWarmup             `protobuf:"bytes,16,rep,name=model_warmup,json=modelWarmup,proto3" json:"model_warmup,omitempty"`
-	Backend                string                     `protobuf:"bytes,17,opt,name=backend,proto3" json:"backend,omitempty"`
-	ModelTransactionPolicy *ModelTransactionPolicy    `protobuf:"bytes,19,opt,name=model_transaction_policy,json=modelTransactionPolicy,proto3" json:"model_transaction_policy,omitempty"`
+	DynamicBatching *ModelDynamicBatching      `protobuf:"bytes,11,opt,name=dynamic_batching,json=dynamicBatching,proto3" json:"dynamic_batching,omitempty"`
+	Parameters      map[string]*ModelParameter `protobuf:"bytes,14,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Also a member of Triton's scheduling_choice oneof: an ensemble sets no
+	// dynamic_batching (internal/modelconfig checks).
+	EnsembleScheduling     *ModelEnsembling        `protobuf:"bytes,15,opt,name=ensemble_scheduling,json=ensembleScheduling,proto3" json:"ensemble_scheduling,omitempty"`
+	ModelWarmup            []*ModelWarmup          `protobuf:"bytes,16,rep,name=model_warmup,json=modelWarmup,proto3" json:"model_warmup,omitempty"`
+	Backend                string                  `protobuf:"bytes,17,opt,name=backend,proto3" json:"backend,omitempty"`
+	ModelTransactionPolicy *ModelTransactionPolicy `protobuf:"bytes,19,opt,name=model_transaction_policy,json=modelTransactionPolicy,proto3" json:"model_transaction_policy,omitempty"`
 	unknownFields          protoimpl.UnknownFields
 	sizeCache              protoimpl.SizeCache
 }
 
 func (x *ModelConfig) Reset() {
 	*x = ModelConfig{}
-	mi := &file_model_config_proto_msgTypes[9]
+	mi := &file_model_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +915,7 @@ func (x *ModelConfig) String() string {
 func (*ModelConfig) ProtoMessage() {}
 
 func (x *ModelConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[9]
+	mi := &file_model_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +928,7 @@ func (x *ModelConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelConfig.ProtoReflect.Descriptor instead.
 func (*ModelConfig) Descriptor() ([]byte, []int) {
-	return file_model_config_proto_rawDescGZIP(), []int{9}
+	return file_model_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelConfig) GetName() string {
@@ -944,6 +1001,13 @@ func (x *ModelConfig) GetParameters() map[string]*ModelParameter {
 	return nil
 }
 
+func (x *ModelConfig) GetEnsembleScheduling() *ModelEnsembling {
+	if x != nil {
+		return x.EnsembleScheduling
+	}
+	return nil
+}
+
 func (x *ModelConfig) GetModelWarmup() []*ModelWarmup {
 	if x != nil {
 		return x.ModelWarmup
@@ -977,7 +1041,7 @@ type ModelVersionPolicy_Latest struct {
 
 func (x *ModelVersionPolicy_Latest) Reset() {
 	*x = ModelVersionPolicy_Latest{}
-	mi := &file_model_config_proto_msgTypes[10]
+	mi := &file_model_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1053,7 @@ func (x *ModelVersionPolicy_Latest) String() string {
 func (*ModelVersionPolicy_Latest) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Latest) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[10]
+	mi := &file_model_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1085,7 @@ type ModelVersionPolicy_All struct {
 
 func (x *ModelVersionPolicy_All) Reset() {
 	*x = ModelVersionPolicy_All{}
-	mi := &file_model_config_proto_msgTypes[11]
+	mi := &file_model_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1097,7 @@ func (x *ModelVersionPolicy_All) String() string {
 func (*ModelVersionPolicy_All) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_All) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[11]
+	mi := &file_model_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1123,7 @@ type ModelVersionPolicy_Specific struct {
 
 func (x *ModelVersionPolicy_Specific) Reset() {
 	*x = ModelVersionPolicy_Specific{}
-	mi := &file_model_config_proto_msgTypes[12]
+	mi := &file_model_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1135,7 @@ func (x *ModelVersionPolicy_Specific) String() string {
 func (*ModelVersionPolicy_Specific) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Specific) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[12]
+	mi := &file_model_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1176,7 @@ type ModelWarmup_Input struct {
 
 func (x *ModelWarmup_Input) Reset() {
 	*x = ModelWarmup_Input{}
-	mi := &file_model_config_proto_msgTypes[13]
+	mi := &file_model_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1188,7 @@ func (x *ModelWarmup_Input) String() string {
 func (*ModelWarmup_Input) ProtoMessage() {}
 
 func (x *ModelWarmup_Input) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[13]
+	mi := &file_model_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,6 +1276,87 @@ func (*ModelWarmup_Input_RandomData) isModelWarmup_Input_InputDataType() {}
 
 func (*ModelWarmup_Input_InputDataFile) isModelWarmup_Input_InputDataType() {}
 
+// Step is one request to a composing model.
+type ModelEnsembling_Step struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ModelName string                 `protobuf:"bytes,1,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
+	// -1 (or 0) is the server's choice of version.
+	ModelVersion int64 `protobuf:"varint,2,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// Composing model input name -> ensemble tensor name.
+	InputMap map[string]string `protobuf:"bytes,3,rep,name=input_map,json=inputMap,proto3" json:"input_map,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Composing model output name -> ensemble tensor name.
+	OutputMap map[string]string `protobuf:"bytes,4,rep,name=output_map,json=outputMap,proto3" json:"output_map,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Reserved by Triton; internal/ensemble refuses it.
+	ModelNamespace string `protobuf:"bytes,5,opt,name=model_namespace,json=modelNamespace,proto3" json:"model_namespace,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ModelEnsembling_Step) Reset() {
+	*x = ModelEnsembling_Step{}
+	mi := &file_model_config_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelEnsembling_Step) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelEnsembling_Step) ProtoMessage() {}
+
+func (x *ModelEnsembling_Step) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelEnsembling_Step.ProtoReflect.Descriptor instead.
+func (*ModelEnsembling_Step) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{9, 0}
+}
+
+func (x *ModelEnsembling_Step) GetModelName() string {
+	if x != nil {
+		return x.ModelName
+	}
+	return ""
+}
+
+func (x *ModelEnsembling_Step) GetModelVersion() int64 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return 0
+}
+
+func (x *ModelEnsembling_Step) GetInputMap() map[string]string {
+	if x != nil {
+		return x.InputMap
+	}
+	return nil
+}
+
+func (x *ModelEnsembling_Step) GetOutputMap() map[string]string {
+	if x != nil {
+		return x.OutputMap
+	}
+	return nil
+}
+
+func (x *ModelEnsembling_Step) GetModelNamespace() string {
+	if x != nil {
+		return x.ModelNamespace
+	}
+	return ""
+}
+
 var File_model_config_proto protoreflect.FileDescriptor
 
 const file_model_config_proto_rawDesc = "" +
@@ -1284,7 +1429,24 @@ const file_model_config_proto_rawDesc = "" +
 	"\x0finput_data_type\x1aW\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.inference.ModelWarmup.InputR\x05value:\x028\x01\"\xa2\x06\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.inference.ModelWarmup.InputR\x05value:\x028\x01\"\x86\x04\n" +
+	"\x0fModelEnsembling\x123\n" +
+	"\x04step\x18\x01 \x03(\v2\x1f.inference.ModelEnsembling.StepR\x04step\x122\n" +
+	"\x15max_inflight_requests\x18\x02 \x01(\rR\x13maxInflightRequests\x1a\x89\x03\n" +
+	"\x04Step\x12\x1d\n" +
+	"\n" +
+	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
+	"\rmodel_version\x18\x02 \x01(\x03R\fmodelVersion\x12J\n" +
+	"\tinput_map\x18\x03 \x03(\v2-.inference.ModelEnsembling.Step.InputMapEntryR\binputMap\x12M\n" +
+	"\n" +
+	"output_map\x18\x04 \x03(\v2..inference.ModelEnsembling.Step.OutputMapEntryR\toutputMap\x12'\n" +
+	"\x0fmodel_namespace\x18\x05 \x01(\tR\x0emodelNamespace\x1a;\n" +
+	"\rInputMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
+	"\x0eOutputMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x06\n" +
 	"\vModelConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x12D\n" +
@@ -1297,7 +1459,8 @@ const file_model_config_proto_rawDesc = "" +
 	"\x10dynamic_batching\x18\v \x01(\v2\x1f.inference.ModelDynamicBatchingR\x0fdynamicBatching\x12F\n" +
 	"\n" +
 	"parameters\x18\x0e \x03(\v2&.inference.ModelConfig.ParametersEntryR\n" +
-	"parameters\x129\n" +
+	"parameters\x12K\n" +
+	"\x13ensemble_scheduling\x18\x0f \x01(\v2\x1a.inference.ModelEnsemblingR\x12ensembleScheduling\x129\n" +
 	"\fmodel_warmup\x18\x10 \x03(\v2\x16.inference.ModelWarmupR\vmodelWarmup\x12\x18\n" +
 	"\abackend\x18\x11 \x01(\tR\abackend\x12[\n" +
 	"\x18model_transaction_policy\x18\x13 \x01(\v2!.inference.ModelTransactionPolicyR\x16modelTransactionPolicy\x1aX\n" +
@@ -1339,7 +1502,7 @@ func file_model_config_proto_rawDescGZIP() []byte {
 }
 
 var file_model_config_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_model_config_proto_goTypes = []any{
 	(DataType)(0),                       // 0: inference.DataType
 	(ModelInstanceGroup_Kind)(0),        // 1: inference.ModelInstanceGroup.Kind
@@ -1353,13 +1516,17 @@ var file_model_config_proto_goTypes = []any{
 	(*ModelParameter)(nil),              // 9: inference.ModelParameter
 	(*ModelTransactionPolicy)(nil),      // 10: inference.ModelTransactionPolicy
 	(*ModelWarmup)(nil),                 // 11: inference.ModelWarmup
-	(*ModelConfig)(nil),                 // 12: inference.ModelConfig
-	(*ModelVersionPolicy_Latest)(nil),   // 13: inference.ModelVersionPolicy.Latest
-	(*ModelVersionPolicy_All)(nil),      // 14: inference.ModelVersionPolicy.All
-	(*ModelVersionPolicy_Specific)(nil), // 15: inference.ModelVersionPolicy.Specific
-	(*ModelWarmup_Input)(nil),           // 16: inference.ModelWarmup.Input
-	nil,                                 // 17: inference.ModelWarmup.InputsEntry
-	nil,                                 // 18: inference.ModelConfig.ParametersEntry
+	(*ModelEnsembling)(nil),             // 12: inference.ModelEnsembling
+	(*ModelConfig)(nil),                 // 13: inference.ModelConfig
+	(*ModelVersionPolicy_Latest)(nil),   // 14: inference.ModelVersionPolicy.Latest
+	(*ModelVersionPolicy_All)(nil),      // 15: inference.ModelVersionPolicy.All
+	(*ModelVersionPolicy_Specific)(nil), // 16: inference.ModelVersionPolicy.Specific
+	(*ModelWarmup_Input)(nil),           // 17: inference.ModelWarmup.Input
+	nil,                                 // 18: inference.ModelWarmup.InputsEntry
+	(*ModelEnsembling_Step)(nil),        // 19: inference.ModelEnsembling.Step
+	nil,                                 // 20: inference.ModelEnsembling.Step.InputMapEntry
+	nil,                                 // 21: inference.ModelEnsembling.Step.OutputMapEntry
+	nil,                                 // 22: inference.ModelConfig.ParametersEntry
 }
 var file_model_config_proto_depIdxs = []int32{
 	1,  // 0: inference.ModelInstanceGroup.kind:type_name -> inference.ModelInstanceGroup.Kind
@@ -1368,26 +1535,30 @@ var file_model_config_proto_depIdxs = []int32{
 	4,  // 3: inference.ModelInput.reshape:type_name -> inference.ModelTensorReshape
 	0,  // 4: inference.ModelOutput.data_type:type_name -> inference.DataType
 	4,  // 5: inference.ModelOutput.reshape:type_name -> inference.ModelTensorReshape
-	13, // 6: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
-	14, // 7: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
-	15, // 8: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
-	17, // 9: inference.ModelWarmup.inputs:type_name -> inference.ModelWarmup.InputsEntry
-	7,  // 10: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
-	5,  // 11: inference.ModelConfig.input:type_name -> inference.ModelInput
-	6,  // 12: inference.ModelConfig.output:type_name -> inference.ModelOutput
-	3,  // 13: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
-	8,  // 14: inference.ModelConfig.dynamic_batching:type_name -> inference.ModelDynamicBatching
-	18, // 15: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
-	11, // 16: inference.ModelConfig.model_warmup:type_name -> inference.ModelWarmup
-	10, // 17: inference.ModelConfig.model_transaction_policy:type_name -> inference.ModelTransactionPolicy
-	0,  // 18: inference.ModelWarmup.Input.data_type:type_name -> inference.DataType
-	16, // 19: inference.ModelWarmup.InputsEntry.value:type_name -> inference.ModelWarmup.Input
-	9,  // 20: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	14, // 6: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
+	15, // 7: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
+	16, // 8: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
+	18, // 9: inference.ModelWarmup.inputs:type_name -> inference.ModelWarmup.InputsEntry
+	19, // 10: inference.ModelEnsembling.step:type_name -> inference.ModelEnsembling.Step
+	7,  // 11: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
+	5,  // 12: inference.ModelConfig.input:type_name -> inference.ModelInput
+	6,  // 13: inference.ModelConfig.output:type_name -> inference.ModelOutput
+	3,  // 14: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
+	8,  // 15: inference.ModelConfig.dynamic_batching:type_name -> inference.ModelDynamicBatching
+	22, // 16: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
+	12, // 17: inference.ModelConfig.ensemble_scheduling:type_name -> inference.ModelEnsembling
+	11, // 18: inference.ModelConfig.model_warmup:type_name -> inference.ModelWarmup
+	10, // 19: inference.ModelConfig.model_transaction_policy:type_name -> inference.ModelTransactionPolicy
+	0,  // 20: inference.ModelWarmup.Input.data_type:type_name -> inference.DataType
+	17, // 21: inference.ModelWarmup.InputsEntry.value:type_name -> inference.ModelWarmup.Input
+	20, // 22: inference.ModelEnsembling.Step.input_map:type_name -> inference.ModelEnsembling.Step.InputMapEntry
+	21, // 23: inference.ModelEnsembling.Step.output_map:type_name -> inference.ModelEnsembling.Step.OutputMapEntry
+	9,  // 24: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_model_config_proto_init() }
@@ -1401,8 +1572,8 @@ func file_model_config_proto_init() {
 		(*ModelVersionPolicy_All_)(nil),
 		(*ModelVersionPolicy_Specific_)(nil),
 	}
-	file_model_config_proto_msgTypes[10].OneofWrappers = []any{}
-	file_model_config_proto_msgTypes[13].OneofWrappers = []any{
+	file_model_config_proto_msgTypes[11].OneofWrappers = []any{}
+	file_model_config_proto_msgTypes[14].OneofWrappers = []any{
 		(*ModelWarmup_Input_ZeroData)(nil),
 		(*ModelWarmup_Input_RandomData)(nil),
 		(*ModelWarmup_Input_InputDataFile)(nil),
@@ -1413,7 +1584,7 @@ func file_model_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_model_config_proto_rawDesc), len(file_model_config_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   16,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -12,6 +12,9 @@ func (c *Client) dispatch(l *link, f frame) error {
 	case kindLog, kindMetric:
 		c.serveStubCall(l, f) // stubcalls.go
 		return nil
+	case kindBLSInfer, kindBLSCancel, kindModelControl:
+		c.serveStubFrame(f) // call.go
+		return nil
 	}
 	return fmt.Errorf("the stub sent a %s request (seq %d)", f.kind, f.seq)
 }

@@ -63,7 +63,7 @@ type Option func(*Client)
 // WithStubCalls serves the stub's LOG and METRIC frames with h. Without it
 // they are answered with an error (METRIC) or dropped (LOG).
 func WithStubCalls(h StubCalls) Option {
-	return func(c *Client) { c.calls = h }
+	return func(c *Client) { c.stubCalls = h }
 }
 
 // serveStubCall answers a frame the stub started. It runs on the reader
@@ -78,8 +78,8 @@ func (c *Client) serveStubCall(l *link, f frame) bool {
 			c.log.Warn("undecodable model log record", LogKeyErr, err)
 			return true
 		}
-		if c.calls != nil {
-			c.calls.Log(rec)
+		if c.stubCalls != nil {
+			c.stubCalls.Log(rec)
 		}
 		return true
 	case kindMetric:
@@ -87,10 +87,10 @@ func (c *Client) serveStubCall(l *link, f frame) bool {
 		reply, err := MetricReply{}, error(nil)
 		if uerr := json.Unmarshal(f.body, &call); uerr != nil {
 			err = fmt.Errorf("undecodable metric call: %w", uerr)
-		} else if c.calls == nil {
+		} else if c.stubCalls == nil {
 			err = fmt.Errorf("custom metrics are not available in this server")
 		} else {
-			reply, err = c.calls.Metric(call)
+			reply, err = c.stubCalls.Metric(call)
 		}
 		if call.Async {
 			if err != nil {

@@ -11,21 +11,21 @@ import (
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
-// fakeCalls records LOG frames and keeps one counter per metric id.
-type fakeCalls struct {
+// fakeLogMetric records LOG frames and keeps one counter per metric id.
+type fakeLogMetric struct {
 	mu     sync.Mutex
 	logs   []ipc.LogRecord
 	calls  []ipc.MetricCall
 	values map[uint64]float64
 }
 
-func (f *fakeCalls) Log(rec ipc.LogRecord) {
+func (f *fakeLogMetric) Log(rec ipc.LogRecord) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.logs = append(f.logs, rec)
 }
 
-func (f *fakeCalls) Metric(c ipc.MetricCall) (ipc.MetricReply, error) {
+func (f *fakeLogMetric) Metric(c ipc.MetricCall) (ipc.MetricReply, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, c)
@@ -48,7 +48,7 @@ func (f *fakeCalls) Metric(c ipc.MetricCall) (ipc.MetricReply, error) {
 
 func TestStubCalls(t *testing.T) {
 	t.Parallel()
-	calls := &fakeCalls{values: map[uint64]float64{}}
+	calls := &fakeLogMetric{values: map[uint64]float64{}}
 	s := startStub(t, "server_calls", stubOptions{calls: calls})
 	if _, err := s.Init(ctxT(t), s.initArgs("server_calls")); err != nil {
 		t.Fatal(err)

@@ -70,10 +70,13 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 	reload := len(old) > 0
 
 	spec, rt, err := m.readSpec(ctx, name, ov)
+	if err == nil && spec.Ensemble != nil {
+		err = m.prepareEnsemble(ctx, spec)
+	}
 	if err != nil {
 		if reload {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-			return apierr.Wrap(apierr.InvalidArgument, err, "cannot reload model %s (the loaded version keeps serving)", name)
+			return apierr.Wrap(apierr.InvalidArgument, err, "failed to load '%s' (a reload: the loaded version keeps serving)", name)
 		}
 		// The configuration names no versions: the error stands for the
 		// model as a whole, under version "".
@@ -83,10 +86,14 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 		code := apierr.Internal
 		var cfgErr *modelconfig.Error
 		var envErr *execenv.Error
-		if errors.As(err, &cfgErr) || errors.As(err, &envErr) {
+		var apiErr *apierr.Error
+		switch {
+		case errors.As(err, &cfgErr), errors.As(err, &envErr):
 			code = apierr.InvalidArgument // the model's files are wrong, as on a reload
+		case errors.As(err, &apiErr):
+			code = apiErr.Code
 		}
-		return apierr.Wrap(code, err, "failed to load model %s", name)
+		return apierr.LoadFailed(code, err, name)
 	}
 	// A configuration error from an earlier attempt no longer applies.
 	m.cfg.Events.Post(health.Event{Kind: health.ModelForgotten, At: time.Now(), Instance: health.InstanceKey{Model: name}})
@@ -121,7 +128,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 		policy := spec.Policy
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(),
 			Instance:  health.InstanceKey{Model: name, Version: key},
-			Instances: names, Policy: &policy,
+			Instances: names, Policy: &policy, Deps: dependencies(spec),
 			// A first load that fails keeps strict readiness false, as in
 			// Triton; a reload's new version counts once it has loaded.
 			Expected: !reload})
@@ -139,9 +146,9 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 		}
 		if m.serving(e) {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-			return apierr.Wrap(apierr.Internal, err, "failed to reload model %s (the loaded version keeps serving)", name)
+			return apierr.Wrap(apierr.Internal, err, "failed to load '%s' (a reload: the loaded version keeps serving)", name)
 		}
-		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
+		return apierr.LoadFailed(apierr.Internal, err, name)
 	}
 
 	// The engine puts initialized instances in traffic; wait for it, so
@@ -251,8 +258,8 @@ func (m *Manager) forget(vs map[string]*version) {
 // with a load request's overrides, and the runtime its stubs start with
 // (its EXECUTION_ENV_PATH's interpreter, or the server's).
 func (m *Manager) readSpec(ctx context.Context, name string, ov *modelconfig.Override) (*modelconfig.Model, instance.Runtime, error) {
-	if m.cfg.RuntimeErr != nil {
-		return nil, instance.Runtime{}, m.cfg.RuntimeErr
+	if err := m.runtimeError(ctx); err != nil {
+		return nil, instance.Runtime{}, err
 	}
 	opts := modelconfig.Options{Override: ov}
 	if m.cfg.AutoComplete {
@@ -284,6 +291,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 		}
 	}
 	stats := &scheduler.Stats{}
+	if m.cfg.Observer != nil {
+		stats.Observer = m.cfg.Observer(spec.Name, vs)
+	}
 	v := &version{
 		drainTimeout: m.cfg.DrainTimeout,
 		key:          health.ModelKey{Model: spec.Name, Version: vs},
@@ -322,6 +332,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 			Warmup:            warmups(spec, vs),
 			Policy:            spec.Policy,
 			Queue:             v.queue,
+			Calls:             m,
 			Stats:             stats,
 			Events:            m.cfg.Events,
 			Logger:            m.log.With("model", spec.Name, "version", vs),

@@ -7,6 +7,7 @@ package model
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -55,11 +56,13 @@ type Config struct {
 	Defaults health.Policy
 	Runtime  instance.Runtime
 	// RuntimeErr, when set, is why no model can load (no usable
-	// interpreter); every load fails with it as the reason.
-	RuntimeErr error
-	Events     EventSink
-	Health     HealthSource
-	Logger     *slog.Logger
+	// interpreter); every load fails with it as the reason, unless
+	// RecheckRuntime, called first by each load, now returns nil.
+	RuntimeErr     error
+	RecheckRuntime func(ctx context.Context) error
+	Events         EventSink
+	Health         HealthSource
+	Logger         *slog.Logger
 	// FinalizeTimeout bounds each instance's finalize() on unload;
 	// StopGrace is the time between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
@@ -94,6 +97,10 @@ type Config struct {
 	// directory per content (default: vigil-envs in the system's
 	// temporary directory).
 	EnvCacheDir string
+	// Observer, when set, gives each model version an observer of its
+	// successful requests' times (Triton's latency summaries); nil or a nil
+	// result observes nothing.
+	Observer func(model, version string) scheduler.Observer
 	// NewInstance builds a model instance; nil means instance.New. Tests
 	// set a fake.
 	NewInstance func(instance.Config) Instance
@@ -110,6 +117,9 @@ type Manager struct {
 	closing     context.Context
 	stopLoading context.CancelFunc
 	loading     inflight // loads under way
+
+	runtimeMu  sync.Mutex
+	runtimeErr error // see runtimeError
 
 	mu     sync.RWMutex
 	models map[string]*entry
@@ -134,6 +144,12 @@ type entry struct {
 	// overrideDir holds the files of the load request the model serves
 	// with (file: overrides); "" when it serves its own. Guarded by op.
 	overrideDir string
+
+	// explicit is set while the model is loaded by name (the repository
+	// API, --load-model, start-up); alongWith lists the ensembles whose
+	// load loaded it (unload_dependents reads both). Guarded by op.
+	explicit  bool
+	alongWith []string
 
 	// Guarded by Manager.mu.
 	spec     *modelconfig.Model
@@ -170,7 +186,7 @@ func New(cfg Config) *Manager {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	closing, stop := context.WithCancel(context.Background())
-	m := &Manager{cfg: cfg, log: cfg.Logger, closing: closing, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, closing: closing, runtimeErr: cfg.RuntimeErr, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
 	m.envs = execenv.NewCache(m.envCacheDir(), cfg.Logger)
 	return m
 }
@@ -187,11 +203,11 @@ func (m *Manager) StartupModels() ([]string, error) {
 // that readiness reports "loading k/n" from the first probe on; it returns
 // once the engine shows the plan.
 func (m *Manager) PlanStartup(ctx context.Context) []string {
+	m.warnAboutRepository()
 	names, err := m.StartupModels()
 	if err != nil {
 		m.log.Error("cannot scan the model repository", "repository", m.cfg.RepoDir, "err", err)
 	}
-	m.logSkipped()
 	m.cfg.Events.Post(health.Event{Kind: health.StartupPlanned, At: time.Now(), Instances: names})
 	_ = m.cfg.Health.Sync(ctx)
 	return names
@@ -211,6 +227,7 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 			if err := m.load(ctx, name); err != nil {
 				m.log.Error("model failed to load", "model", name, "err", err)
 			}
+			m.markExplicit(name)
 		}()
 	}
 	wg.Wait()
@@ -225,7 +242,7 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 // Any other parameter is refused.
 func (m *Manager) Load(ctx context.Context, name string, params map[string]any) error {
 	if m.cfg.Mode == ModeNone {
-		return apierr.New(apierr.Unsupported, "cannot load model %s: explicit model load / unload is not allowed in model control mode none", name)
+		return apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled: cannot load model %s in model control mode none (start with --model-control-mode explicit)", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %q", name)
@@ -239,6 +256,7 @@ func (m *Manager) Load(ctx context.Context, name string, params map[string]any) 
 			name, name, m.cfg.RepoDir, modelconfig.ConfigFileName)
 	}
 	err = m.loadWith(ctx, name, ov)
+	m.markExplicit(name)
 	// Return only once readiness tells the outcome.
 	_ = m.cfg.Health.Sync(ctx)
 	return err
@@ -249,13 +267,19 @@ func (m *Manager) inRepository(name string) bool {
 	return repository.IsModel(m.cfg.RepoDir, name)
 }
 
-// Unload unloads every version of a model: the repository API.
-func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) error {
+// Unload unloads every version of a model: the repository API. With the
+// parameter unload_dependents, an ensemble's step models that were loaded
+// only along with it go too.
+func (m *Manager) Unload(ctx context.Context, name string, params map[string]any) error {
 	if m.cfg.Mode == ModeNone {
-		return apierr.New(apierr.Unsupported, "cannot unload model %s: explicit model load / unload is not allowed in model control mode none", name)
+		return apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled: cannot unload model %s in model control mode none (start with --model-control-mode explicit)", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot unload model %q", name)
+	}
+	dependents, err := unloadDependentsParam(name, params)
+	if err != nil {
+		return err
 	}
 	e := m.lookup(name)
 	if e == nil {
@@ -266,9 +290,11 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 	}
 	e.op.Lock()
 	defer e.op.Unlock()
+	e.explicit, e.alongWith = false, nil
 	m.mu.Lock()
 	old := e.versions
 	e.versions = nil
+	spec := e.spec
 	m.mu.Unlock()
 	m.stopVersions(ctx, old, "unloaded")
 	m.swapOverride(e, nil)
@@ -283,7 +309,36 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 		}
 	}
 	_ = m.cfg.Health.Sync(ctx)
+	if dependents {
+		return m.unloadDependents(ctx, spec)
+	}
 	return nil
+}
+
+// unloadDependentsParam reads unload's parameters: unload_dependents (a
+// bool) is the only one.
+func unloadDependentsParam(name string, params map[string]any) (bool, error) {
+	var on bool
+	for k, v := range params {
+		if k != "unload_dependents" {
+			return false, apierr.New(apierr.InvalidArgument, "cannot unload model %s: unknown parameter %q (unload takes only unload_dependents)", name, k)
+		}
+		b, ok := v.(bool)
+		if !ok {
+			return false, apierr.New(apierr.InvalidArgument, "Unable to parse 'unload_dependents': want a bool, got %v", v)
+		}
+		on = b
+	}
+	return on, nil
+}
+
+// markExplicit records that name was loaded by name.
+func (m *Manager) markExplicit(name string) {
+	if e := m.lookup(name); e != nil {
+		e.op.Lock()
+		e.explicit = true
+		e.op.Unlock()
+	}
 }
 
 // Close unloads everything; the server is shutting down. Versions stay
@@ -326,35 +381,48 @@ func (m *Manager) entryFor(name string) *entry {
 }
 
 // resolve finds the version a request names. An empty version picks the
-// highest version with a routable instance, else the highest.
+// version the health snapshot's rule picks (Snapshot.Model).
 func (m *Manager) resolve(name, ver string) (*version, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if err := apierr.CheckVersionString(ver); err != nil {
+		return nil, err
+	}
 	e := m.models[name]
 	if e == nil {
-		return nil, apierr.New(apierr.NotFound, "unknown model %q", name)
+		return nil, apierr.UnknownModel(name)
 	}
 	if len(e.versions) == 0 {
 		reason := "it is not loaded"
 		if _, r, ok := m.cfg.Health.Snapshot().ModelReady(name, ver); ok && r != "" && !m.cfg.HideReasons {
 			reason = r
 		}
-		return nil, apierr.Unavailablef("model %s is not ready: %s", name, reason)
+		reason = fmt.Sprintf("model %s is not ready: %s", name, reason)
+		if ver != "" {
+			return nil, apierr.VersionNotReady(name, ver, reason)
+		}
+		return nil, apierr.NoAvailableVersions(name, reason)
 	}
 	if ver != "" {
 		v := e.versions[ver]
 		if v == nil {
-			return nil, apierr.New(apierr.NotFound, "unknown version %q of model %s", ver, name)
+			return nil, apierr.UnknownVersion(name, ver)
 		}
 		return v, nil
 	}
-	// The highest version with a routable instance, else the highest.
+	// The version the health snapshot names for the model (Snapshot.Model:
+	// the highest ready version, else the highest expected one), so that a
+	// versionless request goes where versionless readiness points; a
+	// version the snapshot does not know yet, the highest loaded.
+	if mh, ok := m.cfg.Health.Snapshot().Model(name, ""); ok {
+		if v := e.versions[mh.Version]; v != nil {
+			return v, nil
+		}
+	}
 	var best *version
-	bestRoutable := false
 	for _, v := range e.versions {
-		routable := v.queue.Routable() > 0
-		if best == nil || routable && !bestRoutable || routable == bestRoutable && v.number > best.number {
-			best, bestRoutable = v, routable
+		if best == nil || v.number > best.number {
+			best = v
 		}
 	}
 	return best, nil

@@ -13,7 +13,6 @@ import (
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/modelconfig"
-	"github.com/vigilhq/vigil/internal/repository"
 )
 
 // stubAutoCompleter runs auto_complete_config in a short-lived stub
@@ -108,27 +107,6 @@ func (m *Manager) swapOverride(e *entry, ov *modelconfig.Override) {
 // holds only it).
 func removeOverride(dir string) {
 	_ = os.RemoveAll(filepath.Dir(dir))
-}
-
-// logSkipped logs each directory of the repository that is not a model,
-// with the reason, once per distinct reason: at start-up and on every poll
-// rescan, so a folder that stops being a model (or whose problem changes)
-// is reported again.
-func (m *Manager) logSkipped() {
-	skips, err := repository.Skipped(m.cfg.RepoDir)
-	if err != nil {
-		return // the scan's own error is logged by its caller
-	}
-	m.skippedMu.Lock()
-	defer m.skippedMu.Unlock()
-	now := make(map[string]string, len(skips))
-	for _, s := range skips {
-		now[s.Name] = s.Reason
-		if m.skipped[s.Name] != s.Reason {
-			m.log.Warn("skipping folder", "repository", m.cfg.RepoDir, "folder", s.Name, "reason", s.Reason)
-		}
-	}
-	m.skipped = now
 }
 
 // warmups are the model_warmup samples of a version's instances.

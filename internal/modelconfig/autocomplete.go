@@ -85,8 +85,8 @@ func autoComplete(ctx context.Context, cfg *inferencepb.ModelConfig, name, dir, 
 	if cfg.GetBackend() == "" && cfg.GetPlatform() == "" && repository.FirstVersionHas(dir, DefaultModelFilename) {
 		cfg.Backend = "python"
 	}
-	if opts.AutoComplete == nil {
-		return cfg, file, nil
+	if opts.AutoComplete == nil || cfg.GetPlatform() == EnsemblePlatform {
+		return cfg, file, nil // an ensemble has no model file to ask
 	}
 	filename := cfg.GetDefaultModelFilename()
 	if filename == "" {

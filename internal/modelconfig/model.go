@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/vigilhq/vigil/internal/ensemble"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/repository"
@@ -26,10 +27,13 @@ type Model struct {
 	// Policy is the server defaults overlaid with <dir>/health.yaml.
 	Policy health.Policy
 	// Versions are the versions selected by the version policy that are
-	// present on disk with their model file, ascending.
+	// present on disk with their model file (for an ensemble, the version
+	// directory), ascending.
 	Versions []int64
 	// Warmup are the model_warmup samples, built (files read) at load.
 	Warmup []Warmup
+	// Ensemble is the checked plan of an ensemble; nil for a Python model.
+	Ensemble *ensemble.Plan
 }
 
 // Load reads the model name of the repository repoDir: its config.pbtxt,
@@ -105,7 +109,11 @@ func LoadWith(ctx context.Context, repoDir, name string, defaults health.Policy,
 	}
 
 	m := &Model{Name: name, Dir: dir, Config: cfg, Policy: policy}
-	if n := len(m.InstanceNames()); policy.MinReadyInstances > n {
+	if m.IsEnsemble() {
+		if err := loadEnsemble(m, source); err != nil {
+			return nil, err
+		}
+	} else if n := len(m.InstanceNames()); policy.MinReadyInstances > n {
 		return nil, fieldError(policyFile, "min_ready_instances", "%d is more than the %d instance(s) of model %q", policy.MinReadyInstances, n, name)
 	}
 	if m.Versions, err = m.selectVersions(source); err != nil {
@@ -196,7 +204,11 @@ func (m *Model) presentVersions() ([]int64, error) {
 		}
 		// Stat follows symbolic links, so a linked version directory or
 		// model file counts.
-		if fi, err := os.Stat(m.ModelFile(v)); err != nil || !fi.Mode().IsRegular() {
+		if m.IsEnsemble() {
+			if fi, err := os.Stat(filepath.Join(m.Dir, e.Name())); err != nil || !fi.IsDir() {
+				continue
+			}
+		} else if fi, err := os.Stat(m.ModelFile(v)); err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
 		versions = append(versions, v)

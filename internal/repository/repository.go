@@ -6,7 +6,7 @@
 // directory (in lexicographic order, as Triton picks it) holds model.py:
 // such a model's configuration comes from auto-complete. Other entries
 // (files, hidden directories such as .git, directories that are neither)
-// are not models; Skipped says why each directory was passed over.
+// are not models; Survey says why each directory was passed over.
 //
 // Fingerprint summarizes everything under a model directory that makes up
 // the model: the content of config.pbtxt and health.yaml, and the name,
@@ -48,28 +48,69 @@ const (
 
 // Scan lists the models of the repository repoDir, sorted by name.
 func Scan(repoDir string) ([]string, error) {
+	sv, err := Survey(repoDir)
+	if err != nil {
+		return nil, err
+	}
+	return sv.Models, nil
+}
+
+// Skipped is a directory entry of the repository that is not a model.
+type Skipped struct {
+	Name   string
+	Reason string
+	// Hidden is set for entries whose name starts with a dot (.git, the
+	// ..data links of Kubernetes ConfigMap volumes): skipped by design.
+	Hidden bool
+}
+
+// Surveyed is what Survey found in a repository.
+type Surveyed struct {
+	Models []string // sorted by name
+	// Skipped are the subdirectories (or links to directories, or
+	// entries that cannot be read) that are not models, sorted by name.
+	// Plain files are not listed.
+	Skipped []Skipped
+	// IsModel is set when the repository directory itself holds a
+	// config.pbtxt: it is a model's folder, not a repository.
+	IsModel bool
+}
+
+// Survey lists the models of the repository repoDir and says why every
+// other directory in it is not one.
+func Survey(repoDir string) (Surveyed, error) {
+	var sv Surveyed
 	entries, err := os.ReadDir(repoDir)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read model repository: %w", err)
+		return sv, fmt.Errorf("cannot read model repository: %w", err)
 	}
-	var names []string
+	if fi, err := os.Stat(filepath.Join(repoDir, configFile)); err == nil && fi.Mode().IsRegular() {
+		sv.IsModel = true
+	}
 	for _, e := range entries {
 		name := e.Name()
-		if ValidName(name) != nil {
-			continue
-		}
 		// Stat follows symbolic links: a linked model directory is a model.
 		fi, err := os.Stat(filepath.Join(repoDir, name))
-		if err != nil || !fi.IsDir() {
+		switch {
+		case err != nil:
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "cannot be read: " + err.Error(), Hidden: strings.HasPrefix(name, ".")})
+			continue
+		case !fi.IsDir():
 			continue
 		}
-		if whyNotModel(filepath.Join(repoDir, name)) != "" {
+		if err := ValidName(name); err != nil {
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: err.Error(), Hidden: strings.HasPrefix(name, ".")})
 			continue
 		}
-		names = append(names, name)
+		if why := whyNotModel(filepath.Join(repoDir, name)); why != "" {
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: why})
+			continue
+		}
+		sv.Models = append(sv.Models, name)
 	}
-	sort.Strings(names)
-	return names, nil
+	sort.Strings(sv.Models)
+	sort.Slice(sv.Skipped, func(i, j int) bool { return sv.Skipped[i].Name < sv.Skipped[j].Name })
+	return sv, nil
 }
 
 // IsModel reports whether the repository holds the model name (as Scan
@@ -83,41 +124,6 @@ func IsModel(repoDir, name string) bool {
 	return err == nil && fi.IsDir() && whyNotModel(dir) == ""
 }
 
-// Skip is a directory of the repository that is not a model, and why.
-type Skip struct {
-	Name   string
-	Reason string
-}
-
-// Skipped lists the directories of the repository that Scan passes over,
-// sorted by name, with the reason; hidden entries are left out.
-func Skipped(repoDir string) ([]Skip, error) {
-	entries, err := os.ReadDir(repoDir)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read model repository: %w", err)
-	}
-	var out []Skip
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			continue
-		}
-		fi, err := os.Stat(filepath.Join(repoDir, name))
-		if err != nil || !fi.IsDir() {
-			continue
-		}
-		if err := ValidName(name); err != nil {
-			out = append(out, Skip{Name: name, Reason: err.Error()})
-			continue
-		}
-		if why := whyNotModel(filepath.Join(repoDir, name)); why != "" {
-			out = append(out, Skip{Name: name, Reason: why})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
 // whyNotModel is "" for a model directory, else why it is not one.
 func whyNotModel(dir string) string {
 	cfg, err := os.Stat(filepath.Join(dir, configFile))
@@ -125,7 +131,9 @@ func whyNotModel(dir string) string {
 	case err == nil && cfg.Mode().IsRegular():
 		return ""
 	case err == nil:
-		return configFile + " is not a regular file"
+		return "its " + configFile + " is not a regular file"
+	case !errors.Is(err, fs.ErrNotExist):
+		return "cannot read its " + configFile + ": " + err.Error()
 	}
 	first := firstVersionDir(dir)
 	if first == "" {

@@ -79,9 +79,15 @@ func TestScan(t *testing.T) {
 		t.Error("IsModel is true for a folder that is not a model")
 	}
 
-	skips, err := Skipped(repo)
+	sv, err := Survey(repo)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var skips []Skipped
+	for _, s := range sv.Skipped {
+		if !s.Hidden {
+			skips = append(skips, s)
+		}
 	}
 	reasons := map[string]string{}
 	for _, s := range skips {
@@ -90,14 +96,15 @@ func TestScan(t *testing.T) {
 	for name, want := range map[string]string{
 		"empty_dir":     "no config.pbtxt and no version directory",
 		"no_model_py":   "the first version directory 1/ has no model.py",
-		"config_is_dir": "config.pbtxt is not a regular file",
+		"config_is_dir": "its config.pbtxt is not a regular file",
+		"dangling":      "cannot be read: ",
 	} {
 		if !strings.Contains(reasons[name], want) {
 			t.Errorf("Skipped reason of %s = %q, want it to contain %q", name, reasons[name], want)
 		}
 	}
-	if len(skips) != 3 {
-		t.Errorf("Skipped = %+v, want exactly the three folders above (hidden ones and files are not listed)", skips)
+	if len(skips) != 4 {
+		t.Errorf("Survey skipped %+v, want exactly the four entries above besides hidden ones (files are not listed)", skips)
 	}
 
 	empty, err := Scan(t.TempDir())

@@ -33,7 +33,7 @@ def _complete(req):
         import triton_python_backend_utils as pb  # noqa: PLC0415
     except BaseException as e:  # noqa: BLE001
         return _failure("import triton_python_backend_utils", str(e), e)
-    pb._server["model_dir"] = req.get("model_dir", "")
+    pb._stub["model_dir"] = req.get("model_dir", "")
     model_file = req["model_file"]
     version_dir = os.path.dirname(model_file)
     if version_dir not in sys.path:

@@ -35,9 +35,9 @@ import threading
 import traceback
 
 from . import wire
-from .calls import ServerCalls
+from .servercalls import ServerCalls
 from .batch import Batch, Registry
-from .wire import FLAG_ERROR, FLAG_REPLY
+from .wire import FLAG_ERROR, FLAG_REPLY, Demux
 
 _HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
 
@@ -93,10 +93,14 @@ class Stub:
         self._loop = None
         self._loop_lock = threading.Lock()
         # Requests to the server (LOG, METRIC) on the control socket.
-        self._calls = ServerCalls(control)
+        self._server_calls = ServerCalls(control)  # LOG and METRIC
         self._decoupled = False
         self._instance_name = ""
         self._batches = Registry()
+        # The data socket is read through the demultiplexer, so that
+        # threads waiting for BLS responses can read it while execute runs.
+        self._demux = Demux(conn)
+        self._calls = None  # calls.Calls, once numpy is importable
 
     # --- reader -----------------------------------------------------------
 
@@ -109,10 +113,10 @@ class Stub:
             wire.KIND_EXECUTE: self._execute,
             wire.KIND_FINALIZE: self._finalize,
         }
-        conn = self._conn
+        demux = self._demux
         while True:
             try:
-                frame = conn.read_frame()
+                frame = demux.next_request()
             except OSError as e:
                 print("vigil_stub: cannot read from the server: %s" % e, file=sys.stderr)
                 return 1
@@ -141,7 +145,7 @@ class Stub:
             except OSError:
                 frame = None
             if frame is None:
-                self._calls.close()
+                self._server_calls.close()
                 try:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -149,7 +153,7 @@ class Stub:
                     os._exit(0)
             kind, flags, seq, body = frame
             if flags & FLAG_REPLY:
-                self._calls.deliver(flags, seq, body)
+                self._server_calls.deliver(flags, seq, body)
             elif kind == wire.KIND_PING:
                 control.send(wire.KIND_PING, FLAG_REPLY, seq)
             elif kind == wire.KIND_HEALTH:
@@ -207,7 +211,11 @@ class Stub:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
             self._codec = Codec(int(req.get("shm_threshold") or 0) if self._conn.passes_fds else 0)
-            sys.modules["triton_python_backend_utils"]._connect(self._calls, args)
+            sys.modules["triton_python_backend_utils"]._connect(self._server_calls, args)
+            from .calls import Calls  # noqa: PLC0415 - needs numpy
+
+            self._calls = Calls(self._conn, self._demux, self._codec)
+            sys.modules["triton_python_backend_utils"]._set_server(self._calls)
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 
@@ -243,6 +251,7 @@ class Stub:
         self._hook = getattr(model, hook_name) if hook_name else None
         self._hook_name = hook_name
         self._ready = True
+        self._calls.live = True
         self._reply(wire.KIND_INIT, seq, {"has_health_hook": bool(hook_name), "hook_name": hook_name})
 
     def _execute(self, seq, body):
@@ -301,7 +310,12 @@ class Stub:
 
     def _execute_default(self, seq, batch, requests, region):
         n = len(requests)
-        result = self._call("execute", self._model.execute, requests)
+        calls = self._calls
+        token = calls.enter(seq)
+        try:
+            result = self._call("execute", self._model.execute, requests)
+        finally:
+            calls.leave(seq, token)
         if result is None and any(r._sender is not None for r in requests):
             result = [None] * n  # the requests answer through their senders
         if not isinstance(result, (list, tuple)):
@@ -371,6 +385,8 @@ class Stub:
     def _finalize(self, seq, body):
         model = self._model
         fin = getattr(model, "finalize", None) if model is not None else None
+        if self._calls is not None:
+            self._calls.live = False
         if fin is not None:
             self._call("finalize", fin)
         self._reply(wire.KIND_FINALIZE, seq, {})
@@ -394,12 +410,15 @@ class Stub:
     def _health_loop(self):
         while True:
             self._hook_go.get()
-            ok, detail = self._check_hook()
+            ok, detail, tb = self._check_hook()
+            reply = {"ok": ok, "detail": detail}
+            if tb:
+                reply["traceback"] = tb
             with self._hook_lock:
                 waiters, self._hook_waiters = self._hook_waiters, []
                 self._hook_running = False
             for seq in waiters:
-                self._reply_control(seq, {"ok": ok, "detail": detail})
+                self._reply_control(seq, reply)
 
     def _check_hook(self):
         name = self._hook_name
@@ -408,15 +427,15 @@ class Stub:
             if _is_awaitable(result):
                 result = self._run_async(result)
         except BaseException as e:  # noqa: BLE001
-            return False, "%s raised %s: %s" % (name, type(e).__name__, e)
+            return False, "%s raised %s: %s" % (name, type(e).__name__, e), _format_traceback(e)
         try:
             ok = bool(result)
         except BaseException as e:  # noqa: BLE001 - e.g. a numpy array
             return False, "%s returned %s, whose truth value raised %s: %s" % (
-                name, type(result).__name__, type(e).__name__, e)
+                name, type(result).__name__, type(e).__name__, e), _format_traceback(e)
         if not ok:
-            return False, "%s returned %r" % (name, result)
-        return True, ""
+            return False, "%s returned %r" % (name, result), ""
+        return True, "", ""
 
     # --- asyncio ----------------------------------------------------------
 
@@ -435,7 +454,12 @@ class Stub:
 
         loop = self._event_loop()
 
+        calls = self._calls
+        parent = calls.parent() if calls is not None else 0
+
         async def wait():
+            if parent:
+                calls.adopt(parent)  # BLS calls in the coroutine know their batch
             return await awaitable
 
         return asyncio.run_coroutine_threadsafe(wait(), loop).result()

@@ -73,8 +73,9 @@ def test_auto_complete_example(ac_server, model, max_batch):
 
 
 def test_folder_that_is_not_a_model_is_logged(ac_server):
-    recs = [r for r in ac_server.log_records() if r.get("msg") == "skipping folder"]
-    assert [r["folder"] for r in recs] == ["not_a_model"]
+    recs = [r for r in ac_server.log_records()
+            if r.get("msg") == "skipping a directory of the model repository: it is not a model"]
+    assert [r["dir"] for r in recs] == ["not_a_model"]
     assert "no config.pbtxt and no version directory" in recs[0]["reason"]
     index = {m["name"] for m in ac_server.http_client().get_model_repository_index()}
     assert "not_a_model" not in index

@@ -11,10 +11,10 @@ import (
 	"github.com/vigilhq/vigil/internal/ipc"
 )
 
-// stubCalls serves one stub process's LOG and METRIC frames: log records
+// logMetricCalls serves one stub process's LOG and METRIC frames: log records
 // go to the instance's logger, metrics to the process's share of the
 // custom metric registry.
-type stubCalls struct {
+type logMetricCalls struct {
 	log     *slog.Logger
 	verbose bool
 	metrics *custommetric.Owner // nil: custom metrics are off
@@ -23,8 +23,8 @@ type stubCalls struct {
 	budget lineBudget
 }
 
-func newStubCalls(rt Runtime, log *slog.Logger) *stubCalls {
-	c := &stubCalls{log: log, verbose: rt.LogVerbose}
+func newLogMetricCalls(rt Runtime, log *slog.Logger) *logMetricCalls {
+	c := &logMetricCalls{log: log, verbose: rt.LogVerbose}
 	if rt.Metrics != nil {
 		c.metrics = rt.Metrics.NewOwner()
 	}
@@ -32,7 +32,7 @@ func newStubCalls(rt Runtime, log *slog.Logger) *stubCalls {
 }
 
 // close releases the process's metrics.
-func (c *stubCalls) close() {
+func (c *logMetricCalls) close() {
 	if c.metrics != nil {
 		c.metrics.Close()
 	}
@@ -55,7 +55,7 @@ const (
 	LogKeyLine       = "line"
 )
 
-func (c *stubCalls) Log(rec ipc.LogRecord) {
+func (c *logMetricCalls) Log(rec ipc.LogRecord) {
 	level, ok := modelLevels[rec.Level]
 	if !ok {
 		level, rec.Level = slog.LevelInfo, "INFO"
@@ -80,7 +80,7 @@ func (c *stubCalls) Log(rec ipc.LogRecord) {
 		LogKeyModelLevel, rec.Level, LogKeyFile, rec.File, LogKeyLine, rec.Line)
 }
 
-func (c *stubCalls) Metric(call ipc.MetricCall) (ipc.MetricReply, error) {
+func (c *logMetricCalls) Metric(call ipc.MetricCall) (ipc.MetricReply, error) {
 	o := c.metrics
 	if o == nil {
 		return ipc.MetricReply{}, fmt.Errorf("custom metrics are off in this server (--metrics=false)")
