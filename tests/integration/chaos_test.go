@@ -162,7 +162,10 @@ func (c *chaos) outcome(o string) {
 
 // check classifies one HTTP answer: 200 with the right outputs, or 503/504
 // with a reason; anything else is a failure.
-func (c *chaos) check(what string, code int, body []byte, err error, right func([]byte) bool) {
+func (c *chaos) check(what string, code int, body []byte, err error, took time.Duration, right func([]byte) bool) {
+	if code == 503 && bytes.Contains(body, []byte("stopped responding")) {
+		c.hung(what, took)
+	}
 	switch {
 	case err != nil:
 		c.outcome("no response")
@@ -185,6 +188,7 @@ func (c *chaos) httpClient(ctx context.Context, i int) {
 	r := rand.New(rand.NewPCG(uint64(i), 7))
 	for ctx.Err() == nil {
 		a, b := float32(r.IntN(1000)), float32(r.IntN(1000))
+		sent := time.Now()
 		resp, err := c.hc.Post(c.s.HTTP+"/v2/models/add_sub/infer", "application/json", strings.NewReader(addSubBody(a, b)))
 		var body []byte
 		code := 0
@@ -193,7 +197,7 @@ func (c *chaos) httpClient(ctx context.Context, i int) {
 			resp.Body.Close()
 			code = resp.StatusCode
 		}
-		c.check("http add_sub", code, body, err, func(body []byte) bool {
+		c.check("http add_sub", code, body, err, time.Since(sent), func(body []byte) bool {
 			var out struct {
 				Outputs []struct {
 					Name string    `json:"name"`
@@ -220,6 +224,7 @@ func (c *chaos) httpClient(ctx context.Context, i int) {
 func (c *chaos) echoClient(ctx context.Context) {
 	for n := 0; ctx.Err() == nil; n++ {
 		x := float32(n % 1000)
+		sent := time.Now()
 		resp, err := c.hc.Post(c.s.HTTP+"/v2/models/echo/infer", "application/json", strings.NewReader(echoBody(x)))
 		var body []byte
 		code := 0
@@ -228,7 +233,7 @@ func (c *chaos) echoClient(ctx context.Context) {
 			resp.Body.Close()
 			code = resp.StatusCode
 		}
-		c.check("http echo", code, body, err, func(body []byte) bool {
+		c.check("http echo", code, body, err, time.Since(sent), func(body []byte) bool {
 			return bytes.Contains(body, []byte(fmt.Sprintf(`"data":[%v]`, x)))
 		})
 	}
@@ -243,6 +248,7 @@ func (c *chaos) grpcClient(ctx context.Context) {
 			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(a))
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		sent := time.Now()
 		resp, err := cl.ModelInfer(rctx, &inferencepb.ModelInferRequest{ModelName: "add_sub",
 			Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{
 				{Name: "INPUT0", Datatype: "FP32", Shape: []int64{1, 16}},
@@ -250,6 +256,9 @@ func (c *chaos) grpcClient(ctx context.Context) {
 			}, RawInputContents: [][]byte{raw, raw}})
 		cancel()
 		st := status.Convert(err)
+		if st.Code() == codes.Unavailable && strings.Contains(st.Message(), "stopped responding") {
+			c.hung("grpc add_sub", time.Since(sent))
+		}
 		switch {
 		case err == nil:
 			ok := len(resp.GetRawOutputContents()) == 2
@@ -279,6 +288,23 @@ func (c *chaos) grpcClient(ctx context.Context) {
 			c.outcome("bad failure")
 			c.fail("grpc add_sub: %v, want OK, or UNAVAILABLE/DEADLINE_EXCEEDED with a reason", err)
 		}
+	}
+}
+
+// hungBound is the longest a request held by a stopped stub may wait for
+// its 503: the heartbeat timeout (2 s, a ping is sent at the stop) + 1 s,
+// with a margin for a shared machine.
+const hungBound = 4 * time.Second
+
+// hung records a request answered 503 because its stub stopped responding
+// (a stop while it held the request: a hang); took is from its sending,
+// an upper bound of the time from the stop.
+func (c *chaos) hung(what string, took time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.latency["hung request"] = append(c.latency["hung request"], took)
+	if took > hungBound {
+		c.failures = append(c.failures, fmt.Sprintf("%s: held by a stopped stub for %s before its 503 (bound %s)", what, took, hungBound))
 	}
 }
 
@@ -618,6 +644,7 @@ func (c *chaos) report(dur, recovered time.Duration, baseFDs, fds, baseG, g int)
 	c.t.Logf("detection (upper bound: when a 10 ms sample showed it), SIGKILL to the instance out of traffic: %s", percentiles(c.latency["kill"]))
 	c.t.Logf("detection, SIGSTOP to the instance out of traffic: %s", percentiles(c.latency["stop"]))
 	c.t.Logf("recovery, SIGCONT to the instance routable again: %s", percentiles(c.latency["continue"]))
+	c.t.Logf("requests held by a stub when it was stopped, sent to their 503 (a hang; bound heartbeat timeout 2 s + 1 s): %s", percentiles(c.latency["hung request"]))
 	for _, m := range []string{"echo", "add_sub"} {
 		c.t.Logf("%s: false-ready %s in total (longest window %s, bound %s); surfaces said not ready for %s, of which %s while a listed stub was running past its initialize (false-unready)",
 			m, c.frTotal[m], c.frMax[m], falseReadyBound, c.unready[m].Round(time.Millisecond), c.falseUnready[m].Round(time.Millisecond))
