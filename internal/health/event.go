@@ -56,6 +56,11 @@ const (
 	// (Instances holds their names), so that progress reads "loading k/n"
 	// from the first moment.
 	StartupPlanned
+
+	// SequencesChanged gives an instance's open sequences and sequence
+	// slots (Open, Slots), from the sequence batcher. It is information for
+	// the snapshot, not a health input: busy is not unhealthy.
+	SequencesChanged
 )
 
 // Check names one of an instance's checks.
@@ -92,6 +97,9 @@ type Event struct {
 	// Took is how long the check ran (CheckResult), for the duration
 	// histogram.
 	Took time.Duration
+	// Open and Slots are an instance's open sequences and sequence slots
+	// (SequencesChanged).
+	Open, Slots int
 
 	// synced is closed once the engine has published a snapshot that
 	// includes every event posted before this one (Engine.Sync).

@@ -46,7 +46,12 @@ func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Reques
 	if err != nil {
 		return nil, err
 	}
-	resp, err := v.queue.Submit(ctx, &r, size)
+	var resp *inference.Response
+	if v.seq != nil {
+		resp, err = v.seq.Submit(ctx, &r, size)
+	} else {
+		resp, err = v.queue.Submit(ctx, &r, size)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/repository"
 	"github.com/vigilhq/vigil/internal/scheduler"
+	"github.com/vigilhq/vigil/internal/sequence"
 )
 
 // ControlMode is the model control mode.
@@ -122,7 +123,10 @@ type version struct {
 	spec         *modelconfig.Model
 	number       int64
 	queue        *scheduler.Queue
-	stats        *scheduler.Stats
+	// seq is the sequence batcher of a sequence_batching model, which its
+	// instances pull from instead of queue; nil for other models.
+	seq   *sequence.Batcher
+	stats *scheduler.Stats
 	instances    []*instance.Instance
 
 	mu       sync.Mutex

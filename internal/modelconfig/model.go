@@ -27,6 +27,9 @@ type Model struct {
 	// Versions are the versions selected by the version policy that are
 	// present on disk with their model file, ascending.
 	Versions []int64
+	// InitialStates holds the initial_state data_file contents of the
+	// sequence_batching states that have one, by state input_name.
+	InitialStates map[string][]byte
 }
 
 // Load reads the model name of the repository repoDir: its config.pbtxt,
@@ -81,6 +84,9 @@ func Load(repoDir, name string, defaults health.Policy) (*Model, error) {
 		return nil, fieldError(policyFile, "min_ready_instances", "%d is more than the %d instance(s) of model %q", policy.MinReadyInstances, n, name)
 	}
 	if m.Versions, err = m.selectVersions(cfgFile); err != nil {
+		return nil, err
+	}
+	if m.InitialStates, err = loadInitialStates(m, cfgFile); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -44,11 +44,18 @@ type Task struct {
 	started  time.Time
 	done     chan Result // buffered 1: finishing never blocks
 	once     sync.Once
+	hook     func(Result) Result // see NewTask; nil for queued tasks
 }
 
 // Finish delivers the task's result. Only the first call counts.
 func (t *Task) Finish(resp *inference.Response, err error) {
-	t.once.Do(func() { t.done <- Result{resp, err} })
+	t.once.Do(func() {
+		r := Result{resp, err}
+		if t.hook != nil {
+			r = t.hook(r)
+		}
+		t.done <- r
+	})
 }
 
 // Queue is one model version's queue.

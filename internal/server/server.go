@@ -234,6 +234,7 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	httpSrv, healthSrv *http.Server, mgr *model.Manager, stopLoading context.CancelFunc) {
 	log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String())
 	engine.Post(health.Event{Kind: health.Draining, At: time.Now(), Reason: "server is shutting down"})
+	mgr.Drain() // sequence models take no new sequences; open ones go on
 	grpcSrv.Drain()
 	if cfg.DrainDelay > 0 {
 		t := time.NewTimer(cfg.DrainDelay)
