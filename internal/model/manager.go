@@ -125,9 +125,9 @@ type version struct {
 	queue        *scheduler.Queue
 	// seq is the sequence batcher of a sequence_batching model, which its
 	// instances pull from instead of queue; nil for other models.
-	seq   *sequence.Batcher
-	stats *scheduler.Stats
-	instances    []*instance.Instance
+	seq       *sequence.Batcher
+	stats     *scheduler.Stats
+	instances []*instance.Instance
 
 	mu       sync.Mutex
 	serving  bool // loaded: restarts are carried out

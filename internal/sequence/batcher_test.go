@@ -583,7 +583,6 @@ func TestReportOpenSequences(t *testing.T) {
 	}
 }
 
-
 // admitted counts the requests the batcher holds: waiting or running.
 func (b *Batcher) admitted() int {
 	b.mu.Lock()
