@@ -46,6 +46,7 @@ func (svc *inferenceService) ModelStreamInfer(stream pb.GRPCInferenceService_Mod
 	var sendMu sync.Mutex // grpc forbids concurrent SendMsg
 	slots := make(chan struct{}, maxStreamInFlight)
 	recvErr := make(chan error, 1)
+	var order sequenceOrder
 
 	// The receiver outlives this handler by a moment: a blocked Recv only
 	// returns once grpc tears the stream down, after the handler returned.
@@ -63,9 +64,17 @@ func (svc *inferenceService) ModelStreamInfer(stream pb.GRPCInferenceService_Mod
 			if !st.start() {
 				return // the handler is finishing; see the doc comment
 			}
+			prev, done := order.enter(in)
 			go func() {
 				defer st.inflight.Done()
 				defer func() { <-slots }()
+				defer done()
+				if prev != nil {
+					select {
+					case <-prev:
+					case <-ctx.Done():
+					}
+				}
 				out := svc.streamInferOne(ctx, in)
 				sendMu.Lock()
 				err := stream.Send(out)
