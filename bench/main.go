@@ -16,7 +16,9 @@
 //   - detection (SIGKILL → model NOT_SERVING, pushed by gRPC Watch) and
 //     recovery (→ SERVING again) over repeated kills;
 //   - hang detection: SIGSTOP against heartbeat_timeout_seconds, and a hung
-//     execute against execute_timeout_seconds.
+//     execute against execute_timeout_seconds;
+//   - 16 clients running sequences under sequence_batching direct and
+//     oldest, next to the same requests without sequences (sequence.go).
 //
 // Run it with `make bench` (it builds vigil first).
 package main
@@ -97,6 +99,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(repo)
+	if err := addSequenceModels(repo); err != nil {
+		return err
+	}
 	srv, err := startServer(o.vigil, repo, python, strings.Fields(o.extra)...)
 	if err != nil {
 		return err
@@ -107,6 +112,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	if err := measureServing(ctx, srv, o, r, ipc); err != nil {
 		return err
+	}
+	if err := measureSequences(ctx, srv, o, r); err != nil {
+		return fmt.Errorf("sequences: %w", err)
 	}
 	if err := measureRecovery(ctx, srv, o, r); err != nil {
 		return err

@@ -278,6 +278,11 @@ func (b *Batcher) admitLocked(it *item) (wake *Instance, failed failures, err er
 		b.seqs[id] = seq
 		b.backlog = append(b.backlog, seq)
 		b.assignLocked()
+		if len(b.backlog) == 1 && seq.inst == nil {
+			// Logged when waiting begins, not for every waiting request.
+			b.log.Warn("every sequence slot is busy: new sequences wait for one",
+				"slots", b.cfg.Slots*len(b.instances), "sequence", id.String())
+		}
 	} else {
 		switch {
 		case seq == nil || seq.ended:

@@ -197,3 +197,22 @@ def test_sequence_errors(seq_proto):
     with pytest.raises(InferenceServerException) as e:
         infer(sequence_id=778)
     assert "inference request for sequence 778 to model 'simple_sequence' must specify the START flag" in e.value.message()
+
+
+def test_accumulate_example(proto):
+    """examples/models/accumulate: two interleaved sequences, the running sum
+    kept by the server as implicit state."""
+    def add(sid, v, **kw):
+        inp = proto.mod.InferInput("INPUT", [1, 1], "INT64")
+        inp.set_data_from_numpy(np.array([[v]], dtype=np.int64))
+        return int(proto.infer("accumulate", [inp], sequence_id=sid, **kw).as_numpy("OUTPUT")[0][0])
+
+    a, b = 31, "acc-" + str(uuid.uuid4())
+    assert add(a, 5, sequence_start=True) == 5
+    assert add(b, 100, sequence_start=True) == 100
+    assert add(a, 6) == 11
+    assert add(b, -1) == 99
+    assert add(a, 7, sequence_end=True) == 18
+    assert add(b, 1, sequence_end=True) == 100
+    assert add(a, 1, sequence_start=True) == 1  # a new sequence starts from zero
+    add(a, 0, sequence_end=True)
