@@ -187,6 +187,7 @@ func (b *Batcher) Submit(ctx context.Context, req *inference.Request, size int) 
 	// State outputs must come back even when the client names only some
 	// outputs; they are taken out before the response goes on.
 	if len(req.Outputs) > 0 {
+		req.Outputs = slices.Clip(req.Outputs) // the caller's array stays as it is
 		for _, st := range b.cfg.States {
 			req.Outputs = append(req.Outputs, inference.RequestedOutput{Name: st.Output})
 		}
