@@ -603,3 +603,46 @@ func (b *Batcher) admitted() int {
 	}
 	return n
 }
+
+func TestCorrIDEncodings(t *testing.T) {
+	big := inference.NumericID(1<<40 + 7)
+	for _, tc := range []struct {
+		d    tensor.Datatype
+		id   inference.CorrelationID
+		want []byte
+	}{
+		{tensor.Uint64, big, binary.LittleEndian.AppendUint64(nil, 1<<40+7)},
+		{tensor.Int64, big, binary.LittleEndian.AppendUint64(nil, 1<<40+7)},
+		{tensor.Uint32, big, binary.LittleEndian.AppendUint32(nil, 7)}, // the low 32 bits, as in Triton
+		{tensor.Int32, big, binary.LittleEndian.AppendUint32(nil, 7)},
+		{tensor.Bytes, big, tensor.AppendBytesElement(nil, []byte("1099511627783"))},
+		{tensor.Bytes, inference.StringID("x-1"), tensor.AppendBytesElement(nil, []byte("x-1"))},
+	} {
+		if got := corrIDData(tc.d, tc.id); string(got) != string(tc.want) {
+			t.Errorf("%s %s: %v, want %v", tc.d, tc.id, got, tc.want)
+		}
+	}
+}
+
+func TestDirectMinimumSlotUtilization(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxDelay, cfg.MinSlotUtilization = time.Minute, 1.0 // wait for both slots
+	b := newBatcher(t, cfg, "seq_0")
+	w := startWorker(t, b.Instance(0), simpleSequence)
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.Submit(ctx, request(inference.NumericID(1), true, false, 1), 1)
+		first <- err
+	}()
+	eventually(t, "the first request to wait", func() bool { return b.Len() == 1 })
+	if _, err := b.Submit(ctx, request(inference.NumericID(2), true, false, 1), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if got := w.ran(); len(got) != 1 || len(got[0]) != 2 {
+		t.Fatalf("batches %v, want one batch of both slots", got)
+	}
+}

@@ -292,7 +292,8 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 
 // protocolExtensions are the protocol extensions vigil implements.
 func protocolExtensions() []string {
-	return []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters"}
+	return []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters",
+		"sequence", "sequence(string_id)"}
 }
 
 func listen(host string, port int) (net.Listener, error) {

@@ -54,7 +54,8 @@ def test_server_metadata(proto):
     ext = md["extensions"]
     assert isinstance(ext, list)
     # The Triton extensions tritonclient and perf_analyzer rely on.
-    for name in ("binary_tensor_data", "model_repository", "model_configuration", "statistics"):
+    for name in ("binary_tensor_data", "model_repository", "model_configuration", "statistics",
+                 "sequence", "sequence(string_id)"):
         assert name in ext, ext
 
 

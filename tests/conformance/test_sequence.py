@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vigil_testlib import Proto, VigilServer, as_bytes_array
+from vigil_testlib import Proto, VigilServer, as_bytes_array, wait_until
 
 MODELS = Path(__file__).resolve().parent / "models"
 
@@ -216,3 +216,27 @@ def test_accumulate_example(proto):
     assert add(b, 1, sequence_end=True) == 100
     assert add(a, 1, sequence_start=True) == 1  # a new sequence starts from zero
     add(a, 0, sequence_end=True)
+
+
+def test_idle_sequence_is_released(seq_server):
+    """simple_sequence keeps Triton's default max_sequence_idle_microseconds
+    (1 s): after it, the sequence is forgotten and needs a new START."""
+    from tritonclient.utils import InferenceServerException
+
+    client = seq_server.http_client()
+
+    def infer(**kw):
+        return client.infer("simple_sequence", [seq_input(httpclient_mod(), 1)], sequence_id=4242, **kw)
+
+    infer(sequence_start=True)
+    wait_until(lambda: '"sequence":"4242"' in seq_server.log_text() and "sequence idle: released" in seq_server.log_text(),
+               timeout=10, what="the idle release")
+    with pytest.raises(InferenceServerException) as e:
+        infer()
+    assert "inference request for sequence 4242 to model 'simple_sequence' must specify the START flag" in e.value.message()
+
+
+def httpclient_mod():
+    import tritonclient.http as httpclient
+
+    return httpclient
