@@ -91,6 +91,10 @@ type sequence struct {
 	id   inference.CorrelationID
 	inst *Instance // nil while in the backlog
 	slot int
+	// session is the instance worker's session when the sequence got its
+	// slot: it ends with the process (or earlier, out of traffic), so a
+	// sequence whose session lives belongs to a later process.
+	session context.Context
 	// pending are the requests waiting to run, in arrival order.
 	pending []*item
 	running bool // a request of the sequence is with the instance
@@ -360,7 +364,7 @@ func (b *Batcher) assignLocked() {
 		b.backlog = b.backlog[1:]
 		slot := slices.Index(in.slots, nil)
 		in.slots[slot] = seq
-		seq.inst, seq.slot = in, slot
+		seq.inst, seq.slot, seq.session = in, slot, in.session
 		in.dirty = true
 		if len(seq.pending) > 0 {
 			in.signal()

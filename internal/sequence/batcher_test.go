@@ -27,6 +27,30 @@ type worker struct {
 
 	mu      sync.Mutex
 	batches [][]*inference.Request
+	// gen is the current process's context: die ends it, as a process's
+	// end ends the instance's session.
+	root   context.Context
+	gen    context.Context
+	endGen context.CancelFunc
+}
+
+// session returns the current generation's context.
+func (w *worker) session() context.Context {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.gen
+}
+
+// die ends the current process, tells the batcher as the instance's reaper
+// does, and starts the next one.
+func (w *worker) die(how string) {
+	w.mu.Lock()
+	w.endGen()
+	w.mu.Unlock()
+	w.in.GenerationEnded(how)
+	w.mu.Lock()
+	w.gen, w.endGen = context.WithCancel(w.root)
+	w.mu.Unlock()
 }
 
 func startWorker(t *testing.T, in *Instance, exec func(*inference.Request) *inference.Response) *worker {
@@ -39,7 +63,8 @@ func startWorker(t *testing.T, in *Instance, exec func(*inference.Request) *infe
 func startGatedWorker(t *testing.T, in *Instance, exec func(*inference.Request) *inference.Response, gate chan struct{}) *worker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &worker{t: t, in: in, exec: exec, cancel: cancel, done: make(chan struct{}), gate: gate}
+	w := &worker{t: t, in: in, exec: exec, cancel: cancel, done: make(chan struct{}), gate: gate, root: ctx}
+	w.gen, w.endGen = context.WithCancel(ctx)
 	go w.run(ctx)
 	t.Cleanup(w.stop)
 	eventually(t, "the worker to attach", func() bool {
@@ -53,9 +78,17 @@ func startGatedWorker(t *testing.T, in *Instance, exec func(*inference.Request) 
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
 	for {
-		batch, err := w.in.Next(ctx, nil)
+		batch, err := w.in.Next(w.session(), nil)
 		if err != nil {
-			return
+			if ctx.Err() != nil {
+				return
+			}
+			select { // the next generation is starting
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+			continue
 		}
 		if w.gate != nil {
 			select {
@@ -79,6 +112,9 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) stop() {
 	w.cancel()
 	<-w.done
+	w.mu.Lock()
+	w.endGen()
+	w.mu.Unlock()
 }
 
 func (w *worker) ran() [][]*inference.Request {
@@ -413,18 +449,18 @@ func TestLostSequence(t *testing.T) {
 	cfg := testConfig()
 	b := newBatcher(t, cfg, "acc_0", "acc_1")
 	w0 := startWorker(t, b.Instance(0), simpleSequence)
-	startWorker(t, b.Instance(1), simpleSequence)
+	w1 := startWorker(t, b.Instance(1), simpleSequence)
 	ctx := context.Background()
 	id := inference.NumericID(42)
 	if _, err := b.Submit(ctx, request(id, true, false, 1), 1); err != nil {
 		t.Fatal(err)
 	}
-	holder := b.Instance(0)
+	holder, hw := b.Instance(0), w0
 	if len(w0.ran()) == 0 {
-		holder = b.Instance(1)
+		holder, hw = b.Instance(1), w1
 	}
-	// The holder's process dies; its worker's session ends.
-	holder.GenerationEnded("died (killed by signal SIGKILL)")
+	// The holder's process dies.
+	hw.die("died (killed by signal SIGKILL)")
 	_, err := b.Submit(ctx, request(id, false, false, 2), 1)
 	want := "sequence 42 was lost: instance " + holder.name + " died (killed by signal SIGKILL)"
 	if err == nil || err.Error() != want || apierr.HTTPStatus(err) != 503 {
@@ -459,7 +495,7 @@ func TestLostWhileWaiting(t *testing.T) {
 		second <- err
 	}()
 	eventually(t, "the second request to wait", func() bool { return b.Len() == 1 })
-	b.Instance(0).GenerationEnded("died (exit code 1)")
+	w.die("died (exit code 1)")
 	if err := <-second; err == nil || !strings.Contains(err.Error(), "sequence 8 was lost: instance acc_0 died (exit code 1)") {
 		t.Errorf("waiting request: %v", err)
 	}
@@ -644,5 +680,37 @@ func TestDirectMinimumSlotUtilization(t *testing.T) {
 	}
 	if got := w.ran(); len(got) != 1 || len(got[0]) != 2 {
 		t.Fatalf("batches %v, want one batch of both slots", got)
+	}
+}
+
+// TestLateNewsOfAnEndKeepsTheNextProcessSequences covers a restart whose new
+// process takes a sequence before the old process's end is reported: only
+// the old process's sequences are lost.
+func TestLateNewsOfAnEndKeepsTheNextProcessSequences(t *testing.T) {
+	b := newBatcher(t, testConfig(), "acc_0")
+	w := startWorker(t, b.Instance(0), simpleSequence)
+	ctx := context.Background()
+	old, fresh := inference.NumericID(1), inference.NumericID(2)
+	if _, err := b.Submit(ctx, request(old, true, false, 1), 1); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.endGen() // the process ends ...
+	w.gen, w.endGen = context.WithCancel(w.root)
+	w.mu.Unlock()
+	eventually(t, "the next process to attach", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.instances[0].liveLocked()
+	})
+	if _, err := b.Submit(ctx, request(fresh, true, false, 1), 1); err != nil {
+		t.Fatal(err)
+	}
+	b.Instance(0).GenerationEnded("died (killed by signal SIGKILL)") // ... and only now is it reported
+	if _, err := b.Submit(ctx, request(old, false, false, 1), 1); err == nil || !strings.Contains(err.Error(), "sequence 1 was lost") {
+		t.Errorf("old process's sequence: %v", err)
+	}
+	if _, err := b.Submit(ctx, request(fresh, false, true, 1), 1); err != nil {
+		t.Errorf("new process's sequence: %v", err)
 	}
 }

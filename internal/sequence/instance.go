@@ -192,7 +192,9 @@ func (in *Instance) GenerationEnded(how string) {
 	var failed failures
 	b.mu.Lock()
 	for k, s := range in.slots {
-		if s == nil {
+		if s == nil || s.session.Err() == nil {
+			// A sequence whose session lives was placed on the process
+			// that replaced the one that ended.
 			continue
 		}
 		msg := fmt.Sprintf("sequence %s was lost: instance %s %s", s.id, in.name, how)
@@ -211,7 +213,7 @@ func (in *Instance) GenerationEnded(how string) {
 		s.pending = nil
 		in.dirty = true
 	}
-	if in.session != nil {
+	if in.session != nil && in.session.Err() != nil {
 		in.session = nil
 	}
 	b.assignLocked()
