@@ -7,7 +7,7 @@ BIN       := bin/vigil
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 
-.PHONY: all build run test test-go test-python deps deps-python proto bench fuzz clean
+.PHONY: all build run test test-go test-python deps deps-python proto bench bench-peers triton-venv fuzz clean
 
 all: build
 
@@ -65,6 +65,22 @@ test-python:
 bench: deps build
 	VIGIL_PYTHON=$(PYTHON) $(GO) test -run '^$$' -bench . -benchtime 3000x ./internal/ipc ./internal/model
 	$(GO) run ./bench -vigil $(BIN) -python $(PYTHON)
+
+# bench-peers runs Triton (from the nvidia-pytriton wheel, installed into a
+# virtual environment of its own on first use), vigil and the floor server
+# side by side; see bench/peers.go. PEERS_ARGS passes more flags, e.g.
+# PEERS_ARGS='-rounds 5 -step 10s -serve-args "--stub-nice 0"'.
+TRITON_VENV      ?= bin/triton-venv
+PYTRITON_VERSION := 0.7.0
+PEERS_ARGS       ?=
+
+triton-venv:
+	@$(TRITON_VENV)/bin/python3 -c "import pytriton" 2>/dev/null || { \
+		$(PYTHON) -m venv $(TRITON_VENV) && \
+		$(TRITON_VENV)/bin/pip install --quiet --disable-pip-version-check nvidia-pytriton==$(PYTRITON_VERSION); }
+
+bench-peers: deps build triton-venv
+	$(GO) run ./bench -peers -triton-venv $(TRITON_VENV) -vigil $(BIN) -python $(PYTHON) $(PEERS_ARGS)
 
 # proto regenerates the protocol code from proto/*.proto with the plugin
 # versions pinned in go.mod. Needs protoc (apt-get install protobuf-compiler).

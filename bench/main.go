@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -44,6 +45,15 @@ type options struct {
 	kills    int
 	samples  int
 	extra    string
+
+	// -peers
+	peers        bool
+	tritonVenv   string
+	rounds       int
+	stepDuration time.Duration
+	largeSamples int
+	flatRequests int
+	steps        *regexp.Regexp
 }
 
 func main() {
@@ -54,10 +64,22 @@ func main() {
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
+	flag.BoolVar(&o.peers, "peers", false, "compare vigil with Triton and the floor server instead (make bench-peers)")
+	flag.StringVar(&o.tritonVenv, "triton-venv", "bin/triton-venv", "with -peers: virtual environment holding nvidia-pytriton")
+	flag.IntVar(&o.rounds, "rounds", 3, "with -peers: interleaved rounds")
+	flag.DurationVar(&o.stepDuration, "step", 3*time.Second, "with -peers: length of each load step")
+	flag.IntVar(&o.largeSamples, "large-samples", 10, "with -peers: 16 MiB round trips per server, protocol and round")
+	flag.IntVar(&o.flatRequests, "flat-requests", 2000, "with -peers: large requests for the memory-flatness figure (0 skips)")
+	steps := flag.String("steps", "", "with -peers: run only the steps whose names match this regular expression (e.g. 'gRPC c=16|MiB')")
 	probeURL := flag.String("probe-url", "", "internal: run as the external readiness prober of this URL")
 	probeEvery := flag.Duration("probe-every", 5*time.Millisecond, "internal: prober period")
 	floorServer := flag.Bool("floor-server", false, "internal: run as the floor HTTP server")
 	flag.Parse()
+	var err error
+	if o.steps, err = regexp.Compile(*steps); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: -steps:", err)
+		os.Exit(2)
+	}
 	if *floorServer {
 		if err := runFloorServer(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "bench floor server:", err)
@@ -72,7 +94,11 @@ func main() {
 		}
 		return
 	}
-	if err := run(context.Background(), o, os.Stdout); err != nil {
+	runner := run
+	if o.peers {
+		runner = runPeers
+	}
+	if err := runner(context.Background(), o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

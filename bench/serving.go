@@ -163,11 +163,12 @@ func measureServing(ctx context.Context, s *vigilServer, o options, r *report, i
 	inf := inferencepb.NewGRPCInferenceServiceClient(conn)
 	hp := healthpb.NewHealthClient(conn)
 
-	floorURL, stopFloor, err := startFloorServer(ctx)
+	fl, err := startFloorServer(ctx)
 	if err != nil {
 		return err
 	}
-	defer stopFloor()
+	defer fl.stop()
+	floorURL := fl.http
 
 	live, err := interleaved(ctx, o.samples, httpCall(hc, "GET", s.http+"/v2/health/live", nil),
 		httpCall(hc, "GET", floorURL+"/v2/health/live", nil))

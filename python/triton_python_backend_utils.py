@@ -2,9 +2,9 @@
 
 This module mirrors the parts of Triton's ``triton_python_backend_utils`` that
 a model running in a single process can use: tensors, requests, responses,
-errors, type conversions and config look-ups. Tensors always live in CPU
-memory as numpy arrays. BLS (calling other models), decoupled response
-senders and custom metrics are not available; using them raises
+errors, response senders (decoupled models), type conversions and config
+look-ups. Tensors always live in CPU memory as numpy arrays. BLS (calling
+other models) and custom metrics are not available; using them raises
 TritonModelException.
 """
 
@@ -16,6 +16,11 @@ import numpy as np
 
 # TRITONSERVER_ResponseCompleteFlag.
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+# TRITONSERVER_RequestFlag and TRITONSERVER_RequestReleaseFlag.
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
+TRITONSERVER_REQUEST_RELEASE_ALL = 1
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
 
 # TRITONSERVER_RequestFlag: request.flags() of a request in a sequence.
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
@@ -346,7 +351,8 @@ class InferenceRequest:
     """One request of the batch handed to execute()."""
 
     __slots__ = ("_inputs", "_request_id", "_correlation_id", "_requested_output_names",
-                 "_parameters", "_model_name", "_model_version", "_flags")
+                 "_parameters", "_model_name", "_model_version", "_flags",
+                 "_batch", "_index", "_sender")
 
     def __init__(self, inputs=None, request_id="", correlation_id=0, requested_output_names=None,
                  parameters=None, model_name="", model_version=-1, flags=0, **_ignored):
@@ -358,6 +364,11 @@ class InferenceRequest:
         self._model_name = model_name
         self._model_version = model_version
         self._flags = flags
+        # Set by the stub for requests it received from the server: the
+        # batch they came in and their place in it (see vigil_stub.batch).
+        self._batch = None
+        self._index = 0
+        self._sender = None
 
     def inputs(self):
         return self._inputs
@@ -387,16 +398,52 @@ class InferenceRequest:
         return self._model_name
 
     def is_cancelled(self):
-        return False
+        """True once the request's client has gone (the server cancelled it)."""
+        b = self._batch
+        return b is not None and b.is_cancelled(self._index)
 
     def get_response_sender(self):
-        raise TritonModelException("decoupled models are not supported by vigil")
+        """The request's InferenceResponseSender; the same object on every call."""
+        s = self._sender
+        if s is None:
+            s = self._sender = InferenceResponseSender(self._batch, self._index)
+        return s
 
     def exec(self, *args, **kwargs):
         raise TritonModelException("business logic scripting (BLS) is not supported by vigil")
 
     async def async_exec(self, *args, **kwargs):
         raise TritonModelException("business logic scripting (BLS) is not supported by vigil")
+
+
+class InferenceResponseSender:
+    """Sends a request's responses: any number for a decoupled model, one for
+    a default-mode model, from any thread, before or after execute returns.
+    send(flags=TRITONSERVER_RESPONSE_COMPLETE_FINAL) ends the request."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch, index):
+        self._batch = batch
+        self._index = index
+
+    def send(self, response=None, flags=0):
+        if flags != 0 and flags != TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            raise TritonModelException("Unable to send response. Unsupported flag provided.")
+        if flags == 0 and response is None:
+            raise TritonModelException(
+                "Inference Response object must be provided when the response flags is set to zero.")
+        if response is not None and not isinstance(response, InferenceResponse):
+            raise TritonModelException(
+                "Unable to send response. Expected an InferenceResponse, got %s." % type(response).__name__)
+        if self._batch is None:
+            raise TritonModelException(
+                "Unable to send response. Response sender has no reference to the decoupled state of the model.")
+        self._batch.send(self._index, response, flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def is_cancelled(self):
+        b = self._batch
+        return b is not None and b.is_cancelled(self._index)
 
 
 class InferenceResponse:

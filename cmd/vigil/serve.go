@@ -70,6 +70,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 5*time.Second, "how long requests keep being served after SIGTERM while readiness fails")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "limit for in-flight requests to finish after the drain delay; also how long an unload or reload waits for them")
 	fs.DurationVar(&cfg.FinalizeTimeout, "finalize-timeout", 5*time.Second, "limit for each stub's finalize() on unload and shutdown")
+	fs.DurationVar(&cfg.MaxStreamDuration, "max-stream-duration", time.Hour, "longest one request may stay on an instance before its final response; past it the request ends with a deadline error and the model sees it cancelled")
 	fs.DurationVar(&cfg.WatchdogInterval, "watchdog-interval", time.Second, "health engine watchdog period; a stall of several periods fails liveness")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

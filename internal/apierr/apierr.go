@@ -28,6 +28,8 @@ const (
 	PermissionDenied              // admin token wrong
 	Unsupported                   // the operation is not allowed in this mode
 	ResourceExhausted             // too many concurrent requests
+	Cancelled                     // the client went away, or cancelled the request
+	Unimplemented                 // the endpoint cannot serve this kind of model (a decoupled model on /infer)
 )
 
 var table = map[Code]struct {
@@ -45,6 +47,9 @@ var table = map[Code]struct {
 	PermissionDenied:  {"permission denied", http.StatusForbidden, codes.PermissionDenied},
 	Unsupported:       {"unsupported", http.StatusServiceUnavailable, codes.Unavailable},
 	ResourceExhausted: {"resource exhausted", http.StatusServiceUnavailable, codes.Unavailable},
+	// Triton maps CANCELLED to 400; the client has usually gone anyway.
+	Cancelled:     {"cancelled", http.StatusBadRequest, codes.Canceled},
+	Unimplemented: {"unimplemented", http.StatusNotImplemented, codes.Unimplemented},
 }
 
 func (c Code) String() string { return table[c].name }

@@ -64,13 +64,28 @@ type Config struct {
 	// between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
 	StopGrace       time.Duration
+	// Decoupled is the model's model_transaction_policy.decoupled: execute
+	// returns None and requests answer through their response senders.
+	Decoupled bool
+	// MaxStreamDuration bounds how long the instance holds one request
+	// after handing it to the stub (0 = DefaultMaxStreamDuration); a
+	// request past it ends with DeadlineExceeded and the model sees it
+	// cancelled.
+	MaxStreamDuration time.Duration
 }
+
+// DefaultMaxStreamDuration is the per-request limit when
+// Config.MaxStreamDuration is zero.
+const DefaultMaxStreamDuration = time.Hour
 
 // generation is one run of the stub process.
 type generation struct {
 	proc   *process
 	ctx    context.Context // ends when the process ends
 	cancel context.CancelFunc
+
+	// held is every request handed to this process and not ended.
+	held *scheduler.Holder
 
 	// Guarded by Instance.mu.
 	initialized bool
@@ -112,6 +127,9 @@ func New(cfg Config) *Instance {
 	}
 	if cfg.StopGrace == 0 {
 		cfg.StopGrace = 2 * time.Second
+	}
+	if cfg.MaxStreamDuration == 0 {
+		cfg.MaxStreamDuration = DefaultMaxStreamDuration
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Instance{
@@ -243,7 +261,7 @@ func (i *Instance) launch(ctx context.Context) error {
 		return err
 	}
 	gctx, gcancel := context.WithCancel(i.ctx)
-	g := &generation{proc: p, ctx: gctx, cancel: gcancel}
+	g := &generation{proc: p, ctx: gctx, cancel: gcancel, held: scheduler.NewHolder()}
 	i.wg.Add(1)
 	go i.reap(g)
 	i.mu.Lock()
@@ -284,8 +302,9 @@ func (i *Instance) launch(ctx context.Context) error {
 	i.post(health.Event{Kind: health.InstanceInitialized, OK: res.HasHealthHook, Reason: res.HookName, PID: p.pid})
 	i.mu.Unlock()
 
-	i.wg.Add(1)
+	i.wg.Add(2)
 	go i.heartbeat(g)
+	go i.watchStreams(g)
 	if res.HasHealthHook {
 		i.wg.Add(1)
 		go i.hook(g, res.HookName)
@@ -320,6 +339,7 @@ func (i *Instance) reap(g *generation) {
 	<-g.proc.done
 	g.cancel()
 	desc, code, sig := g.proc.exitDescription()
+	i.endHeld(g, desc)
 	i.generationEnded(g, desc)
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -402,7 +422,10 @@ func (i *Instance) work() {
 	}
 }
 
-// execute runs one batch and finishes its tasks.
+// execute runs one batch. Each task is held by the generation from the
+// moment it goes to the stub until it ends; requests that answer through
+// their response senders stay held after execute returns, while the
+// worker takes the next batch.
 func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	reqs := make([]*inference.Request, len(batch))
 	for k, t := range batch {
@@ -411,28 +434,49 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	if i.cfg.Stats != nil {
 		i.cfg.Stats.RecordExecution()
 	}
+	model := i.cfg.Key.Model
+	b, err := g.proc.client.NewBatch(reqs, &batchSink{tasks: batch, model: model})
+	if err != nil {
+		for _, t := range batch {
+			t.Finish(nil, apierr.Unavailablef("model %s: instance %s cannot take the request: %v", model, i.cfg.Key.Instance, err))
+		}
+		return
+	}
+	for k, t := range batch {
+		if !g.held.Hold(t) {
+			continue // its client has gone already
+		}
+		t.SetCancel(func() { _ = b.Cancel(k) })
+		if i.cfg.Decoupled {
+			t.Watch()
+		}
+	}
 	ctx := context.Background()
 	limit := i.cfg.Policy.ExecuteTimeout
-	if limit > 0 {
+	if limit > 0 && !i.cfg.Decoupled {
+		// A decoupled execute may stream for as long as it makes
+		// progress; watchStreams times the gaps between its responses.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	results, err := g.proc.client.Execute(ctx, reqs)
-	model := i.cfg.Key.Model
+	results, err := b.Execute(ctx)
 	switch {
 	case err == nil:
 		var firstErr string
 		for k, t := range batch {
 			r := results[k]
-			if r.Err != nil {
+			switch {
+			case r.Streamed:
+				t.Watch()
+			case r.Err != nil:
 				if firstErr == "" {
 					firstErr = r.Err.Error()
 				}
-				t.Finish(nil, modelError(model, r.Err))
-				continue
+				t.Deliver(scheduler.Reply{Err: modelError(model, r.Err), Final: true})
+			default:
+				t.Deliver(scheduler.Reply{Response: r.Response, Final: true})
 			}
-			t.Finish(r.Response, nil)
 		}
 		if firstErr != "" {
 			i.execFailing.Store(true)
@@ -452,25 +496,62 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		}
 		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Reason: fmt.Sprintf("execute ran past %s", limit), PID: g.proc.pid})
 	case errors.Is(err, ipc.ErrClosed):
-		// The reap can wait up to WaitDelay for the stub's output pipes.
-		select {
-		case <-g.proc.done:
-		case <-time.After(2 * time.Second):
-		}
-		desc := "connection lost"
-		if g.proc.exited() {
-			desc, _, _ = g.proc.exitDescription()
-		}
-		for _, t := range batch {
-			t.Finish(nil, apierr.Unavailablef("model %s: instance %s died while executing the request (%s)", model, i.cfg.Key.Instance, desc))
-		}
+		// The reaper ends every request the process held, naming the exit.
+		<-g.proc.done
 	default:
 		for _, t := range batch {
-			t.Finish(nil, modelError(model, err))
+			t.Deliver(scheduler.Reply{Err: modelError(model, err), Final: true})
 		}
 		i.execFailing.Store(true)
 		i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: err.Error(), PID: g.proc.pid})
 	}
+}
+
+// batchSink passes the responses a batch's requests send through their
+// response senders on to their tasks. It runs on the client's reader
+// goroutine; delivering never blocks.
+type batchSink struct {
+	tasks []*scheduler.Task
+	model string
+}
+
+func (s *batchSink) Response(index int, r ipc.Result, final bool) {
+	if errors.Is(r.Err, ipc.ErrClosed) {
+		return // the reaper ends the request with the exit's description
+	}
+	rep := scheduler.Reply{Response: r.Response, Final: final}
+	if r.Err != nil {
+		rep.Err = modelError(s.model, r.Err)
+	}
+	s.tasks[index].Deliver(rep)
+}
+
+// endHeld ends every request the generation's process held: it has exited.
+// A stream's message says so: "instance repeat_0 died while streaming:
+// killed by signal SIGKILL".
+func (i *Instance) endHeld(g *generation, desc string) {
+	if g.held.Len() == 0 {
+		return
+	}
+	model, name := i.cfg.Key.Model, i.cfg.Key.Instance
+	intended := g.proc.wasIntended()
+	n := g.held.FinishAll(func(t *scheduler.Task) error {
+		switch {
+		case intended:
+			return apierr.Unavailablef("model %s: instance %s was stopped while serving the request (%s)", model, name, desc)
+		case t.Streaming():
+			return died(fmt.Sprintf("model %s: instance %s died while streaming: %s", model, name, desc))
+		}
+		return died(fmt.Sprintf("model %s: instance %s died while executing the request (%s)", model, name, desc))
+	})
+	if n > 0 {
+		i.log.Warn("requests ended by the stub's exit", "requests", n, "exit", desc)
+	}
+}
+
+// died is the error of a request whose instance exited under it.
+func died(msg string) error {
+	return &apierr.Error{Code: apierr.Unavailable, Msg: msg, RetryAfter: time.Second, Err: scheduler.ErrInstanceDied}
 }
 
 // modelError classifies an error the model reported: per-request

@@ -48,6 +48,9 @@ type InitResult struct {
 type Result struct {
 	Response *inference.Response
 	Err      error
+	// Streamed means the request answers through its response sender:
+	// its responses, and its FINAL, reach the batch's Sink (see Batch).
+	Streamed bool
 }
 
 // Client talks to one stub over two connections: the data connection
@@ -59,14 +62,19 @@ type Client struct {
 	data, control *link
 	log           *slog.Logger
 
-	seq atomic.Uint32
+	seq     atomic.Uint32
+	dropped atomic.Int64 // see DroppedResponses
 
 	mu      sync.Mutex
 	pending map[uint32]chan frame // callers waiting for a reply, by seq
+	routes  map[uint32]*route     // batches whose requests may send responses, by seq
 	cause   error                 // why the connection ended; non-nil once done is closed
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
+
+	cancels    chan cancelFrame // CANCEL frames for cancelLoop to write
+	cancelDone chan struct{}    // closed when cancelLoop has returned
 }
 
 // link is one connection to the stub with its reader goroutine.
@@ -84,7 +92,7 @@ func newLink(rw io.ReadWriteCloser) *link {
 
 // linkFor routes a message kind to its connection.
 func (c *Client) linkFor(k kind) *link {
-	if k == kindPing || k == kindHealth {
+	if k == kindPing || k == kindHealth || k == kindCancel {
 		return c.control
 	}
 	return c.data
@@ -94,7 +102,8 @@ func (c *Client) linkFor(k kind) *link {
 var errClosedByServer = errors.New("closed by the server")
 
 // NewClient starts a client on the server's ends of the stub's data and
-// control socketpairs (from net.FileConn) and a reader goroutine for each.
+// control socketpairs (from net.FileConn), a reader goroutine for each and
+// a writer of cancellations.
 // Close stops them. A nil log discards.
 func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 	if log == nil {
@@ -105,10 +114,15 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 		control: newLink(control),
 		log:     log,
 		pending: make(map[uint32]chan frame),
+		routes:  make(map[uint32]*route),
 		done:    make(chan struct{}),
+
+		cancels:    make(chan cancelFrame, cancelQueue),
+		cancelDone: make(chan struct{}),
 	}
 	go c.readLoop(c.data)
 	go c.readLoop(c.control)
+	go c.cancelLoop()
 	return c
 }
 
@@ -116,12 +130,13 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Close closes the connection, which makes the stub exit, and waits for the
-// reader goroutine. Calls in flight return an error wrapping ErrClosed. It
+// reader goroutines and the cancellation writer. Calls in flight return an error wrapping ErrClosed. It
 // is idempotent and always returns nil.
 func (c *Client) Close() error {
 	c.shutdown(errClosedByServer)
 	<-c.data.readerDone
 	<-c.control.readerDone
+	<-c.cancelDone
 	return nil
 }
 
@@ -181,27 +196,15 @@ func (c *Client) Init(ctx context.Context, a InitArgs) (InitResult, error) {
 // error for the whole batch: a *ModelError (execute raised or returned the
 // wrong thing; the error reads "execute raised RuntimeError: ..."), an error
 // wrapping ErrClosed, or ctx's error. When ctx ends first, Execute returns at
-// once; the stub is still busy and its late reply is dropped.
+// once; the stub is still busy and its late reply is dropped. A request that
+// answers through its response sender gets an error: callers that take such
+// responses use NewBatch with a Sink.
 func (c *Client) Execute(ctx context.Context, reqs []*inference.Request) ([]Result, error) {
-	if len(reqs) == 0 {
-		return nil, errors.New("execute: empty batch")
-	}
-	bufs, n, err := encodeExecute(reqs)
+	b, err := c.NewBatch(reqs, nil)
 	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
-	}
-	f, err := c.roundTrip(ctx, kindExecute, bufs, n)
-	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
-	}
-	if err := replyError(f); err != nil {
 		return nil, err
 	}
-	results, err := decodeExecuteReply(f.body, reqs)
-	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
-	}
-	return results, nil
+	return b.Execute(ctx)
 }
 
 // CheckHealth calls the model's health hook. ok and detail are the check's
@@ -259,10 +262,14 @@ func (c *Client) jsonRoundTrip(ctx context.Context, k kind, v any) (frame, error
 // with headerSize bytes of room for the header; bodyLen counts the bytes
 // after it.
 func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen int) (frame, error) {
+	return c.roundTripSeq(ctx, k, c.seq.Add(1), bufs, bodyLen)
+}
+
+// roundTripSeq is roundTrip with a sequence id the caller took from c.seq.
+func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, bufs [][]byte, bodyLen int) (frame, error) {
 	if err := ctx.Err(); err != nil {
 		return frame{}, err
 	}
-	seq := c.seq.Add(1)
 	// Buffered so that the reader never blocks on a caller that gave up.
 	ch := make(chan frame, 1)
 	c.mu.Lock()
@@ -370,8 +377,11 @@ func (c *Client) shutdown(cause error) {
 		c.mu.Lock()
 		c.cause = cause
 		c.pending = nil
+		open := takeOpenLocked(c.routes)
+		c.routes = nil
 		c.mu.Unlock()
 		close(c.done)
+		endOpen(open, c.Err())
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
 			if err := l.rw.Close(); err != nil {
@@ -392,10 +402,14 @@ func (c *Client) readLoop(l *link) {
 			return
 		}
 		if f.flags&flagReply == 0 {
-			err := fmt.Errorf("protocol error: the stub sent a %s request (seq %d)", f.kind, f.seq)
-			c.log.Warn("stub protocol error", LogKeyKind, f.kind.String(), LogKeySeq, f.seq, LogKeyErr, err)
-			c.shutdown(err)
-			return
+			// A frame the stub starts: dispatched by kind (dispatch.go).
+			if err := c.dispatch(f); err != nil {
+				err = fmt.Errorf("protocol error: %w", err)
+				c.log.Warn("stub protocol error", LogKeyKind, f.kind.String(), LogKeySeq, f.seq, LogKeyErr, err)
+				c.shutdown(err)
+				return
+			}
+			continue
 		}
 		c.mu.Lock()
 		ch, ok := c.pending[f.seq]

@@ -138,6 +138,13 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// Response entry statuses in an EXECUTE reply or RESPONSE meta.
+const (
+	statusOutputs  = 0
+	statusError    = 1
+	statusStreamed = 2 // the request answers through its response sender
+)
+
 // errShort reports a meta that ends in the middle of a field.
 var errShort = errors.New("meta truncated")
 
@@ -216,6 +223,10 @@ func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error
 	for i := 0; i < len(reqs) && c.err == nil; i++ {
 		req := reqs[i]
 		status, n1, n2 := c.u8(), c.u32(), c.u32()
+		if status == statusStreamed {
+			results[i] = Result{Streamed: true}
+			continue
+		}
 		if status != 0 {
 			msg, code := c.str(n1), c.str(n2)
 			if code == "" {

@@ -29,7 +29,8 @@
 //
 //	offset size field
 //	0      4    body length in bytes (not counting the header)
-//	4      1    kind: 1 INIT, 2 EXECUTE, 3 PING, 4 HEALTH, 5 FINALIZE
+//	4      1    kind: 1 INIT, 2 EXECUTE, 3 PING, 4 HEALTH, 5 FINALIZE,
+//	            6 RESPONSE (stub → server), 7 CANCEL (server → stub)
 //	5      1    flags: 0x01 reply, 0x02 error (only with reply)
 //	6      2    reserved, zero
 //	8      4    sequence id
@@ -90,6 +91,8 @@
 //	  status 0 (outputs): a = parameters length, b = number of outputs;
 //	                      parameters (JSON object or empty) | b tensor records
 //	  status 1 (error):   a = message length, b = code length; message | code
+//	  status 2 (streamed): a = b = 0; the request answers through its
+//	                      response sender, in RESPONSE frames
 //
 // The sequence record carries request.flags() (1 SEQUENCE_START, 2
 // SEQUENCE_END) and request.correlation_id(): kind 0 means none (the model
@@ -131,6 +134,14 @@
 // finalize() if the model defines it, replies ({} or an error reply) and
 // exits.
 //
+// RESPONSE and CANCEL: see stream.go. A decoupled model's EXECUTE reply has
+// status 2 for every request once execute returned None; its responses
+// travel in RESPONSE frames carrying the EXECUTE's sequence id and the
+// request's index, sent by any thread of the stub, until each request's
+// FINAL. A default-mode model's request that used its response sender has
+// status 2 too. CANCEL, on the control socket, marks a request cancelled.
+//
 // Coroutine initialize, execute, hooks and finalize run on one asyncio event
-// loop thread in the stub.
+// loop thread in the stub; a decoupled model's coroutine execute is not
+// waited for, so the stub reads the next EXECUTE while it runs.
 package ipc

@@ -23,6 +23,12 @@ const (
 	kindPing     kind = 3
 	kindHealth   kind = 4
 	kindFinalize kind = 5
+	// kindResponse (stub → server) is one response a request sent through
+	// its response sender; see stream.go.
+	kindResponse kind = 6
+	// kindCancel (server → stub, on the control socket) tells the stub that
+	// a request's client has gone.
+	kindCancel kind = 7
 )
 
 func (k kind) String() string {
@@ -37,6 +43,10 @@ func (k kind) String() string {
 		return "health"
 	case kindFinalize:
 		return "finalize"
+	case kindResponse:
+		return "response"
+	case kindCancel:
+		return "cancel"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

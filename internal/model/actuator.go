@@ -61,3 +61,14 @@ func (m *Manager) Fail(k health.InstanceKey, reason string) {
 		v.instances[i].Fail(reason)
 	}
 }
+
+// InFlight is the number of requests an instance holds (executing or
+// streaming) and how many of them are streams; zero for an instance the
+// manager does not serve.
+func (m *Manager) InFlight(k health.InstanceKey) (requests, streams int) {
+	v, i := m.instanceFor(k)
+	if v == nil {
+		return 0, 0
+	}
+	return v.instances[i].Held()
+}

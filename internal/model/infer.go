@@ -21,6 +21,9 @@ func (m *Manager) Infer(ctx context.Context, req *inference.Request) (*inference
 	if err != nil {
 		return nil, err
 	}
+	if v.spec.Config.GetModelTransactionPolicy().GetDecoupled() {
+		return nil, decoupledError(v.key.Model)
+	}
 	start := time.Now()
 	key := v.key
 	resp, err := m.inferOn(ctx, v, req)

@@ -286,13 +286,15 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 				InstanceKind:    "CPU",
 				ModelConfigJSON: string(configJSON),
 			},
-			Policy:          spec.Policy,
-			Queue:           queue,
-			Stats:           stats,
-			Events:          m.cfg.Events,
-			Logger:          m.log.With("model", spec.Name, "version", vs),
-			FinalizeTimeout: m.cfg.FinalizeTimeout,
-			StopGrace:       m.cfg.StopGrace,
+			Policy:            spec.Policy,
+			Queue:             queue,
+			Stats:             stats,
+			Events:            m.cfg.Events,
+			Logger:            m.log.With("model", spec.Name, "version", vs),
+			FinalizeTimeout:   m.cfg.FinalizeTimeout,
+			StopGrace:         m.cfg.StopGrace,
+			Decoupled:         cfg.GetModelTransactionPolicy().GetDecoupled(),
+			MaxStreamDuration: m.cfg.MaxStreamDuration,
 		}))
 	}
 	return v

@@ -78,6 +78,9 @@ type Config struct {
 	// MaxElements bounds the element count of one input tensor (0 = no
 	// limit).
 	MaxElements int64
+	// MaxStreamDuration bounds how long an instance holds one request
+	// (--max-stream-duration; 0 = instance.DefaultMaxStreamDuration).
+	MaxStreamDuration time.Duration
 	// LoadConcurrency bounds parallel loads at start-up.
 	LoadConcurrency int
 	// Metrics registers the inference metrics; nil keeps them unexported.

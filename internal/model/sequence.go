@@ -1,8 +1,12 @@
 package model
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/vigilhq/vigil/internal/inference"
 
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/modelconfig"
@@ -27,6 +31,21 @@ func (m *Manager) newSequenceBatcher(v *version, spec *modelconfig.Model, load i
 		}
 	}
 	return sequence.New(cfg, names)
+}
+
+// streamSequence is streamOn for a sequence batching model, which is never
+// decoupled: its one response is the stream's one, final reply.
+func (m *Manager) streamSequence(ctx context.Context, v *version, req *inference.Request, emit func(Reply) error, st *streamTally) error {
+	resp, err := m.inferOn(ctx, v, req)
+	switch {
+	case errors.Is(err, errReplaced):
+		return errStopEmit
+	case err != nil:
+		return err
+	}
+	st.emitted++
+	st.responses++
+	return emit(Reply{Response: resp, Final: true})
 }
 
 // Drain stops every sequence batching model from taking new sequences: the

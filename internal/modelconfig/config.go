@@ -282,9 +282,6 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
 			cfg.Parameters[k] = &inferencepb.ModelParameter{}
 		}
 	}
-	if cfg.GetModelTransactionPolicy().GetDecoupled() {
-		return fieldError(file, "model_transaction_policy.decoupled", "decoupled models are not supported: vigil answers each request with exactly one response")
-	}
 	if cfg.ModelTransactionPolicy == nil {
 		cfg.ModelTransactionPolicy = &inferencepb.ModelTransactionPolicy{}
 	}

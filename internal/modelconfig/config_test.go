@@ -294,12 +294,6 @@ func TestParseConfigErrors(t *testing.T) {
 			field:  "version_policy.specific.versions[1]",
 		},
 		{
-			name:   "decoupled",
-			config: validConfig + "model_transaction_policy { decoupled: true }",
-			want:   file + `: model_transaction_policy.decoupled: decoupled models are not supported: vigil answers each request with exactly one response`,
-			field:  "model_transaction_policy.decoupled",
-		},
-		{
 			name:   "model file in another directory",
 			config: validConfig + `default_model_filename: "../model.py"`,
 			want:   file + `: default_model_filename: "../model.py" must be a plain file name, without directories`,

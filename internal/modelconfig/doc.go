@@ -47,9 +47,10 @@
 //   - version_policy: absent means latest {num_versions: 1}; num_versions
 //     defaults to 1 when absent and must be ≥ 1 when given; specific versions
 //     must be ≥ 1 and distinct.
-//   - model_transaction_policy: decoupled: true is unsupported (vigil
-//     answers each request with exactly one response); when absent it is
-//     filled as {decoupled: false}, as Triton's Python backend reports it.
+//   - model_transaction_policy: decoupled: true makes the model answer
+//     through response senders (0..N responses per request); when absent
+//     it is filled as {decoupled: false}, as Triton's Python backend
+//     reports it.
 //   - parameters: keys must be non-empty.
 //
 // # Versions

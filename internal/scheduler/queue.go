@@ -29,35 +29,6 @@ type Batching struct {
 	MaxQueue int
 }
 
-// Result is what a task ends with.
-type Result struct {
-	Response *inference.Response
-	Err      error
-}
-
-// Task is one request waiting for, or being served by, an instance.
-type Task struct {
-	Req      *inference.Request
-	ctx      context.Context
-	size     int // batch dimension, 1 for non-batching models
-	enqueued time.Time
-	started  time.Time
-	done     chan Result // buffered 1: finishing never blocks
-	once     sync.Once
-	hook     func(Result) Result // see NewTask; nil for queued tasks
-}
-
-// Finish delivers the task's result. Only the first call counts.
-func (t *Task) Finish(resp *inference.Response, err error) {
-	t.once.Do(func() {
-		r := Result{resp, err}
-		if t.hook != nil {
-			r = t.hook(r)
-		}
-		t.done <- r
-	})
-}
-
 // Queue is one model version's queue.
 //
 // A request reaches an instance in one of two ways. When a worker is idle
@@ -139,24 +110,95 @@ func (q *Queue) Close(err error) {
 
 // Submit runs req on an instance and waits for its result or for ctx to
 // end. size is the request's batch dimension (1 for models that do not
-// batch).
+// batch). The request must end with exactly one response: returned by
+// execute, or sent through its response sender.
 func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*inference.Response, error) {
-	t := &Task{Req: req, ctx: ctx, size: size, enqueued: time.Now(), done: make(chan Result, 1)}
+	t := newTask(ctx, req, size, false)
+	if err := q.admit(t); err != nil {
+		return nil, err
+	}
+	for !t.ended() {
+		select {
+		case <-t.wake:
+		case <-ctx.Done():
+			// The task may still be running; its result is dropped.
+			if t.Finish(nil, ctx.Err()) {
+				q.stats.record(t, Result{Err: ctx.Err()})
+				return nil, q.ctxError(ctx)
+			}
+		}
+	}
+	r := t.result()
+	q.stats.record(t, r)
+	if r.Err == nil && r.Response == nil {
+		return nil, apierr.New(apierr.Internal, "model %s ended the request without a response", q.name)
+	}
+	return r.Response, r.Err
+}
+
+// Stream runs req on an instance and passes each of its responses to emit,
+// on the calling goroutine and in the order the model sent them, until the
+// request ends: the model sent FINAL, an error ended it, its instance died
+// or stalled, or ctx ended. The last Reply emitted has Final set (it may
+// carry neither a response nor an error: a flag-only FINAL), unless ctx
+// ended or emit failed first; Stream then returns that error, and the
+// model sees the request cancelled. An error returned before anything was
+// emitted means the request was refused.
+func (q *Queue) Stream(ctx context.Context, req *inference.Request, size int, emit func(Reply) error) error {
+	t := newTask(ctx, req, size, true)
+	if err := q.admit(t); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-t.wake:
+		case <-ctx.Done():
+			if t.Finish(nil, ctx.Err()) {
+				q.stats.record(t, Result{Err: ctx.Err()})
+				return q.ctxError(ctx)
+			}
+		}
+		replies, finished := t.take()
+		for _, r := range replies {
+			if err := emit(r); err != nil {
+				if t.Finish(nil, apierr.Wrap(apierr.Cancelled, err, "model %s: the client stopped reading", q.name)) {
+					q.stats.record(t, Result{Err: err})
+				}
+				return err
+			}
+		}
+		if finished {
+			q.stats.record(t, t.result())
+			return nil
+		}
+	}
+}
+
+// ctxError is the error for a request whose context ended.
+func (q *Queue) ctxError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return apierr.Wrap(apierr.DeadlineExceeded, ctx.Err(), "model %s: request deadline exceeded", q.name)
+	}
+	return ctx.Err()
+}
+
+// admit queues t, or runs it directly on an idle instance, or refuses it.
+func (q *Queue) admit(t *Task) error {
 	q.mu.Lock()
 	switch {
 	case q.closed != nil:
 		err := q.closed
 		q.mu.Unlock()
-		return nil, err
+		return err
 	case q.routable == 0:
 		q.mu.Unlock()
-		return nil, apierr.Unavailablef("model %s has no routable instance", q.name)
+		return apierr.Unavailablef("model %s has no routable instance", q.name)
 	case q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue:
 		q.mu.Unlock()
-		return nil, &apierr.Error{Code: apierr.ResourceExhausted, RetryAfter: time.Second,
+		return &apierr.Error{Code: apierr.ResourceExhausted, RetryAfter: time.Second,
 			Msg: "model " + q.name + " has too many queued requests"}
 	}
-	if w := q.claimLocked(ctx, size); w != nil {
+	if w := q.claimLocked(t.ctx, t.size); w != nil {
 		q.mu.Unlock()
 		q.runDirect(w, t)
 	} else {
@@ -164,21 +206,7 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 		q.dispatchLocked()
 		q.mu.Unlock()
 	}
-
-	select {
-	case r := <-t.done:
-		q.stats.record(t, r)
-		return r.Response, r.Err
-	case <-ctx.Done():
-		// The task may still be running; its result is dropped.
-		t.Finish(nil, ctx.Err())
-		r := <-t.done
-		q.stats.record(t, Result{Err: ctx.Err()})
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, apierr.Wrap(apierr.DeadlineExceeded, ctx.Err(), "model %s: request deadline exceeded", q.name)
-		}
-		return r.Response, ctx.Err()
-	}
+	return nil
 }
 
 // claimLocked returns the idle worker that a request of the given size may

@@ -489,7 +489,7 @@ func TestWakeUpOfALeavingWorkerGoesToAnother(t *testing.T) {
 	leaving := idleWorker(t, wctx, q, nil)
 	// A request queues and wakes the most recently idle worker just as
 	// that worker's session ends: the other idle worker must take it.
-	task := &Task{Req: &inference.Request{ID: "a"}, ctx: ctx, size: 1, enqueued: time.Now(), done: make(chan Result, 1)}
+	task := newTask(ctx, &inference.Request{ID: "a"}, 1, false)
 	q.mu.Lock()
 	endSession()
 	q.tasks = append(q.tasks, task)

@@ -209,19 +209,22 @@ func (b *Batcher) Submit(ctx context.Context, req *inference.Request, size int) 
 	b.report()
 
 	t := it.task
-	select {
-	case r := <-t.Done():
-		b.cfg.Stats.Record(t, r)
-		return r.Response, r.Err
-	case <-ctx.Done():
-		t.Finish(nil, &abandoned{ctx.Err()})
-		<-t.Done()
-		b.cfg.Stats.Record(t, scheduler.Result{Err: ctx.Err()})
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, apierr.Wrap(apierr.DeadlineExceeded, ctx.Err(), "model %s: request deadline exceeded", b.cfg.Name)
+	r, ok := t.Await(ctx)
+	if !ok {
+		if t.Finish(nil, &abandoned{ctx.Err()}) {
+			b.cfg.Stats.Record(t, scheduler.Result{Err: ctx.Err()})
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, apierr.Wrap(apierr.DeadlineExceeded, ctx.Err(), "model %s: request deadline exceeded", b.cfg.Name)
+			}
+			return nil, ctx.Err()
 		}
-		return nil, ctx.Err()
+		r = t.Result() // it ended meanwhile
 	}
+	b.cfg.Stats.Record(t, r)
+	if r.Err == nil && r.Response == nil {
+		return nil, apierr.New(apierr.Internal, "model %s ended the request without a response", b.cfg.Name)
+	}
+	return r.Response, r.Err
 }
 
 // check applies Triton's per-request rules of the sequence batcher.

@@ -60,7 +60,10 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	FinalizeTimeout  time.Duration
 	WatchdogInterval time.Duration
-	Logger           *slog.Logger
+	// MaxStreamDuration bounds one request's life on an instance
+	// (--max-stream-duration).
+	MaxStreamDuration time.Duration
+	Logger            *slog.Logger
 }
 
 // Run serves until ctx ends, then drains and stops. It returns nil after a
@@ -142,6 +145,8 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
+
+		MaxStreamDuration: cfg.MaxStreamDuration,
 	})
 	engine.SetActuator(mgr)
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
@@ -162,6 +167,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HideReasons:     cfg.HideReasons,
 		Metrics:         metrics,
 		Logger:          log.With("component", "rest"),
+		InFlight:        mgr.InFlight,
 	}
 	httpSrv := &http.Server{
 		Handler:           rest.NewHandler(mgr, engine, restCfg),

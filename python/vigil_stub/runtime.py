@@ -13,6 +13,14 @@ Two sockets, two readers:
                                 runs share its result.
   asyncio (on first use)        runs coroutine initialize/execute/hook/
                                 finalize on one event loop.
+  the model's own threads       may send responses through response
+                                senders (vigil_stub.batch) at any time.
+
+A decoupled model's execute returns None and answers through response
+senders; the reply to its EXECUTE says so for every request. An `async def
+execute` of a decoupled model is not waited for: the coroutine runs on the
+event loop while the main thread reads the next batch, so one instance
+serves many requests at once.
 
 Writes to each socket are serialized by its Conn's lock. The stub exits on
 end of stream on either socket, and after answering FINALIZE.
@@ -27,6 +35,7 @@ import threading
 import traceback
 
 from . import wire
+from .batch import Batch, Registry
 from .wire import FLAG_ERROR, FLAG_REPLY
 
 _HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
@@ -82,6 +91,9 @@ class Stub:
         self._hook_go = queue.SimpleQueue()
         self._loop = None
         self._loop_lock = threading.Lock()
+        self._decoupled = False
+        self._instance_name = ""
+        self._batches = Registry()
 
     # --- reader -----------------------------------------------------------
 
@@ -136,6 +148,9 @@ class Stub:
                 control.send(wire.KIND_PING, FLAG_REPLY, seq)
             elif kind == wire.KIND_HEALTH:
                 self._request_health(seq)
+            elif kind == wire.KIND_CANCEL:
+                if len(_body) >= 4:
+                    self._batches.cancel(seq, wire.U32.unpack_from(_body, 0)[0])
             else:
                 control.send(kind, FLAG_REPLY | FLAG_ERROR, seq, (ModelFailure(
                     "protocol", "frame kind %d does not belong on the control socket" % kind).body(),))
@@ -167,6 +182,12 @@ class Stub:
         req = json.loads(bytes(body))
         model_file = req["model_file"]
         args = {k: str(v) for k, v in req["args"].items()}
+        self._instance_name = args.get("model_instance_name", "")
+        try:
+            config = json.loads(args.get("model_config") or "{}")
+            self._decoupled = bool((config.get("model_transaction_policy") or {}).get("decoupled", False))
+        except ValueError as e:
+            raise ModelFailure("initialize", "model_config is not JSON: %s" % e) from None
 
         try:
             import numpy  # noqa: F401, PLC0415
@@ -224,8 +245,41 @@ class Stub:
             requests = self._codec.decode_requests(body)
         except Exception as e:  # noqa: BLE001
             raise _raised("decode requests", e) from None
+        batch = Batch(seq, requests, self._decoupled, self._conn, self._codec, self._batches)
+        self._batches.add(batch)
+        try:
+            if self._decoupled:
+                self._execute_decoupled(seq, batch, requests)
+            else:
+                self._execute_default(seq, batch, requests)
+        except BaseException:
+            # The error reply ends every request of the batch.
+            batch.close_all()
+            raise
+
+    def _execute_decoupled(self, seq, batch, requests):
+        try:
+            result = self._model.execute(requests)
+        except BaseException as e:  # noqa: BLE001
+            raise _raised("execute", e) from None
+        if _is_awaitable(result):
+            # Not waited for: the instance takes its next batch while the
+            # coroutine runs (Triton's async execute for decoupled models).
+            self._run_detached(batch, result)
+        elif result is not None:
+            raise ModelFailure("execute", self._must_return_none())
+        self._conn.send(wire.KIND_EXECUTE, FLAG_REPLY, seq,
+                        self._codec.encode_responses([None] * len(requests), requests))
+
+    def _must_return_none(self):
+        return ("Python model '%s' is using the decoupled mode and the execute function must return None."
+                % self._instance_name)
+
+    def _execute_default(self, seq, batch, requests):
         n = len(requests)
         result = self._call("execute", self._model.execute, requests)
+        if result is None and any(r._sender is not None for r in requests):
+            result = [None] * n  # the requests answer through their senders
         if not isinstance(result, (list, tuple)):
             raise ModelFailure(
                 "execute",
@@ -233,16 +287,62 @@ class Stub:
         if len(result) != n:
             raise ModelFailure("execute", "execute returned %d responses for %d requests" % (len(result), n))
         resp_type = sys.modules["triton_python_backend_utils"].InferenceResponse
-        for i, r in enumerate(result):
+        out = list(result)
+        for i, r in enumerate(out):
+            req = requests[i]
+            if r is None:
+                if req._sender is None:
+                    raise ModelFailure(
+                        "execute",
+                        "execute returned None for request %d, which did not take its response sender" % i)
+                continue  # answers, or answered, through its sender
             if not isinstance(r, resp_type):
                 raise ModelFailure(
                     "execute",
                     "execute returned %s at index %d, want InferenceResponse" % (type(r).__name__, i))
+            if req._sender is not None and batch.sent(i):
+                # The sender already sent this request's one response; as in
+                # Triton the returned one is dropped, and it ends the request.
+                print("vigil_stub: execute returned a response for request %d, which already sent one "
+                      "through its response sender; the returned one is dropped" % i, file=sys.stderr)
+                out[i] = None
+                if not batch.is_closed(i):
+                    try:
+                        batch.send(i, None, True)
+                    except Exception:  # noqa: BLE001 - the connection is gone
+                        pass
+                continue
+            batch.answered(i)
         try:
-            parts = self._codec.encode_responses(result, requests)
+            parts = self._codec.encode_responses(out, requests)
         except Exception as e:  # noqa: BLE001
             raise _raised("encode responses", e) from None
         self._conn.send(wire.KIND_EXECUTE, FLAG_REPLY, seq, parts)
+
+    def _run_detached(self, batch, coro):
+        """Run a decoupled model's coroutine execute without waiting for it.
+        If it raises, or returns something other than None, every request
+        of the batch still open gets the error as its FINAL response."""
+        loop = self._event_loop()
+
+        async def run():
+            return await coro
+
+        def done(fut):
+            try:
+                result = fut.result()
+            except BaseException as e:  # noqa: BLE001
+                text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+                print("vigil_stub: async execute raised:\n%s" % text, file=sys.stderr, flush=True)
+                batch.fail_open("Failed to process the request(s) for model '%s', message: %s: %s"
+                                % (self._instance_name, type(e).__name__, e))
+                return
+            if result is not None:
+                batch.fail_open(self._must_return_none())
+
+        import asyncio  # noqa: PLC0415
+
+        asyncio.run_coroutine_threadsafe(run(), loop).add_done_callback(done)
 
     def _finalize(self, seq, body):
         model = self._model
@@ -296,7 +396,7 @@ class Stub:
 
     # --- asyncio ----------------------------------------------------------
 
-    def _run_async(self, awaitable):
+    def _event_loop(self):
         import asyncio  # noqa: PLC0415 - only models with coroutines pay for it
 
         with self._loop_lock:
@@ -304,8 +404,14 @@ class Stub:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="vigil-asyncio", daemon=True).start()
                 self._loop = loop
+            return self._loop
+
+    def _run_async(self, awaitable):
+        import asyncio  # noqa: PLC0415
+
+        loop = self._event_loop()
 
         async def wait():
             return await awaitable
 
-        return asyncio.run_coroutine_threadsafe(wait(), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(wait(), loop).result()

@@ -149,10 +149,15 @@ class Codec:
 
         Outputs the request did not ask for are left out when it named any.
         A response whose tensors cannot be sent becomes that request's error.
+        None stands for a request that answers through its response sender.
         """
         meta = [U32.pack(len(responses))]
         blobs = []
         for resp, req in zip(responses, requests):
+            if resp is None:
+                # Answered through the request's response sender.
+                meta.append(_STREAMED)
+                continue
             err = resp._err
             if err is not None:
                 meta.append(_error_meta(err))
@@ -203,6 +208,9 @@ class Codec:
         if arr.nbytes <= _COPY_LIMIT:
             return _CODES[datatype], shape, arr.tobytes()
         return _CODES[datatype], shape, memoryview(arr.reshape(-1).view(np.uint8))
+
+
+_STREAMED = _RESPONSE_HEAD.pack(2, 0, 0)
 
 
 def _error_meta(err):

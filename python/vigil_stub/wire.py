@@ -18,6 +18,8 @@ KIND_EXECUTE = 2
 KIND_PING = 3
 KIND_HEALTH = 4
 KIND_FINALIZE = 5
+KIND_RESPONSE = 6  # stub -> server: one response sent through a response sender
+KIND_CANCEL = 7  # server -> stub (control socket): a request's client has gone
 
 FLAG_REPLY = 0x01
 FLAG_ERROR = 0x02

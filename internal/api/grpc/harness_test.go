@@ -109,11 +109,14 @@ func snap(models map[string]bool) *health.Snapshot {
 // fakeModels is a Models that records what it was asked and answers from
 // func fields; Infer echoes the inputs as outputs by default.
 type fakeModels struct {
-	mu       sync.Mutex
-	lastReq  *inference.Request
-	loads    []loadCall
-	unloads  []loadCall
-	inferFn  func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	mu      sync.Mutex
+	lastReq *inference.Request
+	loads   []loadCall
+	unloads []loadCall
+	inferFn func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// streamFn, when set, answers InferStream; otherwise InferStream
+	// emits Infer's answer as the one final reply.
+	streamFn func(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error
 	metaErr  error
 	loadErr  error
 	statsArg [2]string
@@ -134,6 +137,23 @@ func (f *fakeModels) Infer(ctx context.Context, req *inference.Request) (*infere
 		return fn(ctx, req)
 	}
 	return echo(req), nil
+}
+
+func (f *fakeModels) InferStream(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error {
+	f.mu.Lock()
+	fn := f.streamFn
+	f.mu.Unlock()
+	if fn != nil {
+		f.mu.Lock()
+		f.lastReq = req
+		f.mu.Unlock()
+		return fn(ctx, req, emit)
+	}
+	resp, err := f.Infer(ctx, req)
+	if err != nil {
+		return err
+	}
+	return emit(model.Reply{Response: resp, Final: true})
 }
 
 func echo(req *inference.Request) *inference.Response {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
+	"github.com/vigilhq/vigil/internal/model"
 )
 
 // maxStreamInFlight bounds the requests one ModelStreamInfer stream runs at
@@ -26,24 +30,41 @@ func (svc *inferenceService) ModelInfer(ctx context.Context, in *pb.ModelInferRe
 	resp, err := svc.s.models.Infer(ctx, req)
 	if err != nil {
 		svc.s.log.Debug("grpc infer failed", logKeyModel, req.Model, logKeyErr, err)
+		if errors.Is(err, model.ErrDecoupled) {
+			// Triton's wording first, then what to do instead.
+			err = apierr.Wrap(apierr.CodeOf(err), err, "ModelInfer RPC doesn't support models with decoupled transaction policy")
+		}
 		return nil, toStatus(err)
 	}
 	return responseToProto(req, resp), nil
 }
 
-// ModelStreamInfer answers each request on the stream with one response
-// (models are not decoupled). Requests run concurrently, so responses may
-// come back in a different order; each carries its request's id. A failed
-// request is answered with error_message and the stream stays open.
+// ModelStreamInfer runs each request on the stream and sends every
+// response the model gives it: one for a default-mode model, 0..N for a
+// decoupled one, in the order the model sends them. Requests run
+// concurrently, so responses of different requests interleave; each
+// carries its request's id and the response parameter
+// triton_final_response, true on the request's last response. A decoupled
+// model's flag-only FINAL is sent as an empty response only when the
+// request sets triton_enable_empty_final_response. A failed request is
+// answered with error_message and the stream stays open.
 //
-// The stream ends OK after the client closes its side and every response
-// was sent. When the server stops, the stream stops taking requests, sends
-// the responses of those in flight and ends UNAVAILABLE; requests the client
-// sent after that get no response, which the status tells it.
+// When the client cancels the stream or its deadline passes, every request
+// in flight is cancelled: the model sees request.is_cancelled() become
+// True. The stream ends OK after the client closes its side and every
+// response was sent. When the server stops, the stream stops taking
+// requests, sends the responses of those in flight and ends UNAVAILABLE;
+// requests the client sent after that get no response, which the status
+// tells it.
 func (svc *inferenceService) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInferServer) error {
 	ctx := stream.Context()
 	st := &streamState{}
 	var sendMu sync.Mutex // grpc forbids concurrent SendMsg
+	send := func(out *pb.ModelStreamInferResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(out)
+	}
 	slots := make(chan struct{}, maxStreamInFlight)
 	recvErr := make(chan error, 1)
 	var order sequenceOrder
@@ -75,13 +96,7 @@ func (svc *inferenceService) ModelStreamInfer(stream pb.GRPCInferenceService_Mod
 					case <-ctx.Done():
 					}
 				}
-				out := svc.streamInferOne(ctx, in)
-				sendMu.Lock()
-				err := stream.Send(out)
-				sendMu.Unlock()
-				if err != nil {
-					svc.s.log.Debug("grpc stream send failed", logKeyModel, in.GetModelName(), logKeyErr, err)
-				}
+				svc.streamInferOne(ctx, in, send)
 			}()
 		}
 	}()
@@ -99,30 +114,98 @@ func (svc *inferenceService) ModelStreamInfer(stream pb.GRPCInferenceService_Mod
 	}
 }
 
-// streamInferOne runs one request of a stream. Failures become the
-// response's error_message, with the request's model, version and id so the
-// client can match the answer.
-func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInferRequest) *pb.ModelStreamInferResponse {
-	fail := func(err error) *pb.ModelStreamInferResponse {
-		svc.s.log.Debug("grpc stream infer failed", logKeyModel, in.GetModelName(), logKeyErr, err)
-		return &pb.ModelStreamInferResponse{
-			ErrorMessage: err.Error(),
-			InferResponse: &pb.ModelInferResponse{
-				ModelName:    in.GetModelName(),
-				ModelVersion: in.GetModelVersion(),
-				Id:           in.GetId(),
-			},
+// Response parameters and request parameters of Triton's decoupled
+// streaming.
+const (
+	paramFinalResponse      = "triton_final_response"
+	paramEnableEmptyFinal   = "triton_enable_empty_final_response"
+	reservedParameterPrefix = "triton_"
+)
+
+// streamInferOne runs one request of a stream and sends its responses.
+// Failures become error_message responses with the request's model,
+// version and id so the client can match them.
+func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInferRequest, send func(*pb.ModelStreamInferResponse) error) {
+	header := func(final bool) *pb.ModelInferResponse {
+		return &pb.ModelInferResponse{
+			ModelName:    in.GetModelName(),
+			ModelVersion: in.GetModelVersion(),
+			Id:           in.GetId(),
+			Parameters:   finalParam(final),
 		}
+	}
+	sendErr := func(err error, final bool) error {
+		svc.s.log.Debug("grpc stream infer failed", logKeyModel, in.GetModelName(), logKeyErr, err)
+		return send(&pb.ModelStreamInferResponse{ErrorMessage: err.Error(), InferResponse: header(final)})
 	}
 	req, err := requestFromProto(in)
 	if err != nil {
-		return fail(err)
+		_ = sendErr(err, true)
+		return
 	}
-	resp, err := svc.s.models.Infer(ctx, req)
+	emptyFinal, err := takeEmptyFinal(req)
 	if err != nil {
-		return fail(err)
+		_ = sendErr(err, true)
+		return
 	}
-	return &pb.ModelStreamInferResponse{InferResponse: responseToProto(req, resp)}
+	sent := false
+	var sendFailed error
+	err = svc.s.models.InferStream(ctx, req, func(rep model.Reply) error {
+		sent = true
+		var err error
+		switch {
+		case rep.Err != nil:
+			err = sendErr(rep.Err, rep.Final)
+		case rep.Response != nil:
+			out := responseToProto(req, rep.Response)
+			if out.Parameters == nil {
+				out.Parameters = make(map[string]*pb.InferParameter, 1)
+			}
+			out.Parameters[paramFinalResponse] = boolParam(rep.Final)
+			err = send(&pb.ModelStreamInferResponse{InferResponse: out})
+		case rep.Final && emptyFinal:
+			err = send(&pb.ModelStreamInferResponse{InferResponse: header(true)})
+		}
+		if err != nil {
+			sendFailed = err
+		}
+		return err
+	})
+	if err == nil || sent || sendFailed != nil || ctx.Err() != nil {
+		return // answered, or nobody is listening any more
+	}
+	_ = sendErr(err, true)
+}
+
+// takeEmptyFinal removes triton_enable_empty_final_response from the
+// request's parameters and returns it; it must be a bool_param. Other
+// parameters starting with triton_ are reserved, as in Triton.
+func takeEmptyFinal(req *inference.Request) (bool, error) {
+	var on bool
+	for k, v := range req.Parameters {
+		if !strings.HasPrefix(k, reservedParameterPrefix) {
+			continue
+		}
+		if k != paramEnableEmptyFinal {
+			return false, apierr.New(apierr.InvalidArgument,
+				"parameter keys starting with 'triton_' are reserved for Triton usage. Only the following keys starting with 'triton_' are allowed: %s", paramEnableEmptyFinal)
+		}
+		b, ok := v.(bool)
+		if !ok {
+			return false, apierr.New(apierr.InvalidArgument, "invalid value type for '%s' parameter, expected bool_param.", paramEnableEmptyFinal)
+		}
+		on = b
+	}
+	delete(req.Parameters, paramEnableEmptyFinal)
+	return on, nil
+}
+
+func finalParam(final bool) map[string]*pb.InferParameter {
+	return map[string]*pb.InferParameter{paramFinalResponse: boolParam(final)}
+}
+
+func boolParam(b bool) *pb.InferParameter {
+	return &pb.InferParameter{ParameterChoice: &pb.InferParameter_BoolParam{BoolParam: b}}
 }
 
 // streamState tracks a stream's in-flight requests so that the handler can

@@ -45,6 +45,9 @@ import (
 // right gRPC code.
 type Models interface {
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// InferStream runs a request and passes each of its responses to emit
+	// (see model.Manager.InferStream).
+	InferStream(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error
 	Metadata(name, version string) (*model.Metadata, error)
 	Config(name, version string) (*pb.ModelConfig, error)
 	// Stats returns the statistics of one version, every version of a model

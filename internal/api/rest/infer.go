@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/model"
 )
 
 // infer serves POST /v2/models/{model}[/versions/{version}]/infer: read the
@@ -43,6 +45,10 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 
 	resp, err := s.models.Infer(r.Context(), req)
 	if err != nil {
+		if errors.Is(err, model.ErrDecoupled) {
+			// Triton's wording first, then what to do instead.
+			err = apierr.Wrap(apierr.CodeOf(err), err, "HTTP end point doesn't support models with decoupled transaction policy")
+		}
 		s.writeError(w, r, err)
 		return
 	}

@@ -51,14 +51,19 @@ type modelHealthJSON struct {
 }
 
 type instanceHealthJSON struct {
-	Name        string            `json:"name"`
-	State       string            `json:"state"`
-	Reason      string            `json:"reason,omitempty"`
-	Since       *time.Time        `json:"since,omitempty"`
-	Routable    bool              `json:"routable"`
-	PID         int               `json:"pid,omitempty"`
-	Restarts    int               `json:"restarts"`
-	LastExit    string            `json:"last_exit,omitempty"`
+	Name     string     `json:"name"`
+	State    string     `json:"state"`
+	Reason   string     `json:"reason,omitempty"`
+	Since    *time.Time `json:"since,omitempty"`
+	Routable bool       `json:"routable"`
+	PID      int        `json:"pid,omitempty"`
+	Restarts int        `json:"restarts"`
+	LastExit string     `json:"last_exit,omitempty"`
+	// InFlight counts the requests the instance holds (executing, or
+	// streaming responses) and OpenStreams those of them that are streams;
+	// both are read live, beside the snapshot.
+	InFlight    *int              `json:"requests_in_flight,omitempty"`
+	OpenStreams *int              `json:"open_streams,omitempty"`
 	Checks      []checkHealthJSON `json:"checks"`
 	Transitions []transitionJSON  `json:"transitions"`
 	// Sequences is present for instances of sequence batching models.
@@ -119,7 +124,12 @@ func (s *server) probeJSON(res probeResult) probeJSONBody {
 			Expected: m.Expected, Instances: make([]instanceHealthJSON, 0, len(m.Instances)),
 		}
 		for _, in := range m.Instances {
-			mj.Instances = append(mj.Instances, s.instanceJSON(in))
+			ij := s.instanceJSON(in)
+			if s.cfg.InFlight != nil {
+				req, streams := s.cfg.InFlight(health.InstanceKey{Model: m.Name, Version: m.Version, Instance: in.Name})
+				ij.InFlight, ij.OpenStreams = &req, &streams
+			}
+			mj.Instances = append(mj.Instances, ij)
 		}
 		out.Models = append(out.Models, mj)
 	}

@@ -55,6 +55,10 @@ type Config struct {
 	HideReasons bool
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// InFlight, when set, gives the requests an instance holds and how many
+	// of them are streams, for the JSON form of the probes. It must not
+	// block.
+	InFlight func(health.InstanceKey) (requests, streams int)
 	// Logger receives request failures that are vigil's fault; nil discards.
 	Logger *slog.Logger
 }

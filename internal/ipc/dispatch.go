@@ -1,0 +1,14 @@
+package ipc
+
+import "fmt"
+
+// dispatch handles a frame the stub started (one without the reply flag),
+// by kind. Each kind's handling lives in a function of its own; an error is
+// a protocol violation and ends the connection.
+func (c *Client) dispatch(f frame) error {
+	switch f.kind {
+	case kindResponse:
+		return c.onResponse(f)
+	}
+	return fmt.Errorf("the stub sent a %s request (seq %d)", f.kind, f.seq)
+}
