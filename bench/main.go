@@ -176,7 +176,7 @@ func benchRepository() (string, error) {
 	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), `name: "echo"`, `name: "victim"`, 1)), 0o644); err != nil {
 		return "", err
 	}
-	policy := "max_restarts: 100000\nrestart_backoff: { initial_seconds: 0.001, max_seconds: 0.001 }\n" +
+	policy := "max_restarts: 100000\nrestart_backoff: { initial_seconds: 0.1, max_seconds: 0.1 }\n" +
 		"heartbeat_period_seconds: 0.1\nheartbeat_timeout_seconds: 0.5\nrestart_threshold_seconds: 0.5\n"
 	return dir, os.WriteFile(filepath.Join(dir, "victim", "health.yaml"), []byte(policy), 0o644)
 }

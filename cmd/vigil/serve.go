@@ -64,6 +64,8 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&healthConfig, "health-config", "", "YAML file with server-wide health policy defaults (health.yaml keys)")
 	fs.Var(&healthSet, "health-default", "one health policy default as key=value, e.g. execute_timeout_seconds=30 (repeatable)")
 	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", 64<<20, "largest accepted request body")
+	fs.Int64Var(&cfg.MaxConcurrentRequestBytes, "max-concurrent-request-bytes", 256<<20, "request body bytes all HTTP requests may hold at once; more get 503 (at least one largest body)")
+	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", time.Minute, "limit for reading one HTTP request, headers and body")
 	fs.Int64Var(&cfg.MaxElements, "max-tensor-elements", 1<<24, "largest element count of one input tensor (0 = no limit)")
 	fs.IntVar(&cfg.MaxQueue, "max-queue-size", 1024, "largest number of requests waiting per model version (0 = unbounded)")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token required by the repository API (load, unload, index)")

@@ -74,7 +74,8 @@ func (c *core) step(ev Event, now time.Time) []action {
 			t.sequences = &SequenceSlots{Open: ev.Open, Slots: ev.Slots}
 		}
 		return nil
-	case InstanceSpawned, InstanceInitialized, InstanceInitFailed, InstanceExited, InstanceStopped, CheckResult, ExecuteResult:
+	case InstanceSpawned, InstanceInitialized, InstanceInitFailed, InstanceExited, InstanceStopped,
+		InstanceSuspended, InstanceResumed, CheckResult, ExecuteResult:
 		t, ok := m.instances[ev.Instance.Instance]
 		if !ok {
 			if ev.Kind != InstanceSpawned {

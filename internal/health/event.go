@@ -57,10 +57,34 @@ const (
 	// from the first moment.
 	StartupPlanned
 
+	// InstanceSuspended: the reaper saw the process stopped by a signal
+	// (Signal, e.g. SIGSTOP); it cannot run until it is continued.
+	InstanceSuspended
+	// InstanceResumed: the reaper saw the stopped process continued
+	// (SIGCONT).
+	InstanceResumed
+
 	// SequencesChanged gives an instance's open sequences and sequence
 	// slots (Open, Slots), from the sequence batcher. It is information for
 	// the snapshot, not a health input: busy is not unhealthy.
 	SequencesChanged
+)
+
+// Cause classifies a failure an event reports, so that the engine decides
+// on it and never on the wording of Reason.
+type Cause int
+
+// The causes. The zero value is "unspecified": the event kind says it all.
+const (
+	CauseUnspecified Cause = iota
+	// CauseModelRaised: the model's own code raised (initialize, execute);
+	// Reason already names the step, e.g. "initialize raised ValueError: …".
+	CauseModelRaised
+	// CauseHang: the stub stopped making progress: its heartbeat failed
+	// while it held a batch or ran initialize, or a step ran past its limit
+	// (execute_timeout_seconds, initialize_timeout_seconds). A hang is
+	// restarted at once, without the crash backoff.
+	CauseHang
 )
 
 // Check names one of an instance's checks.
@@ -90,6 +114,8 @@ type Event struct {
 	Check    Check
 	OK       bool
 	TimedOut bool
+	// Cause classifies a failure (InstanceInitFailed, ExecuteResult).
+	Cause    Cause
 	Reason   string
 	PID      int
 	ExitCode int
@@ -114,6 +140,7 @@ type Actuator interface {
 	SetRoutable(k InstanceKey, routable bool)
 	// Restart stops the instance's process, if any, and starts a new one.
 	Restart(k InstanceKey, reason string)
-	// Fail stops the instance for good: restarts are exhausted.
+	// Fail stops the instance: restarts are exhausted. The engine retries
+	// it at the maximum backoff with Restart until the model is unloaded.
 	Fail(k InstanceKey, reason string)
 }

@@ -36,6 +36,10 @@ type Policy struct {
 	// HeartbeatTimeout once it has reported since the process started.
 	HeartbeatPeriod  time.Duration
 	HeartbeatTimeout time.Duration
+	// InitializeTimeout limits initialize(); 0 turns it off. A stub that
+	// runs past it is treated as a hang (CauseHang): the load fails, or the
+	// restart is retried with backoff.
+	InitializeTimeout time.Duration
 	// ExecuteTimeout limits one batch's execute; 0 turns it off. The
 	// scheduler enforces it and posts ExecuteResult{TimedOut: true}; the
 	// engine then restarts the instance at once (subject to backoff and the
@@ -79,7 +83,8 @@ func DefaultPolicy() Policy {
 		StopTrafficThreshold: 0,
 		RestartThreshold:     30 * time.Second,
 		HeartbeatPeriod:      time.Second,
-		HeartbeatTimeout:     5 * time.Second,
+		HeartbeatTimeout:     2 * time.Second,
+		InitializeTimeout:    10 * time.Minute,
 		ExecuteTimeout:       0,
 		ConsecutiveErrors:    0,
 		MinReadyInstances:    1,

@@ -2,7 +2,6 @@ package health
 
 import (
 	"fmt"
-	"strings"
 )
 
 // Probe names one of the server's three probes.
@@ -36,20 +35,28 @@ func (s *Snapshot) Checks(p Probe) []NamedCheck {
 	return nil
 }
 
+// serverChecks are the checks of the server process itself, shared by
+// liveness and readiness.
+func (s *Snapshot) serverChecks() []NamedCheck {
+	return []NamedCheck{
+		{Name: "ping", OK: true},
+		{Name: "watchdog", OK: !s.WatchdogStalled, Reason: reasonIf(s.WatchdogStalled, "the health engine's event loop stalled")},
+	}
+}
+
+// liveChecks: the server's own checks and, with --escalate-failed-models,
+// one failing check per FAILED instance.
 func (s *Snapshot) liveChecks() []NamedCheck {
-	out := []NamedCheck{{Name: "ping", OK: true}}
-	out = append(out, NamedCheck{Name: "watchdog", OK: !s.WatchdogStalled, Reason: reasonIf(s.WatchdogStalled, "the health engine's event loop stalled")})
+	out := s.serverChecks()
 	if s.Escalate {
 		for _, m := range s.Models {
 			for _, in := range m.Instances {
 				if in.State == StateFailed {
-					reason := in.Reason
-					if !strings.HasPrefix(reason, "restarts exhausted") {
-						reason = "restarts exhausted: " + reason
-					}
+					// A FAILED instance's reason says that its restarts
+					// are exhausted (the breaker words it).
 					out = append(out, NamedCheck{
 						Name:   fmt.Sprintf("instance/%s/%s/%s", m.Name, m.Version, in.Name),
-						Reason: reason,
+						Reason: in.Reason,
 					})
 				}
 			}
@@ -58,8 +65,12 @@ func (s *Snapshot) liveChecks() []NamedCheck {
 	return out
 }
 
+// readyChecks: whether the server should get traffic. A FAILED instance
+// fails liveness (escalation), not readiness: its model still serves on
+// its other instances (degraded), or is not ready, which the model's own
+// check says.
 func (s *Snapshot) readyChecks() []NamedCheck {
-	out := s.liveChecks()
+	out := s.serverChecks()
 	out = append(out,
 		NamedCheck{Name: "started", OK: s.Started, Reason: reasonIf(!s.Started, s.Loading)},
 		NamedCheck{Name: "draining", OK: !s.Draining, Reason: reasonIf(s.Draining, "server is shutting down")},

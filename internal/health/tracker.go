@@ -69,9 +69,11 @@ type tracker struct {
 	restartLog    []time.Time // restart decisions, for the crash-loop breaker
 	restartAt     time.Time   // a decided restart waits for its backoff; zero when none
 	restartCause  string
-	restartIssued bool // Restart was called; waiting for the new process
-	noRestart     bool // the server is draining: exits are recorded, never restarted
-	retired       bool // the version is unloading, unloaded or failed to load: never started again
+	restartIssued bool   // Restart was called; waiting for the new process
+	failedReason  string // why the breaker made the instance FAILED; kept while it is retried
+	retrying      bool   // a FAILED instance's retry process is initializing
+	noRestart     bool   // the server is draining: exits are recorded, never restarted
+	retired       bool   // the version is unloading, unloaded or failed to load: never started again
 
 	ring []Transition
 	out  []action
@@ -114,6 +116,10 @@ func (t *tracker) step(ev Event, now time.Time) []action {
 		t.onCheck(ev, now)
 	case ExecuteResult:
 		t.onExecute(ev, now)
+	case InstanceSuspended:
+		t.onSuspended(ev, now)
+	case InstanceResumed:
+		t.onResumed(now)
 	}
 	t.evaluate(now)
 	return t.out
@@ -214,9 +220,24 @@ func (t *tracker) resetChecks(now time.Time) {
 }
 
 func (t *tracker) onSpawned(ev Event, now time.Time) {
-	if t.state == StateFailed || t.retired {
-		// FAILED is terminal until the model is reloaded; a retired
-		// instance's late spawn (a restart racing an unload) is ignored.
+	if t.retired {
+		// A retired instance's late spawn (a restart racing an unload) is
+		// ignored.
+		return
+	}
+	if t.state == StateFailed {
+		if !t.restartIssued {
+			return
+		}
+		// A retry of a FAILED instance: it stays FAILED (liveness keeps
+		// failing) until its initialize returns.
+		t.pid = ev.PID
+		t.restartIssued, t.retrying = false, true
+		t.graceUntil = time.Time{}
+		t.resetChecks(now)
+		t.checks[ixProcess].reset(now)
+		t.checks[ixProcess].force(true, fmt.Sprintf("running (pid %d)", ev.PID), now, true)
+		t.moveTo(StateFailed, t.failedReason+"; retry running", now)
 		return
 	}
 	// A restart says what it recovers from, so that a probe during the new
@@ -239,6 +260,14 @@ func (t *tracker) onSpawned(ev Event, now time.Time) {
 }
 
 func (t *tracker) onInitialized(now time.Time) {
+	if t.state == StateFailed && t.retrying && !t.retired {
+		// The retry of a FAILED instance worked: it heals by itself.
+		t.failedReason, t.retrying = "", false
+		t.resetChecks(now)
+		t.graceUntil = now.Add(t.pol.RestartCheckDelay)
+		t.moveTo(StateReady, "initialized (retried after restarts were exhausted)", now)
+		return
+	}
 	if t.state != StateStarting && t.state != StateRestarting {
 		return
 	}
@@ -248,13 +277,19 @@ func (t *tracker) onInitialized(now time.Time) {
 }
 
 func (t *tracker) onInitFailed(ev Event, now time.Time) {
+	if t.state == StateFailed {
+		t.retryFailed(now)
+		return
+	}
 	if t.state != StateStarting && t.state != StateRestarting {
 		return
 	}
 	cause := "initialize failed"
 	switch {
-	case strings.HasPrefix(ev.Reason, "initialize "):
-		cause = ev.Reason // already says so: "initialize raised ValueError: …"
+	case (ev.Cause == CauseModelRaised || ev.Cause == CauseHang) && ev.Reason != "":
+		// Already says so: "initialize raised ValueError: …",
+		// "initialize hung: …".
+		cause = ev.Reason
 	case ev.Reason != "":
 		cause += ": " + ev.Reason
 	}
@@ -272,7 +307,10 @@ func (t *tracker) onExited(ev Event, now time.Time) {
 	switch t.state {
 	case StateStopping:
 		t.moveTo(StateStopped, "stopped: "+cause, now)
-	case StateStopped, StateFailed, StateExited:
+	case StateFailed:
+		// A retry's process died: the next retry waits the maximum backoff.
+		t.retryFailed(now)
+	case StateStopped, StateExited:
 		// Already out; the exit is recorded above.
 	case StateRestarting:
 		if t.restartIssued {
@@ -295,6 +333,40 @@ func (t *tracker) onStopped(ev Event, now time.Time) {
 		reason += ": " + ev.Reason
 	}
 	t.stop(StateStopped, reason, now)
+}
+
+// onSuspended records a process stopped by a signal: the process check
+// fails at once, which takes a live instance out of traffic at once (see
+// evaluate); a stopped process cannot run a request.
+func (t *tracker) onSuspended(ev Event, now time.Time) {
+	if t.state == StateStopping || t.state == StateStopped || t.state == StateFailed || t.state == StateExited {
+		return
+	}
+	msg := "stopped by a signal"
+	if ev.Signal != "" {
+		msg = "stopped by signal " + ev.Signal
+	}
+	if t.pid != 0 {
+		msg += fmt.Sprintf(" (pid %d)", t.pid)
+	}
+	t.checks[ixProcess].force(false, msg, now, false)
+	t.emit(action{kind: actCheck, key: t.key, check: CheckProcess, ok: false})
+}
+
+// onResumed records a stopped process continued: the process check passes
+// again, and the instance returns to traffic by the same path as any check
+// recovering (once every other check passes too).
+func (t *tracker) onResumed(now time.Time) {
+	c := &t.checks[ixProcess]
+	if c.passing {
+		return
+	}
+	msg := "running (continued)"
+	if t.pid != 0 {
+		msg = fmt.Sprintf("running (pid %d, continued)", t.pid)
+	}
+	c.force(true, msg, now, true)
+	t.emit(action{kind: actCheck, key: t.key, check: CheckProcess, ok: true})
 }
 
 // stop takes the instance out for good (unload, shutdown, failed load).
@@ -340,7 +412,7 @@ func (t *tracker) onExecute(ev Event, now time.Time) {
 		}
 		t.checks[ixProgress].force(false, msg, now, false)
 		t.emit(action{kind: actCheck, key: t.key, check: CheckProgress, ok: false})
-		t.requestRestart("hang: "+msg, now)
+		t.requestRestart(restartHang, "hang: "+msg, now)
 		return
 	}
 	t.checks[ixProgress].force(true, "", now, true)
@@ -398,8 +470,10 @@ func (t *tracker) evaluate(now time.Time) {
 	failedFor := now.Sub(t.failingSince)
 	switch {
 	case failedFor >= t.restartAfter() && !t.noRestart:
-		t.requestRestart(fmt.Sprintf("check %s failing for %s: %s", checkName(i), failedFor, c.failMsg), now)
-	case failedFor >= t.pol.StopTrafficThreshold || t.state == StateOutOfTraffic:
+		t.requestRestart(restartThreshold, fmt.Sprintf("check %s failing for %s: %s", checkName(i), failedFor, c.failMsg), now)
+	case i == ixProcess || failedFor >= t.pol.StopTrafficThreshold || t.state == StateOutOfTraffic:
+		// A stopped process leaves traffic at once, whatever the
+		// stop-traffic threshold: it cannot run what it is given.
 		// Out of traffic stays out until every check passes again.
 		t.moveTo(StateOutOfTraffic, why, now)
 	default:
@@ -407,9 +481,11 @@ func (t *tracker) evaluate(now time.Time) {
 	}
 }
 
-// failingCheck returns the first check whose effective state fails.
+// failingCheck returns the first check whose effective state fails. The
+// process check fails here only while the process is stopped by a signal
+// (an exit is a crash, handled before any evaluation).
 func (t *tracker) failingCheck() (int, bool) {
-	for i := ixHeartbeat; i < numChecks; i++ {
+	for i := ixProcess; i < numChecks; i++ {
 		if !t.checks[i].passing {
 			return i, true
 		}
@@ -426,12 +502,24 @@ func (t *tracker) crash(cause string, now time.Time) {
 		return
 	}
 	t.moveTo(StateExited, "process exited: "+cause, now)
-	t.requestRestart(cause, now)
+	t.requestRestart(restartCrash, cause, now)
 }
 
+// restartKind says why a restart was decided; it decides whether the
+// restart waits for the crash backoff.
+type restartKind int
+
+const (
+	restartCrash     restartKind = iota + 1 // the process exited or initialize failed: backoff
+	restartThreshold                        // a check failed for restart_threshold_seconds: backoff
+	restartHang                             // the process cannot make progress: at once
+)
+
 // requestRestart decides a restart: the crash-loop breaker first, then the
-// backoff delay. The first restart is issued at once; later ones wait.
-func (t *tracker) requestRestart(cause string, now time.Time) {
+// backoff delay. The first restart is issued at once; later ones wait,
+// except a hang's, which is issued at once (a hung process holds requests
+// and serves nobody) but still counts toward the breaker.
+func (t *tracker) requestRestart(kind restartKind, cause string, now time.Time) {
 	t.failingSince = time.Time{}
 	if t.noRestart || t.retired {
 		t.moveTo(StateOutOfTraffic, cause+" (server draining, no restart)", now)
@@ -440,15 +528,17 @@ func (t *tracker) requestRestart(cause string, now time.Time) {
 	t.pruneRestartLog(now)
 	if t.pol.MaxRestarts >= 0 && len(t.restartLog) >= t.pol.MaxRestarts {
 		reason := fmt.Sprintf("restarts exhausted (%d within %s); last cause: %s", len(t.restartLog), t.pol.RestartWindow, cause)
-		t.restartAt, t.restartCause = time.Time{}, ""
+		t.restartAt, t.restartCause, t.restartIssued = time.Time{}, "", false
+		t.failedReason = reason
 		t.moveTo(StateFailed, reason, now)
 		t.emit(action{kind: actFail, key: t.key, reason: reason})
+		t.retryFailed(now)
 		return
 	}
 	t.restartLog = append(t.restartLog, now)
 	t.restartCause = cause
 	delay := t.backoff.next()
-	if delay <= 0 {
+	if delay <= 0 || kind == restartHang {
 		t.issueRestart(now)
 		return
 	}
@@ -458,6 +548,20 @@ func (t *tracker) requestRestart(cause string, now time.Time) {
 		return
 	}
 	t.moveTo(StateRestarting, cause+t.restartPending(now), now)
+}
+
+// retryFailed schedules the next retry of a FAILED instance at the maximum
+// backoff, as a kubelet's CrashLoopBackOff does: liveness keeps failing
+// (an orchestrator restarts the pod), but a server without one heals by
+// itself once the cause goes away.
+func (t *tracker) retryFailed(now time.Time) {
+	t.restartIssued, t.retrying = false, false
+	if t.noRestart || t.retired || t.pol.BackoffMax <= 0 {
+		t.restartAt = time.Time{}
+		return
+	}
+	t.restartAt = now.Add(t.pol.BackoffMax)
+	t.moveTo(StateFailed, fmt.Sprintf("%s; next retry in %s", t.failedReason, t.pol.BackoffMax), now)
 }
 
 func (t *tracker) restartPending(now time.Time) string {
@@ -470,6 +574,19 @@ func (t *tracker) restartPending(now time.Time) string {
 // issueRestart calls Actuator.Restart; the instance waits in RESTARTING for
 // its new process (InstanceSpawned).
 func (t *tracker) issueRestart(now time.Time) {
+	if t.state == StateFailed {
+		// A retry after restarts were exhausted: the instance stays FAILED
+		// until its initialize returns.
+		t.restartAt = time.Time{}
+		if t.noRestart || t.retired {
+			return
+		}
+		t.restartIssued = true
+		t.restarts++
+		t.moveTo(StateFailed, t.failedReason+"; retrying now", now)
+		t.emit(action{kind: actRestart, key: t.key, reason: "retry after restarts were exhausted: " + t.failedReason})
+		return
+	}
 	t.restartAt = time.Time{}
 	t.restartIssued = true
 	t.restarts++

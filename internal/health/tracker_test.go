@@ -144,8 +144,8 @@ func TestTrackerScenarios(t *testing.T) {
 				tickAt(5*s, StateRestarting, "restart"), // 3rd waits 2s
 				at(5*s, spawned(103), StateStarting),
 				at(6*s, exited(1), StateFailed, "fail"), // 4th would exceed 3 in 10m
-				at(7*s, spawned(104), StateFailed),      // terminal until reload
-				tickAt(time.Hour, StateFailed, []string{}...),
+				at(7*s, spawned(104), StateFailed),      // a stray spawn is no retry
+				tickAt(6*s+5*time.Minute-time.Millisecond, StateFailed, []string{}...),
 			),
 			check: func(t *testing.T, h *harness) {
 				snap := h.snapshot()
@@ -249,7 +249,7 @@ func TestTrackerScenarios(t *testing.T) {
 			// A check that stops reporting fails after 2 periods plus its
 			// timeout (heartbeat: 2×1s+5s); one that never reported cannot.
 			name: "silent heartbeat fails",
-			steps: append(started(testPolicy(func(p *Policy) { p.RestartThreshold = time.Hour })),
+			steps: append(started(testPolicy(func(p *Policy) { p.RestartThreshold, p.HeartbeatTimeout = time.Hour, 5*s })),
 				tickAt(time.Minute, StateReady, []string{}...), // no heartbeat yet: not silent
 				at(time.Minute, heartbeat(true), StateReady),
 				tickAt(time.Minute+6*s, StateReady),

@@ -84,6 +84,8 @@ type generation struct {
 	ctx    context.Context // ends when the process ends
 	cancel context.CancelFunc
 
+	// pingNow asks the heartbeat for a ping at once (after a continue).
+	pingNow chan struct{}
 	// held is every request handed to this process and not ended.
 	held *scheduler.Holder
 
@@ -91,7 +93,26 @@ type generation struct {
 	initialized bool
 	exited      bool
 	hung        bool
+	paused      bool // stopped by a signal (the reaper saw it)
+	// abortInit ends a running initialize with a cause (a heartbeat that
+	// fails during it); abortBatch, a running execute. Nil when none runs.
+	abortInit  context.CancelCauseFunc
+	abortBatch context.CancelCauseFunc
+	// pingFails counts consecutive failed pings that count; answeredAt is
+	// when the stub last answered one (or the first was sent).
+	pingFails  int
+	answeredAt time.Time
 }
+
+// initHeartbeatLimit is how long pings may go unanswered during initialize
+// before a running (not stopped) stub counts as hung there.
+const initHeartbeatLimit = 30 * time.Second
+
+// hangError is the cause of an execute or initialize aborted because the
+// stub stopped answering its heartbeat.
+type hangError struct{ reason string }
+
+func (e *hangError) Error() string { return e.reason }
 
 // Instance supervises one model instance.
 type Instance struct {
@@ -109,11 +130,15 @@ type Instance struct {
 	// request path.
 	execFailing atomic.Bool
 
-	mu          sync.Mutex
-	gen         *generation
-	routable    bool
-	restarting  bool
-	terminal    bool // failed or stopped: no more generations
+	mu         sync.Mutex
+	gen        *generation
+	routable   bool
+	restarting bool
+	// again is set when a restart is asked for while one is under way: it
+	// is carried out when the current one ends, never dropped.
+	again       bool
+	terminal    bool // stopped: no more generations
+	failed      bool // restarts exhausted: no work until a retry
 	changed     chan struct{}
 	session     context.Context
 	endSession  context.CancelFunc
@@ -165,43 +190,63 @@ func (i *Instance) SetRoutable(routable bool) {
 }
 
 // Restart kills the current process, if any, and starts a new one. It
-// returns at once; a restart already under way absorbs this one.
+// returns at once. A restart asked for while one is under way is carried
+// out after it (the health engine decided it on news of the process being
+// started, which may already have failed): it is never dropped.
 func (i *Instance) Restart(reason string) {
 	i.mu.Lock()
-	if i.terminal || i.restarting {
+	if i.terminal {
 		i.mu.Unlock()
 		return
 	}
+	i.failed = false
+	if i.restarting {
+		i.again = true
+		i.mu.Unlock()
+		i.log.Info("restart queued behind the one under way", "reason", reason)
+		return
+	}
 	i.restarting = true
-	old := i.gen
 	i.mu.Unlock()
 	i.log.Info("restarting instance", "reason", reason)
 	i.wg.Add(1)
 	go func() {
 		defer i.wg.Done()
-		if old != nil {
-			old.proc.kill()
-			<-old.proc.done
+		for {
+			i.mu.Lock()
+			old := i.gen
+			i.mu.Unlock()
+			if old != nil {
+				old.proc.kill()
+				<-old.proc.done
+			}
+			_ = i.launch(i.ctx)
+			i.mu.Lock()
+			if !i.again || i.terminal {
+				i.restarting, i.again = false, false
+				i.mu.Unlock()
+				return
+			}
+			i.again = false
+			i.mu.Unlock()
 		}
-		_ = i.launch(i.ctx)
-		i.mu.Lock()
-		i.restarting = false
-		i.mu.Unlock()
 	}()
 }
 
-// Fail stops the instance for good: restarts are exhausted.
+// Fail stops the instance's process: its restarts are exhausted. The
+// instance takes no work until the health engine retries it (Restart, at
+// the maximum backoff).
 func (i *Instance) Fail(reason string) {
 	i.mu.Lock()
 	if i.terminal {
 		i.mu.Unlock()
 		return
 	}
-	i.terminal = true
+	i.failed = true
 	g := i.gen
 	i.refreshLocked()
 	i.mu.Unlock()
-	i.log.Warn("instance failed for good", "reason", reason)
+	i.log.Warn("instance failed: restarts exhausted", "reason", reason)
 	if g != nil {
 		g.proc.kill()
 	}
@@ -246,7 +291,10 @@ func (i *Instance) post(ev health.Event) {
 	i.cfg.Events.Post(ev)
 }
 
-// launch starts a generation and runs initialize.
+// launch starts a generation and runs initialize. The heartbeat runs from
+// the spawn on, so a stub that hangs inside initialize (stopped, or wedged
+// in a C call holding the GIL) is caught as a hang, and initialize is
+// bounded by initialize_timeout_seconds.
 func (i *Instance) launch(ctx context.Context) error {
 	i.mu.Lock()
 	if i.terminal {
@@ -255,13 +303,22 @@ func (i *Instance) launch(ctx context.Context) error {
 	}
 	i.mu.Unlock()
 
-	p, err := startProcess(i.cfg.Runtime, i.log, &i.wg)
+	var g *generation // set under i.mu once the process runs
+	onPause := func(pe Pause) {
+		i.mu.Lock()
+		cur := g
+		i.mu.Unlock()
+		i.paused(cur, pe)
+	}
+	p, err := startProcess(i.cfg.Runtime, i.log, &i.wg, onPause)
 	if err != nil {
 		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: err.Error()})
 		return err
 	}
 	gctx, gcancel := context.WithCancel(i.ctx)
-	g := &generation{proc: p, ctx: gctx, cancel: gcancel, held: scheduler.NewHolder()}
+	i.mu.Lock()
+	g = &generation{proc: p, ctx: gctx, cancel: gcancel, pingNow: make(chan struct{}, 1), held: scheduler.NewHolder()}
+	i.mu.Unlock()
 	i.wg.Add(1)
 	go i.reap(g)
 	i.mu.Lock()
@@ -274,16 +331,30 @@ func (i *Instance) launch(ctx context.Context) error {
 		return errors.New("instance is stopped")
 	}
 	i.gen = g
+	initCtx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	if limit := i.cfg.Policy.InitializeTimeout; limit > 0 {
+		var cancel context.CancelFunc
+		initCtx, cancel = context.WithTimeoutCause(initCtx, limit, &hangError{
+			reason: fmt.Sprintf("initialize hung: it did not return within %s (initialize_timeout_seconds)", limit)})
+		defer cancel()
+	}
+	g.abortInit = abort
 	i.refreshLocked()
 	i.mu.Unlock()
 	i.post(health.Event{Kind: health.InstanceSpawned, PID: p.pid})
+	i.wg.Add(1)
+	go i.heartbeat(g)
 
-	res, err := p.client.Init(ctx, i.cfg.Init)
+	res, err := p.client.Init(initCtx, i.cfg.Init)
+	i.mu.Lock()
+	g.abortInit = nil
+	i.mu.Unlock()
 	if err != nil {
-		reason := i.initFailure(g, err)
+		reason, cause := i.initFailure(g, initCtx, err)
 		p.kill()
 		i.mu.Lock()
-		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason, PID: p.pid})
+		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason, Cause: cause, PID: p.pid})
 		i.mu.Unlock()
 		return errors.New(reason)
 	}
@@ -302,8 +373,7 @@ func (i *Instance) launch(ctx context.Context) error {
 	i.post(health.Event{Kind: health.InstanceInitialized, OK: res.HasHealthHook, Reason: res.HookName, PID: p.pid})
 	i.mu.Unlock()
 
-	i.wg.Add(2)
-	go i.heartbeat(g)
+	i.wg.Add(1)
 	go i.watchStreams(g)
 	if res.HasHealthHook {
 		i.wg.Add(1)
@@ -312,11 +382,41 @@ func (i *Instance) launch(ctx context.Context) error {
 	return nil
 }
 
-// initFailure explains why initialize did not return.
-func (i *Instance) initFailure(g *generation, err error) string {
+// paused is the reaper's news that the generation's process was stopped or
+// continued. A stopped process leaves traffic here at once (the worker's
+// session ends, so nothing more is given to it) and the engine is told; a
+// continued one is pinged at once, so that it returns as soon as it answers.
+func (i *Instance) paused(g *generation, pe Pause) {
+	i.mu.Lock()
+	if g == nil || g.exited {
+		i.mu.Unlock()
+		return
+	}
+	g.paused = pe.Stopped
+	i.refreshLocked()
+	i.mu.Unlock()
+	if pe.Stopped {
+		i.log.Warn("stub stopped by a signal", "pid", g.proc.pid, "signal", pe.Signal)
+		i.post(health.Event{Kind: health.InstanceSuspended, Signal: pe.Signal, PID: g.proc.pid})
+		return
+	}
+	i.log.Info("stub continued", "pid", g.proc.pid)
+	i.post(health.Event{Kind: health.InstanceResumed, PID: g.proc.pid})
+	select {
+	case g.pingNow <- struct{}{}:
+	default:
+	}
+}
+
+// initFailure explains why initialize did not return, and classifies it.
+func (i *Instance) initFailure(g *generation, initCtx context.Context, err error) (string, health.Cause) {
 	var me *ipc.ModelError
 	if errors.As(err, &me) {
-		return err.Error() // "<step> raised <Type>: <message>"
+		return err.Error(), health.CauseModelRaised // "<step> raised <Type>: <message>"
+	}
+	var he *hangError
+	if errors.As(context.Cause(initCtx), &he) && !errors.Is(err, ipc.ErrClosed) {
+		return he.reason, health.CauseHang
 	}
 	if errors.Is(err, ipc.ErrClosed) {
 		select {
@@ -328,9 +428,9 @@ func (i *Instance) initFailure(g *generation, err error) string {
 		if tail := lastLine(g.proc.out.Tail(2048)); tail != "" {
 			msg += ": " + tail
 		}
-		return msg
+		return msg, health.CauseUnspecified
 	}
-	return fmt.Sprintf("initialize failed: %v", err)
+	return fmt.Sprintf("initialize failed: %v", err), health.CauseUnspecified
 }
 
 // reap turns the end of a generation's process into an event.
@@ -381,7 +481,7 @@ func (i *Instance) generationEnded(g *generation, desc string) {
 // refreshLocked recomputes whether the worker may take work and wakes it.
 func (i *Instance) refreshLocked() {
 	g := i.gen
-	ready := i.routable && !i.terminal && g != nil && g.initialized && !g.exited && !g.hung
+	ready := i.routable && !i.terminal && !i.failed && g != nil && g.initialized && !g.exited && !g.hung && !g.paused
 	switch {
 	case ready && i.session == nil:
 		i.session, i.endSession = context.WithCancel(g.ctx)
@@ -451,7 +551,8 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 			t.Watch()
 		}
 	}
-	ctx := context.Background()
+	ctx, abort := context.WithCancelCause(context.Background())
+	defer abort(nil)
 	limit := i.cfg.Policy.ExecuteTimeout
 	if limit > 0 && !i.cfg.Decoupled {
 		// A decoupled execute may stream for as long as it makes
@@ -460,7 +561,32 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
+	i.mu.Lock()
+	g.abortBatch = abort
+	hungAlready := g.hung
+	i.mu.Unlock()
+	if hungAlready {
+		abort(&hangError{reason: "the instance's heartbeat had already failed"})
+	}
 	results, err := b.Execute(ctx)
+	i.mu.Lock()
+	g.abortBatch = nil
+	i.mu.Unlock()
+	var hang *hangError
+	if err != nil && errors.As(context.Cause(ctx), &hang) {
+		// The heartbeat failed while this batch ran: the stub cannot make
+		// progress, so what it holds is answered now and the instance is
+		// restarted at once (the engine decides on the TimedOut result).
+		msg := fmt.Sprintf("model %s: instance %s stopped responding while executing the request (%s); the instance is restarted",
+			model, i.cfg.Key.Instance, hang.reason)
+		for _, t := range batch {
+			t.Finish(nil, apierr.Unavailablef("%s", msg))
+		}
+		g.held.FinishAll(func(*scheduler.Task) error { return apierr.Unavailablef("%s", msg) })
+		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Cause: health.CauseHang,
+			Reason: "heartbeat failed while executing: " + hang.reason, PID: g.proc.pid})
+		return
+	}
 	switch {
 	case err == nil:
 		var firstErr string
@@ -494,7 +620,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		for _, t := range batch {
 			t.Finish(nil, &apierr.Error{Code: apierr.DeadlineExceeded, Msg: msg})
 		}
-		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Reason: fmt.Sprintf("execute ran past %s", limit), PID: g.proc.pid})
+		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Cause: health.CauseHang, Reason: fmt.Sprintf("execute ran past %s", limit), PID: g.proc.pid})
 	case errors.Is(err, ipc.ErrClosed):
 		// The reaper ends every request the process held, naming the exit.
 		<-g.proc.done
@@ -565,7 +691,7 @@ func modelError(model string, err error) error {
 }
 
 // heartbeat pings the stub every HeartbeatPeriod for as long as the
-// generation lives.
+// generation lives, from the spawn on (initialize included).
 func (i *Instance) heartbeat(g *generation) {
 	defer i.wg.Done()
 	t := time.NewTicker(i.cfg.Policy.HeartbeatPeriod)
@@ -576,13 +702,22 @@ func (i *Instance) heartbeat(g *generation) {
 		case <-g.ctx.Done():
 			return
 		case <-t.C:
+		case <-g.pingNow:
 		}
 	}
 }
 
-// pingOnce is one responsiveness check.
+// pingOnce is one responsiveness check. A stub that fails it
+// failure_threshold times in a row while it holds a batch cannot make
+// progress: the batch is aborted as a hang. During initialize a failed ping
+// counts only while the process is stopped by a signal or once no ping has
+// been answered for initHeartbeatLimit: an import that loads a large
+// library holds the GIL, and so keeps the control thread from answering,
+// for seconds without anything being wrong (initialize_timeout_seconds
+// bounds initialize as a whole).
 func (i *Instance) pingOnce(g *generation) {
-	ctx, cancel := context.WithTimeout(g.ctx, i.cfg.Policy.HeartbeatTimeout)
+	timeout := i.cfg.Policy.HeartbeatTimeout
+	ctx, cancel := context.WithTimeout(g.ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	err := g.proc.client.Ping(ctx)
@@ -591,10 +726,48 @@ func (i *Instance) pingOnce(g *generation) {
 		return // the process ended; its exit is the news
 	}
 	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHeartbeat, OK: err == nil, PID: g.proc.pid, Took: took}
-	if err != nil {
-		ev.Reason = fmt.Sprintf("stub did not answer a ping within %s", i.cfg.Policy.HeartbeatTimeout)
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded):
+		ev.TimedOut = true
+		ev.Reason = fmt.Sprintf("stub did not answer a ping within %s", timeout)
+	case errors.Is(err, ipc.ErrClosed):
+		ev.Reason = fmt.Sprintf("the control connection to the stub is closed (%v)", err)
+	default:
+		ev.Reason = fmt.Sprintf("ping failed: %v", err)
 	}
+	now := time.Now()
+	i.mu.Lock()
+	if g.answeredAt.IsZero() {
+		g.answeredAt = start // silence is measured from the first ping
+	}
+	switch {
+	case err == nil:
+		g.pingFails = 0
+		g.answeredAt = now
+	case g.initialized || g.paused || !ev.TimedOut || now.Sub(g.answeredAt) >= max(timeout, initHeartbeatLimit):
+		g.pingFails++
+	}
+	var abortInit, abortBatch context.CancelCauseFunc
+	if err != nil && g.pingFails >= max(i.cfg.Policy.FailureThreshold, 1) {
+		if g.initialized {
+			abortBatch = g.abortBatch
+			if abortBatch != nil {
+				g.hung = true
+				i.refreshLocked()
+			}
+		} else {
+			abortInit = g.abortInit
+		}
+	}
+	i.mu.Unlock()
 	i.post(ev)
+	if abortInit != nil {
+		abortInit(&hangError{reason: "initialize hung: " + ev.Reason})
+	}
+	if abortBatch != nil {
+		abortBatch(&hangError{reason: ev.Reason})
+	}
 }
 
 // hook calls the user's health hook every Period, after the restart check

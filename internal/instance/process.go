@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -39,16 +40,25 @@ type process struct {
 
 	done chan struct{} // closed once the process has been reaped
 	// Set before done is closed.
-	exitErr error
-	state   *os.ProcessState
+	status  syscall.WaitStatus
+	waitErr error
 
 	mu       sync.Mutex
 	intended bool // the server stopped it; its exit is not a failure
+	reaped   bool // the reaper has closed (or will not see) the client
+}
+
+// Pause is a change of a stub's run state that the reaper saw: stopped by a
+// signal (SIGSTOP, SIGTSTP, …) or continued (SIGCONT).
+type Pause struct {
+	Stopped bool
+	Signal  string // the stop signal; empty for a continue
 }
 
 // startProcess starts a stub with one end of a socket pair as fd 3 and reaps
-// it in one goroutine, which wg tracks.
-func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, error) {
+// it in one goroutine, which wg tracks. onPause, when set, is called from the
+// reaper each time the stub is stopped or continued.
+func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup, onPause func(Pause)) (*process, error) {
 	data, dataChild, err := socketPair("stub-data")
 	if err != nil {
 		return nil, err
@@ -61,6 +71,15 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 	}
 	defer dataChild.Close()
 	defer controlChild.Close()
+	// The stub's output goes to a pipe this package reads itself: the
+	// reaper waits for the process with wait4 (to see stops and continues
+	// too), so exec.Cmd.Wait, which would copy the output, is never called.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		data.Close()
+		control.Close()
+		return nil, fmt.Errorf("cannot create the stub output pipe: %w", err)
+	}
 
 	out := &outputLog{log: log}
 	cmd := exec.Command(rt.Python, rt.Args...)
@@ -68,56 +87,113 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup) (*process, e
 	cmd.ExtraFiles = []*os.File{dataChild, controlChild}
 	cmd.Env = append(os.Environ(), rt.Env...)
 	cmd.Env = append(cmd.Env, "PYTHONPATH="+joinPath(rt.PythonPath, os.Getenv("PYTHONPATH")), "PYTHONUNBUFFERED=1")
-	cmd.Stdout = out
-	cmd.Stderr = out
+	cmd.Stdout = outW
+	cmd.Stderr = outW
 	// A process group of its own lets stop signal the stub and anything it
 	// started; the death signal ends the stub if the server dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	// Output copying must not hold up the reap if a grandchild keeps the
-	// pipes open.
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	outW.Close()
+	if err != nil {
+		outR.Close()
 		data.Close()
 		control.Close()
 		return nil, fmt.Errorf("cannot start stub %s: %w", rt.Python, err)
 	}
+	p := &process{
+		log:  log,
+		cmd:  cmd,
+		out:  out,
+		pid:  cmd.Process.Pid,
+		done: make(chan struct{}),
+	}
+	copied := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(copied)
+		_, _ = io.Copy(out, outR)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.reap(onPause)
+		// Whatever the model started in the stub's process group goes with
+		// it (the group outlives its leader while members remain).
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		_ = cmd.Process.Release()
+		// Output copying must not hold up the reap for long if a process
+		// outside the group keeps the pipe open.
+		select {
+		case <-copied:
+		case <-time.After(time.Second):
+		}
+		outR.Close()
+		<-copied
+		p.mu.Lock()
+		p.reaped = true
+		c := p.client
+		p.mu.Unlock()
+		if c != nil {
+			_ = c.Close()
+		}
+		close(p.done)
+	}()
+
 	dataConn, err := net.FileConn(data)
 	data.Close()
 	if err != nil {
 		control.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		p.kill()
+		<-p.done
 		return nil, fmt.Errorf("cannot open stub socket: %w", err)
 	}
 	controlConn, err := net.FileConn(control)
 	control.Close()
 	if err != nil {
 		dataConn.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		p.kill()
+		<-p.done
 		return nil, fmt.Errorf("cannot open stub control socket: %w", err)
 	}
-	p := &process{
-		log:    log,
-		cmd:    cmd,
-		client: ipc.NewClient(dataConn, controlConn, log),
-		out:    out,
-		pid:    cmd.Process.Pid,
-		done:   make(chan struct{}),
+	client := ipc.NewClient(dataConn, controlConn, log)
+	p.mu.Lock()
+	p.client = client
+	if p.reaped {
+		_ = client.Close() // the reaper has come and gone: nobody else will
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := cmd.Wait()
-		// Whatever the model started in the stub's process group goes with
-		// it (the group outlives its leader while members remain).
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-		p.exitErr = err
-		p.state = cmd.ProcessState
-		_ = p.client.Close()
-		close(p.done)
-	}()
+	p.mu.Unlock()
 	return p, nil
+}
+
+// reap waits for the process to end, reporting every stop and continue on
+// the way: one wait4 with WUNTRACED|WCONTINUED per state change, so that a
+// stop is an event as an exit is.
+func (p *process) reap(onPause func(Pause)) {
+	for {
+		var ws syscall.WaitStatus
+		_, err := syscall.Wait4(p.pid, &ws, syscall.WUNTRACED|syscall.WCONTINUED, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			p.waitErr = err
+			return
+		}
+		switch {
+		case ws.Stopped():
+			if onPause != nil {
+				onPause(Pause{Stopped: true, Signal: signalName(ws.StopSignal())})
+			}
+		case ws.Continued():
+			if onPause != nil {
+				onPause(Pause{})
+			}
+		case ws.Exited() || ws.Signaled():
+			p.status = ws
+			return
+		}
+	}
 }
 
 // socketPair returns the server's and the stub's ends of a Unix stream
@@ -163,16 +239,15 @@ func (p *process) exited() bool {
 // exitDescription says how the process ended: "exit code 1" or
 // "killed by signal SIGKILL". Only valid after done is closed.
 func (p *process) exitDescription() (desc string, code int, signal string) {
-	st := p.state
-	if st == nil {
-		return fmt.Sprintf("wait failed: %v", p.exitErr), -1, ""
+	if p.waitErr != nil {
+		return fmt.Sprintf("wait failed: %v", p.waitErr), -1, ""
 	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		sig := ws.Signal()
-		name := signalName(sig)
+	ws := p.status
+	if ws.Signaled() {
+		name := signalName(ws.Signal())
 		return "killed by signal " + name, -1, name
 	}
-	return fmt.Sprintf("exit code %d", st.ExitCode()), st.ExitCode(), ""
+	return fmt.Sprintf("exit code %d", ws.ExitStatus()), ws.ExitStatus(), ""
 }
 
 func signalName(sig syscall.Signal) string {
@@ -189,6 +264,14 @@ func signalName(sig syscall.Signal) string {
 		return "SIGINT"
 	case syscall.SIGBUS:
 		return "SIGBUS"
+	case syscall.SIGSTOP:
+		return "SIGSTOP"
+	case syscall.SIGTSTP:
+		return "SIGTSTP"
+	case syscall.SIGTTIN:
+		return "SIGTTIN"
+	case syscall.SIGTTOU:
+		return "SIGTTOU"
 	}
 	return strings.ToUpper(sig.String())
 }
@@ -232,7 +315,10 @@ func (p *process) stop(ctx context.Context, finalize bool, finalizeTimeout, grac
 // kill sends SIGKILL to the stub's process group.
 func (p *process) kill() {
 	p.markIntended()
+	if p.exited() {
+		return
+	}
 	if err := syscall.Kill(-p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		_ = p.cmd.Process.Kill()
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
 	}
 }

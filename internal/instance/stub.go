@@ -17,7 +17,7 @@ type Stub struct {
 // StartStub starts a stub process.
 func StartStub(rt Runtime, log *slog.Logger) (*Stub, error) {
 	s := &Stub{}
-	p, err := startProcess(rt, log, &s.wg)
+	p, err := startProcess(rt, log, &s.wg, nil)
 	if err != nil {
 		return nil, err
 	}

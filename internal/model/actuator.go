@@ -40,22 +40,34 @@ func (m *Manager) SetRoutable(k health.InstanceKey, routable bool) {
 	v.queue.SetRoutable(n)
 }
 
-// Restart restarts an instance of a serving version. Instances of a version
-// that is still loading are not restarted: the load decides their fate.
+// Restart restarts an instance. The health engine owns the decision, so it
+// is never dropped: an instance of a version that is still loading (one
+// instance initialized and died while another still initializes) is
+// restarted once the load succeeds; if the load fails, the version is
+// retired and nothing is restarted. A version that stopped serving (closed
+// by an unload or a reload) is being stopped: its restarts are moot.
 func (m *Manager) Restart(k health.InstanceKey, reason string) {
 	v, i := m.instanceFor(k)
 	if v == nil {
 		return
 	}
 	v.mu.Lock()
-	serving := v.serving
-	v.mu.Unlock()
-	if serving {
-		v.instances[i].Restart(reason)
+	if !v.serving {
+		if !v.closed {
+			if v.restarts == nil {
+				v.restarts = map[string]string{}
+			}
+			v.restarts[k.Instance] = reason
+		}
+		v.mu.Unlock()
+		return
 	}
+	v.mu.Unlock()
+	v.instances[i].Restart(reason)
 }
 
-// Fail stops an instance for good.
+// Fail stops an instance whose restarts are exhausted; the engine retries
+// it later at the maximum backoff (Restart).
 func (m *Manager) Fail(k health.InstanceKey, reason string) {
 	if v, i := m.instanceFor(k); v != nil {
 		v.instances[i].Fail(reason)

@@ -274,7 +274,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 			queue = v.seq.Instance(k)
 		}
 		key := health.InstanceKey{Model: spec.Name, Version: vs, Instance: inName}
-		v.instances = append(v.instances, instance.New(instance.Config{
+		v.instances = append(v.instances, m.newInstance(instance.Config{
 			Key:     key,
 			Runtime: m.cfg.Runtime,
 			Init: ipc.InitArgs{
@@ -333,10 +333,21 @@ func (m *Manager) retire(ctx context.Context, vs iter.Seq[*version]) {
 	wg.Wait()
 }
 
+// setServing marks the version serving (restarts are carried out at once
+// from now on) and carries out the restarts decided while it loaded.
 func (v *version) setServing(serving bool) {
 	v.mu.Lock()
 	v.serving = serving
+	var pending map[string]string
+	if serving {
+		pending, v.restarts = v.restarts, nil
+	}
 	v.mu.Unlock()
+	for _, in := range v.instances {
+		if reason, ok := pending[in.Key().Instance]; ok {
+			in.Restart(reason)
+		}
+	}
 }
 
 // drain waits, within ctx and at most the drain timeout, until the version's
@@ -365,7 +376,7 @@ var errReplaced = errors.New("model version was replaced by a reload")
 // serves the model next. Idempotent.
 func (v *version) close() {
 	v.mu.Lock()
-	v.serving = false
+	v.serving, v.closed, v.restarts = false, true, nil
 	v.mu.Unlock()
 	err := &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: errReplaced,
 		Msg: fmt.Sprintf("model %s version %s is unloading", v.key.Model, v.key.Version)}

@@ -85,6 +85,9 @@ type Config struct {
 	LoadConcurrency int
 	// Metrics registers the inference metrics; nil keeps them unexported.
 	Metrics prometheus.Registerer
+	// NewInstance builds a model instance; nil means instance.New. Tests
+	// set a fake.
+	NewInstance func(instance.Config) Instance
 }
 
 // Manager owns every loaded model version.
@@ -130,11 +133,16 @@ type version struct {
 	// instances pull from instead of queue; nil for other models.
 	seq       *sequence.Batcher
 	stats     *scheduler.Stats
-	instances []*instance.Instance
+	instances []Instance
 
 	mu       sync.Mutex
 	serving  bool // loaded: restarts are carried out
+	closed   bool // unloading or replaced: restarts are moot
 	routable map[string]bool
+	// restarts holds the restarts the health engine decided while the
+	// version was still loading, by instance name: they are carried out
+	// when it starts serving (setServing), never dropped.
+	restarts map[string]string
 }
 
 // New returns a manager; it loads nothing.

@@ -76,7 +76,7 @@
 // success_threshold, restart_check_delay_seconds,
 // stop_traffic_threshold_seconds, restart_threshold_seconds,
 // heartbeat_timeout_seconds, heartbeat_period_seconds, execute_timeout_seconds,
-// consecutive_errors, error_patterns, min_ready_instances, restart_backoff
+// initialize_timeout_seconds, consecutive_errors, error_patterns, min_ready_instances, restart_backoff
 // {initial_seconds, max_seconds, reset_after_seconds}, max_restarts,
 // restart_window_seconds. Keys that are absent keep the base value (server
 // defaults for health.yaml, health.DefaultPolicy for --health-config).
@@ -86,7 +86,8 @@
 //   - period_seconds, timeout_seconds, heartbeat_timeout_seconds,
 //     heartbeat_period_seconds and restart_window_seconds are > 0; every
 //     other duration is ≥ 0 (execute_timeout_seconds 0 turns the progress
-//     check off).
+//     check off, initialize_timeout_seconds 0 the initialize limit), and
+//     restart_backoff.initial_seconds is ≥ 0.1 (MinBackoffInitial).
 //   - timeout_seconds may exceed period_seconds, as in Kubernetes: the hook
 //     is single-flight, so a slow check only delays the next one.
 //   - failure_threshold, success_threshold, min_ready_instances and

@@ -96,6 +96,7 @@ var policyKeys = []policyKey{
 	{"heartbeat_timeout_seconds", positiveSeconds(func(p *health.Policy) *time.Duration { return &p.HeartbeatTimeout })},
 	{"heartbeat_period_seconds", positiveSeconds(func(p *health.Policy) *time.Duration { return &p.HeartbeatPeriod })},
 	{"execute_timeout_seconds", seconds(func(p *health.Policy) *time.Duration { return &p.ExecuteTimeout })},
+	{"initialize_timeout_seconds", seconds(func(p *health.Policy) *time.Duration { return &p.InitializeTimeout })},
 	{"consecutive_errors", atLeast(0, func(p *health.Policy) *int { return &p.ConsecutiveErrors })},
 	{"error_patterns", setErrorPatterns},
 	{"min_ready_instances", atLeast(1, func(p *health.Policy) *int { return &p.MinReadyInstances })},
@@ -289,6 +290,9 @@ func setErrorPatterns(n *yaml.Node, field, file string, p *health.Policy) error 
 	return nil
 }
 
+// MinBackoffInitial is the floor of restart_backoff.initial_seconds.
+const MinBackoffInitial = 100 * time.Millisecond
+
 // validatePolicy checks the whole policy: the single-value rules again
 // (base may come from flags) and the rules that relate two keys.
 func validatePolicy(p health.Policy, file string) error {
@@ -316,6 +320,7 @@ func validatePolicy(p health.Policy, file string) error {
 		{"stop_traffic_threshold_seconds", p.StopTrafficThreshold},
 		{"restart_threshold_seconds", p.RestartThreshold},
 		{"execute_timeout_seconds", p.ExecuteTimeout},
+		{"initialize_timeout_seconds", p.InitializeTimeout},
 		{"restart_backoff.initial_seconds", p.BackoffInitial},
 		{"restart_backoff.max_seconds", p.BackoffMax},
 		{"restart_backoff.reset_after_seconds", p.BackoffReset},
@@ -350,6 +355,11 @@ func validatePolicy(p health.Policy, file string) error {
 		return &Error{File: file, Field: "restart_threshold_seconds", Msg: fmt.Sprintf(
 			"restart_threshold_seconds (%s) must be ≥ stop_traffic_threshold_seconds (%s)",
 			secs(p.RestartThreshold), secs(p.StopTrafficThreshold))}
+	}
+	if p.BackoffInitial < MinBackoffInitial {
+		return fieldError(file, "restart_backoff.initial_seconds",
+			"must be ≥ %s (a lower value lets a crashing model restart many times a second and burn the CPU), got %s",
+			secs(MinBackoffInitial), secs(p.BackoffInitial))
 	}
 	if p.BackoffMax < p.BackoffInitial {
 		return &Error{File: file, Field: "restart_backoff.max_seconds", Msg: fmt.Sprintf(

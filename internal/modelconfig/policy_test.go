@@ -42,6 +42,7 @@ restart_threshold_seconds: 12
 heartbeat_timeout_seconds: 3
 heartbeat_period_seconds: 0.5
 execute_timeout_seconds: 60
+initialize_timeout_seconds: 1200
 consecutive_errors: 5
 error_patterns: ["CUDA error", out of memory, 503]
 min_ready_instances: 2
@@ -58,6 +59,7 @@ restart_window_seconds: 900
 				RestartCheckDelay: 15 * time.Second, StopTrafficThreshold: 4 * time.Second,
 				RestartThreshold: 12 * time.Second, HeartbeatTimeout: 3 * time.Second,
 				HeartbeatPeriod: 500 * time.Millisecond, ExecuteTimeout: time.Minute,
+				InitializeTimeout: 20 * time.Minute,
 				ConsecutiveErrors: 5, ErrorPatterns: []string{"CUDA error", "out of memory", "503"},
 				MinReadyInstances: 2, BackoffInitial: 500 * time.Millisecond,
 				BackoffMax: 2 * time.Minute, BackoffReset: 5 * time.Minute,
@@ -233,6 +235,9 @@ func TestValidatePolicy(t *testing.T) {
 		{"empty pattern", func(p *health.Policy) { p.ErrorPatterns = []string{""} }, "flags: error_patterns[0]: must not be empty (it would match every error)"},
 		{"restart before stop", func(p *health.Policy) { p.StopTrafficThreshold = time.Minute }, "flags: restart_threshold_seconds (30) must be ≥ stop_traffic_threshold_seconds (60)"},
 		{"negative backoff", func(p *health.Policy) { p.BackoffInitial = -1 }, "flags: restart_backoff.initial_seconds: must be ≥ 0, got -0.000000001"},
+		{"backoff below the floor", func(p *health.Policy) { p.BackoffInitial = 0 },
+			"flags: restart_backoff.initial_seconds: must be ≥ 0.1 (a lower value lets a crashing model restart many times a second and burn the CPU), got 0"},
+		{"negative initialize timeout", func(p *health.Policy) { p.InitializeTimeout = -time.Second }, "flags: initialize_timeout_seconds: must be ≥ 0, got -1"},
 	}
 	for _, tt := range tests {
 		p := health.DefaultPolicy()

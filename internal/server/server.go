@@ -50,16 +50,20 @@ type Config struct {
 	EscalateFailed  bool
 	HideReasons     bool
 	// Metrics serves Prometheus metrics on /metrics.
-	Metrics          bool
-	Policy           health.Policy
-	MaxRequestBytes  int64
-	MaxQueue         int
-	MaxElements      int64
-	AdminToken       string
-	DrainDelay       time.Duration
-	ShutdownTimeout  time.Duration
-	FinalizeTimeout  time.Duration
-	WatchdogInterval time.Duration
+	Metrics         bool
+	Policy          health.Policy
+	MaxRequestBytes int64
+	// MaxConcurrentRequestBytes bounds the HTTP body bytes held at once;
+	// BodyReadTimeout bounds reading one HTTP request.
+	MaxConcurrentRequestBytes int64
+	BodyReadTimeout           time.Duration
+	MaxQueue                  int
+	MaxElements               int64
+	AdminToken                string
+	DrainDelay                time.Duration
+	ShutdownTimeout           time.Duration
+	FinalizeTimeout           time.Duration
+	WatchdogInterval          time.Duration
 	// MaxStreamDuration bounds one request's life on an instance
 	// (--max-stream-duration).
 	MaxStreamDuration time.Duration
@@ -159,28 +163,32 @@ func Run(ctx context.Context, cfg Config) error {
 		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	}
 	restCfg := rest.Config{
-		ServerName:      Name,
-		ServerVersion:   cfg.Version,
-		Extensions:      protocolExtensions(),
-		MaxRequestBytes: cfg.MaxRequestBytes,
-		AdminToken:      cfg.AdminToken,
-		HideReasons:     cfg.HideReasons,
-		Metrics:         metrics,
-		Logger:          log.With("component", "rest"),
-		InFlight:        mgr.InFlight,
+		ServerName:                Name,
+		ServerVersion:             cfg.Version,
+		Extensions:                protocolExtensions(),
+		MaxRequestBytes:           cfg.MaxRequestBytes,
+		MaxConcurrentRequestBytes: cfg.MaxConcurrentRequestBytes,
+		AdminToken:                cfg.AdminToken,
+		HideReasons:               cfg.HideReasons,
+		Metrics:                   metrics,
+		Logger:                    log.With("component", "rest"),
+		InFlight:                  mgr.InFlight,
 	}
 	httpSrv := &http.Server{
 		Handler:           rest.NewHandler(mgr, engine, restCfg),
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       5 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// A body must arrive within this (the deadline is cleared once it
+		// has: a long inference is not cut off).
+		ReadTimeout: readTimeout(cfg.BodyReadTimeout),
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	grpcSrv := grpcapi.NewServer(mgr, engine, grpcapi.Config{
 		ServerName:    Name,
 		ServerVersion: cfg.Version,
 		Extensions:    protocolExtensions(),
 		AdminToken:    cfg.AdminToken,
+		HideReasons:   cfg.HideReasons,
 		MaxRecvBytes:  int(cfg.MaxRequestBytes),
 		Logger:        log.With("component", "grpc"),
 	})
@@ -240,6 +248,11 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	httpSrv, healthSrv *http.Server, mgr *model.Manager, stopLoading context.CancelFunc) {
 	log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String())
 	engine.Post(health.Event{Kind: health.Draining, At: time.Now(), Reason: "server is shutting down"})
+	// Readiness, and the HTTP side's "Connection: close" on every response,
+	// follow the snapshot: wait until it shows the drain.
+	syncCtx, cancelSync := context.WithTimeout(context.Background(), time.Second)
+	_ = engine.Sync(syncCtx)
+	cancelSync()
 	mgr.Drain() // sequence models take no new sequences; open ones go on
 	grpcSrv.Drain()
 	if cfg.DrainDelay > 0 {
@@ -294,6 +307,15 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	if healthSrv != nil {
 		_ = healthSrv.Close()
 	}
+}
+
+// readTimeout is the HTTP server's ReadTimeout: --body-read-timeout, one
+// minute when unset.
+func readTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return time.Minute
+	}
+	return d
 }
 
 // protocolExtensions are the protocol extensions vigil implements.

@@ -60,11 +60,11 @@ func TestHookReturningFalseTakesInstanceOutOfTrafficThenRestartsIt(t *testing.T)
 	}
 }
 
-func TestStoppedStubFailsResponsivenessAndIsRestarted(t *testing.T) {
-	s := start(t, copyModels(t, "echo"),
-		"--health-default", "heartbeat_period_seconds=0.1",
-		"--health-default", "heartbeat_timeout_seconds=0.3",
-		"--health-default", "restart_threshold_seconds=1")
+// A stopped stub is an event: the reaper sees the stop, the instance leaves
+// traffic at once (default heartbeat), comes back on SIGCONT by the same
+// path, and a stop that lasts is restarted after restart_threshold_seconds.
+func TestStoppedStubLeavesTrafficAtOnceAndReturnsOnSIGCONT(t *testing.T) {
+	s := start(t, copyModels(t, "echo"), "--health-default", "restart_threshold_seconds=3")
 	s.waitReady(30 * time.Second)
 	pid := s.stubPIDs("echo")[0]
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
@@ -73,10 +73,30 @@ func TestStoppedStubFailsResponsivenessAndIsRestarted(t *testing.T) {
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	took := eventually(t, 5*time.Second, "not ready after SIGSTOP", func() bool {
 		r := s.get("/v2/models/echo/ready")
-		return r.Status == 503 && strings.Contains(string(r.Body), "ping")
+		return r.Status == 503 && strings.Contains(string(r.Body), "stopped by signal SIGSTOP")
 	})
-	t.Logf("SIGSTOP seen after %s (heartbeat timeout 0.3s)", took)
-	eventually(t, 10*time.Second, "a new process serves", func() bool {
+	t.Logf("SIGSTOP seen after %s (heartbeat timeout 2s)", took)
+	if took > time.Second {
+		t.Errorf("a stopped stub stayed ready for %s; it should leave at the event", took)
+	}
+	if r := s.post("/v2/models/echo/infer", echoBody(1)); r.Status != 503 {
+		t.Errorf("infer while the only stub is stopped: %d %s, want 503", r.Status, r.Body)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	back := eventually(t, 5*time.Second, "ready after SIGCONT", func() bool {
+		return s.get("/v2/models/echo/ready").Status == 200
+	})
+	t.Logf("SIGCONT seen after %s", back)
+	if pids := s.stubPIDs("echo"); len(pids) != 1 || pids[0] != pid {
+		t.Fatalf("the continued stub was replaced: %v", pids)
+	}
+	if r := s.post("/v2/models/echo/infer", echoBody(1)); r.Status != 200 {
+		t.Fatalf("infer after SIGCONT: %d %s", r.Status, r.Body)
+	}
+	syscall.Kill(pid, syscall.SIGSTOP)
+	eventually(t, 15*time.Second, "a new process serves", func() bool {
 		pids := s.stubPIDs("echo")
 		return len(pids) == 1 && pids[0] != pid && s.get("/v2/models/echo/ready").Status == 200
 	})

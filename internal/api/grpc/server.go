@@ -74,10 +74,13 @@ type Config struct {
 	ServerVersion string
 	// Extensions are reported by ServerMetadata.
 	Extensions []string
-	// AdminToken, when set, guards RepositoryModelLoad and
-	// RepositoryModelUnload: clients send metadata
+	// AdminToken, when set, guards every admin method (the repository API;
+	// admin.go lists them): clients send metadata
 	// "authorization: Bearer <token>".
 	AdminToken string
+	// HideReasons (--health-hide-reasons) withholds failure reasons from
+	// the repository index when no admin token guards it.
+	HideReasons bool
 	// MaxRecvBytes limits the size of a received message; 0 keeps
 	// grpc-go's default (4 MiB). Larger messages fail RESOURCE_EXHAUSTED.
 	MaxRecvBytes int
@@ -131,25 +134,25 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	opts := []gogrpc.ServerOption{
-		gogrpc.ChainUnaryInterceptor(recoverUnary(log)),
-		gogrpc.ChainStreamInterceptor(recoverStream(log)),
-	}
-	if cfg.MaxRecvBytes > 0 {
-		opts = append(opts, gogrpc.MaxRecvMsgSize(cfg.MaxRecvBytes))
-	}
 	stopping, stop := context.WithCancel(context.Background())
 	s := &Server{
 		models:   m,
 		health:   h,
 		cfg:      cfg,
 		log:      log,
-		srv:      gogrpc.NewServer(opts...),
 		hs:       grpchealth.NewServer(),
 		stopping: stopping,
 		stop:     stop,
 		statuses: make(map[string]healthpb.HealthCheckResponse_ServingStatus),
 	}
+	opts := []gogrpc.ServerOption{
+		gogrpc.ChainUnaryInterceptor(recoverUnary(log), s.adminUnary()),
+		gogrpc.ChainStreamInterceptor(recoverStream(log), s.adminStream()),
+	}
+	if cfg.MaxRecvBytes > 0 {
+		opts = append(opts, gogrpc.MaxRecvMsgSize(cfg.MaxRecvBytes))
+	}
+	s.srv = gogrpc.NewServer(opts...)
 	pb.RegisterGRPCInferenceServiceServer(s.srv, &inferenceService{s: s})
 	healthpb.RegisterHealthServer(s.srv, &healthService{Server: s.hs, stopping: stopping})
 	reflection.Register(s.srv)

@@ -2,11 +2,8 @@ package grpc
 
 import (
 	"context"
-	"crypto/subtle"
-	"strings"
 	"time"
 
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/vigilhq/vigil/internal/apierr"
@@ -155,15 +152,22 @@ func durationToProto(d model.Duration) *pb.StatisticDuration {
 
 // RepositoryIndex lists the repository's model versions with their runtime
 // state. vigil serves one repository, so repository_name is not consulted.
+// Like every admin method it needs the admin token (admin.go).
 func (svc *inferenceService) RepositoryIndex(ctx context.Context, in *pb.RepositoryIndexRequest) (*pb.RepositoryIndexResponse, error) {
 	entries := svc.s.models.Index(ctx, in.GetReady())
 	out := &pb.RepositoryIndexResponse{Models: make([]*pb.RepositoryIndexResponse_ModelIndex, 0, len(entries))}
 	for _, e := range entries {
+		reason := e.Reason
+		if svc.s.cfg.HideReasons && svc.s.cfg.AdminToken == "" {
+			// Without a token the index is as public as the health
+			// service, and withholds reasons as it does.
+			reason = ""
+		}
 		out.Models = append(out.Models, &pb.RepositoryIndexResponse_ModelIndex{
 			Name:    e.Name,
 			Version: e.Version,
 			State:   e.State,
-			Reason:  e.Reason,
+			Reason:  reason,
 		})
 	}
 	return out, nil
@@ -171,9 +175,6 @@ func (svc *inferenceService) RepositoryIndex(ctx context.Context, in *pb.Reposit
 
 // RepositoryModelLoad loads or reloads a model (explicit mode).
 func (svc *inferenceService) RepositoryModelLoad(ctx context.Context, in *pb.RepositoryModelLoadRequest) (*pb.RepositoryModelLoadResponse, error) {
-	if err := svc.authorize(ctx); err != nil {
-		return nil, toStatus(err)
-	}
 	if in.GetModelName() == "" {
 		return nil, toStatus(apierr.New(apierr.InvalidArgument, "model_name is required"))
 	}
@@ -186,9 +187,6 @@ func (svc *inferenceService) RepositoryModelLoad(ctx context.Context, in *pb.Rep
 
 // RepositoryModelUnload unloads a model (explicit mode).
 func (svc *inferenceService) RepositoryModelUnload(ctx context.Context, in *pb.RepositoryModelUnloadRequest) (*pb.RepositoryModelUnloadResponse, error) {
-	if err := svc.authorize(ctx); err != nil {
-		return nil, toStatus(err)
-	}
 	if in.GetModelName() == "" {
 		return nil, toStatus(apierr.New(apierr.InvalidArgument, "model_name is required"))
 	}
@@ -197,27 +195,4 @@ func (svc *inferenceService) RepositoryModelUnload(ctx context.Context, in *pb.R
 		return nil, toStatus(err)
 	}
 	return &pb.RepositoryModelUnloadResponse{}, nil
-}
-
-// authorize checks the admin token of the repository API, when one is
-// configured: a missing or malformed "authorization" entry is
-// Unauthenticated, a wrong token PermissionDenied.
-func (svc *inferenceService) authorize(ctx context.Context) error {
-	want := svc.s.cfg.AdminToken
-	if want == "" {
-		return nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
-		return apierr.New(apierr.Unauthenticated, "the repository API needs the admin token: send metadata \"authorization: Bearer <token>\"")
-	}
-	scheme, token, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return apierr.New(apierr.Unauthenticated, "authorization metadata must be \"Bearer <token>\"")
-	}
-	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(want)) != 1 {
-		return apierr.New(apierr.PermissionDenied, "the admin token is wrong")
-	}
-	return nil
 }

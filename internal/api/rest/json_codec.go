@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
@@ -68,6 +69,9 @@ func (f outputFormat) isBinary(name string) bool {
 func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, outputFormat, error) {
 	var raw inferRequestJSON
 	var format outputFormat
+	if !utf8.Valid(header) {
+		return nil, format, checkUTF8(header, "the JSON inference header")
+	}
 	header = quoteNonFinite(header)
 	dec := json.NewDecoder(bytes.NewReader(header))
 	dec.UseNumber()

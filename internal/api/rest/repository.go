@@ -39,7 +39,13 @@ func (s *server) repositoryIndex(w http.ResponseWriter, r *http.Request) {
 	entries := s.models.Index(r.Context(), req.Ready)
 	out := make([]indexEntryBody, 0, len(entries))
 	for _, e := range entries {
-		out = append(out, indexEntryBody{Name: e.Name, Version: e.Version, State: e.State, Reason: e.Reason})
+		reason := e.Reason
+		if s.cfg.HideReasons && s.cfg.AdminToken == "" {
+			// Without a token the index is as public as the health
+			// endpoints, and withholds reasons as they do.
+			reason = ""
+		}
+		out = append(out, indexEntryBody{Name: e.Name, Version: e.Version, State: e.State, Reason: reason})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -69,52 +69,14 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeErrorStatus(w, status, err.Error())
 }
 
-// maxPreallocBytes bounds the buffer allocated from Content-Length before
-// any of the body has arrived.
-const maxPreallocBytes = 4 << 20
-
-// readBody reads the whole request body within the server's limit. A body
-// over the limit is a TooLarge error (413); it is refused before reading when
-// Content-Length already says so.
-func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if s.maxBytes > 0 && r.ContentLength > s.maxBytes {
-		return nil, apierr.New(apierr.TooLarge, "request body of %d bytes is over the limit of %d bytes (--max-request-bytes)", r.ContentLength, s.maxBytes)
-	}
-	body := io.Reader(r.Body)
-	if s.maxBytes > 0 {
-		body = http.MaxBytesReader(w, r.Body, s.maxBytes)
-	}
-	if r.ContentLength > 0 && r.ContentLength <= maxPreallocBytes {
-		// The usual case: one buffer of exactly the announced size (the
-		// server ends the body there). Beyond a few megabytes
-		// Content-Length is not trusted up front: a client that announces a
-		// large body and sends nothing must not make every connection
-		// allocate it.
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(body, buf); err != nil {
-			return nil, apierr.Wrap(apierr.InvalidArgument, err, "cannot read request body of %d bytes", r.ContentLength)
-		}
-		return buf, nil
-	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(maxPreallocBytes)
-	}
-	if _, err := buf.ReadFrom(body); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, apierr.New(apierr.TooLarge, "request body is over the limit of %d bytes (--max-request-bytes)", tooLarge.Limit)
-		}
-		return nil, apierr.Wrap(apierr.InvalidArgument, err, "cannot read request body")
-	}
-	return buf.Bytes(), nil
-}
-
 // decodeOptionalJSON decodes an optional JSON object body into v; an empty
 // body leaves v untouched.
 func decodeOptionalJSON(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
+	}
+	if err := checkUTF8(body, "the JSON body"); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()

@@ -47,6 +47,10 @@ type Config struct {
 	// MaxRequestBytes limits request bodies (413 above it); 0 means
 	// DefaultMaxRequestBytes, a negative value means no limit.
 	MaxRequestBytes int64
+	// MaxConcurrentRequestBytes bounds the body bytes buffered by all
+	// requests at once (503 with Retry-After above it); 0 means
+	// DefaultMaxConcurrentRequestBytes, a negative value means no bound.
+	MaxConcurrentRequestBytes int64
 	// AdminToken, when non-empty, protects the repository API: requests need
 	// "Authorization: Bearer <token>" (401 when missing, 403 when wrong).
 	AdminToken string
@@ -71,6 +75,7 @@ type server struct {
 	cfg      Config
 	log      *slog.Logger
 	maxBytes int64
+	budget   *byteBudget
 }
 
 func newServer(m Models, h HealthSource, cfg Config) *server {
@@ -82,7 +87,14 @@ func newServer(m Models, h HealthSource, cfg Config) *server {
 	if maxBytes == 0 {
 		maxBytes = DefaultMaxRequestBytes
 	}
-	return &server{models: m, health: h, cfg: cfg, log: log, maxBytes: maxBytes}
+	budget := cfg.MaxConcurrentRequestBytes
+	if budget == 0 {
+		budget = DefaultMaxConcurrentRequestBytes
+	}
+	if budget > 0 && maxBytes > 0 && budget <= maxBytes {
+		budget = maxBytes + 1 // room for one body of the largest size at least
+	}
+	return &server{models: m, health: h, cfg: cfg, log: log, maxBytes: maxBytes, budget: &byteBudget{limit: budget}}
 }
 
 // NewHandler returns the full REST API: inference, metadata, statistics,
@@ -92,19 +104,59 @@ func NewHandler(m Models, h HealthSource, cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	s.registerHealth(mux)
 
-	s.handle(mux, http.MethodGet, "/v2", s.serverMetadata)
-	s.handle(mux, http.MethodGet, "/v2/{$}", s.serverMetadata)
-	s.handle(mux, http.MethodGet, "/v2/models/stats", s.modelStats)
-	for _, base := range []string{"/v2/models/{model}", "/v2/models/{model}/versions/{version}"} {
-		s.handle(mux, http.MethodGet, base, s.modelMetadata)
-		s.handle(mux, http.MethodGet, base+"/config", s.modelConfig)
-		s.handle(mux, http.MethodGet, base+"/stats", s.modelStats)
-		s.handle(mux, http.MethodPost, base+"/infer", s.infer)
+	for _, rt := range s.apiRoutes() {
+		h := rt.h
+		if rt.admin {
+			h = s.admin(h)
+		}
+		s.handle(mux, rt.method, rt.pattern, h)
 	}
-	s.handle(mux, http.MethodPost, "/v2/repository/index", s.admin(s.repositoryIndex))
-	s.handle(mux, http.MethodPost, "/v2/repository/models/{model}/load", s.admin(s.repositoryLoad))
-	s.handle(mux, http.MethodPost, "/v2/repository/models/{model}/unload", s.admin(s.repositoryUnload))
-	return mux
+	return s.closeWhenDraining(mux)
+}
+
+// closeWhenDraining ends keep-alive from the moment the drain starts: every
+// response then carries "Connection: close", so a client that keeps sending
+// through SIGTERM opens a new connection per request, and no idle
+// keep-alive connection is left for the listener close to race with (a
+// request sent on one just as it closes would get EOF and no answer).
+func (s *server) closeWhenDraining(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.snapshot().Draining {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// route is one route of the API. Admin routes need the admin token (when
+// one is configured); the list is the one place that says which they are.
+type route struct {
+	method, pattern string
+	h               http.HandlerFunc
+	admin           bool
+}
+
+// apiRoutes are the inference, metadata, statistics and repository routes
+// (health routes: registerHealth).
+func (s *server) apiRoutes() []route {
+	rs := []route{
+		{method: http.MethodGet, pattern: "/v2", h: s.serverMetadata},
+		{method: http.MethodGet, pattern: "/v2/{$}", h: s.serverMetadata},
+		{method: http.MethodGet, pattern: "/v2/models/stats", h: s.modelStats},
+	}
+	for _, base := range []string{"/v2/models/{model}", "/v2/models/{model}/versions/{version}"} {
+		rs = append(rs,
+			route{method: http.MethodGet, pattern: base, h: s.modelMetadata},
+			route{method: http.MethodGet, pattern: base + "/config", h: s.modelConfig},
+			route{method: http.MethodGet, pattern: base + "/stats", h: s.modelStats},
+			route{method: http.MethodPost, pattern: base + "/infer", h: s.infer},
+		)
+	}
+	return append(rs,
+		route{method: http.MethodPost, pattern: "/v2/repository/index", h: s.repositoryIndex, admin: true},
+		route{method: http.MethodPost, pattern: "/v2/repository/models/{model}/load", h: s.repositoryLoad, admin: true},
+		route{method: http.MethodPost, pattern: "/v2/repository/models/{model}/unload", h: s.repositoryUnload, admin: true},
+	)
 }
 
 // NewHealthHandler returns only the health routes (/v2/health/*, model
@@ -113,7 +165,7 @@ func NewHealthHandler(h HealthSource, cfg Config) http.Handler {
 	s := newServer(nil, h, cfg)
 	mux := http.NewServeMux()
 	s.registerHealth(mux)
-	return mux
+	return s.closeWhenDraining(mux)
 }
 
 func (s *server) registerHealth(mux *http.ServeMux) {

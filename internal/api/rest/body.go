@@ -1,0 +1,195 @@
+package rest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+)
+
+// DefaultMaxConcurrentRequestBytes bounds the request body bytes held by all
+// requests at once when Config.MaxConcurrentRequestBytes is zero.
+const DefaultMaxConcurrentRequestBytes int64 = 256 << 20
+
+// firstChunk is the buffer a body starts with; it doubles as bytes arrive.
+const firstChunk = 64 << 10
+
+// byteBudget bounds the request body bytes buffered by all requests at once.
+// A request reserves as its buffer grows and releases when its handler
+// returns; a reservation over the budget fails at once (the request is
+// answered 503), so that slow or large bodies cannot exhaust memory.
+type byteBudget struct {
+	limit int64 // ≤ 0: no bound
+
+	mu   sync.Mutex
+	used int64
+}
+
+func (b *byteBudget) reserve(n int64) bool {
+	if b == nil || b.limit <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *byteBudget) release(n int64) {
+	if b == nil || b.limit <= 0 || n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+// lease is one request's share of the budget. It is given back once, when
+// the request's context ends (its handler returned or the client left);
+// growth after that is given back at once.
+type lease struct {
+	b *byteBudget
+
+	mu       sync.Mutex
+	held     int64
+	released bool
+}
+
+func (l *lease) grow(n int64) bool {
+	if !l.b.reserve(n) {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		l.b.release(n)
+		return true
+	}
+	l.held += n
+	return true
+}
+
+func (l *lease) release() {
+	l.mu.Lock()
+	n := l.held
+	l.held, l.released = 0, true
+	l.mu.Unlock()
+	l.b.release(n)
+}
+
+// inUse is the bytes reserved now (for tests).
+func (b *byteBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// readBody reads the whole request body within the server's limit. A body
+// over the limit is a TooLarge error (413), refused before reading when
+// Content-Length already says so. The buffer grows as bytes arrive (never
+// from Content-Length alone: a client announcing a large body and sending
+// nothing holds only the first chunk), never beyond the limit, and every
+// byte of it is reserved from the server-wide budget until the handler
+// returns.
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if s.maxBytes > 0 && r.ContentLength > s.maxBytes {
+		return nil, apierr.New(apierr.TooLarge, "request body of %d bytes is over the limit of %d bytes (--max-request-bytes)", r.ContentLength, s.maxBytes)
+	}
+	if r.ContentLength == 0 {
+		return nil, nil
+	}
+	// The most the buffer may ever need: the announced length, else the
+	// limit (one byte more, to tell "at the limit" from "over it").
+	capacity := int64(-1)
+	switch {
+	case r.ContentLength > 0:
+		capacity = r.ContentLength
+	case s.maxBytes > 0:
+		capacity = s.maxBytes + 1
+	}
+	l := &lease{b: s.budget}
+	context.AfterFunc(r.Context(), l.release)
+	grow := func(buf []byte, want int64) ([]byte, error) {
+		if capacity > 0 && want > capacity {
+			want = capacity
+		}
+		extra := want - int64(cap(buf))
+		if extra <= 0 {
+			return buf, nil
+		}
+		if !l.grow(extra) {
+			return nil, &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second,
+				Msg: "the server is receiving too many request bytes at once (--max-concurrent-request-bytes); retry"}
+		}
+		nb := make([]byte, len(buf), want)
+		copy(nb, buf)
+		return nb, nil
+	}
+	buf, err := grow(nil, firstChunk)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			if capacity > 0 && int64(len(buf)) >= capacity {
+				break
+			}
+			if buf, err = grow(buf, 2*int64(cap(buf))); err != nil {
+				return nil, err
+			}
+		}
+		n, rerr := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if s.maxBytes > 0 && int64(len(buf)) > s.maxBytes {
+			return nil, apierr.New(apierr.TooLarge, "request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return nil, bodyReadError(rerr, r.ContentLength)
+		}
+	}
+	if r.ContentLength > 0 && int64(len(buf)) < r.ContentLength {
+		return nil, apierr.New(apierr.InvalidArgument, "cannot read request body of %d bytes: only %d arrived", r.ContentLength, len(buf))
+	}
+	return buf, nil
+}
+
+// bodyReadError classifies a failed body read: a read deadline (the body did
+// not arrive within --body-read-timeout) or a broken connection.
+func bodyReadError(err error, announced int64) error {
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		return apierr.Wrap(apierr.InvalidArgument, err, "the request body did not arrive within the body read timeout (--body-read-timeout)")
+	}
+	if announced > 0 {
+		return apierr.Wrap(apierr.InvalidArgument, err, "cannot read request body of %d bytes", announced)
+	}
+	return apierr.Wrap(apierr.InvalidArgument, err, "cannot read request body")
+}
+
+// checkUTF8 refuses JSON text that is not valid UTF-8: encoding/json would
+// silently replace the bad bytes with U+FFFD, changing the request.
+func checkUTF8(b []byte, what string) error {
+	if utf8.Valid(b) {
+		return nil
+	}
+	at := 0
+	for at < len(b) {
+		r, size := utf8.DecodeRune(b[at:])
+		if r == utf8.RuneError && size <= 1 {
+			break
+		}
+		at += size
+	}
+	return apierr.New(apierr.InvalidArgument, "%s is not valid UTF-8 (invalid byte 0x%02x at offset %d)", what, b[at], at)
+}

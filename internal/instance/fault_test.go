@@ -1,0 +1,207 @@
+package instance
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/ipc"
+	"github.com/vigilhq/vigil/internal/scheduler"
+)
+
+// newSlow is an instance of testdata/slow: initialize sleeps initSleep
+// seconds, execute sleeps for its input's value in seconds.
+func newSlow(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy, initSleep string) *Instance {
+	t.Helper()
+	dir, _ := filepath.Abs("testdata/slow")
+	return New(Config{
+		Key:     health.InstanceKey{Model: "slow", Version: "1", Instance: "slow_0"},
+		Runtime: testRuntime(t),
+		Init: ipc.InitArgs{ModelFile: filepath.Join(dir, "1", "model.py"), ModelName: "slow", ModelVersion: "1",
+			ModelRepository: dir, InstanceName: "slow_0", InstanceKind: "CPU",
+			ModelConfigJSON: `{"name":"slow","parameters":{"init_sleep":{"string_value":"` + initSleep + `"}}}`},
+		Policy:          policy,
+		Queue:           q,
+		Stats:           &scheduler.Stats{},
+		Events:          ev,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		FinalizeTimeout: time.Second,
+		StopGrace:       time.Second,
+	})
+}
+
+func fastHeartbeat() health.Policy {
+	p := health.DefaultPolicy()
+	p.HeartbeatPeriod, p.HeartbeatTimeout = 50*time.Millisecond, 300*time.Millisecond
+	return p
+}
+
+// The reaper sees a stop and a continue as events, and a stopped instance
+// takes no work from the moment it is stopped.
+func TestStopAndContinueAreEvents(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	in := newEcho(t, ev, q, health.DefaultPolicy())
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	sus, j := ev.waitFor(t, i, "suspended", kind(health.InstanceSuspended))
+	if sus.Signal != "SIGSTOP" || sus.PID != init.PID {
+		t.Errorf("suspended event %+v", sus)
+	}
+	t.Logf("stop seen after %s", time.Since(stopped))
+	in.mu.Lock()
+	session := in.session
+	in.mu.Unlock()
+	if session != nil {
+		t.Error("a stopped instance still has a session to take work in")
+	}
+	if err := syscall.Kill(init.PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, j, "resumed", kind(health.InstanceResumed))
+	// The continued stub is pinged at once, well before the next period.
+	ev.waitFor(t, j, "a ping after the continue", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && e.OK
+	})
+}
+
+// A batch held by a stub whose heartbeat fails is answered 503 within the
+// heartbeat bound, and its instance asks to be restarted at once.
+func TestWedgedBatchIsAnsweredWithinTheHeartbeatBound(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
+	p := fastHeartbeat()
+	in := newSlow(t, ev, q, p, "0")
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.Submit(ctx(t), echoRequest(30), 1) // execute sleeps 30 s
+		errc <- err
+	}()
+	// Wait for the batch to be on the stub, then stop the stub.
+	deadline := time.Now().Add(testTimeout)
+	for {
+		in.mu.Lock()
+		busy := in.gen != nil && in.gen.abortBatch != nil
+		in.mu.Unlock()
+		if busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the batch never reached the stub")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(init.PID, syscall.SIGKILL)
+	wedged := time.Now()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(testTimeout):
+		t.Fatal("the wedged batch was never answered")
+	}
+	took := time.Since(wedged)
+	bound := p.HeartbeatPeriod + p.HeartbeatTimeout + time.Second
+	t.Logf("wedge to answer: %s (bound %s)", took, bound)
+	if apierr.CodeOf(err) != apierr.Unavailable || !strings.Contains(err.Error(), "stopped responding") {
+		t.Fatalf("answer = %v, want 503 saying the instance stopped responding", err)
+	}
+	if took > bound {
+		t.Errorf("answered after %s, more than %s", took, bound)
+	}
+	res, _ := ev.waitFor(t, 0, "a hang result", func(e health.Event) bool {
+		return e.Kind == health.ExecuteResult && e.TimedOut
+	})
+	if res.Cause != health.CauseHang || !strings.Contains(res.Reason, "heartbeat failed") {
+		t.Errorf("execute result %+v", res)
+	}
+}
+
+// A stub stopped inside initialize is caught by its heartbeat: initialize
+// fails as a hang instead of running forever.
+func TestHangInsideInitializeIsDetected(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
+	in := newSlow(t, ev, q, fastHeartbeat(), "30")
+	defer in.Stop(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- in.Start(ctx(t)) }()
+	sp, i := ev.waitFor(t, 0, "spawned", kind(health.InstanceSpawned))
+	ev.waitFor(t, i, "a ping answered during initialize", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && e.OK
+	})
+	if err := syscall.Kill(sp.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "initialize hung") {
+			t.Fatalf("Start = %v, want a hang during initialize", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Start never returned for a stub stopped in initialize")
+	}
+	f, _ := ev.waitFor(t, 0, "init failed", kind(health.InstanceInitFailed))
+	if f.Cause != health.CauseHang {
+		t.Errorf("init failure %+v, want cause hang", f)
+	}
+}
+
+// initialize_timeout_seconds bounds an initialize that never returns.
+func TestInitializeTimeout(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
+	p := health.DefaultPolicy()
+	p.InitializeTimeout = 300 * time.Millisecond
+	in := newSlow(t, ev, q, p, "30")
+	defer in.Stop(context.Background())
+	err := in.Start(ctx(t))
+	if err == nil || !strings.Contains(err.Error(), "initialize_timeout_seconds") {
+		t.Fatalf("Start = %v, want the initialize timeout", err)
+	}
+	f, _ := ev.waitFor(t, 0, "init failed", kind(health.InstanceInitFailed))
+	if f.Cause != health.CauseHang {
+		t.Errorf("init failure %+v, want cause hang", f)
+	}
+}
+
+// A restart asked for while one is under way is carried out after it.
+func TestRestartDuringRestartIsNotDropped(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	in := newEcho(t, ev, q, health.DefaultPolicy())
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	_, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.Restart("first")
+	in.Restart("second")
+	_, j := ev.waitFor(t, i+1, "initialized after the first restart", kind(health.InstanceInitialized))
+	ev.waitFor(t, j+1, "initialized after the second restart", kind(health.InstanceInitialized))
+}
