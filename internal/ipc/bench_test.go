@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/ipc"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -55,5 +56,37 @@ func BenchmarkExecuteAddSub1MiB(b *testing.B) {
 		if results[0].Err != nil {
 			b.Fatal(results[0].Err)
 		}
+	}
+}
+
+// BenchmarkIdentity16MiB sends a 16 MiB FP32 tensor to a model that returns
+// it as it is, through the socket and out of band (memory files).
+func BenchmarkIdentity16MiB(b *testing.B) {
+	vals := make([]float32, 4<<20)
+	for i := range vals {
+		vals[i] = float32(i)
+	}
+	for _, mode := range []struct {
+		name      string
+		threshold int
+	}{{"socket", 0}, {"shm", ipc.DefaultShmThreshold}} {
+		b.Run(mode.name, func(b *testing.B) {
+			s := startStub(b, "large", stubOptions{})
+			s.SetShmThreshold(mode.threshold)
+			if _, err := s.Init(context.Background(), s.initArgs("large")); err != nil {
+				b.Fatal(err)
+			}
+			reqs := []*inference.Request{{Parameters: map[string]any{"view": true}, Inputs: []tensor.Tensor{fp32("X", vals...)}}}
+			b.SetBytes(16 << 20)
+			for b.Loop() {
+				results, err := s.Execute(context.Background(), reqs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if results[0].Err != nil {
+					b.Fatal(results[0].Err)
+				}
+			}
+		})
 	}
 }

@@ -61,6 +61,10 @@ type Result struct {
 type Client struct {
 	data, control *link
 	log           *slog.Logger
+	// shmThreshold is the size from which tensors travel out of band
+	// (shm.go); 0 when the data connection cannot pass descriptors.
+	shmThreshold atomic.Int64
+	arenas       arenas
 
 	seq     atomic.Uint32
 	dropped atomic.Int64 // see DroppedResponses
@@ -120,10 +124,24 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 		cancels:    make(chan cancelFrame, cancelQueue),
 		cancelDone: make(chan struct{}),
 	}
+	if _, ok := data.(*net.UnixConn); ok {
+		c.shmThreshold.Store(DefaultShmThreshold)
+	}
 	go c.readLoop(c.data)
 	go c.readLoop(c.control)
 	go c.cancelLoop()
 	return c
+}
+
+// SetShmThreshold sets the tensor size from which tensors travel between
+// server and stub in memory files rather than through the socket; 0 sends
+// every tensor through the socket. It applies to the stub's outputs from the
+// next Init, to inputs at once. It is ignored (stays 0) when the data
+// connection is not a Unix socket, which cannot pass descriptors.
+func (c *Client) SetShmThreshold(n int) {
+	if _, ok := c.data.rw.(*net.UnixConn); ok && n >= 0 {
+		c.shmThreshold.Store(int64(n))
+	}
 }
 
 // Done is closed when the connection is lost or closed.
@@ -137,6 +155,7 @@ func (c *Client) Close() error {
 	<-c.data.readerDone
 	<-c.control.readerDone
 	<-c.cancelDone
+	c.arenas.closeAll()
 	return nil
 }
 
@@ -167,7 +186,8 @@ func (c *Client) Ping(ctx context.Context) error {
 // ValueError: ...").
 func (c *Client) Init(ctx context.Context, a InitArgs) (InitResult, error) {
 	msg := wireInit{
-		ModelFile: a.ModelFile,
+		ModelFile:    a.ModelFile,
+		ShmThreshold: int(c.shmThreshold.Load()),
 		Args: map[string]string{
 			"model_config":             a.ModelConfigJSON,
 			"model_name":               a.ModelName,
@@ -262,11 +282,13 @@ func (c *Client) jsonRoundTrip(ctx context.Context, k kind, v any) (frame, error
 // with headerSize bytes of room for the header; bodyLen counts the bytes
 // after it.
 func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen int) (frame, error) {
-	return c.roundTripSeq(ctx, k, c.seq.Add(1), bufs, bodyLen)
+	return c.roundTripSeq(ctx, k, c.seq.Add(1), 0, bufs, bodyLen, nil)
 }
 
-// roundTripSeq is roundTrip with a sequence id the caller took from c.seq.
-func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, bufs [][]byte, bodyLen int) (frame, error) {
+// roundTripSeq is roundTrip with a sequence id the caller took from c.seq,
+// request flags, and descriptors sent along with the frame (shm.go); the
+// caller keeps, and closes, its own copies of them.
+func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
 	if err := ctx.Err(); err != nil {
 		return frame{}, err
 	}
@@ -280,8 +302,9 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, bufs [][]
 	c.pending[seq] = ch
 	c.mu.Unlock()
 
-	putHeader(bufs[0], bodyLen, k, 0, seq)
-	if err := c.write(ctx, k, bufs); err != nil {
+	putHeader(bufs[0], bodyLen, k, flags, seq)
+	putFDCount(bufs[0], len(fds))
+	if err := c.write(ctx, k, bufs, fds); err != nil {
 		c.forget(seq)
 		return frame{}, err
 	}
@@ -320,7 +343,7 @@ type writeDeadliner interface {
 // stopped reading), the write is abandoned through a write deadline; as part
 // of a frame may have gone out, the connection is then unusable and is shut
 // down.
-func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
+func (c *Client) write(ctx context.Context, k kind, bufs [][]byte, fds []int) error {
 	l := c.linkFor(k)
 	select {
 	case l.wsem <- struct{}{}:
@@ -343,7 +366,9 @@ func (c *Client) write(ctx context.Context, k kind, bufs [][]byte) error {
 	}
 	var n int64
 	var err error
-	if len(bufs) == 1 {
+	if len(fds) > 0 {
+		n, err = writeWithFDs(l.rw, bufs, fds)
+	} else if len(bufs) == 1 {
 		var m int
 		m, err = l.rw.Write(bufs[0])
 		n = int64(m)
@@ -393,13 +418,25 @@ func (c *Client) shutdown(cause error) {
 
 func (c *Client) readLoop(l *link) {
 	defer close(l.readerDone)
-	r := bufio.NewReaderSize(l.rw, 64<<10)
+	var src io.Reader = l.rw
+	var fds *fdReader
+	if uc, ok := l.rw.(*net.UnixConn); ok && l == c.data {
+		fds = newFDReader(uc)
+		defer fds.closeAll()
+		src = fds
+	}
+	r := bufio.NewReaderSize(src, 64<<10)
 	var hdr [headerSize]byte
 	for {
-		f, err := readFrame(r, &hdr)
+		f, err := readFrame(r, &hdr, fds)
 		if err != nil {
 			c.shutdown(err)
 			return
+		}
+		if len(f.fds) > 0 && f.kind != kindExecute {
+			// Only execute replies carry tensors.
+			closeFDs(f.fds)
+			f.fds = nil
 		}
 		if f.flags&flagReply == 0 {
 			// A frame the stub starts: dispatched by kind (dispatch.go).
@@ -415,13 +452,16 @@ func (c *Client) readLoop(l *link) {
 		ch, ok := c.pending[f.seq]
 		if ok {
 			delete(c.pending, f.seq)
+			// Under mu (ch is buffered, so this never blocks): a caller
+			// that forgets its seq then finds the frame in ch or never
+			// gets it, and a dropped frame's descriptors are closed here.
+			ch <- f
 		}
 		c.mu.Unlock()
 		if !ok {
 			// The caller gave up (its context ended); the reply is late.
 			c.log.Debug("dropped late stub reply", LogKeyKind, f.kind.String(), LogKeySeq, f.seq)
-			continue
+			closeFDs(f.fds)
 		}
-		ch <- f
 	}
 }

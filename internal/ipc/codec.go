@@ -34,6 +34,20 @@ const maxDims = 64
 // filled by the sender), the meta length and the meta; the rest alias the
 // inputs' data, so tensors are not copied.
 func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err error) {
+	bufs, bodyLen, _, err = encodeExecuteArena(reqs, 0, nil)
+	return bufs, bodyLen, err
+}
+
+// encodeExecuteArena is encodeExecute with inputs of at least threshold
+// bytes (threshold > 0) copied into the input arena (arena.go), which
+// must hold largeInputBytes(reqs, threshold); their records point at
+// descriptor 0, the arena's. With a nil arena every tensor is in the frame.
+// used says whether any input went into the arena.
+func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena) (bufs [][]byte, bodyLen int, used bool, err error) {
+	if inArena == nil {
+		threshold = 0
+	}
+	off := 0
 	params := make([][]byte, len(reqs))
 	size := headerSize + 4 + 4
 	nData := 0
@@ -41,7 +55,7 @@ func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err e
 		if len(r.Parameters) > 0 {
 			p, err := json.Marshal(r.Parameters)
 			if err != nil {
-				return nil, 0, fmt.Errorf("request %q: parameters: %w", r.ID, err)
+				return nil, 0, false, fmt.Errorf("request %q: parameters: %w", r.ID, err)
 			}
 			params[i] = p
 		}
@@ -49,12 +63,12 @@ func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err e
 		for j := range r.Inputs {
 			in := &r.Inputs[j]
 			if _, ok := datatypeCodes[in.Datatype]; !ok {
-				return nil, 0, fmt.Errorf("request %q: input %q: unknown datatype %q", r.ID, in.Name, in.Datatype)
+				return nil, 0, false, fmt.Errorf("request %q: input %q: unknown datatype %q", r.ID, in.Name, in.Datatype)
 			}
 			if len(in.Shape) > maxDims {
-				return nil, 0, fmt.Errorf("request %q: input %q: %d dimensions, at most %d", r.ID, in.Name, len(in.Shape), maxDims)
+				return nil, 0, false, fmt.Errorf("request %q: input %q: %d dimensions, at most %d", r.ID, in.Name, len(in.Shape), maxDims)
 			}
-			size += tensorRecordSize(in.Name, len(in.Shape))
+			size += tensorRecordSize(in.Name, len(in.Shape)) + 12
 			if len(in.Data) > 0 {
 				nData++
 			}
@@ -77,6 +91,14 @@ func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err e
 		b = append(b, params[i]...)
 		for j := range r.Inputs {
 			in := &r.Inputs[j]
+			if threshold > 0 && len(in.Data) >= threshold {
+				copy(inArena.mem[off:], in.Data)
+				b = appendTensorRecord(b, in.Name, datatypeCodes[in.Datatype]|outOfBand, in.Shape, len(in.Data))
+				b = appendOutOfBand(b, 0, uint64(off))
+				off += alignUp(len(in.Data))
+				used = true
+				continue
+			}
 			b = appendTensorRecord(b, in.Name, datatypeCodes[in.Datatype], in.Shape, len(in.Data))
 			if len(in.Data) > 0 {
 				bufs = append(bufs, in.Data)
@@ -91,8 +113,26 @@ func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err e
 	binary.LittleEndian.PutUint32(b[headerSize:], uint32(len(b)-headerSize-4))
 	bufs[0] = b
 	bodyLen += len(b) - headerSize
-	return bufs, bodyLen, nil
+	return bufs, bodyLen, used, nil
 }
+
+// largeInputBytes is the input arena room reqs need: their inputs of at
+// least threshold bytes, each at an aligned offset.
+func largeInputBytes(reqs []*inference.Request, threshold int) int {
+	n := 0
+	for _, r := range reqs {
+		for j := range r.Inputs {
+			if d := len(r.Inputs[j].Data); d >= threshold {
+				n += alignUp(d)
+			}
+		}
+	}
+	return n
+}
+
+// alignUp rounds n up to the 64-byte alignment of arena offsets (a cache
+// line, and more than any numpy dtype needs).
+func alignUp(n int) int { return (n + 63) &^ 63 }
 
 // tensorRecordSize is the size of a tensor record in a meta:
 // uint32 name length | uint8 datatype code | uint8 ndim | name | int64 dims[ndim] | uint64 data length.
@@ -206,18 +246,28 @@ func (c *cursor) fail(err error) {
 // decodeExecuteReply turns an EXECUTE reply body into one Result per
 // request. Output data aliases body.
 func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error) {
+	results, _, err := decodeExecuteReplyArena(body, nil, lease{}, 0, reqs)
+	return results, err
+}
+
+// decodeExecuteReplyArena is decodeExecuteReply for a frame that may have
+// out-of-band outputs: in the arenas of the request's lease, or in
+// descriptors that came with the reply (shm.go). Their bytes are copied
+// out. large is the total size of the outputs of at least threshold bytes
+// (threshold > 0), which the next output arena should hold.
+func decodeExecuteReplyArena(body []byte, fds []int, l lease, threshold int, reqs []*inference.Request) (_ []Result, large int, _ error) {
 	if len(body) < 4 {
-		return nil, fmt.Errorf("execute reply of %d bytes has no meta length", len(body))
+		return nil, 0, fmt.Errorf("execute reply of %d bytes has no meta length", len(body))
 	}
 	n := binary.LittleEndian.Uint32(body)
 	if uint64(n) > uint64(len(body)-4) {
-		return nil, fmt.Errorf("execute reply meta of %d bytes overruns the %d-byte body", n, len(body))
+		return nil, 0, fmt.Errorf("execute reply meta of %d bytes overruns the %d-byte body", n, len(body))
 	}
 	c := cursor{b: body[4 : 4+n]}
 	data := body[4+n:]
 
 	if got := c.u32(); c.err == nil && int(got) != len(reqs) {
-		return nil, fmt.Errorf("execute reply has %d responses for %d requests", got, len(reqs))
+		return nil, 0, fmt.Errorf("execute reply has %d responses for %d requests", got, len(reqs))
 	}
 	results := make([]Result, len(reqs))
 	for i := 0; i < len(reqs) && c.err == nil; i++ {
@@ -253,6 +303,8 @@ func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error
 			t := &resp.Outputs[j]
 			nameLen, code, ndim := c.u32(), c.u8(), c.u8()
 			t.Name = c.str(nameLen)
+			oob := code&outOfBand != 0
+			code &^= outOfBand
 			if int(code) >= len(codeDatatypes) || codeDatatypes[code] == "" {
 				c.fail(fmt.Errorf("output %q: unknown datatype code %d", t.Name, code))
 			}
@@ -268,14 +320,22 @@ func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error
 				t.Shape[k] = int64(c.u64())
 			}
 			size := c.u64()
+			if oob {
+				// Its bytes are in a descriptor, not in the data section.
+				t.Data = outOfBandData(&c, fds, l, size)
+			} else if c.err == nil {
+				if size > uint64(len(data)) {
+					return nil, 0, fmt.Errorf("execute reply: output %q declares %d bytes, %d remain", t.Name, size, len(data))
+				}
+				t.Data = data[:size:size]
+				data = data[size:]
+			}
 			if c.err != nil {
 				break
 			}
-			if size > uint64(len(data)) {
-				return nil, fmt.Errorf("execute reply: output %q declares %d bytes, %d remain", t.Name, size, len(data))
+			if threshold > 0 && len(t.Data) >= threshold {
+				large += alignUp(len(t.Data))
 			}
-			t.Data = data[:size:size]
-			data = data[size:]
 			if err := t.Validate(); err != nil && bad == nil {
 				bad = err
 			}
@@ -289,12 +349,12 @@ func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error
 		results[i] = Result{Response: resp}
 	}
 	if c.err != nil {
-		return nil, fmt.Errorf("decode execute reply: %w", c.err)
+		return nil, 0, fmt.Errorf("decode execute reply: %w", c.err)
 	}
 	if len(c.b) != 0 || len(data) != 0 {
-		return nil, fmt.Errorf("execute reply: %d meta and %d data bytes left over", len(c.b), len(data))
+		return nil, 0, fmt.Errorf("execute reply: %d meta and %d data bytes left over", len(c.b), len(data))
 	}
-	return results, nil
+	return results, large, nil
 }
 
 // Control messages (INIT, HEALTH, error replies) are JSON.
@@ -319,6 +379,9 @@ func (w *wireError) modelError() *ModelError {
 type wireInit struct {
 	ModelFile string            `json:"model_file"`
 	Args      map[string]string `json:"args"`
+	// ShmThreshold is the output size from which the stub sends tensors out
+	// of band (shm.go); absent means never.
+	ShmThreshold int `json:"shm_threshold,omitempty"`
 }
 
 type wireInitReply struct {

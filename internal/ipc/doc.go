@@ -31,8 +31,10 @@
 //	0      4    body length in bytes (not counting the header)
 //	4      1    kind: 1 INIT, 2 EXECUTE, 3 PING, 4 HEALTH, 5 FINALIZE,
 //	            6 RESPONSE (stub → server), 7 CANCEL (server → stub)
-//	5      1    flags: 0x01 reply, 0x02 error (only with reply)
-//	6      2    reserved, zero
+//	5      1    flags: 0x01 reply, 0x02 error (only with reply), 0x04 see
+//	            "Large tensors"
+//	6      2    number of file descriptors sent with the frame (SCM_RIGHTS,
+//	            with its first byte; data socket only)
 //	8      4    sequence id
 //
 // The server sends requests (flags 0) with a sequence id of its choosing,
@@ -115,6 +117,41 @@
 // of the raw bit patterns; a model returns BF16 with an ml_dtypes array or
 // with Tensor(name, raw_uint16_array, triton_dtype=TYPE_BF16). When a request
 // names outputs, the stub sends only those.
+//
+// # Large tensors
+//
+// Tensors of at least DefaultShmThreshold bytes (256 KiB) travel through
+// shared memory instead of the socket (shm.go, arena.go). The server keeps
+// two arenas per stub, memory files (memfd, sealed at their size) that both
+// sides map and that are reused from batch to batch, so that their pages
+// are allocated and faulted in once:
+//
+//   - the input arena: the server copies a batch's large inputs into it and
+//     sends its descriptor as the request's descriptor 0; their tensor
+//     records have datatype | 0x80 and are followed by u32 descriptor index
+//     | u64 offset, and take no room in the data section. The stub hands
+//     numpy views of its mapping (writable; the server never reads them
+//     back).
+//   - the output arena: lent with a request that may have large outputs
+//     (flag 0x04 on the EXECUTE request: its last descriptor). The stub
+//     copies large outputs into it while they fit and points their records
+//     at index 0xFFFFFFFF; an output that is a view of an input (an identity
+//     model) points at 0xFFFFFFFE, the input arena, and is not copied at
+//     all. Outputs that do not fit go in the frame, and the next output
+//     arena is made big enough.
+//
+// The server copies out-of-band outputs out before it reuses an arena. An
+// arena is lent to one batch at a time; while busy, large tensors go
+// through the socket. The reply's flag 0x04 says the stub holds no array
+// over the input arena any more (the model kept none past execute); without
+// it the server gives that arena up and makes a new one, so that an array a
+// model kept never changes under it. A batch whose caller gave up gives
+// both up. Memory files are reference-counted by the kernel: one that is
+// given up, or mapped by a stub that dies, is freed with its last
+// descriptor or mapping, so a dead stub leaks nothing. Other descriptor
+// indexes refer to the frame's own descriptors, at an offset (so that a
+// region holding many tensors, such as a client's shared memory, can be
+// passed as it is).
 //
 // A status 1 entry is a per-request error: the model returned
 // InferenceResponse(error=TritonError(msg, code)), or the response's tensors

@@ -55,6 +55,12 @@ func (k kind) String() string {
 const (
 	flagReply uint8 = 0x01
 	flagError uint8 = 0x02
+	// flagOutRegion (EXECUTE request): the frame's last descriptor is an
+	// output arena lent to the stub for the batch's large outputs (arena.go).
+	flagOutRegion uint8 = 0x04
+	// flagInputsReleased (EXECUTE reply): the stub holds no view of the
+	// batch's input arena, which may be reused.
+	flagInputsReleased uint8 = 0x04
 )
 
 // frame is one decoded frame.
@@ -63,6 +69,7 @@ type frame struct {
 	flags uint8
 	seq   uint32
 	body  []byte
+	fds   []int // descriptors that came with the frame; its consumer closes them
 }
 
 // putHeader writes a frame header for a body of n bytes into b[:headerSize].
@@ -74,9 +81,13 @@ func putHeader(b []byte, n int, k kind, flags uint8, seq uint32) {
 	binary.LittleEndian.PutUint32(b[8:12], seq)
 }
 
+// putFDCount records in a header how many descriptors come with the frame.
+func putFDCount(b []byte, n int) { binary.LittleEndian.PutUint16(b[6:8], uint16(n)) }
+
 // readFrame reads one frame. hdr is scratch space for the header, so that
-// the reader loop does not allocate for bodiless frames.
-func readFrame(r io.Reader, hdr *[headerSize]byte) (frame, error) {
+// the reader loop does not allocate for bodiless frames. fds hands out the
+// descriptors that came with frames; nil means none may come.
+func readFrame(r io.Reader, hdr *[headerSize]byte, fds *fdReader) (frame, error) {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return frame{}, err
 	}
@@ -89,12 +100,22 @@ func readFrame(r io.Reader, hdr *[headerSize]byte) (frame, error) {
 	if uint64(n) > maxBody {
 		return frame{}, fmt.Errorf("frame %s seq %d: body of %d bytes exceeds the %d-byte limit", f.kind, f.seq, n, uint64(maxBody))
 	}
+	if nfd := int(binary.LittleEndian.Uint16(hdr[6:8])); nfd > 0 {
+		if fds == nil {
+			return frame{}, fmt.Errorf("frame %s seq %d: %d descriptors on a connection that passes none", f.kind, f.seq, nfd)
+		}
+		var err error
+		if f.fds, err = fds.take(nfd); err != nil {
+			return frame{}, fmt.Errorf("frame %s seq %d: %w", f.kind, f.seq, err)
+		}
+	}
 	if n > 0 {
 		f.body = make([]byte, n)
 		if _, err := io.ReadFull(r, f.body); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
+			closeFDs(f.fds)
 			return frame{}, fmt.Errorf("frame %s seq %d: reading %d-byte body: %w", f.kind, f.seq, n, err)
 		}
 	}

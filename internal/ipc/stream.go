@@ -57,6 +57,11 @@ type Batch struct {
 	bufs  [][]byte
 	n     int
 	route *route
+	// The shared memory arenas the batch's large tensors use (arena.go),
+	// held from NewBatch until Execute's reply.
+	lease lease
+	flags uint8
+	fds   []int
 }
 
 // NewBatch encodes reqs and registers the batch. With a nil sink, requests
@@ -66,16 +71,34 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 	if len(reqs) == 0 {
 		return nil, errors.New("execute: empty batch")
 	}
-	bufs, n, err := encodeExecute(reqs)
+	threshold := int(c.shmThreshold.Load())
+	var l lease
+	if threshold > 0 {
+		var err error
+		if l, err = c.arenas.acquire(largeInputBytes(reqs, threshold)); err != nil {
+			// Through the socket, then.
+			c.log.Warn("no shared memory arena for large tensors", LogKeyErr, err)
+		}
+	}
+	bufs, n, used, err := encodeExecuteArena(reqs, threshold, l.in)
 	if err != nil {
+		c.arenas.release(l, true, 0)
 		return nil, fmt.Errorf("execute: %w", err)
 	}
-	b := &Batch{c: c, seq: c.seq.Add(1), reqs: reqs, bufs: bufs, n: n}
+	b := &Batch{c: c, seq: c.seq.Add(1), reqs: reqs, bufs: bufs, n: n, lease: l}
+	if used {
+		b.fds = append(b.fds, l.in.fd)
+	}
+	if l.out != nil {
+		b.fds = append(b.fds, l.out.fd)
+		b.flags |= flagOutRegion
+	}
 	if sink != nil {
 		b.route = &route{reqs: reqs, sink: sink, final: make([]bool, len(reqs)), open: len(reqs)}
 		c.mu.Lock()
 		if c.cause != nil {
 			c.mu.Unlock()
+			c.arenas.abandon(l)
 			return nil, fmt.Errorf("execute: %w", c.Err())
 		}
 		c.routes[b.seq] = b.route
@@ -90,17 +113,23 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 // more, except for the connection-loss call described at Sink.
 func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 	c := b.c
-	f, err := c.roundTripSeq(ctx, kindExecute, b.seq, b.bufs, b.n)
+	f, err := c.roundTripSeq(ctx, kindExecute, b.seq, b.flags, b.bufs, b.n, b.fds)
 	if err != nil {
+		// The stub may still be reading the inputs or writing outputs.
+		c.arenas.abandon(b.lease)
 		// On a timeout the route stays: the caller treats the instance as
 		// hung, and the connection's end closes the route.
 		return nil, fmt.Errorf("execute: %w", err)
 	}
+	defer closeFDs(f.fds)
+	released := f.flags&flagInputsReleased != 0
 	if err := replyError(f); err != nil {
+		c.arenas.release(b.lease, released, 0)
 		b.closeAll()
 		return nil, err
 	}
-	results, err := decodeExecuteReply(f.body, b.reqs)
+	results, large, err := decodeExecuteReplyArena(f.body, f.fds, b.lease, int(c.shmThreshold.Load()), b.reqs)
+	c.arenas.release(b.lease, released, large)
 	if err != nil {
 		b.closeAll()
 		return nil, fmt.Errorf("execute: %w", err)
@@ -192,7 +221,7 @@ func (c *Client) cancelLoop() {
 			putHeader(buf, 4, kindCancel, 0, f.seq)
 			binary.LittleEndian.PutUint32(buf[headerSize:], f.index)
 			ctx, cancel := context.WithTimeout(context.Background(), cancelWriteTimeout)
-			err := c.write(ctx, kindCancel, [][]byte{buf})
+			err := c.write(ctx, kindCancel, [][]byte{buf}, nil)
 			cancel()
 			if err != nil {
 				c.log.Debug("cannot send a cancellation", LogKeySeq, f.seq, LogKeyErr, err)

@@ -53,7 +53,8 @@ def main(argv=None):
         except OSError as e:
             raise SystemExit("vigil_stub: fd %d is not a socket: %s" % (n, e))
         os.set_inheritable(n, False)
-    code = Stub(Conn(socks[0]), Conn(socks[1])).serve()
+    # Large tensors come and go as memory files passed on the data socket.
+    code = Stub(Conn(socks[0], pass_fds=True), Conn(socks[1])).serve()
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -96,6 +96,10 @@ class Batch:
             self._open -= 1
             if self._open == 0:
                 self._registry.release(self)
+                # Requests point back at their batch: without this the
+                # cycle would keep their input arrays (views of the shared
+                # memory arena) alive until the next garbage collection.
+                self._requests = ()
 
     # --- the runtime, once execute has returned ---------------------------
 

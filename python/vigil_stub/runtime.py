@@ -200,7 +200,7 @@ class Stub:
         try:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
-            self._codec = Codec()
+            self._codec = Codec(int(req.get("shm_threshold") or 0) if self._conn.passes_fds else 0)
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 
@@ -239,6 +239,15 @@ class Stub:
         self._reply(wire.KIND_INIT, seq, {"has_health_hook": bool(hook_name), "hook_name": hook_name})
 
     def _execute(self, seq, body):
+        # The output arena the server lent with the batch, if any.
+        region = getattr(body, "out_region", None)
+        try:
+            self._execute_batch(seq, body, region)
+        finally:
+            if region is not None:
+                os.close(region)
+
+    def _execute_batch(self, seq, body, region):
         if not self._ready:
             raise ModelFailure("execute", "execute before initialize returned")
         try:
@@ -250,12 +259,20 @@ class Stub:
         try:
             if self._decoupled:
                 self._execute_decoupled(seq, batch, requests)
-            else:
-                self._execute_default(seq, batch, requests)
+                return
+            parts = self._execute_default(seq, batch, requests, region)
         except BaseException:
             # The error reply ends every request of the batch.
             batch.close_all()
             raise
+        # The batch's arrays die here unless the model, or a response sender
+        # still open, kept some; only then may the server reuse its input
+        # arena (internal/ipc/arena.go).
+        requests = batch = None
+        flags = FLAG_REPLY
+        if self._codec.inputs_released():
+            flags |= wire.FLAG_INPUTS_RELEASED
+        self._conn.send(wire.KIND_EXECUTE, flags, seq, parts)
 
     def _execute_decoupled(self, seq, batch, requests):
         try:
@@ -275,7 +292,7 @@ class Stub:
         return ("Python model '%s' is using the decoupled mode and the execute function must return None."
                 % self._instance_name)
 
-    def _execute_default(self, seq, batch, requests):
+    def _execute_default(self, seq, batch, requests, region):
         n = len(requests)
         result = self._call("execute", self._model.execute, requests)
         if result is None and any(r._sender is not None for r in requests):
@@ -314,10 +331,10 @@ class Stub:
                 continue
             batch.answered(i)
         try:
-            parts = self._codec.encode_responses(out, requests)
+            parts = self._codec.encode_responses(out, requests, region)
         except Exception as e:  # noqa: BLE001
             raise _raised("encode responses", e) from None
-        self._conn.send(wire.KIND_EXECUTE, FLAG_REPLY, seq, parts)
+        return parts
 
     def _run_detached(self, batch, coro):
         """Run a decoupled model's coroutine execute without waiting for it.

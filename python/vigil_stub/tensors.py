@@ -8,10 +8,22 @@ Both directions use the same layout:
 
 Numeric tensors are wrapped with numpy.frombuffer without copying; BYTES
 tensors are split into numpy object arrays of bytes.
+
+Large tensors travel out of band (internal/ipc/shm.go, arena.go): the
+record's datatype code has 0x80 set and is followed by a descriptor index and
+an offset; the bytes are in that memory file. The server's input arena is
+descriptor 0 of the request: numpy gets views of its mapping. Outputs of at
+least shm_threshold bytes are copied into the output arena the request lent
+(index 0xFFFFFFFF in the reply) when they fit. Both mappings are kept from
+batch to batch while the server reuses its arenas, so that their pages are
+faulted in once.
 """
 
 import json
+import mmap
+import os
 import struct
+import weakref
 
 import numpy as np
 
@@ -23,6 +35,10 @@ _U32X4 = struct.Struct("<IIII")
 _TENSOR_HEAD = struct.Struct("<IBB")  # name length, datatype code, ndim
 _SEQUENCE = struct.Struct("<IBQI")  # flags, correlation ID kind, numeric ID, string ID length
 _RESPONSE_HEAD = struct.Struct("<BII")  # status, then two lengths/counts
+_OUT_OF_BAND = 0x80
+_LOCATION = struct.Struct("<IQ")  # descriptor index, offset
+_REGION = 0xFFFFFFFF  # descriptor index of the output arena the request lent
+_INPUT_ARENA = 0xFFFFFFFE  # ... and of its input arena
 _TAILS = tuple(struct.Struct("<%dqQ" % n) for n in range(9))  # dims, data length
 
 
@@ -75,11 +91,30 @@ _COPY_LIMIT = 1 << 16
 class Codec:
     """Decodes EXECUTE requests and encodes their responses."""
 
-    def __init__(self):
+    def __init__(self, shm_threshold=0):
         self._numpy = list(_NUMPY)
+        # Outputs of at least this many bytes go out of band; 0: never.
+        self.shm_threshold = shm_threshold
+        # role -> ((st_dev, st_ino, size), mmap): the arenas' mappings.
+        self._maps = {}
+        # Weak references to this batch's arrays over the input arena.
+        self._views = []
 
     def decode_requests(self, body):
-        """Turn an EXECUTE body (a bytearray) into a list of pb.InferenceRequest."""
+        """Turn an EXECUTE body (a bytearray, or a wire.FrameBody with
+        descriptors) into a list of pb.InferenceRequest."""
+        fds = getattr(body, "fds", None)
+        self._views = []
+        if not fds:
+            return self._decode_requests(body, ())
+        try:
+            return self._decode_requests(body, fds)
+        finally:
+            # Mappings keep what they need; the descriptors are not.
+            for fd in fds:
+                os.close(fd)
+
+    def _decode_requests(self, body, fds):
         (mlen,) = U32.unpack_from(body, 0)
         data = 4 + mlen  # where the next tensor's bytes start
         end = len(body)
@@ -108,10 +143,18 @@ class Codec:
                 tail = _tail(ndim)
                 *shape, nbytes = tail.unpack_from(body, p)
                 p += tail.size
-                if nbytes > end - data:
+                src, at = body, data
+                if code & _OUT_OF_BAND:
+                    code &= ~_OUT_OF_BAND
+                    idx, at = _LOCATION.unpack_from(body, p)
+                    p += _LOCATION.size
+                    src = self._input_region(fds, idx, at, nbytes, name)
+                elif nbytes > end - data:
                     raise ValueError("input %r: %d bytes declared, %d remain" % (name, nbytes, end - data))
+                else:
+                    data += nbytes
                 if code == 13:
-                    arr = pb._deserialize_bytes(view[data:data + nbytes]).reshape(shape)
+                    arr = pb._deserialize_bytes(memoryview(src)[at:at + nbytes]).reshape(shape)
                 else:
                     dt = numpy_types[code] if 0 < code < len(numpy_types) else None
                     if dt is None:
@@ -122,10 +165,11 @@ class Codec:
                     if rest:
                         raise ValueError("input %r: %d bytes is not a whole number of %s elements" % (
                             name, nbytes, _DATATYPES[code]))
-                    arr = np.frombuffer(body, dtype=dt, count=count, offset=data)
+                    arr = np.frombuffer(src, dtype=dt, count=count, offset=at)
+                    if src is not body:
+                        self._views.append(weakref.ref(arr))
                     if ndim != 1 or count != shape[0]:
                         arr = arr.reshape(shape)
-                data += nbytes
                 inputs.append(wrap(name, arr, _DATATYPES[code]))
             outputs = []
             for _ in range(nout):
@@ -144,13 +188,28 @@ class Codec:
             raise ValueError("execute body has %d meta and %d data bytes left over" % (4 + mlen - p, end - data))
         return requests
 
-    def encode_responses(self, responses, requests):
+    def inputs_released(self):
+        """Whether no array over the input arena from the last decoded batch
+        is alive (the model kept none), so that the server may reuse it."""
+        views, self._views = self._views, []
+        return all(ref() is None for ref in views)
+
+    def encode_responses(self, responses, requests, region=None):
         """Turn execute()'s responses into EXECUTE reply body parts.
 
         Outputs the request did not ask for are left out when it named any.
         A response whose tensors cannot be sent becomes that request's error.
         None stands for a request that answers through its response sender.
+        region is the descriptor of the output arena the request lent, or
+        None: outputs of at least shm_threshold bytes are copied into it
+        while they fit.
         """
+        big = self.shm_threshold if region is not None and self.shm_threshold > 0 else 0
+        out, off = (self._mapping("out", region), 0) if big else (None, 0)
+        # An output that is a view of an input stays where it is.
+        inp = self._maps.get("in") if big and self._views else None
+        in_lo = np.frombuffer(inp[1], dtype=np.uint8, count=1).ctypes.data if inp else 0
+        in_hi = in_lo + len(inp[1]) if inp else 0
         meta = [U32.pack(len(responses))]
         blobs = []
         for resp, req in zip(responses, requests):
@@ -173,6 +232,18 @@ class Codec:
                     name = t.name().encode()
                     ndim = len(shape)
                     nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+                    if in_lo and nbytes >= big and isinstance(data, memoryview):
+                        at = np.frombuffer(data, dtype=np.uint8, count=1).ctypes.data
+                        if in_lo <= at and at + nbytes <= in_hi:
+                            out_meta.append(_TENSOR_HEAD.pack(len(name), code | _OUT_OF_BAND, ndim) + name +
+                                            _tail(ndim).pack(*shape, nbytes) + _LOCATION.pack(_INPUT_ARENA, at - in_lo))
+                            continue
+                    if big and nbytes >= big and off + nbytes <= len(out):
+                        out[off:off + nbytes] = data
+                        out_meta.append(_TENSOR_HEAD.pack(len(name), code | _OUT_OF_BAND, ndim) + name +
+                                        _tail(ndim).pack(*shape, nbytes) + _LOCATION.pack(_REGION, off))
+                        off += (nbytes + 63) & ~63
+                        continue
                     out_meta.append(_TENSOR_HEAD.pack(len(name), code, ndim) + name + _tail(ndim).pack(*shape, nbytes))
                     out_blobs.append(data)
             except Exception as e:  # noqa: BLE001 - reported to the client
@@ -184,6 +255,30 @@ class Codec:
             blobs.extend(out_blobs)
         meta = b"".join(meta)
         return [U32.pack(len(meta)), meta, *blobs]
+
+    def _mapping(self, role, fd):
+        """The shared mapping of an arena, kept while the server sends the
+        same one (same file and size) for this role."""
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size)
+        cached = self._maps.get(role)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        # A mapping replaced here lives on while arrays still use it.
+        mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._maps[role] = (key, mm)
+        return mm
+
+    def _input_region(self, fds, idx, offset, nbytes, name):
+        if idx >= len(fds):
+            raise ValueError("input %r: in descriptor %d, %d came with the frame" % (name, idx, len(fds)))
+        # Descriptor 0 is the server's input arena: its mapping is kept.
+        mm = self._mapping("in", fds[idx]) if idx == 0 else mmap.mmap(
+            fds[idx], 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        if offset + nbytes > len(mm):
+            raise ValueError("input %r: %d bytes at offset %d overrun the %d-byte region" % (
+                name, nbytes, offset, len(mm)))
+        return mm
 
     def _encode_tensor(self, t):
         if not isinstance(t, pb.Tensor):

@@ -2,9 +2,17 @@
 
 Every frame is a 12-byte little-endian header followed by a body:
 
-    uint32 body length | uint8 kind | uint8 flags | uint16 reserved | uint32 seq
+    uint32 body length | uint8 kind | uint8 flags | uint16 descriptors | uint32 seq
+
+"descriptors" counts the file descriptors sent with the frame (SCM_RIGHTS,
+with its first byte): memory files holding large tensors (tensors.py).
 """
 
+import array
+import collections
+import io
+import os
+import socket
 import struct
 import sys
 import threading
@@ -23,6 +31,11 @@ KIND_CANCEL = 7  # server -> stub (control socket): a request's client has gone
 
 FLAG_REPLY = 0x01
 FLAG_ERROR = 0x02
+# EXECUTE request: the frame's last descriptor is an output arena lent for
+# the batch's large outputs (internal/ipc/arena.go).
+FLAG_OUT_REGION = 0x04
+# EXECUTE reply: the stub holds no view of the batch's input arena.
+FLAG_INPUTS_RELEASED = 0x04
 
 # Bodies up to this size are joined and sent with one sendall; bigger ones
 # are sent part by part so that large tensors are not copied again.
@@ -33,21 +46,78 @@ def _nbytes(part):
     return part.nbytes if isinstance(part, memoryview) else len(part)
 
 
-class Conn:
-    """One end of the stub socket: a buffered reader and a locked writer."""
+# Room for the descriptors of one message (the kernel's limit is 253).
+_ANC_SPACE = socket.CMSG_SPACE(253 * array.array("i").itemsize)
+
+
+class FrameBody(bytearray):
+    """A frame body that came with descriptors: fds, in the order sent, and
+    out_region, the output arena an EXECUTE lent (or None). The frame's
+    consumer closes them."""
+
+    __slots__ = ("fds", "out_region")
+
+
+class _FdReader(io.RawIOBase):
+    """Reads a Unix socket with recvmsg, keeping the descriptors that arrive
+    until frames claim them: the kernel delivers a message's descriptors with
+    its first byte, so they are here once the frame's header has been read."""
 
     def __init__(self, sock):
+        super().__init__()
         self._sock = sock
-        self._rfile = sock.makefile("rb", buffering=1 << 16)
+        self.fds = collections.deque()
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n, anc, flags, _ = self._sock.recvmsg_into([b], _ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                self.fds.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            raise OSError("descriptors sent with a frame were truncated")
+        return n
+
+
+class Conn:
+    """One end of the stub socket: a buffered reader and a locked writer.
+
+    With pass_fds, frames may carry descriptors both ways (read_frame returns
+    a FrameBody then, send takes fds)."""
+
+    def __init__(self, sock, pass_fds=False):
+        self._sock = sock
+        self._fdr = None
+        if pass_fds:
+            self._fdr = _FdReader(sock)
+            self._rfile = io.BufferedReader(self._fdr, 1 << 16)
+        else:
+            self._rfile = sock.makefile("rb", buffering=1 << 16)
         self._wlock = threading.Lock()
+
+    @property
+    def passes_fds(self):
+        return self._fdr is not None
 
     def read_frame(self):
         """Return (kind, flags, seq, body) or None at end of stream."""
         hdr = self._rfile.read(HEADER_SIZE)
         if len(hdr) < HEADER_SIZE:
             return None
-        n, kind, flags, _, seq = HEADER.unpack(hdr)
-        body = bytearray(n)
+        n, kind, flags, nfds, seq = HEADER.unpack(hdr)
+        if nfds:
+            queued = self._fdr.fds if self._fdr is not None else ()
+            if nfds > len(queued):
+                raise OSError("frame says %d descriptors came with it, %d arrived" % (nfds, len(queued)))
+            body = FrameBody(n)
+            body.fds = [queued.popleft() for _ in range(nfds)]
+            body.out_region = body.fds.pop() if kind == KIND_EXECUTE and flags & FLAG_OUT_REGION else None
+        else:
+            body = bytearray(n)
         if n:
             view = memoryview(body)
             got = 0
@@ -58,8 +128,9 @@ class Conn:
                 got += k
         return kind, flags, seq, body
 
-    def send(self, kind, flags, seq, parts=()):
-        """Send one frame; parts are bytes-like objects forming the body.
+    def send(self, kind, flags, seq, parts=(), fds=()):
+        """Send one frame; parts are bytes-like objects forming the body, fds
+        descriptors to pass with it (closed here once sent, or not).
 
         Returns False when the peer is gone, so that callers on worker
         threads can give up quietly: the reading threads see the same end of
@@ -68,10 +139,16 @@ class Conn:
         size = 0
         for p in parts:
             size += _nbytes(p)
-        hdr = HEADER.pack(size, kind, flags, 0, seq)
+        hdr = HEADER.pack(size, kind, flags, len(fds), seq)
         try:
             with self._wlock:
-                if size <= _JOIN_LIMIT:
+                if fds:
+                    sent = self._sock.sendmsg([hdr], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+                    if sent < HEADER_SIZE:
+                        self._sock.sendall(hdr[sent:])
+                    for p in parts:
+                        self._sock.sendall(p)
+                elif size <= _JOIN_LIMIT:
                     self._sock.sendall(b"".join((hdr, *parts)) if parts else hdr)
                 else:
                     self._sock.sendall(hdr)
@@ -84,4 +161,7 @@ class Conn:
             except OSError:
                 pass
             return False
+        finally:
+            for fd in fds:
+                os.close(fd)
         return True
