@@ -48,6 +48,12 @@ def _nbytes(part):
 
 # Room for the descriptors of one message (the kernel's limit is 253).
 _ANC_SPACE = socket.CMSG_SPACE(253 * array.array("i").itemsize)
+# Plain ints: the socket module's constants are enum.IntFlag members, whose
+# operators run Python code on every frame.
+_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+_CTRUNC = int(socket.MSG_CTRUNC)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 
 
 class FrameBody(bytearray):
@@ -72,13 +78,13 @@ class _FdReader(io.RawIOBase):
         return True
 
     def readinto(self, b):
-        n, anc, flags, _ = self._sock.recvmsg_into([b], _ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
+        n, anc, flags, _ = self._sock.recvmsg_into([b], _ANC_SPACE, _CLOEXEC)
         for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            if level == _SOL_SOCKET and typ == _SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
                 self.fds.extend(fds)
-        if flags & socket.MSG_CTRUNC:
+        if flags & _CTRUNC:
             raise OSError("descriptors sent with a frame were truncated")
         return n
 
