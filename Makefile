@@ -15,9 +15,9 @@ build:
 	$(GO) build -o $(BIN) ./cmd/vigil
 
 # deps-python installs the Python packages the stub (numpy) and the
-# conformance tests (tritonclient, pytest) need, only when they are missing.
+# conformance tests (tritonclient, pytest, httpx for SSE) need, only when they are missing.
 deps-python:
-	@$(PYTHON) -c "import numpy, tritonclient.http, tritonclient.grpc, pytest" 2>/dev/null || \
+	@$(PYTHON) -c "import numpy, tritonclient.http, tritonclient.grpc, pytest, httpx" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
 deps: deps-python

@@ -142,6 +142,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := measureSequences(ctx, srv, o, r); err != nil {
 		return fmt.Errorf("sequences: %w", err)
 	}
+	if err := measureStreaming(ctx, srv, o, r, python); err != nil {
+		return fmt.Errorf("streaming: %w", err)
+	}
 	if err := measureRecovery(ctx, srv, o, r); err != nil {
 		return err
 	}
@@ -158,10 +161,11 @@ func benchRepository() (string, error) {
 		return "", err
 	}
 	copies := map[string]string{
-		"add_sub": "examples/models/add_sub",
-		"echo":    "tests/integration/testdata/models/echo",
-		"sleepy":  "tests/integration/testdata/models/sleepy",
-		"victim":  "tests/integration/testdata/models/echo",
+		"add_sub":      "examples/models/add_sub",
+		"square_int32": "examples/models/square_int32",
+		"echo":         "tests/integration/testdata/models/echo",
+		"sleepy":       "tests/integration/testdata/models/sleepy",
+		"victim":       "tests/integration/testdata/models/echo",
 	}
 	for name, src := range copies {
 		if err := os.CopyFS(filepath.Join(dir, name), os.DirFS(src)); err != nil {

@@ -50,6 +50,8 @@ func us(d time.Duration) string {
 	switch {
 	case d >= 10*time.Millisecond:
 		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	case d < 10*time.Microsecond && d > -10*time.Microsecond:
+		return fmt.Sprintf("%.1fµs", float64(d)/1e3)
 	default:
 		return fmt.Sprintf("%.0fµs", float64(d)/1e3)
 	}

@@ -90,6 +90,7 @@ type generation struct {
 	held *scheduler.Holder
 
 	// Guarded by Instance.mu.
+	stopReason  string // why the server ended the process, for the requests it held
 	initialized bool
 	exited      bool
 	hung        bool
@@ -215,6 +216,9 @@ func (i *Instance) Restart(reason string) {
 		for {
 			i.mu.Lock()
 			old := i.gen
+			if old != nil && old.stopReason == "" {
+				old.stopReason = "restarted: " + reason
+			}
 			i.mu.Unlock()
 			if old != nil {
 				old.proc.kill()
@@ -244,6 +248,9 @@ func (i *Instance) Fail(reason string) {
 	}
 	i.failed = true
 	g := i.gen
+	if g != nil {
+		g.stopReason = "failed for good: " + reason
+	}
 	i.refreshLocked()
 	i.mu.Unlock()
 	i.log.Warn("instance failed: restarts exhausted", "reason", reason)
@@ -661,10 +668,16 @@ func (i *Instance) endHeld(g *generation, desc string) {
 	}
 	model, name := i.cfg.Key.Model, i.cfg.Key.Instance
 	intended := g.proc.wasIntended()
+	i.mu.Lock()
+	why := g.stopReason
+	i.mu.Unlock()
+	if why == "" {
+		why = "stopped"
+	}
 	n := g.held.FinishAll(func(t *scheduler.Task) error {
 		switch {
 		case intended:
-			return apierr.Unavailablef("model %s: instance %s was stopped while serving the request (%s)", model, name, desc)
+			return apierr.Unavailablef("model %s: instance %s was %s while serving the request (%s)", model, name, why, desc)
 		case t.Streaming():
 			return died(fmt.Sprintf("model %s: instance %s died while streaming: %s", model, name, desc))
 		}

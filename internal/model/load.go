@@ -261,6 +261,8 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 	if cfg.GetSequenceBatching() != nil {
 		v.seq = m.newSequenceBatcher(v, spec, load)
 	}
+	dropped := m.metrics.dropped.WithLabelValues(spec.Name, vs)
+	v.queue.OnDropped(dropped.Inc)
 	configJSON, err := modelconfig.ToJSON(cfg)
 	if err != nil {
 		configJSON = []byte("{}")

@@ -17,6 +17,7 @@ type metrics struct {
 	duration  *prometheus.HistogramVec
 	responses *prometheus.HistogramVec
 	ended     *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,9 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "vigil_stream_ends_total",
 			Help: "Streamed requests by how they ended: final (the model's FINAL), error (an error response), died (the instance exited), timeout (execute_timeout_seconds or --max-stream-duration), cancelled (the client went away).",
 		}, []string{"model", "version", "end"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_responses_dropped_total",
+			Help: "Responses a model sent after its request had ended (the client went away, a limit passed); they are never written to the client.",
+		}, []string{"model", "version"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.responses, m.ended)
+		reg.MustRegister(m.requests, m.duration, m.responses, m.ended, m.dropped)
 	}
 	return m
 }

@@ -49,7 +49,15 @@ type Queue struct {
 	closed   error
 	filling  int           // workers in fill, waiting for more requests
 	more     chan struct{} // closed and replaced when requests arrive while filling
+
+	onDrop func() // see OnDropped; set before the queue is used
 }
+
+// OnDropped sets a function called for every response a model sends after
+// its request ended (the client left, a limit passed): such responses are
+// dropped, never written to a dead connection. Call it before the queue
+// takes requests.
+func (q *Queue) OnDropped(f func()) { q.onDrop = f }
 
 // A waiter is one worker waiting in Next.
 type waiter struct {
@@ -114,6 +122,7 @@ func (q *Queue) Close(err error) {
 // execute, or sent through its response sender.
 func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*inference.Response, error) {
 	t := newTask(ctx, req, size, false)
+	t.onDrop = q.onDrop
 	if err := q.admit(t); err != nil {
 		return nil, err
 	}
@@ -146,6 +155,7 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 // emitted means the request was refused.
 func (q *Queue) Stream(ctx context.Context, req *inference.Request, size int, emit func(Reply) error) error {
 	t := newTask(ctx, req, size, true)
+	t.onDrop = q.onDrop
 	if err := q.admit(t); err != nil {
 		return err
 	}

@@ -62,6 +62,7 @@ type Task struct {
 	watched   bool    // Holder.Overdue applies
 	holder    *Holder // the instance holding the task, if any
 	onCancel  func()  // tells the model the request ended without it
+	onDrop    func()  // counts a reply that came after the end
 	// onEnd, set by NewTask, sees the result when the task ends, on the
 	// goroutine that ends it; result waits for it (hooked).
 	onEnd  func(Result) Result
@@ -93,7 +94,11 @@ func (t *Task) Deliver(r Reply) bool {
 	t.mu.Lock()
 	if t.finished {
 		t.dropped++
+		drop := t.onDrop
 		t.mu.Unlock()
+		if drop != nil && (r.Response != nil || r.Err != nil) {
+			drop()
+		}
 		return false
 	}
 	t.progress = time.Now()

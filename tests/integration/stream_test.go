@@ -169,6 +169,16 @@ func TestCancelledStreamReachesTheModel(t *testing.T) {
 	eventually(t, 10*time.Second, "no open stream left", func() bool {
 		return strings.Contains(string(s.get("/readyz?format=json").Body), `"open_streams":0`)
 	})
+	// What the model sent after the cancellation (at least its CANCELLED
+	// final) was dropped and counted, not written.
+	eventually(t, 10*time.Second, "late responses counted as dropped", func() bool {
+		for _, l := range strings.Split(string(s.get("/metrics").Body), "\n") {
+			if strings.HasPrefix(l, `vigil_responses_dropped_total{model="streamer",version="1"} `) && !strings.HasSuffix(l, " 0") {
+				return true
+			}
+		}
+		return false
+	})
 
 	// A gRPC deadline cancels the same way.
 	dctx, dcancel := context.WithTimeout(ctxTimeout(t, time.Minute), 500*time.Millisecond)
@@ -217,4 +227,60 @@ func TestExecuteTimeoutAppliesBetweenResponses(t *testing.T) {
 		t.Errorf("stalled stream error %q", last.GetErrorMessage())
 	}
 	eventually(t, 30*time.Second, "instance restarted after the stall", func() bool { return s.restarts("streamer") >= 1 })
+}
+
+func TestWedgedStubEndsItsStreamsWhenTheHeartbeatRestartsIt(t *testing.T) {
+	s := start(t, copyModels(t, "streamer"),
+		"--health-default", "heartbeat_period_seconds=0.1",
+		"--health-default", "heartbeat_timeout_seconds=0.3",
+		"--health-default", "restart_threshold_seconds=1")
+	s.waitReady(30 * time.Second)
+	st, ch := s.openStream(ctxTimeout(t, time.Minute))
+	if err := st.Send(streamerRequest("w", -1, 10, -1)); err != nil {
+		t.Fatal(err)
+	}
+	next(t, ch, 10*time.Second)
+	pid := s.stubPIDs("streamer")[0]
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	stopped := time.Now()
+	var m *pb.ModelStreamInferResponse
+	for m = next(t, ch, 10*time.Second); m.GetErrorMessage() == ""; m = next(t, ch, 10*time.Second) {
+	}
+	took := time.Since(stopped)
+	t.Logf("the wedged stub's stream ended after %s: %s", took, m.GetErrorMessage())
+	// The bound: heartbeat timeout (0.3 s) + restart threshold (1 s), plus slack.
+	if took > 3*time.Second {
+		t.Errorf("stream ended %s after SIGSTOP, want within the heartbeat bound", took)
+	}
+	if !strings.Contains(m.GetErrorMessage(), "instance streamer_0 was restarted") {
+		t.Errorf("error %q does not say the instance was restarted", m.GetErrorMessage())
+	}
+}
+
+func TestStreamWithoutFinalIsBoundedByMaxStreamDuration(t *testing.T) {
+	repo := copyModels(t, "streamer")
+	s := start(t, repo, "--max-stream-duration", "1s")
+	s.waitReady(30 * time.Second)
+	st, ch := s.openStream(ctxTimeout(t, time.Minute))
+	if err := st.Send(streamerRequest("long", -1, 20, -1)); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	var m *pb.ModelStreamInferResponse
+	for m = next(t, ch, 10*time.Second); m.GetErrorMessage() == ""; m = next(t, ch, 10*time.Second) {
+	}
+	t.Logf("ended after %s: %s", time.Since(begin), m.GetErrorMessage())
+	if !strings.Contains(m.GetErrorMessage(), "ran past the 1s limit (--max-stream-duration)") {
+		t.Errorf("error %q", m.GetErrorMessage())
+	}
+	eventually(t, 10*time.Second, "the model sees the request cancelled", func() bool {
+		_, err := os.Stat(filepath.Join(repo, "streamer", "cancelled-long"))
+		return err == nil
+	})
+	if r := s.get("/v2/models/streamer/ready"); r.Status != 200 {
+		t.Errorf("a stream past its limit took the model out of traffic: %d", r.Status)
+	}
 }

@@ -23,7 +23,10 @@ type fakeModels struct {
 	requests []*inference.Request
 	loads    []loadCall
 
-	InferFunc  func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	InferFunc func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// StreamFunc answers InferStream; without it InferStream emits
+	// Infer's answer as the one final reply.
+	StreamFunc func(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error
 	MetaFunc   func(name, version string) (*model.Metadata, error)
 	ConfigFunc func(name, version string) ([]byte, error)
 	StatsFunc  func(name, version string) ([]model.Stats, error)
@@ -47,6 +50,20 @@ func (f *fakeModels) Infer(ctx context.Context, req *inference.Request) (*infere
 		return f.InferFunc(ctx, req)
 	}
 	return echo(req), nil
+}
+
+func (f *fakeModels) InferStream(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error {
+	if f.StreamFunc != nil {
+		f.mu.Lock()
+		f.requests = append(f.requests, req)
+		f.mu.Unlock()
+		return f.StreamFunc(ctx, req, emit)
+	}
+	resp, err := f.Infer(ctx, req)
+	if err != nil {
+		return err
+	}
+	return emit(model.Reply{Response: resp, Final: true})
 }
 
 // echo answers every input back as an output named OUT_<input>.

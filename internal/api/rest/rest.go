@@ -18,6 +18,9 @@ const DefaultMaxRequestBytes int64 = 64 << 20
 type Models interface {
 	// Infer runs one inference request. Errors are classified with apierr.
 	Infer(ctx context.Context, req *inference.Request) (*inference.Response, error)
+	// InferStream runs a request and passes each of its responses to emit
+	// (see model.Manager.InferStream); generate and generate_stream use it.
+	InferStream(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error
 	// Metadata describes a model version; an empty version means the
 	// server's choice.
 	Metadata(name, version string) (*model.Metadata, error)
@@ -150,6 +153,8 @@ func (s *server) apiRoutes() []route {
 			route{method: http.MethodGet, pattern: base + "/config", h: s.modelConfig},
 			route{method: http.MethodGet, pattern: base + "/stats", h: s.modelStats},
 			route{method: http.MethodPost, pattern: base + "/infer", h: s.infer},
+			route{method: http.MethodPost, pattern: base + "/generate", h: s.generate},
+			route{method: http.MethodPost, pattern: base + "/generate_stream", h: s.generateStream},
 		)
 	}
 	return append(rs,
