@@ -1,5 +1,6 @@
 # vigil — the two commands: `make run` serves the bundled examples, `make test`
-# runs the whole suite. Both install what is missing first.
+# runs the whole suite. Both install what is missing first: `make run` only
+# what serving needs (numpy), `make test` the test extras and a browser too.
 
 GO        ?= go
 PYTHON    ?= python3
@@ -7,20 +8,48 @@ BIN       := bin/vigil
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 
-.PHONY: all build run test test-go test-python deps deps-python proto bench bench-peers triton-venv fuzz clean
+.PHONY: all build run test test-go test-python test-fuzz deps deps-serve deps-python deps-browser screenshot proto bench bench-peers triton-venv fuzz clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vigil
 
-# deps-python installs the Python packages the stub (numpy) and the
-# conformance tests (tritonclient, pytest, httpx for SSE) need, only when they are missing.
-deps-python:
-	@$(PYTHON) -c "import numpy, tritonclient.http, tritonclient.grpc, pytest, httpx" 2>/dev/null || \
-		$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# The Python interpreter the stubs and the tests run on: $(PYTHON) when it
+# has (or may pip install) what is needed, else a project-local virtual
+# environment .venv made from it (Debian's python3 refuses pip: PEP 668).
+# scripts/python-env.sh decides, installs with visible progress and says
+# why; the chosen path is kept in $(PYFILE).
+PYFILE := bin/.python
 
-deps: deps-python
+# deps-serve: what serving needs (numpy), nothing else.
+deps-serve:
+	@mkdir -p bin
+	@scripts/python-env.sh "$(PYTHON)" requirements.txt numpy > $(PYFILE).tmp && mv $(PYFILE).tmp $(PYFILE)
+	@echo "stub interpreter: $$(cat $(PYFILE))"
+
+# deps-python: the test extras too (tritonclient, pytest, pyyaml, selenium, httpx for SSE).
+deps-python:
+	@mkdir -p bin
+	@scripts/python-env.sh "$(PYTHON)" requirements-dev.txt numpy tritonclient.http tritonclient.grpc pytest yaml selenium httpx \
+		> $(PYFILE).tmp && mv $(PYFILE).tmp $(PYFILE)
+	@echo "test interpreter: $$(cat $(PYFILE))"
+
+# deps-browser: Debian's chromium and its driver, for the status page test.
+# There is no skip: without them `make test` fails here.
+deps-browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing chromium and chromium-driver (apt-get) for the status page test"; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null 2>&1; then sudo=sudo; else \
+		echo "error: chromium and chromedriver are missing and apt-get needs root: run apt-get install chromium chromium-driver" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null 2>&1 || { echo "error: no apt-get: install chromium and chromedriver and put them on PATH" >&2; exit 1; }; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver || \
+	{ $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; } || \
+	{ echo "error: apt-get could not install chromium chromium-driver" >&2; exit 1; }; \
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	{ echo "error: chromium or chromedriver still not on PATH after apt-get" >&2; exit 1; }
+
+deps: deps-python deps-browser
 	$(GO) mod download
 
 # grpcurl, a gRPC client nobody here wrote, for the conformance suite.
@@ -28,8 +57,8 @@ GRPCURL_VERSION := v1.9.3
 bin/grpcurl:
 	GOBIN=$(abspath bin) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
-run: deps build
-	$(BIN) serve --model-repository examples/models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --python $(PYTHON)
+run: deps-serve build
+	$(BIN) serve --model-repository examples/models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --python "$$(cat $(PYFILE))"
 
 test: deps build bin/grpcurl test-go test-fuzz test-python
 
@@ -38,7 +67,7 @@ test: deps build bin/grpcurl test-go test-fuzz test-python
 test-go:
 	$(GO) vet ./...
 	$(GO) build -race -o bin/vigil-race ./cmd/vigil
-	VIGIL_BIN=$(abspath bin/vigil-race) VIGIL_PYTHON=$(PYTHON) $(GO) test -race -count=1 -timeout 15m ./...
+	VIGIL_BIN=$(abspath bin/vigil-race) VIGIL_PYTHON="$$(cat $(PYFILE))" $(GO) test -race -count=1 -timeout 15m ./...
 
 # Every fuzz target runs briefly in the suite; `make fuzz` runs them longer.
 FUZZ_TARGETS := ./internal/modelconfig:FuzzParseConfig ./internal/modelconfig:FuzzParsePolicy \
@@ -57,14 +86,19 @@ fuzz:
 	$(MAKE) test-fuzz FUZZTIME=2m
 
 test-python:
-	$(PYTHON) -m pytest -q python/tests
-	VIGIL_BIN=$(abspath $(BIN)) GRPCURL=$(abspath bin/grpcurl) $(PYTHON) -m pytest -q tests/conformance
+	"$$(cat $(PYFILE))" -m pytest -q python/tests
+	VIGIL_BIN=$(abspath $(BIN)) GRPCURL=$(abspath bin/grpcurl) "$$(cat $(PYFILE))" -m pytest -q tests/conformance
+
+# screenshot remakes docs/status-page.png with the status page's browser test.
+screenshot: deps build
+	VIGIL_BIN=$(abspath $(BIN)) VIGIL_STATUS_SCREENSHOT=$(abspath docs/status-page.png) \
+		"$$(cat $(PYFILE))" -m pytest -q tests/conformance/test_status_page.py
 
 # bench measures latency, throughput, probe latency under load, detection and
 # recovery in one run, each next to a baseline from the same run.
-bench: deps build
-	VIGIL_PYTHON=$(PYTHON) $(GO) test -run '^$$' -bench . -benchtime 3000x ./internal/ipc ./internal/model
-	$(GO) run ./bench -vigil $(BIN) -python $(PYTHON)
+bench: deps-python build
+	VIGIL_PYTHON="$$(cat $(PYFILE))" $(GO) test -run '^$$' -bench . -benchtime 3000x ./internal/ipc ./internal/model
+	$(GO) run ./bench -vigil $(BIN) -python "$$(cat $(PYFILE))"
 
 # bench-peers runs Triton (from the nvidia-pytriton wheel, installed into a
 # virtual environment of its own on first use), vigil and the floor server
@@ -79,8 +113,16 @@ triton-venv:
 		$(PYTHON) -m venv $(TRITON_VENV) && \
 		$(TRITON_VENV)/bin/pip install --quiet --disable-pip-version-check nvidia-pytriton==$(PYTRITON_VERSION); }
 
-bench-peers: deps build triton-venv
-	$(GO) run ./bench -peers -triton-venv $(TRITON_VENV) -vigil $(BIN) -python $(PYTHON) $(PEERS_ARGS)
+bench-peers: deps-python build triton-venv
+	$(GO) run ./bench -peers -triton-venv $(TRITON_VENV) -vigil $(BIN) -python "$$(cat $(PYFILE))" $(PEERS_ARGS)
+
+# chaos runs the suite's chaos test (tests/integration/chaos_test.go) for
+# CHAOS_DURATION instead of 20 s and prints its figures: requests by outcome,
+# detection latency per fault kind, false-ready and not-ready time, recovery.
+CHAOS_DURATION ?= 3m
+chaos: deps build
+	VIGIL_BIN=$(abspath $(BIN)) VIGIL_PYTHON=$(PYTHON) VIGIL_CHAOS_DURATION=$(CHAOS_DURATION) \
+		$(GO) test -count=1 -v -run '^TestChaos$$' -timeout 2h ./tests/integration
 
 # proto regenerates the protocol code from proto/*.proto with the plugin
 # versions pinned in go.mod. Needs protoc (apt-get install protobuf-compiler).

@@ -20,6 +20,7 @@ import (
 type ipcFigures struct {
 	ping, exec dist
 	execute    call
+	pingCall   call
 	close      func()
 }
 
@@ -61,6 +62,7 @@ func measureIPC(ctx context.Context, python string, n int) (_ ipcFigures, err er
 		_, err := c.Execute(ctx, []*inference.Request{req})
 		return err
 	}
+	f.pingCall = c.Ping
 	ds, err := interleaved(ctx, n, c.Ping, f.execute)
 	if err != nil {
 		return f, err

@@ -18,7 +18,12 @@
 //   - hang detection: SIGSTOP against heartbeat_timeout_seconds, and a hung
 //     execute against execute_timeout_seconds;
 //   - 16 clients running sequences under sequence_batching direct and
-//     oldest, next to the same requests without sequences (sequence.go).
+//     oldest, next to the same requests without sequences (sequence.go);
+//   - calls between models: one BLS hop (bls_add_sub → add_sub) against
+//     add_sub direct and the IPC round trips, and a 3-step ensemble
+//     (add_sub_chain) against the sum of its steps, in the same rounds;
+//   - a 16 MiB FP32 identity round trip over HTTP binary, gRPC and system
+//     shared memory, as GB/s, HTTP binary being the baseline.
 //
 // Run it with `make bench` (it builds vigil first).
 package main
@@ -45,6 +50,8 @@ type options struct {
 	kills    int
 	samples  int
 	extra    string
+	// transferOnly measures only the large-tensor transfer figures.
+	transferOnly bool
 
 	// -peers
 	peers        bool
@@ -63,6 +70,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput run")
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
+	flag.BoolVar(&o.transferOnly, "transfer-only", false, "measure only the 16 MiB transfer figures (HTTP binary, gRPC, shared memory)")
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
 	flag.BoolVar(&o.peers, "peers", false, "compare vigil with Triton and the floor server instead (make bench-peers)")
 	flag.StringVar(&o.tritonVenv, "triton-venv", "bin/triton-venv", "with -peers: virtual environment holding nvidia-pytriton")
@@ -128,7 +136,8 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := addSequenceModels(repo); err != nil {
 		return err
 	}
-	srv, err := startServer(o.vigil, repo, python, strings.Fields(o.extra)...)
+	// --allow-client-shm for the shared memory transfer figure.
+	srv, err := startServer(o.vigil, repo, python, append(strings.Fields(o.extra), "--allow-client-shm")...)
 	if err != nil {
 		return err
 	}
@@ -136,11 +145,24 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := srv.waitReady(60 * time.Second); err != nil {
 		return err
 	}
+	if o.transferOnly {
+		if err := measureTransfer(ctx, srv, r); err != nil {
+			return fmt.Errorf("transfer: %w", err)
+		}
+		r.print()
+		return nil
+	}
 	if err := measureServing(ctx, srv, o, r, ipc); err != nil {
 		return err
 	}
 	if err := measureSequences(ctx, srv, o, r); err != nil {
 		return fmt.Errorf("sequences: %w", err)
+	}
+	if err := measureTransfer(ctx, srv, r); err != nil {
+		return fmt.Errorf("transfer: %w", err)
+	}
+	if err := measureCalls(ctx, srv, o, r, ipc); err != nil {
+		return err
 	}
 	if err := measureStreaming(ctx, srv, o, r, python); err != nil {
 		return fmt.Errorf("streaming: %w", err)
@@ -161,11 +183,14 @@ func benchRepository() (string, error) {
 		return "", err
 	}
 	copies := map[string]string{
-		"add_sub":      "examples/models/add_sub",
-		"square_int32": "examples/models/square_int32",
-		"echo":         "tests/integration/testdata/models/echo",
-		"sleepy":       "tests/integration/testdata/models/sleepy",
-		"victim":       "tests/integration/testdata/models/echo",
+		"add_sub":       "examples/models/add_sub",
+		"identity":      "examples/models/identity",
+		"bls_add_sub":   "examples/models/bls_add_sub",
+		"add_sub_chain": "examples/models/add_sub_chain",
+		"square_int32":  "examples/models/square_int32",
+		"echo":          "tests/integration/testdata/models/echo",
+		"sleepy":        "tests/integration/testdata/models/sleepy",
+		"victim":        "tests/integration/testdata/models/echo",
 	}
 	for name, src := range copies {
 		if err := os.CopyFS(filepath.Join(dir, name), os.DirFS(src)); err != nil {

@@ -96,6 +96,13 @@ func Args(nice int) []string {
 	return args
 }
 
+// NameArgs are the arguments that name a stub's model, version and
+// instance on its command line, so that ps and top say which stub serves
+// what; the stub also sets its process name (comm) to "vigil:<instance>".
+func NameArgs(model, version, instance string) []string {
+	return []string{"--model", model, "--version", version, "--instance", instance}
+}
+
 // NumpyError reports an interpreter that cannot import numpy.
 type NumpyError struct {
 	Python string // the interpreter's absolute path

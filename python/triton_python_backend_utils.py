@@ -1,11 +1,11 @@
 """Triton Python backend utilities, as provided by the vigil stub.
 
-This module mirrors the parts of Triton's ``triton_python_backend_utils`` that
-a model running in a single process can use: tensors, requests, responses,
-errors, response senders (decoupled models), type conversions and config
-look-ups. Tensors always live in CPU memory as numpy arrays. BLS (calling
-other models) and custom metrics are not available; using them raises
-TritonModelException.
+This module mirrors Triton's ``triton_python_backend_utils``: tensors,
+requests, responses, errors, response senders (decoupled models), type
+conversions, config look-ups, BLS (InferenceRequest.exec / async_exec) and
+the model-loading API (load_model, unload_model, is_model_ready). Tensors
+always live in CPU memory as numpy arrays. Custom metrics are not available;
+using them raises TritonModelException.
 """
 
 import json
@@ -347,28 +347,169 @@ class Tensor:
         return "Tensor(%r, %s%s)" % (self._name, self._datatype, list(self._array.shape))
 
 
+# Memory types for PreferredMemory (the Python backend's own enum, not
+# TRITONSERVER_MemoryType). vigil keeps every tensor in CPU memory.
+TRITONSERVER_MEMORY_GPU = 0
+TRITONSERVER_MEMORY_CPU = 1
+_MEMORY_DEFAULT = 2
+
+
+class PreferredMemory:
+    """Where a BLS call would like its outputs: InferenceRequest(preferred_memory=...)."""
+
+    def __init__(self, preferred_memory_type, preferred_device_id=0):
+        self.preferred_memory_type = preferred_memory_type
+        self.preferred_device_id = preferred_device_id
+
+
+class InferenceTrace:
+    """A request's trace (InferenceRequest(trace=...)); vigil does not trace, so it has no context."""
+
+    def __init__(self, context=None):
+        self._context = context
+
+    def get_context(self):
+        return self._context
+
+
+# The stub's connection to the server (vigil_stub.calls.Calls), through
+# which BLS calls and model control go; set when the stub loads a model.
+_server = None
+
+
+def _set_server(server):
+    global _server
+    _server = server
+
+
+def _need_server(what):
+    if _server is None:
+        raise TritonModelException("%s needs the vigil stub: it is only available in a model the server runs" % what)
+    return _server
+
+
+_REQUIRED = object()
+
+
 class InferenceRequest:
-    """One request of the batch handed to execute()."""
+    """A request: one of the batch handed to execute(), or one a model
+    builds to call another model (BLS) with exec() or async_exec().
+
+    The constructor takes Triton's arguments, all by keyword:
+    InferenceRequest(request_id="", correlation_id=0, inputs, requested_output_names,
+    model_name, model_version=-1, flags=0, timeout=0, preferred_memory=..., trace=...,
+    parameters=None). correlation_id and flags reach the callee as a client's
+    sequence_id, sequence_start and sequence_end do; timeout is in microseconds.
+    """
 
     __slots__ = ("_inputs", "_request_id", "_correlation_id", "_requested_output_names",
-                 "_parameters", "_model_name", "_model_version", "_flags",
+                 "_parameters", "_model_name", "_model_version", "_flags", "_timeout",
                  "_batch", "_index", "_sender")
 
-    def __init__(self, inputs=None, request_id="", correlation_id=0, requested_output_names=None,
-                 parameters=None, model_name="", model_version=-1, flags=0, **_ignored):
-        self._inputs = list(inputs or [])
+    def __init__(self, request_id="", correlation_id=0, inputs=_REQUIRED, requested_output_names=_REQUIRED,
+                 model_name=_REQUIRED, model_version=-1, flags=0, timeout=0, preferred_memory=None,
+                 trace=None, parameters=None):
+        for arg, value in (("inputs", inputs), ("requested_output_names", requested_output_names),
+                           ("model_name", model_name)):
+            if value is _REQUIRED:
+                raise TypeError("InferenceRequest() missing required keyword argument %r" % arg)
+        if isinstance(model_name, (bytes, bytearray)):
+            model_name = bytes(model_name).decode("utf-8")  # an element of a BYTES tensor, as Triton accepts it
+        if not isinstance(request_id, str):
+            raise TritonModelException("InferenceRequest: request_id must be a str, got %s" % type(request_id).__name__)
+        if not isinstance(model_name, str) or not model_name:
+            raise TritonModelException("InferenceRequest: model_name must be a non-empty str, got %r" % (model_name,))
+        if isinstance(correlation_id, bool) or not isinstance(correlation_id, (int, str)):
+            raise TritonModelException("Correlation ID must be integer or string")
+        if isinstance(correlation_id, int) and not 0 <= correlation_id < 1 << 64:
+            raise TritonModelException("InferenceRequest: correlation_id %d is not a uint64" % correlation_id)
+        if not isinstance(inputs, (list, tuple)):
+            raise TritonModelException("InferenceRequest: inputs must be a list of Tensor, got %s" % type(inputs).__name__)
+        for t in inputs:
+            if t is None:
+                raise TritonModelException(
+                    "Input tensor for request with id '%s' and model name '%s' should not be empty." % (request_id, model_name))
+            if not isinstance(t, Tensor):
+                raise TritonModelException("InferenceRequest: input %r is a %s, want Tensor" % (t, type(t).__name__))
+        if not isinstance(requested_output_names, (list, tuple)):
+            raise TritonModelException("InferenceRequest: requested_output_names must be a list of str, got %s" % (
+                type(requested_output_names).__name__))
+        names = []
+        for n in requested_output_names:
+            if not isinstance(n, str):
+                raise TritonModelException("InferenceRequest: requested output name %r is not a str" % (n,))
+            if not n:
+                raise TritonModelException(
+                    "Requested output name for request with id '%s' and model name '%s' should not be empty." % (
+                        request_id, model_name))
+            if n not in names:
+                names.append(n)
+        if isinstance(model_version, bool) or not isinstance(model_version, int) or model_version < -1 or model_version == 0:
+            raise TritonModelException("InferenceRequest: model_version must be -1 (latest) or a version number > 0, got %r" % (
+                model_version,))
+        if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~3:
+            raise TritonModelException(
+                "InferenceRequest: flags %r: only TRITONSERVER_REQUEST_FLAG_SEQUENCE_START (1) and "
+                "TRITONSERVER_REQUEST_FLAG_SEQUENCE_END (2) are defined" % (flags,))
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+            raise TritonModelException("InferenceRequest: timeout must be a number of microseconds >= 0, got %r" % (timeout,))
+        if preferred_memory is not None:
+            if not isinstance(preferred_memory, PreferredMemory):
+                raise TritonModelException("InferenceRequest: preferred_memory must be a PreferredMemory")
+            if preferred_memory.preferred_memory_type == TRITONSERVER_MEMORY_GPU:
+                raise TritonModelException(
+                    "InferenceRequest: preferred_memory TRITONSERVER_MEMORY_GPU is not available: vigil keeps tensors in CPU memory")
+        if trace is not None:
+            if not isinstance(trace, InferenceTrace):
+                raise TritonModelException("InferenceRequest: trace must be an InferenceTrace")
+            if trace.get_context() is not None:
+                raise TritonModelException("InferenceRequest: trace with a context is not supported: vigil does not trace requests")
+        if parameters is not None:
+            if not isinstance(parameters, dict):
+                raise TritonModelException("InferenceRequest: parameters must be a dict, got %s" % type(parameters).__name__)
+            for k, v in parameters.items():
+                if not isinstance(k, str):
+                    raise TritonModelException("InferenceRequest: parameter key %r is not a str" % (k,))
+                if not isinstance(v, (bool, int, str)):
+                    raise TritonModelException(
+                        "InferenceRequest: parameter %r is a %s; values must be bool, int or str" % (k, type(v).__name__))
+            reserved = sorted({"sequence_id", "sequence_start", "sequence_end"} & set(parameters))
+            if reserved:
+                raise TritonModelException(
+                    "InferenceRequest: parameter %r is reserved: give the sequence as correlation_id and flags" % reserved[0])
+        self._inputs = list(inputs)
         self._request_id = request_id
         self._correlation_id = correlation_id
-        self._requested_output_names = list(requested_output_names or [])
-        self._parameters = parameters
+        self._requested_output_names = names
+        self._parameters = dict(parameters) if parameters else None
         self._model_name = model_name
         self._model_version = model_version
         self._flags = flags
-        # Set by the stub for requests it received from the server: the
-        # batch they came in and their place in it (see vigil_stub.batch).
+        self._timeout = timeout
         self._batch = None
         self._index = 0
         self._sender = None
+
+    @classmethod
+    def _incoming(cls, inputs, request_id, requested_output_names, parameters, correlation_id=0, flags=0,
+                  model_name=""):
+        """A request of the batch handed to execute (built by the stub)."""
+        r = cls.__new__(cls)
+        r._inputs = inputs
+        r._request_id = request_id
+        r._correlation_id = correlation_id
+        r._requested_output_names = requested_output_names
+        r._parameters = parameters
+        r._model_name = model_name
+        r._model_version = -1
+        r._flags = flags
+        r._timeout = 0
+        # Set by the stub: the batch the request came in and its place in
+        # it (see vigil_stub.batch).
+        r._batch = None
+        r._index = 0
+        r._sender = None
+        return r
 
     def inputs(self):
         return self._inputs
@@ -394,8 +535,15 @@ class InferenceRequest:
     def flags(self):
         return self._flags
 
+    def timeout(self):
+        """The BLS timeout in microseconds (0: none)."""
+        return self._timeout
+
     def model_name(self):
         return self._model_name
+
+    def model_version(self):
+        return self._model_version
 
     def is_cancelled(self):
         """True once the request's client has gone (the server cancelled it)."""
@@ -409,11 +557,44 @@ class InferenceRequest:
             s = self._sender = InferenceResponseSender(self._batch, self._index)
         return s
 
-    def exec(self, *args, **kwargs):
-        raise TritonModelException("business logic scripting (BLS) is not supported by vigil")
+    def _wire_parameters(self):
+        """The parameters a BLS call sends (the sequence travels apart)."""
+        p = self._parameters
+        if isinstance(p, str):
+            p = json.loads(p) if p else None
+        return dict(p) if p else {}
 
-    async def async_exec(self, *args, **kwargs):
-        raise TritonModelException("business logic scripting (BLS) is not supported by vigil")
+    def exec(self, decoupled=False):
+        """Run the request on model_name and return its InferenceResponse,
+        or with decoupled=True an iterator over the callee's responses.
+
+        A failure of the call (unknown or unready model, the callee's error,
+        a timeout) comes back as a response whose has_error() is True.
+        """
+        return self._exec(decoupled, None)
+
+    def _exec(self, decoupled, parent):
+        return _need_server("BLS").infer(self, parent, bool(decoupled))
+
+    def _exec_collected(self, parent):
+        # async_exec(decoupled=True): the responses are gathered on the
+        # executor thread, so that iterating them in the coroutine never
+        # blocks the event loop.
+        it = self._exec(True, parent)
+        for _ in it:
+            pass
+        return iter(it)
+
+    def async_exec(self, decoupled=False):
+        """An awaitable of exec(), for asyncio.gather in an async execute."""
+        import asyncio  # noqa: PLC0415
+        import functools  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        server = _need_server("BLS")
+        if decoupled:
+            return loop.run_in_executor(None, functools.partial(self._exec_collected, server.parent()))
+        return loop.run_in_executor(None, functools.partial(self._exec, False, server.parent()))
 
 
 class InferenceResponseSender:
@@ -463,6 +644,15 @@ class InferenceResponse:
         self._output_tensors = list(output_tensors)
         self._err = error
         self._parameters = parameters
+
+    @classmethod
+    def _wrap(cls, output_tensors, error=None, parameters=None):
+        """Build a response without validation (used by the stub)."""
+        r = cls.__new__(cls)
+        r._output_tensors = output_tensors
+        r._err = error
+        r._parameters = parameters
+        return r
 
     def output_tensors(self):
         return self._output_tensors
@@ -543,3 +733,57 @@ class Logger:
     @staticmethod
     def log_verbose(message):
         Logger.log(message, Logger.VERBOSE)
+
+
+def load_model(model_name, config="", files=None):
+    """Load (or reload) model_name from the repository, as the repository
+    API's load does; only in --model-control-mode explicit."""
+    if files is not None and not isinstance(files, dict):
+        raise TritonModelException(
+            "failed to load model '%s', files should be a dictionary of file paths and file contents" % model_name)
+    if not isinstance(config, str):
+        raise TritonModelException("failed to load model '%s', config should be a JSON string" % model_name)
+    import base64  # noqa: PLC0415
+
+    wire_files = {}
+    for k, v in (files or {}).items():
+        if not isinstance(v, (bytes, bytearray)):
+            raise TritonModelException("failed to load model '%s', file %r: contents must be bytes" % (model_name, k))
+        wire_files[k] = base64.b64encode(bytes(v)).decode()
+    try:
+        _need_server("load_model").control("load", name=model_name, config=config, files=wire_files)
+    except TritonModelException as e:
+        raise TritonModelException("Failed to load model: %s" % e.message()) from None
+
+
+def unload_model(model_name, unload_dependents=False):
+    """Unload model_name, as the repository API's unload does; only in
+    --model-control-mode explicit."""
+    try:
+        _need_server("unload_model").control("unload", name=model_name, unload_dependents=bool(unload_dependents))
+    except TritonModelException as e:
+        raise TritonModelException("Failed to unload model: %s" % e.message()) from None
+
+
+def is_model_ready(model_name, model_version=""):
+    """Whether model_name (the version, if given) is ready. A model the
+    server does not know raises TritonModelException."""
+    version = ""
+    if model_version != "":
+        try:
+            n = int(model_version)
+        except (TypeError, ValueError) as e:
+            raise TritonModelException(
+                "failed to get model version from specified version string '%s' (details: %s), "
+                "version should be an integral value > 0" % (model_version, e)) from None
+        if n < 0:
+            raise TritonModelException(
+                "failed to get model version from specified version string '%s', "
+                "version should be an integral value > 0" % model_version)
+        version = str(n) if n > 0 else ""
+    try:
+        reply = _need_server("is_model_ready").control("ready", name=model_name, version=version)
+    except TritonModelException as e:
+        raise TritonModelException("Failed to check model readiness: %s" % e.message()) from None
+    return bool(reply.get("ready"))
+

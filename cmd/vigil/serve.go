@@ -17,6 +17,7 @@ import (
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/server"
+	"github.com/vigilhq/vigil/internal/tritonmetrics"
 )
 
 // defaultGCPercent is the garbage collector's GOGC for `vigil serve` when
@@ -44,6 +45,7 @@ func serveMain(args []string, stderr io.Writer) int {
 		loadModels   listFlag
 		healthConfig string
 		healthSet    listFlag
+		metricsSet   listFlag
 		logFormat    string
 		logLevel     string
 	)
@@ -60,6 +62,9 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.BoolVar(&cfg.StrictReadiness, "strict-readiness", true, "readiness requires every model that should be loaded to be READY")
 	fs.BoolVar(&cfg.EscalateFailed, "escalate-failed-models", true, "fail liveness when an instance has exhausted its restarts")
 	fs.BoolVar(&cfg.Metrics, "metrics", true, "serve Prometheus metrics on /metrics")
+	fs.Var(&metricsSet, "metrics-config", "one of Triton's metrics settings as key=value: counter_latencies, histogram_latencies, summary_latencies, summary_quantiles (repeatable)")
+	fs.IntVar(&cfg.MetricsPort, "metrics-port", -1, "also serve /metrics on this port, as Triton does on 8002 (-1 = off, 0 picks a free port)")
+	fs.BoolVar(&cfg.AllowClientShm, "allow-client-shm", false, "let clients register system shared memory regions: the server then reads inputs from and writes outputs to POSIX shared memory objects they name (see docs/configuration.md)")
 	fs.BoolVar(&cfg.HideReasons, "health-hide-reasons", false, "withhold failure reasons from health endpoints")
 	fs.StringVar(&healthConfig, "health-config", "", "YAML file with server-wide health policy defaults (health.yaml keys)")
 	fs.Var(&healthSet, "health-default", "one health policy default as key=value, e.g. execute_timeout_seconds=30 (repeatable)")
@@ -115,6 +120,10 @@ func serveMain(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.LoadModels = loadModels
+	if cfg.MetricsOptions, err = tritonmetrics.ParseOptions(metricsSet); err != nil {
+		fmt.Fprintln(stderr, "vigil serve:", err)
+		return 2
+	}
 	if cfg.Policy, err = modelconfig.ServerPolicy(healthConfig, healthSet); err != nil {
 		fmt.Fprintln(stderr, "vigil serve:", err)
 		return 2

@@ -26,10 +26,12 @@ const (
 	TooLarge                      // request body over the limit
 	Unauthenticated               // admin token missing
 	PermissionDenied              // admin token wrong
-	Unsupported                   // the operation is not allowed in this mode
+	Unsupported                   // a feature vigil (or this configuration) does not offer: 501, as Triton's UNSUPPORTED
 	ResourceExhausted             // too many concurrent requests
-	Cancelled                     // the client went away, or cancelled the request
+	Cancelled                     // the client went away, or cancelled the request (also a model's TritonError.CANCELLED)
 	Unimplemented                 // the endpoint cannot serve this kind of model (a decoupled model on /infer)
+	AlreadyExists                 // a name already taken (a shared memory region): 400, as Triton's ALREADY_EXISTS
+	Unknown                       // an error of no known class, e.g. a model's TritonError.UNKNOWN: 400, as Triton maps UNKNOWN
 )
 
 var table = map[Code]struct {
@@ -45,11 +47,13 @@ var table = map[Code]struct {
 	TooLarge:          {"too large", http.StatusRequestEntityTooLarge, codes.ResourceExhausted},
 	Unauthenticated:   {"unauthenticated", http.StatusUnauthorized, codes.Unauthenticated},
 	PermissionDenied:  {"permission denied", http.StatusForbidden, codes.PermissionDenied},
-	Unsupported:       {"unsupported", http.StatusServiceUnavailable, codes.Unavailable},
+	Unsupported:       {"unsupported", http.StatusNotImplemented, codes.Unimplemented},
 	ResourceExhausted: {"resource exhausted", http.StatusServiceUnavailable, codes.Unavailable},
 	// Triton maps CANCELLED to 400; the client has usually gone anyway.
 	Cancelled:     {"cancelled", http.StatusBadRequest, codes.Canceled},
 	Unimplemented: {"unimplemented", http.StatusNotImplemented, codes.Unimplemented},
+	AlreadyExists: {"already exists", http.StatusBadRequest, codes.AlreadyExists},
+	Unknown:       {"unknown", http.StatusBadRequest, codes.Unknown},
 }
 
 func (c Code) String() string { return table[c].name }

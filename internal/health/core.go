@@ -57,7 +57,7 @@ func (c *core) step(ev Event, now time.Time) []action {
 			}
 		}
 		c.models[mk] = m
-		return m.observe()
+		return append(m.observe(c.depState(m)), c.observeDependents(mk)...)
 	}
 	m, ok := c.models[mk]
 	if !ok {
@@ -86,7 +86,8 @@ func (c *core) step(ev Event, now time.Time) []action {
 		}
 		out = t.step(ev, now)
 	}
-	return append(out, m.observe()...)
+	out = append(out, m.observe(c.depState(m))...)
+	return append(out, c.observeDependents(mk)...)
 }
 
 // tick advances time for every instance.
@@ -99,7 +100,8 @@ func (c *core) tick(now time.Time) []action {
 			out = append(out, m.instances[name].tick(now)...)
 		}
 		if len(out) > before {
-			out = append(out, m.observe()...)
+			out = append(out, m.observe(c.depState(m))...)
+			out = append(out, c.observeDependents(mk)...)
 		}
 	}
 	return out
@@ -150,7 +152,8 @@ func (c *core) snapshot(now time.Time) *Snapshot {
 		Models:   make([]ModelHealth, 0, len(c.models)),
 	}
 	for _, k := range c.keys() {
-		s.Models = append(s.Models, c.models[k].health())
+		m := c.models[k]
+		s.Models = append(s.Models, m.health(c.depState(m)))
 	}
 	if !c.started {
 		s.Loading = loadingProgress(s.Models, c.planned)
@@ -171,7 +174,7 @@ func loadingProgress(ms []ModelHealth, planned []string) string {
 		}
 		seen[m.Name] = true
 		total++
-		if m.State == ModelStateLoading || (m.State == ModelStateReady && !m.Ready) {
+		if m.State == ModelStateLoading {
 			if loading == "" {
 				loading = m.Name
 			}
@@ -192,4 +195,96 @@ func loadingProgress(ms []ModelHealth, planned []string) string {
 		return "initial load in progress"
 	}
 	return fmt.Sprintf("loading %d/%d: %s", done+1, total, loading)
+}
+
+// depState resolves a version's dependencies against the other versions:
+// ok when every one is ready (its own dependencies included), else the
+// reason of the first that is not.
+func (c *core) depState(m *modelTracker) depState {
+	if len(m.deps) == 0 {
+		return depsOK
+	}
+	return c.depStateVisiting(m, map[ModelKey]bool{m.key: true})
+}
+
+func (c *core) depStateVisiting(m *modelTracker, visiting map[ModelKey]bool) depState {
+	for _, dep := range m.deps {
+		d := c.resolveDep(dep)
+		if d == nil {
+			what := "it is not loaded"
+			if dep.Version != "" {
+				what = "version " + dep.Version + " is not loaded"
+			}
+			return depState{reason: fmt.Sprintf("%s %s: %s", dep.Label, dep.Model, what)}
+		}
+		if visiting[d.key] {
+			continue // a cycle of declarations: each edge is judged once
+		}
+		visiting[d.key] = true
+		ds := depsOK
+		if len(d.deps) > 0 {
+			ds = c.depStateVisiting(d, visiting)
+		}
+		delete(visiting, d.key)
+		state, reason, ready, _, _, _ := d.view(ds)
+		if !ready {
+			if reason == "" {
+				reason = "is " + string(state)
+			}
+			return depState{reason: fmt.Sprintf("%s %s: %s", dep.Label, dep.Model, reason)}
+		}
+	}
+	return depsOK
+}
+
+// resolveDep finds the version a dependency names: that version, or the
+// highest ready version of the model, else its highest version.
+func (c *core) resolveDep(dep Dependency) *modelTracker {
+	if dep.Version != "" {
+		return c.models[ModelKey{Model: dep.Model, Version: dep.Version}]
+	}
+	var best *modelTracker
+	bestReady := false
+	for k, m := range c.models {
+		if k.Model != dep.Model {
+			continue
+		}
+		ready := m.lifecycle == ModelStateReady
+		if best == nil || ready && !bestReady || ready == bestReady && versionLess(best.key.Version, k.Version) {
+			best, bestReady = m, ready
+		}
+	}
+	return best
+}
+
+// observeDependents re-derives every version that depends on the model of
+// changed, so that a step's change shows in its ensembles' transitions.
+func (c *core) observeDependents(changed ModelKey) []action {
+	var out []action
+	for _, k := range c.keys() {
+		m := c.models[k]
+		if k == changed || !dependsOn(m, changed.Model, map[string]bool{}, c) {
+			continue
+		}
+		out = append(out, m.observe(c.depState(m))...)
+	}
+	return out
+}
+
+// dependsOn reports whether m depends on model, directly or through other
+// dependents.
+func dependsOn(m *modelTracker, model string, seen map[string]bool, c *core) bool {
+	for _, dep := range m.deps {
+		if dep.Model == model {
+			return true
+		}
+		if seen[dep.Model] {
+			continue
+		}
+		seen[dep.Model] = true
+		if d := c.resolveDep(dep); d != nil && dependsOn(d, model, seen, c) {
+			return true
+		}
+	}
+	return false
 }

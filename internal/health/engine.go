@@ -488,7 +488,12 @@ func (e *Engine) logTransition(a action) {
 
 func (e *Engine) logModelTransition(a action) {
 	level := slog.LevelInfo
-	if !a.routable && a.to != string(ModelStateLoading) && a.to != string(ModelStateUnloading) && a.reason != "unloaded" {
+	// Models stopping during a shutdown are expected news: INFO.
+	draining := false
+	if s := e.snap.Load(); s != nil {
+		draining = s.Draining
+	}
+	if !a.routable && !draining && a.to != string(ModelStateLoading) && a.to != string(ModelStateUnloading) && a.reason != "unloaded" {
 		level = slog.LevelWarn
 	}
 	e.log.Log(context.Background(), level, "model state changed",

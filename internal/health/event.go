@@ -111,6 +111,9 @@ type Event struct {
 	// Expected is false for versions that should not count toward strict
 	// readiness (ModelLoading).
 	Expected bool
+	// Deps are the models the version's readiness follows (ModelLoading):
+	// an ensemble's steps, a model's declared depends_on.
+	Deps     []Dependency
 	Check    Check
 	OK       bool
 	TimedOut bool
@@ -130,6 +133,19 @@ type Event struct {
 	// synced is closed once the engine has published a snapshot that
 	// includes every event posted before this one (Engine.Sync).
 	synced chan struct{}
+}
+
+// Dependency is a model another model's readiness follows: the dependent
+// is ready only while the dependency is (docs/health.md, "Readiness follows
+// dependencies").
+type Dependency struct {
+	Model string
+	// Version is a specific version; "" follows the version a request
+	// without one is served by.
+	Version string
+	// Label names the dependency in reasons: "step" for an ensemble's
+	// steps, "dependency" for depends_on.
+	Label string
 }
 
 // Actuator carries out the engine's decisions. The model manager implements

@@ -91,7 +91,7 @@ func newSnapshotCollector(snapshot func() *Snapshot) *snapshotCollector {
 		snapshot:      snapshot,
 		live:          prometheus.NewDesc("vigil_server_live", "1 when the liveness probe passes.", nil, nil),
 		ready:         prometheus.NewDesc("vigil_server_ready", "1 when the readiness probe passes.", nil, nil),
-		modelReady:    prometheus.NewDesc("vigil_model_ready", "1 when the model version is ready.", mv, nil),
+		modelReady:    prometheus.NewDesc("vigil_model_ready", "1 when the model version is ready (Snapshot.VersionReady: ready and the server not draining).", mv, nil),
 		modelDegraded: prometheus.NewDesc("vigil_model_degraded", "1 when the model version is ready with fewer than all instances routable.", mv, nil),
 		instState:     prometheus.NewDesc("vigil_instance_state", "1 for the instance's current state, 0 for the others.", append(inst, "state"), nil),
 		instRestarts:  prometheus.NewDesc("vigil_instance_restarts_total", "Restarts of the instance since its model version loaded.", inst, nil),
@@ -111,7 +111,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, b2f(live))
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(ready))
 	for _, m := range s.Models {
-		ch <- prometheus.MustNewConstMetric(c.modelReady, prometheus.GaugeValue, b2f(m.Ready), m.Name, m.Version)
+		ready, _ := s.VersionReady(&m)
+		ch <- prometheus.MustNewConstMetric(c.modelReady, prometheus.GaugeValue, b2f(ready), m.Name, m.Version)
 		ch <- prometheus.MustNewConstMetric(c.modelDegraded, prometheus.GaugeValue, b2f(m.Degraded), m.Name, m.Version)
 		for _, in := range m.Instances {
 			for _, st := range allInstanceStates {

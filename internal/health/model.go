@@ -2,6 +2,7 @@ package health
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -23,6 +24,10 @@ type modelTracker struct {
 	pol       Policy
 	order     []string // instance names, in the order the manager gave them
 	instances map[string]*tracker
+	// deps are the models this version's readiness follows; a version
+	// with deps and no instances (an ensemble) is ready on its lifecycle
+	// and its deps alone.
+	deps []Dependency
 
 	// Last reported view, to log model transitions once.
 	shownState ModelState
@@ -41,6 +46,7 @@ func newModelTracker(ev Event, now time.Time) *modelTracker {
 		pol:        pol,
 		instances:  map[string]*tracker{},
 		shownState: ModelStateLoading,
+		deps:       append([]Dependency(nil), ev.Deps...),
 	}
 	for _, name := range ev.Instances {
 		m.addInstance(name, now)
@@ -118,8 +124,18 @@ func (m *modelTracker) step(ev Event, now time.Time) []action {
 	return out
 }
 
-// view derives the version's reported state and readiness.
-func (m *modelTracker) view() (state ModelState, reason string, ready, degraded bool, routable, minReady int) {
+// depState is what a version's dependencies say: ok, or the reason of the
+// first that is not ready ("step preprocess: 0 of 1 instances routable; …").
+type depState struct {
+	ok     bool
+	reason string
+}
+
+var depsOK = depState{ok: true}
+
+// view derives the version's reported state and readiness, given its
+// dependencies' state.
+func (m *modelTracker) view(d depState) (state ModelState, reason string, ready, degraded bool, routable, minReady int) {
 	state, reason = m.lifecycle, m.reason
 	failed := 0
 	var firstFailed *tracker
@@ -141,8 +157,15 @@ func (m *modelTracker) view() (state ModelState, reason string, ready, degraded 
 		state = ModelStateUnavailable
 		reason = fmt.Sprintf("all instances failed; %s: %s", firstFailed.key.Instance, firstFailed.reason)
 	}
+	if n == 0 && len(m.deps) > 0 {
+		minReady = 0 // nothing of its own to route to
+	}
 	ready = state == ModelStateReady && routable >= minReady
 	degraded = ready && routable < n
+	if ready && !d.ok {
+		// Loaded and routable, but something it needs is not ready.
+		return ModelStateUnavailable, d.reason, false, false, routable, minReady
+	}
 	if state == ModelStateReady && !ready {
 		// Loaded, but not enough instances in traffic: report what the
 		// index reports, with the first instance that is out.
@@ -163,8 +186,8 @@ func (m *modelTracker) view() (state ModelState, reason string, ready, degraded 
 
 // observe emits a model transition when the reported state or readiness
 // changed since the last call.
-func (m *modelTracker) observe() []action {
-	state, reason, ready, _, _, _ := m.view()
+func (m *modelTracker) observe(d depState) []action {
+	state, reason, ready, _, _, _ := m.view(d)
 	if state == m.shownState && ready == m.shownReady {
 		return nil
 	}
@@ -176,17 +199,13 @@ func (m *modelTracker) observe() []action {
 		routable: ready,
 		reason:   reason,
 	}
-	if !ready && reason == "" && state == ModelStateReady {
-		h := m.health()
-		a.reason = h.notReadyReason()
-	}
 	m.shownState, m.shownReady = state, ready
 	return []action{a}
 }
 
 // health is the snapshot view of the version.
-func (m *modelTracker) health() ModelHealth {
-	state, reason, ready, degraded, routable, minReady := m.view()
+func (m *modelTracker) health(d depState) ModelHealth {
+	state, reason, ready, degraded, routable, minReady := m.view(d)
 	h := ModelHealth{
 		Name:      m.key.Model,
 		Version:   m.key.Version,
@@ -199,6 +218,7 @@ func (m *modelTracker) health() ModelHealth {
 		Expected:  m.expected,
 		Instances: make([]InstanceHealth, 0, len(m.order)),
 	}
+	h.DependsOn = slices.Clone(m.deps)
 	for _, name := range m.order {
 		h.Instances = append(h.Instances, m.instances[name].health())
 	}

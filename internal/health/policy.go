@@ -69,6 +69,10 @@ type Policy struct {
 	// A RestartWindow of 0 counts every restart since the version loaded.
 	MaxRestarts   int
 	RestartWindow time.Duration
+	// DependsOn names models this model's readiness follows (health.yaml
+	// depends_on): the models it calls through BLS. The manager turns them
+	// into the version's Dependency list.
+	DependsOn []string
 }
 
 // DefaultPolicy is the server-wide default before flags, --health-config and

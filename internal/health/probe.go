@@ -142,41 +142,44 @@ func (s *Snapshot) Model(name, version string) (*ModelHealth, bool) {
 	return best, best != nil
 }
 
-// ModelReady reports a model version's readiness and why it is not ready;
-// found is false for a model or version the server does not know.
+// ModelReady answers "may requests for this model (version) be sent here",
+// the one question behind every model-readiness surface (REST and gRPC
+// model ready, grpc.health model/<name>, vigil_model_ready): the version
+// (Model's rule when version is empty) is Ready and the server is not
+// draining. found is false for a model or version the server does not know.
 func (s *Snapshot) ModelReady(name, version string) (ready bool, reason string, found bool) {
 	m, ok := s.Model(name, version)
 	if !ok {
 		return false, "", false
 	}
-	if m.Ready {
-		return true, "", true
-	}
-	return false, m.notReadyReason(), true
+	ready, reason = s.VersionReady(m)
+	return ready, reason, true
 }
 
+// VersionReady is ModelReady for a version of the snapshot.
+func (s *Snapshot) VersionReady(m *ModelHealth) (bool, string) {
+	switch {
+	case s.Draining:
+		return false, "server is shutting down"
+	case m.Ready:
+		return true, ""
+	}
+	return false, m.notReadyReason()
+}
+
+// notReadyReason says why a version is not ready. A version is ready
+// exactly when its State is READY (the tracker reports a loaded version
+// with too few routable instances UNAVAILABLE, saying so), so the state and
+// its reason are the whole story.
 func (m *ModelHealth) notReadyReason() string {
-	if m.State != ModelStateReady {
-		name := "model " + m.Name
-		if m.Version != "" {
-			name += " version " + m.Version
-		}
-		if m.Reason != "" {
-			return fmt.Sprintf("%s is %s: %s", name, m.State, m.Reason)
-		}
-		return fmt.Sprintf("%s is %s", name, m.State)
+	name := "model " + m.Name
+	if m.Version != "" {
+		name += " version " + m.Version
 	}
-	msg := fmt.Sprintf("model %s version %s has %d routable instances, needs %d", m.Name, m.Version, m.Routable, m.MinReady)
-	for _, in := range m.Instances {
-		if !in.Routable {
-			msg += fmt.Sprintf("; instance %s is %s", in.Name, in.State)
-			if in.Reason != "" {
-				msg += ": " + in.Reason
-			}
-			break
-		}
+	if m.Reason != "" {
+		return fmt.Sprintf("%s is %s: %s", name, m.State, m.Reason)
 	}
-	return msg
+	return fmt.Sprintf("%s is %s", name, m.State)
 }
 
 func firstFailure(cs []NamedCheck) (bool, string) {

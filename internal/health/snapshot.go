@@ -62,6 +62,10 @@ type ModelHealth struct {
 	// Expected versions count toward strict readiness.
 	Expected  bool
 	Instances []InstanceHealth
+	// DependsOn lists the models this version's readiness follows (an
+	// ensemble's steps, a declared depends_on); Ready and Reason already
+	// account for them.
+	DependsOn []Dependency
 }
 
 // InstanceHealth is one instance's health.

@@ -16,6 +16,10 @@ type Request struct {
 	Inputs     []tensor.Tensor
 	// Outputs lists the requested outputs; empty means all of them.
 	Outputs []RequestedOutput
+	// Callers is the chain of models whose executes made this request
+	// through BLS, outermost first, the direct caller last; empty for a
+	// client's request. The cycle check reads it.
+	Callers []string
 	// Sequence is the request's correlation ID and START/END flags, taken
 	// from the reserved parameters sequence_id, sequence_start and
 	// sequence_end (which are not in Parameters).

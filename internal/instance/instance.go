@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,9 +58,12 @@ type Config struct {
 	Init    ipc.InitArgs
 	Policy  health.Policy
 	Queue   Source
-	Stats   *scheduler.Stats
-	Events  Sink
-	Logger  *slog.Logger
+	// Calls serves the model's BLS and model-control requests; nil
+	// answers them with an error.
+	Calls  Calls
+	Stats  *scheduler.Stats
+	Events Sink
+	Logger *slog.Logger
 	// FinalizeTimeout bounds finalize() on stop; StopGrace is the time
 	// between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
@@ -317,10 +321,18 @@ func (i *Instance) launch(ctx context.Context) error {
 		i.mu.Unlock()
 		i.paused(cur, pe)
 	}
-	p, err := startProcess(i.cfg.Runtime, i.log, &i.wg, onPause)
+	rt := i.cfg.Runtime
+	if rt.Name != nil {
+		k := i.cfg.Key
+		rt.Args = append(slices.Clip(rt.Args), rt.Name(k.Model, k.Version, k.Instance)...)
+	}
+	p, err := startProcess(rt, i.log, &i.wg, onPause)
 	if err != nil {
 		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: err.Error()})
 		return err
+	}
+	if i.cfg.Calls != nil {
+		p.client.SetHandler(stubCalls{i: i})
 	}
 	gctx, gcancel := context.WithCancel(i.ctx)
 	i.mu.Lock()
@@ -357,7 +369,14 @@ func (i *Instance) launch(ctx context.Context) error {
 	i.mu.Lock()
 	g.abortInit = nil
 	i.mu.Unlock()
+	if err != nil && i.ctx.Err() != nil {
+		// Stop came during initialize (e.g. a restart under way at
+		// shutdown): no failure to report; Stop posts InstanceStopped.
+		p.kill()
+		return errors.New("instance is stopped")
+	}
 	if err != nil {
+		logRaised(i.log, "", p.pid, err)
 		reason, cause := i.initFailure(g, initCtx, err)
 		p.kill()
 		i.mu.Lock()
@@ -529,6 +548,19 @@ func (i *Instance) work() {
 	}
 }
 
+// recordTiming gives the batch's compute phases to its tasks and to the
+// batch statistics (Triton's compute_input/infer/output and batch_stats).
+func (i *Instance) recordTiming(batch []*scheduler.Task, tm scheduler.Timing) {
+	size := 0
+	for _, t := range batch {
+		t.SetTiming(tm)
+		size += t.Size()
+	}
+	if i.cfg.Stats != nil {
+		i.cfg.Stats.RecordBatch(size, tm)
+	}
+}
+
 // execute runs one batch. Each task is held by the generation from the
 // moment it goes to the stub until it ends; requests that answer through
 // their response senders stay held after execute returns, while the
@@ -558,7 +590,10 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 			t.Watch()
 		}
 	}
-	ctx, abort := context.WithCancelCause(context.Background())
+	// The batch's BLS calls inherit its clients and its chain of callers.
+	scope, release := scopeFor(i.cfg.Key.Model, batch)
+	defer release()
+	ctx, abort := context.WithCancelCause(context.WithValue(context.Background(), scopeKey{}, scope))
 	defer abort(nil)
 	limit := i.cfg.Policy.ExecuteTimeout
 	if limit > 0 && !i.cfg.Decoupled {
@@ -594,6 +629,9 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 			Reason: "heartbeat failed while executing: " + hang.reason, PID: g.proc.pid})
 		return
 	}
+	if err == nil {
+		i.recordTiming(batch, scheduler.Timing(b.Timing()))
+	}
 	switch {
 	case err == nil:
 		var firstErr string
@@ -606,6 +644,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 				if firstErr == "" {
 					firstErr = r.Err.Error()
 				}
+				logRaised(i.log, "execute", g.proc.pid, r.Err, "request_id", t.Req.ID)
 				t.Deliver(scheduler.Reply{Err: modelError(model, r.Err), Final: true})
 			default:
 				t.Deliver(scheduler.Reply{Response: r.Response, Final: true})
@@ -632,6 +671,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		// The reaper ends every request the process held, naming the exit.
 		<-g.proc.done
 	default:
+		logRaised(i.log, "execute", g.proc.pid, err, "request_id", requestIDs(batch))
 		for _, t := range batch {
 			t.Deliver(scheduler.Reply{Err: modelError(model, err), Final: true})
 		}
@@ -796,8 +836,9 @@ func (i *Instance) hook(g *generation, name string) {
 	}
 	t := time.NewTicker(i.cfg.Policy.Period)
 	defer t.Stop()
+	var logged string // the traceback last logged: a hook that keeps raising is logged once
 	for {
-		i.hookOnce(g, name)
+		i.hookOnce(g, name, &logged)
 		select {
 		case <-g.ctx.Done():
 			return
@@ -806,15 +847,23 @@ func (i *Instance) hook(g *generation, name string) {
 	}
 }
 
-// hookOnce is one call of the user's hook.
-func (i *Instance) hookOnce(g *generation, name string) {
+// hookOnce is one call of the user's hook. A traceback is logged when the
+// hook starts raising (or raises differently), not at every period.
+func (i *Instance) hookOnce(g *generation, name string, logged *string) {
 	ctx, cancel := context.WithTimeout(g.ctx, i.cfg.Policy.Timeout)
 	defer cancel()
 	start := time.Now()
-	ok, detail, err := g.proc.client.CheckHealth(ctx)
+	res, err := g.proc.client.Health(ctx)
+	ok, detail := res.OK, res.Detail
 	took := time.Since(start)
 	if g.ctx.Err() != nil {
 		return
+	}
+	if res.Traceback != *logged {
+		if res.Traceback != "" {
+			logTraceback(i.log, name, g.proc.pid, detail, res.Traceback)
+		}
+		*logged = res.Traceback
 	}
 	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHook, OK: ok && err == nil, Reason: detail, PID: g.proc.pid, Took: took}
 	switch {

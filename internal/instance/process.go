@@ -27,6 +27,9 @@ type Runtime struct {
 	Args []string
 	// Env is added to the server's environment.
 	Env []string
+	// Name, when set, gives the arguments that follow Args to name the
+	// stub's model and instance (python.NameArgs).
+	Name func(model, version, instance string) []string
 }
 
 // process is one generation of an instance: a started stub, its control
@@ -288,9 +291,7 @@ func (p *process) stop(ctx context.Context, finalize bool, finalizeTimeout, grac
 		fctx, cancel := context.WithTimeout(ctx, finalizeTimeout)
 		err := p.client.Finalize(fctx)
 		cancel()
-		if err != nil {
-			p.log.Warn("finalize failed", "pid", p.pid, "err", err)
-		}
+		p.logFinalize(err, finalizeTimeout)
 		if err == nil {
 			select {
 			case <-p.done:
@@ -310,6 +311,22 @@ func (p *process) stop(ctx context.Context, finalize bool, finalizeTimeout, grac
 	}
 	p.kill()
 	<-p.done
+}
+
+// logFinalize logs how finalize went: a raise with its traceback at error
+// level; a stub that was already gone at INFO, since that is no news at a
+// shutdown (its exit, if unexpected, was reported when it happened).
+func (p *process) logFinalize(err error, limit time.Duration) {
+	switch {
+	case err == nil:
+	case logRaised(p.log, "finalize", p.pid, err):
+	case errors.Is(err, ipc.ErrClosed) || p.exited():
+		p.log.Info("stub had already exited: no finalize", "pid", p.pid)
+	case errors.Is(err, context.DeadlineExceeded):
+		p.log.Warn("finalize did not return in time: stopping the stub", "pid", p.pid, "finalize_timeout", limit.String())
+	default:
+		p.log.Warn("finalize failed", "pid", p.pid, "err", err)
+	}
 }
 
 // kill sends SIGKILL to the stub's process group.

@@ -59,6 +59,41 @@ func BenchmarkExecuteAddSub1MiB(b *testing.B) {
 	}
 }
 
+// echoCalls answers every BLS call at once with its first input as OUT, on
+// a goroutine of its own as the server's handler does.
+type echoCalls struct{}
+
+func (echoCalls) Infer(c *ipc.Call) {
+	go func() {
+		out := c.Request.Inputs[0]
+		out.Name = "OUT"
+		c.Respond(&inference.Response{Outputs: []tensor.Tensor{out}}, nil, true)
+	}()
+}
+func (echoCalls) Control(c *ipc.ControlCall) { c.Respond(false, nil) }
+
+// BenchmarkExecuteBLSCall is one execute that makes one BLS call, answered
+// at once by the handler: against BenchmarkExecuteAddSub it is what the
+// stub and the connection add to a call between models.
+func BenchmarkExecuteBLSCall(b *testing.B) {
+	s := startStub(b, "caller", stubOptions{})
+	s.SetHandler(echoCalls{})
+	if _, err := s.Init(context.Background(), s.initArgs("caller")); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	reqs := []*inference.Request{{Model: "caller", Version: "1", ID: "bench", Inputs: []tensor.Tensor{fp32("INPUT0", make([]float32, 16)...)}}}
+	for b.Loop() {
+		results, err := s.Execute(ctx, reqs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if results[0].Err != nil {
+			b.Fatal(results[0].Err)
+		}
+	}
+}
+
 // BenchmarkIdentity16MiB sends a 16 MiB FP32 tensor to a model that returns
 // it as it is, through the socket and out of band (memory files).
 func BenchmarkIdentity16MiB(b *testing.B) {

@@ -69,10 +69,17 @@ type Client struct {
 	seq     atomic.Uint32
 	dropped atomic.Int64 // see DroppedResponses
 
+	handler atomic.Pointer[Handler] // serves the requests the stub starts (call.go)
+
 	mu      sync.Mutex
 	pending map[uint32]chan frame // callers waiting for a reply, by seq
 	routes  map[uint32]*route     // batches whose requests may send responses, by seq
 	cause   error                 // why the connection ended; non-nil once done is closed
+	// parents holds the context of each Execute in flight, by seq, for the
+	// BLS calls the stub makes under it; calls holds the stub's calls in
+	// flight, by the stub's seq.
+	parents map[uint32]context.Context
+	calls   map[uint32]*Call
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
@@ -118,6 +125,8 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 		control: newLink(control),
 		log:     log,
 		pending: make(map[uint32]chan frame),
+		parents: make(map[uint32]context.Context),
+		calls:   make(map[uint32]*Call),
 		routes:  make(map[uint32]*route),
 		done:    make(chan struct{}),
 
@@ -231,18 +240,32 @@ func (c *Client) Execute(ctx context.Context, reqs []*inference.Request) ([]Resu
 // result ("is_healthy returned False", "is_healthy raised ValueError: x");
 // err means the stub could not be asked (connection lost, ctx ended).
 func (c *Client) CheckHealth(ctx context.Context) (ok bool, detail string, err error) {
+	r, err := c.Health(ctx)
+	return r.OK, r.Detail, err
+}
+
+// HealthResult is one answer of the model's health hook.
+type HealthResult struct {
+	OK     bool
+	Detail string // why it failed, one line
+	// Traceback is the Python traceback when the hook raised.
+	Traceback string
+}
+
+// Health is CheckHealth with the hook's traceback when it raised.
+func (c *Client) Health(ctx context.Context) (HealthResult, error) {
 	f, err := c.roundTrip(ctx, kindHealth, [][]byte{make([]byte, headerSize)}, 0)
 	if err != nil {
-		return false, "", fmt.Errorf("health: %w", err)
+		return HealthResult{}, fmt.Errorf("health: %w", err)
 	}
 	if err := replyError(f); err != nil {
-		return false, "", fmt.Errorf("health: %w", err)
+		return HealthResult{}, fmt.Errorf("health: %w", err)
 	}
 	var r wireHealthReply
 	if err := json.Unmarshal(f.body, &r); err != nil {
-		return false, "", fmt.Errorf("health: decode reply: %w", err)
+		return HealthResult{}, fmt.Errorf("health: decode reply: %w", err)
 	}
-	return r.OK, r.Detail, nil
+	return HealthResult{OK: r.OK, Detail: r.Detail, Traceback: r.Traceback}, nil
 }
 
 // Finalize asks the stub to call finalize() after any queued batches and to
@@ -300,6 +323,10 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 		return frame{}, c.Err()
 	}
 	c.pending[seq] = ch
+	if k == kindExecute {
+		c.parents[seq] = ctx
+		defer c.forgetParent(seq)
+	}
 	c.mu.Unlock()
 
 	putHeader(bufs[0], bodyLen, k, flags, seq)
@@ -327,6 +354,12 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 		}
 		return frame{}, c.Err()
 	}
+}
+
+func (c *Client) forgetParent(seq uint32) {
+	c.mu.Lock()
+	delete(c.parents, seq)
+	c.mu.Unlock()
 }
 
 func (c *Client) forget(seq uint32) {
@@ -402,9 +435,14 @@ func (c *Client) shutdown(cause error) {
 		c.mu.Lock()
 		c.cause = cause
 		c.pending = nil
+		calls := c.calls
+		c.calls = map[uint32]*Call{}
 		open := takeOpenLocked(c.routes)
 		c.routes = nil
 		c.mu.Unlock()
+		for _, call := range calls {
+			call.cancel()
+		}
 		close(c.done)
 		endOpen(open, c.Err())
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
@@ -464,4 +502,11 @@ func (c *Client) readLoop(l *link) {
 			closeFDs(f.fds)
 		}
 	}
+}
+
+// Timing splits one execute into Triton's three compute phases: Input is
+// encoding the batch's inputs, Infer the round trip to the stub (its
+// execute), Output decoding the replies into outputs.
+type Timing struct {
+	Input, Infer, Output time.Duration
 }

@@ -392,4 +392,6 @@ type wireInitReply struct {
 type wireHealthReply struct {
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
+	// Traceback is set when the hook raised.
+	Traceback string `json:"traceback,omitempty"`
 }

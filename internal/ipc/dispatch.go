@@ -9,6 +9,9 @@ func (c *Client) dispatch(f frame) error {
 	switch f.kind {
 	case kindResponse:
 		return c.onResponse(f)
+	case kindBLSInfer, kindBLSCancel, kindModelControl:
+		c.serveStubFrame(f) // call.go
+		return nil
 	}
 	return fmt.Errorf("the stub sent a %s request (seq %d)", f.kind, f.seq)
 }

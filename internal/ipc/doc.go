@@ -30,7 +30,8 @@
 //	offset size field
 //	0      4    body length in bytes (not counting the header)
 //	4      1    kind: 1 INIT, 2 EXECUTE, 3 PING, 4 HEALTH, 5 FINALIZE,
-//	            6 RESPONSE (stub → server), 7 CANCEL (server → stub)
+//	            6 RESPONSE (stub → server), 7 CANCEL (server → stub),
+//	            8 BLS_INFER, 9 BLS_RESPONSE, 10 BLS_CANCEL, 11 MODEL_CONTROL
 //	5      1    flags: 0x01 reply, 0x02 error (only with reply), 0x04 see
 //	            "Large tensors"
 //	6      2    number of file descriptors sent with the frame (SCM_RIGHTS,
@@ -181,4 +182,34 @@
 // Coroutine initialize, execute, hooks and finalize run on one asyncio event
 // loop thread in the stub; a decoupled model's coroutine execute is not
 // waited for, so the stub reads the next EXECUTE while it runs.
+//
+// # Requests the stub makes
+//
+// A model's BLS calls and model-loading calls are frames the stub starts on
+// the data socket (flags 0, a sequence id of the stub's choosing); the
+// server answers each with the same kind's reply (or BLS_RESPONSE for
+// BLS_INFER) and the stub's sequence id. While execute runs, a thread
+// waiting for such an answer reads the data socket itself and keeps any
+// other frame for its owner (python/vigil_stub/wire.py Demux).
+//
+// BLS_INFER: u32 header length | header | an EXECUTE request body holding
+// one request (its id, parameters, inputs, requested outputs and sequence
+// record). The header is binary: u32 model name length | model name |
+// u32 version length | version ("" for the server's choice) | u64 timeout
+// in µs (0 for none) | u32 parent (the seq of the EXECUTE the call was made
+// under, 0 for none) | u8 decoupled. The server runs it as a request of its
+// own (Handler.Infer) and answers with BLS_RESPONSE frames.
+//
+// BLS_RESPONSE (server to stub, reply flag): u32 flags (0x01 final) | an
+// EXECUTE reply body holding one response (outputs, or an error entry with
+// message and Triton error code), or none for a flag-only final. A call
+// without decoupled gets exactly one, final.
+//
+// BLS_CANCEL (stub to server): empty body, the call's sequence id; the
+// server cancels the call.
+//
+// MODEL_CONTROL: JSON {"op": "load"|"unload"|"ready", "name": ..., "version":
+// ..., "config": ..., "files": {"file:1/model.py": <base64>},
+// "unload_dependents": bool}; reply {"ready": bool}, or an error reply
+// whose message the stub raises.
 package ipc

@@ -41,13 +41,19 @@ func (e *ModelError) Error() string {
 }
 
 // APICode classifies the error for clients the way Triton maps its error
-// codes: INVALID_ARG, ALREADY_EXISTS and CANCELLED are the client's fault,
-// NOT_FOUND, UNAVAILABLE and UNSUPPORTED keep their meaning, and everything
-// else (an exception, INTERNAL, UNKNOWN) is internal.
+// codes: each TritonError code keeps its meaning (UNKNOWN, INVALID_ARG,
+// ALREADY_EXISTS and CANCELLED answer HTTP 400, UNSUPPORTED 501), and
+// everything else (an exception, INTERNAL) is internal.
 func (e *ModelError) APICode() apierr.Code {
 	switch e.Code {
-	case "INVALID_ARG", "ALREADY_EXISTS", "CANCELLED":
+	case "INVALID_ARG":
 		return apierr.InvalidArgument
+	case "ALREADY_EXISTS":
+		return apierr.AlreadyExists
+	case "CANCELLED":
+		return apierr.Cancelled
+	case "UNKNOWN":
+		return apierr.Unknown
 	case "NOT_FOUND":
 		return apierr.NotFound
 	case "UNAVAILABLE":

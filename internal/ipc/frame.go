@@ -29,6 +29,12 @@ const (
 	// kindCancel (server → stub, on the control socket) tells the stub that
 	// a request's client has gone.
 	kindCancel kind = 7
+	// Frames the stub starts on the data socket (call.go): a BLS request,
+	// the server's responses to it, its cancellation, and model control.
+	kindBLSInfer     kind = 8
+	kindBLSResponse  kind = 9
+	kindBLSCancel    kind = 10
+	kindModelControl kind = 11
 )
 
 func (k kind) String() string {
@@ -47,6 +53,14 @@ func (k kind) String() string {
 		return "response"
 	case kindCancel:
 		return "cancel"
+	case kindBLSInfer:
+		return "bls_infer"
+	case kindBLSResponse:
+		return "bls_response"
+	case kindBLSCancel:
+		return "bls_cancel"
+	case kindModelControl:
+		return "model_control"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

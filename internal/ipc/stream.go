@@ -62,6 +62,8 @@ type Batch struct {
 	lease lease
 	flags uint8
 	fds   []int
+	// timing is written by NewBatch and Execute, read after Execute.
+	timing Timing
 }
 
 // NewBatch encodes reqs and registers the batch. With a nil sink, requests
@@ -71,6 +73,7 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 	if len(reqs) == 0 {
 		return nil, errors.New("execute: empty batch")
 	}
+	start := time.Now()
 	threshold := int(c.shmThreshold.Load())
 	var l lease
 	if threshold > 0 {
@@ -86,6 +89,7 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 		return nil, fmt.Errorf("execute: %w", err)
 	}
 	b := &Batch{c: c, seq: c.seq.Add(1), reqs: reqs, bufs: bufs, n: n, lease: l}
+	b.timing.Input = time.Since(start)
 	if used {
 		b.fds = append(b.fds, l.in.fd)
 	}
@@ -113,7 +117,10 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 // more, except for the connection-loss call described at Sink.
 func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 	c := b.c
+	sent := time.Now()
 	f, err := c.roundTripSeq(ctx, kindExecute, b.seq, b.flags, b.bufs, b.n, b.fds)
+	received := time.Now()
+	b.timing.Infer = received.Sub(sent)
 	if err != nil {
 		// The stub may still be reading the inputs or writing outputs.
 		c.arenas.abandon(b.lease)
@@ -129,6 +136,7 @@ func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 		return nil, err
 	}
 	results, large, err := decodeExecuteReplyArena(f.body, f.fds, b.lease, int(c.shmThreshold.Load()), b.reqs)
+	b.timing.Output = time.Since(received)
 	c.arenas.release(b.lease, released, large)
 	if err != nil {
 		b.closeAll()
@@ -155,6 +163,10 @@ func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 	c.mu.Unlock()
 	return results, nil
 }
+
+// Timing is how long the batch's phases took; complete once Execute
+// returned.
+func (b *Batch) Timing() Timing { return b.timing }
 
 // closeAll ends the route: no further response is delivered.
 func (b *Batch) closeAll() {

@@ -73,6 +73,14 @@ func (t Timing) Window() time.Duration {
 	return time.Duration(t.PeriodSeconds) * time.Duration(t.FailureThreshold) * time.Second
 }
 
+// Reaction is how long after the server starts failing the probe the
+// kubelet acts: FailureThreshold probes in a row, the first of which comes
+// up to one period after the failure begins.
+func (t Timing) Reaction() (least, most time.Duration) {
+	period := time.Duration(t.PeriodSeconds) * time.Second
+	return t.Window() - period, t.Window()
+}
+
 // Plan is the derived timing of a deployment: probes, drain and resources.
 type Plan struct {
 	// StartupBudget is how long the pod may take to start: the startup

@@ -256,10 +256,12 @@ func summary(what string, models []ModelInfo, p Plan) string {
 
 // planComment explains the derived numbers in the output itself.
 func planComment(p Plan) []string {
+	least, most := p.Liveness.Reaction()
 	return []string{
 		fmt.Sprintf("  startup:   every %ds, up to %d failures: covers a %s start-up budget", p.Startup.PeriodSeconds, p.Startup.FailureThreshold, p.StartupBudget),
 		fmt.Sprintf("  readiness: every %ds, %d failure(s): out of endpoints within %s of vigil (smallest stop_traffic_threshold %s)", p.Readiness.PeriodSeconds, p.Readiness.FailureThreshold, p.Readiness.Window(), p.StopTraffic),
-		fmt.Sprintf("  liveness:  every %ds, %d failures: restarted after %d failed probes in a row (~%s)", p.Liveness.PeriodSeconds, p.Liveness.FailureThreshold, p.Liveness.FailureThreshold, p.Liveness.Window()),
+		fmt.Sprintf("  liveness:  every %ds, %d failures: restarted after %d failed probes in a row (%s–%s of failed liveness)",
+			p.Liveness.PeriodSeconds, p.Liveness.FailureThreshold, p.Liveness.FailureThreshold, least, most),
 		fmt.Sprintf("  drain:     preStop sleep %ds, terminationGracePeriodSeconds %d", p.PreStopSeconds, p.GracePeriodSeconds),
 	}
 }

@@ -93,8 +93,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.LoadTime, "load-time", o.LoadTime, "worst load time of one model, for the derived start-up budget")
 	fs.StringVar(&o.ModelsPVC, "models-pvc", "", "PersistentVolumeClaim holding the model repository (default: an emptyDir placeholder)")
 	fs.StringVar(&o.StorageURI, "storage-uri", "", "KServe storageUri of the model repository (default: pvc://<name>-models)")
-	fs.Var(quantityFlag{&o.CPUPerInstance}, "cpu-per-instance", "CPU request per model instance (default 500m)")
-	fs.Var(quantityFlag{&o.MemoryPerInstance}, "memory-per-instance", "memory request per model instance (default 512Mi)")
+	fs.Var(quantityFlag{&o.CPUPerInstance}, "cpu-per-instance", "CPU request per model instance")
+	fs.Var(quantityFlag{&o.MemoryPerInstance}, "memory-per-instance", "memory request per model instance")
 	fs.StringVar(&prestop, "prestop", "sleep", "preStop hook: sleep (native sleep action, Kubernetes ≥ 1.30) or exec (runs sleep in the image)")
 
 	if err := fs.Parse(args); err != nil {

@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/modelconfig"
+	"github.com/vigilhq/vigil/internal/scheduler"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -43,6 +45,9 @@ func (m *Manager) Infer(ctx context.Context, req *inference.Request) (*inference
 // inferOn runs req on one version. req itself is not modified, so that it
 // can be retried on another version.
 func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Request) (*inference.Response, error) {
+	if v.spec.Ensemble != nil {
+		return m.ensembleOn(ctx, v, req)
+	}
 	r := *req
 	r.Inputs = append([]tensor.Tensor(nil), req.Inputs...)
 	size, err := checkRequest(v.spec.Config, &r, m.cfg.MaxElements)
@@ -56,12 +61,48 @@ func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Reques
 		resp, err = v.queue.Submit(ctx, &r, size)
 	}
 	if err != nil {
-		return nil, err
+		return nil, m.unroutable(v, err)
 	}
 	if err := checkOutputs(v.spec.Config, resp, size); err != nil {
 		return nil, err
 	}
 	return selectOutputs(v, req, resp)
+}
+
+// unroutable explains a refusal for want of a routable instance (only that:
+// a request that failed on its instance keeps its own error) with the
+// health snapshot: why the version is not ready and when to retry. A
+// version whose instances have all exhausted their restarts is retried at
+// the maximum backoff, so Retry-After says when that is, not "1 s".
+func (m *Manager) unroutable(v *version, err error) error {
+	if !errors.Is(err, scheduler.ErrNoRoutable) {
+		return err
+	}
+	snap := m.cfg.Health.Snapshot()
+	mh, ok := snap.Model(v.key.Model, v.key.Version)
+	if !ok {
+		return err
+	}
+	_, reason := snap.VersionReady(mh)
+	retry := time.Second
+	var next time.Time
+	failed := len(mh.Instances) > 0
+	for _, in := range mh.Instances {
+		if in.State != health.StateFailed {
+			failed = false
+		}
+		if !in.RestartAt.IsZero() && (next.IsZero() || in.RestartAt.Before(next)) {
+			next = in.RestartAt
+		}
+	}
+	if failed && !next.IsZero() {
+		retry = max(time.Until(next), time.Second)
+	}
+	msg := fmt.Sprintf("model %s version %s has no routable instance", v.key.Model, v.key.Version)
+	if reason != "" && !m.cfg.HideReasons {
+		msg += ": " + reason
+	}
+	return &apierr.Error{Code: apierr.Unavailable, Msg: msg, RetryAfter: retry, Err: err}
 }
 
 // checkOutputs holds what the model returned to its configuration: every

@@ -3,8 +3,12 @@ package model
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/tensor"
 )
 
 // An instance that dies after its initialize while another instance of the
@@ -119,5 +123,26 @@ func TestReloadWhileAnOldInstanceDies(t *testing.T) {
 	_ = mh
 	if !old.stopped {
 		t.Error("the replaced instance was not stopped")
+	}
+}
+
+// A request for a model whose instances have all exhausted their restarts
+// is told why, and to come back when the next retry is due, not in 1 s.
+func TestRequestForAFailedModelSaysWhenToRetry(t *testing.T) {
+	m, eng, f := fakeManager(t, fakeRepo(t, 1, "max_restarts: 1\nrestart_backoff: {initial_seconds: 0.1, max_seconds: 120}\n"))
+	if err := m.Load(context.Background(), "m", nil); err != nil {
+		t.Fatal(err)
+	}
+	f.get("m_0").exit()
+	waitModel(t, eng, "restarted once", func(mh *health.ModelHealth) bool { return mh.Ready && mh.Instances[0].Restarts == 1 })
+	f.get("m_0").exit()
+	waitModel(t, eng, "FAILED", func(mh *health.ModelHealth) bool { return instanceState(mh, "m_0") == health.StateFailed })
+	req := &inference.Request{Model: "m", Inputs: []tensor.Tensor{{Name: "INPUT0", Datatype: tensor.FP32, Shape: []int64{1}, Data: make([]byte, 4)}}}
+	_, err := m.Infer(context.Background(), req)
+	if apierr.CodeOf(err) != apierr.Unavailable || !contains(err.Error(), "restarts exhausted") {
+		t.Fatalf("Infer = %v, want 503 saying the restarts are exhausted", err)
+	}
+	if d := apierr.RetryAfter(err); d < 100*time.Second {
+		t.Fatalf("Retry-After %s, want the time to the next retry (about 120 s)", d)
 	}
 }

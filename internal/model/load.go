@@ -54,11 +54,14 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	m.mu.RUnlock()
 	reload := len(old) > 0
 
-	spec, err := m.readSpec(name)
+	spec, err := m.readSpec(ctx, name)
+	if err == nil && spec.Ensemble != nil {
+		err = m.prepareEnsemble(ctx, spec)
+	}
 	if err != nil {
 		if reload {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-			return apierr.Wrap(apierr.InvalidArgument, err, "cannot reload model %s (the loaded version keeps serving)", name)
+			return apierr.Wrap(apierr.InvalidArgument, err, "failed to load '%s' (a reload: the loaded version keeps serving)", name)
 		}
 		// The configuration names no versions: the error stands for the
 		// model as a whole, under version "".
@@ -67,10 +70,14 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: key, Reason: err.Error()})
 		code := apierr.Internal
 		var cfgErr *modelconfig.Error
-		if errors.As(err, &cfgErr) {
+		var apiErr *apierr.Error
+		switch {
+		case errors.As(err, &cfgErr):
 			code = apierr.InvalidArgument // the model's files are wrong, as on a reload
+		case errors.As(err, &apiErr):
+			code = apiErr.Code
 		}
-		return apierr.Wrap(code, err, "failed to load model %s", name)
+		return apierr.LoadFailed(code, err, name)
 	}
 	// A configuration error from an earlier attempt no longer applies.
 	m.cfg.Events.Post(health.Event{Kind: health.ModelForgotten, At: time.Now(), Instance: health.InstanceKey{Model: name}})
@@ -105,7 +112,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		policy := spec.Policy
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoading, At: time.Now(),
 			Instance:  health.InstanceKey{Model: name, Version: key},
-			Instances: names, Policy: &policy,
+			Instances: names, Policy: &policy, Deps: dependencies(spec),
 			// A first load that fails keeps strict readiness false, as in
 			// Triton; a reload's new version counts once it has loaded.
 			Expected: !reload})
@@ -123,9 +130,9 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		}
 		if m.serving(e) {
 			m.log.Error("reload failed; the loaded model keeps serving", "model", name, "err", err)
-			return apierr.Wrap(apierr.Internal, err, "failed to reload model %s (the loaded version keeps serving)", name)
+			return apierr.Wrap(apierr.Internal, err, "failed to load '%s' (a reload: the loaded version keeps serving)", name)
 		}
-		return apierr.Wrap(apierr.Internal, err, "failed to load model %s", name)
+		return apierr.LoadFailed(apierr.Internal, err, name)
 	}
 
 	// The engine puts initialized instances in traffic; wait for it, so
@@ -230,9 +237,9 @@ func (m *Manager) forget(vs map[string]*version) {
 }
 
 // readSpec loads and checks a model's configuration.
-func (m *Manager) readSpec(name string) (*modelconfig.Model, error) {
-	if m.cfg.RuntimeErr != nil {
-		return nil, m.cfg.RuntimeErr
+func (m *Manager) readSpec(ctx context.Context, name string) (*modelconfig.Model, error) {
+	if err := m.runtimeError(ctx); err != nil {
+		return nil, err
 	}
 	return modelconfig.Load(m.cfg.RepoDir, name, m.cfg.Defaults)
 }
@@ -249,6 +256,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 		b.MaxDelay = time.Duration(db.GetMaxQueueDelayMicroseconds()) * time.Microsecond
 	}
 	stats := &scheduler.Stats{}
+	if m.cfg.Observer != nil {
+		stats.Observer = m.cfg.Observer(spec.Name, vs)
+	}
 	v := &version{
 		drainTimeout: m.cfg.DrainTimeout,
 		key:          health.ModelKey{Model: spec.Name, Version: vs},
@@ -290,6 +300,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 			},
 			Policy:            spec.Policy,
 			Queue:             queue,
+			Calls:             m,
 			Stats:             stats,
 			Events:            m.cfg.Events,
 			Logger:            m.log.With("model", spec.Name, "version", vs),

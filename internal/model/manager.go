@@ -7,6 +7,7 @@ package model
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -57,11 +58,13 @@ type Config struct {
 	Defaults health.Policy
 	Runtime  instance.Runtime
 	// RuntimeErr, when set, is why no model can load (no usable
-	// interpreter); every load fails with it as the reason.
-	RuntimeErr error
-	Events     EventSink
-	Health     HealthSource
-	Logger     *slog.Logger
+	// interpreter); every load fails with it as the reason, unless
+	// RecheckRuntime, called first by each load, now returns nil.
+	RuntimeErr     error
+	RecheckRuntime func(ctx context.Context) error
+	Events         EventSink
+	Health         HealthSource
+	Logger         *slog.Logger
 	// FinalizeTimeout bounds each instance's finalize() on unload;
 	// StopGrace is the time between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
@@ -85,6 +88,10 @@ type Config struct {
 	LoadConcurrency int
 	// Metrics registers the inference metrics; nil keeps them unexported.
 	Metrics prometheus.Registerer
+	// Observer, when set, gives each model version an observer of its
+	// successful requests' times (Triton's latency summaries); nil or a nil
+	// result observes nothing.
+	Observer func(model, version string) scheduler.Observer
 	// NewInstance builds a model instance; nil means instance.New. Tests
 	// set a fake.
 	NewInstance func(instance.Config) Instance
@@ -102,6 +109,9 @@ type Manager struct {
 	stopLoading context.CancelFunc
 	loading     inflight // loads under way
 
+	runtimeMu  sync.Mutex
+	runtimeErr error // see runtimeError
+
 	mu     sync.RWMutex
 	models map[string]*entry
 	// live holds every instance of every version, loading, serving or
@@ -116,6 +126,12 @@ type entry struct {
 	// names its instances after it, so that old and new instances can
 	// coexist in the health engine.
 	loads int
+
+	// explicit is set while the model is loaded by name (the repository
+	// API, --load-model, start-up); alongWith lists the ensembles whose
+	// load loaded it (unload_dependents reads both). Guarded by op.
+	explicit  bool
+	alongWith []string
 
 	// Guarded by Manager.mu.
 	spec     *modelconfig.Model
@@ -154,7 +170,7 @@ func New(cfg Config) *Manager {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	closing, stop := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, log: cfg.Logger, closing: closing, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	return &Manager{cfg: cfg, log: cfg.Logger, closing: closing, runtimeErr: cfg.RuntimeErr, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
 }
 
 // StartupModels lists the models to load at start-up for the control mode.
@@ -169,6 +185,7 @@ func (m *Manager) StartupModels() ([]string, error) {
 // that readiness reports "loading k/n" from the first probe on; it returns
 // once the engine shows the plan.
 func (m *Manager) PlanStartup(ctx context.Context) []string {
+	m.warnAboutRepository()
 	names, err := m.StartupModels()
 	if err != nil {
 		m.log.Error("cannot scan the model repository", "repository", m.cfg.RepoDir, "err", err)
@@ -192,6 +209,7 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 			if err := m.load(ctx, name); err != nil {
 				m.log.Error("model failed to load", "model", name, "err", err)
 			}
+			m.markExplicit(name)
 		}()
 	}
 	wg.Wait()
@@ -201,7 +219,7 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 // Load loads (or reloads) a model: the repository API.
 func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error {
 	if m.cfg.Mode == ModeNone {
-		return apierr.New(apierr.Unsupported, "cannot load model %s: explicit model load / unload is not allowed in model control mode none", name)
+		return apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled: cannot load model %s in model control mode none (start with --model-control-mode explicit)", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %q", name)
@@ -211,6 +229,7 @@ func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error
 			filepath.Join(name, modelconfig.ConfigFileName), m.cfg.RepoDir)
 	}
 	err := m.load(ctx, name)
+	m.markExplicit(name)
 	// Return only once readiness tells the outcome.
 	_ = m.cfg.Health.Sync(ctx)
 	return err
@@ -222,13 +241,19 @@ func (m *Manager) inRepository(name string) bool {
 	return err == nil
 }
 
-// Unload unloads every version of a model: the repository API.
-func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) error {
+// Unload unloads every version of a model: the repository API. With the
+// parameter unload_dependents, an ensemble's step models that were loaded
+// only along with it go too.
+func (m *Manager) Unload(ctx context.Context, name string, params map[string]any) error {
 	if m.cfg.Mode == ModeNone {
-		return apierr.New(apierr.Unsupported, "cannot unload model %s: explicit model load / unload is not allowed in model control mode none", name)
+		return apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled: cannot unload model %s in model control mode none (start with --model-control-mode explicit)", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot unload model %q", name)
+	}
+	dependents, err := unloadDependentsParam(name, params)
+	if err != nil {
+		return err
 	}
 	e := m.lookup(name)
 	if e == nil {
@@ -239,9 +264,11 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 	}
 	e.op.Lock()
 	defer e.op.Unlock()
+	e.explicit, e.alongWith = false, nil
 	m.mu.Lock()
 	old := e.versions
 	e.versions = nil
+	spec := e.spec
 	m.mu.Unlock()
 	m.stopVersions(ctx, old, "unloaded")
 	// Versions that failed to load have no instances but still count for
@@ -255,7 +282,36 @@ func (m *Manager) Unload(ctx context.Context, name string, _ map[string]any) err
 		}
 	}
 	_ = m.cfg.Health.Sync(ctx)
+	if dependents {
+		return m.unloadDependents(ctx, spec)
+	}
 	return nil
+}
+
+// unloadDependentsParam reads unload's parameters: unload_dependents (a
+// bool) is the only one.
+func unloadDependentsParam(name string, params map[string]any) (bool, error) {
+	var on bool
+	for k, v := range params {
+		if k != "unload_dependents" {
+			return false, apierr.New(apierr.InvalidArgument, "cannot unload model %s: unknown parameter %q (unload takes only unload_dependents)", name, k)
+		}
+		b, ok := v.(bool)
+		if !ok {
+			return false, apierr.New(apierr.InvalidArgument, "Unable to parse 'unload_dependents': want a bool, got %v", v)
+		}
+		on = b
+	}
+	return on, nil
+}
+
+// markExplicit records that name was loaded by name.
+func (m *Manager) markExplicit(name string) {
+	if e := m.lookup(name); e != nil {
+		e.op.Lock()
+		e.explicit = true
+		e.op.Unlock()
+	}
 }
 
 // Close unloads everything; the server is shutting down. Versions stay
@@ -298,35 +354,48 @@ func (m *Manager) entryFor(name string) *entry {
 }
 
 // resolve finds the version a request names. An empty version picks the
-// highest version with a routable instance, else the highest.
+// version the health snapshot's rule picks (Snapshot.Model).
 func (m *Manager) resolve(name, ver string) (*version, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if err := apierr.CheckVersionString(ver); err != nil {
+		return nil, err
+	}
 	e := m.models[name]
 	if e == nil {
-		return nil, apierr.New(apierr.NotFound, "unknown model %q", name)
+		return nil, apierr.UnknownModel(name)
 	}
 	if len(e.versions) == 0 {
 		reason := "it is not loaded"
 		if _, r, ok := m.cfg.Health.Snapshot().ModelReady(name, ver); ok && r != "" && !m.cfg.HideReasons {
 			reason = r
 		}
-		return nil, apierr.Unavailablef("model %s is not ready: %s", name, reason)
+		reason = fmt.Sprintf("model %s is not ready: %s", name, reason)
+		if ver != "" {
+			return nil, apierr.VersionNotReady(name, ver, reason)
+		}
+		return nil, apierr.NoAvailableVersions(name, reason)
 	}
 	if ver != "" {
 		v := e.versions[ver]
 		if v == nil {
-			return nil, apierr.New(apierr.NotFound, "unknown version %q of model %s", ver, name)
+			return nil, apierr.UnknownVersion(name, ver)
 		}
 		return v, nil
 	}
-	// The highest version with a routable instance, else the highest.
+	// The version the health snapshot names for the model (Snapshot.Model:
+	// the highest ready version, else the highest expected one), so that a
+	// versionless request goes where versionless readiness points; a
+	// version the snapshot does not know yet, the highest loaded.
+	if mh, ok := m.cfg.Health.Snapshot().Model(name, ""); ok {
+		if v := e.versions[mh.Version]; v != nil {
+			return v, nil
+		}
+	}
 	var best *version
-	bestRoutable := false
 	for _, v := range e.versions {
-		routable := v.queue.Routable() > 0
-		if best == nil || routable && !bestRoutable || routable == bestRoutable && v.number > best.number {
-			best, bestRoutable = v, routable
+		if best == nil || v.number > best.number {
+			best = v
 		}
 	}
 	return best, nil

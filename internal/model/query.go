@@ -6,24 +6,29 @@ import (
 	"strconv"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/repository"
+	"github.com/vigilhq/vigil/internal/scheduler"
 )
 
 // specFor returns the configuration of a model version the server knows.
 // Metadata and configuration stay available while a loaded model is not
 // ready, so that clients can see what they are waiting for.
 func (m *Manager) specFor(name, ver string) (*modelconfig.Model, error) {
+	if err := apierr.CheckVersionString(ver); err != nil {
+		return nil, err
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	e := m.models[name]
 	if e == nil || e.spec == nil {
-		return nil, apierr.New(apierr.NotFound, "unknown model %q", name)
+		return nil, apierr.UnknownModel(name)
 	}
 	if ver != "" {
 		if _, ok := e.versions[ver]; !ok {
-			return nil, apierr.New(apierr.NotFound, "unknown version %q of model %s", ver, name)
+			return nil, apierr.UnknownVersion(name, ver)
 		}
 	}
 	return e.spec, nil
@@ -37,6 +42,9 @@ func (m *Manager) Metadata(name, ver string) (*Metadata, error) {
 	}
 	cfg := spec.Config
 	md := &Metadata{Name: spec.Name, Platform: "python"}
+	if spec.IsEnsemble() {
+		md.Platform = modelconfig.EnsemblePlatform
+	}
 	for _, n := range m.loadedVersions(name) {
 		md.Versions = append(md.Versions, strconv.FormatInt(n, 10))
 	}
@@ -96,7 +104,7 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 	defer m.mu.RUnlock()
 	if name != "" {
 		if e := m.models[name]; e == nil || e.spec == nil {
-			return nil, apierr.New(apierr.NotFound, "unknown model %q", name)
+			return nil, apierr.UnknownModel(name)
 		}
 	}
 	var out []Stats
@@ -117,12 +125,17 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 				Success:        Duration(c.Success),
 				Fail:           Duration(c.Fail),
 				Queue:          Duration(c.Queue),
+				ComputeInput:   Duration(c.ComputeInput),
 				ComputeInfer:   Duration(c.ComputeInfer),
+				ComputeOutput:  Duration(c.ComputeOutput),
+				FailReasons:    c.FailReasons,
+				Batches:        batchStats(c.Batches),
+				Pending:        v.queue.Len(),
 			})
 		}
 	}
 	if name != "" && ver != "" && len(out) == 0 {
-		return nil, apierr.New(apierr.NotFound, "unknown version %q of model %s", ver, name)
+		return nil, apierr.UnknownVersion(name, ver)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Name != out[j].Name {
@@ -141,13 +154,12 @@ func (m *Manager) Index(_ context.Context, readyOnly bool) []IndexEntry {
 	var out []IndexEntry
 	for _, mh := range snap.Models {
 		known[mh.Name] = true
-		state := string(mh.State)
-		reason := mh.Reason
-		if mh.State == "READY" && !mh.Ready {
-			state = "UNAVAILABLE"
-			_, reason, _ = snap.ModelReady(mh.Name, mh.Version)
-		}
-		if readyOnly && state != "READY" {
+		// The version's state as the health engine derives it: a loaded
+		// version with too few routable instances is UNAVAILABLE, saying
+		// why. The index reports state, not traffic: while the server
+		// drains, a loaded version is still READY here.
+		state, reason := string(mh.State), mh.Reason
+		if readyOnly && state != string(health.ModelStateReady) {
 			continue
 		}
 		out = append(out, IndexEntry{Name: mh.Name, Version: mh.Version, State: state, Reason: reason})
@@ -161,5 +173,14 @@ func (m *Manager) Index(_ context.Context, readyOnly bool) []IndexEntry {
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func batchStats(b map[int]scheduler.BatchCounters) []BatchStats {
+	out := make([]BatchStats, 0, len(b))
+	for size, c := range b {
+		out = append(out, BatchStats{Size: size, ComputeInput: Duration(c.ComputeInput), ComputeInfer: Duration(c.ComputeInfer), ComputeOutput: Duration(c.ComputeOutput)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Size < out[j].Size })
 	return out
 }

@@ -53,4 +53,18 @@ type Stats struct {
 	ComputeInput   Duration
 	ComputeInfer   Duration
 	ComputeOutput  Duration
+	// FailReasons counts failures by Triton's reason (REJECTED, CANCELED,
+	// BACKEND, OTHER).
+	FailReasons map[string]int64
+	// Batches are the executions per batch size, ascending (Triton's
+	// batch_stats).
+	Batches []BatchStats
+	// Pending is the number of requests waiting in the queue now.
+	Pending int
+}
+
+// BatchStats are the executions of one batch size.
+type BatchStats struct {
+	Size                                      int
+	ComputeInput, ComputeInfer, ComputeOutput Duration
 }

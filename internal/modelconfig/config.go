@@ -152,7 +152,7 @@ func fieldBefore(data []byte, line, column int) string {
 func isTritonOnlyField(name string) bool {
 	switch name {
 	case "runtime", "batch_input", "batch_output", "optimization",
-		"ensemble_scheduling", "cc_model_filenames",
+		"cc_model_filenames",
 		"metric_tags", "model_warmup", "model_operations",
 		"model_repository_agents", "response_cache", "model_metrics",
 		// ModelInput and ModelOutput
@@ -246,6 +246,12 @@ func editDistance(a, b string, limit int) int {
 
 // validateConfig checks cfg and fills its defaults in place.
 func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
+	if cfg.GetPlatform() == EnsemblePlatform {
+		return validateEnsemble(cfg, file)
+	}
+	if cfg.GetEnsembleScheduling() != nil {
+		return fieldError(file, "ensemble_scheduling", "ensemble scheduling cannot be set for model '%s' whose platform is not ensemble", cfg.GetName())
+	}
 	switch cfg.GetBackend() {
 	case "python":
 	case "":
@@ -254,7 +260,7 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
 		return fieldError(file, "backend", `must be "python" (vigil serves Python models), got %q`, cfg.GetBackend())
 	}
 	if cfg.GetPlatform() != "" {
-		return fieldError(file, "platform", `must be empty: Python models set backend: "python" and no platform, got %q`, cfg.GetPlatform())
+		return fieldError(file, "platform", `must be empty (Python models set backend: "python" and no platform) or "ensemble", got %q`, cfg.GetPlatform())
 	}
 	if cfg.GetMaxBatchSize() < 0 {
 		return fieldError(file, "max_batch_size", "must be ≥ 0, got %d", cfg.GetMaxBatchSize())

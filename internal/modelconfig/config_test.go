@@ -99,7 +99,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{
 			name:   "platform set",
 			config: validConfig + `platform: "tensorflow_savedmodel"`,
-			want:   file + `: platform: must be empty: Python models set backend: "python" and no platform, got "tensorflow_savedmodel"`,
+			want:   file + `: platform: must be empty (Python models set backend: "python" and no platform) or "ensemble", got "tensorflow_savedmodel"`,
 			field:  "platform",
 		},
 		{

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/vigilhq/vigil/internal/ensemble"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/repository"
@@ -25,11 +26,14 @@ type Model struct {
 	// Policy is the server defaults overlaid with <dir>/health.yaml.
 	Policy health.Policy
 	// Versions are the versions selected by the version policy that are
-	// present on disk with their model file, ascending.
+	// present on disk with their model file (for an ensemble, the version
+	// directory), ascending.
 	Versions []int64
 	// InitialStates holds the initial_state data_file contents of the
 	// sequence_batching states that have one, by state input_name.
 	InitialStates map[string][]byte
+	// Ensemble is the checked plan of an ensemble; nil for a Python model.
+	Ensemble *ensemble.Plan
 }
 
 // Load reads the model name of the repository repoDir: its config.pbtxt,
@@ -80,7 +84,11 @@ func Load(repoDir, name string, defaults health.Policy) (*Model, error) {
 	}
 
 	m := &Model{Name: name, Dir: dir, Config: cfg, Policy: policy}
-	if n := len(m.InstanceNames()); policy.MinReadyInstances > n {
+	if m.IsEnsemble() {
+		if err := loadEnsemble(m, cfgFile); err != nil {
+			return nil, err
+		}
+	} else if n := len(m.InstanceNames()); policy.MinReadyInstances > n {
 		return nil, fieldError(policyFile, "min_ready_instances", "%d is more than the %d instance(s) of model %q", policy.MinReadyInstances, n, name)
 	}
 	if m.Versions, err = m.selectVersions(cfgFile); err != nil {
@@ -169,7 +177,11 @@ func (m *Model) presentVersions() ([]int64, error) {
 		}
 		// Stat follows symbolic links, so a linked version directory or
 		// model file counts.
-		if fi, err := os.Stat(m.ModelFile(v)); err != nil || !fi.Mode().IsRegular() {
+		if m.IsEnsemble() {
+			if fi, err := os.Stat(filepath.Join(m.Dir, e.Name())); err != nil || !fi.IsDir() {
+				continue
+			}
+		} else if fi, err := os.Stat(m.ModelFile(v)); err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
 		versions = append(versions, v)

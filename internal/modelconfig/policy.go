@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/repository"
 )
 
 // HealthFileName is the name of a model's optional health policy file.
@@ -37,6 +38,7 @@ func LoadPolicyFile(path string, base health.Policy) (health.Policy, error) {
 func ParsePolicy(data []byte, file string, base health.Policy) (health.Policy, error) {
 	p := base
 	p.ErrorPatterns = slices.Clone(base.ErrorPatterns)
+	p.DependsOn = slices.Clone(base.DependsOn)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	switch err := dec.Decode(&doc); {
@@ -105,6 +107,7 @@ var policyKeys = []policyKey{
 	}},
 	{"max_restarts", atLeast(1, func(p *health.Policy) *int { return &p.MaxRestarts })},
 	{"restart_window_seconds", positiveSeconds(func(p *health.Policy) *time.Duration { return &p.RestartWindow })},
+	{"depends_on", setDependsOn},
 }
 
 var backoffKeys = []policyKey{
@@ -287,6 +290,31 @@ func setErrorPatterns(n *yaml.Node, field, file string, p *health.Policy) error 
 		patterns = append(patterns, item.Value)
 	}
 	p.ErrorPatterns = patterns
+	return nil
+}
+
+// setDependsOn reads depends_on: the models a model's readiness follows
+// (the models it calls through BLS).
+func setDependsOn(n *yaml.Node, field, file string, p *health.Policy) error {
+	if n.Kind != yaml.SequenceNode {
+		return nodeError(file, n, field, "%s: must be a list of model names, got %s", field, describe(n))
+	}
+	names := make([]string, 0, len(n.Content))
+	for i, item := range n.Content {
+		item = resolve(item)
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if item.Kind != yaml.ScalarNode || isNull(item) {
+			return nodeError(file, item, f, "%s: must be a model name, got %s", f, describe(item))
+		}
+		if err := repository.ValidName(item.Value); err != nil {
+			return nodeError(file, item, f, "%s: %v", f, err)
+		}
+		if slices.Contains(names, item.Value) {
+			return nodeError(file, item, f, "%s: model %q is listed twice", f, item.Value)
+		}
+		names = append(names, item.Value)
+	}
+	p.DependsOn = names
 	return nil
 }
 

@@ -45,29 +45,77 @@ const (
 
 // Scan lists the models of the repository repoDir, sorted by name.
 func Scan(repoDir string) ([]string, error) {
+	sv, err := Survey(repoDir)
+	if err != nil {
+		return nil, err
+	}
+	return sv.Models, nil
+}
+
+// Skipped is a directory entry of the repository that is not a model.
+type Skipped struct {
+	Name   string
+	Reason string
+	// Hidden is set for entries whose name starts with a dot (.git, the
+	// ..data links of Kubernetes ConfigMap volumes): skipped by design.
+	Hidden bool
+}
+
+// Surveyed is what Survey found in a repository.
+type Surveyed struct {
+	Models []string // sorted by name
+	// Skipped are the subdirectories (or links to directories, or
+	// entries that cannot be read) that are not models, sorted by name.
+	// Plain files are not listed.
+	Skipped []Skipped
+	// IsModel is set when the repository directory itself holds a
+	// config.pbtxt: it is a model's folder, not a repository.
+	IsModel bool
+}
+
+// Survey lists the models of the repository repoDir and says why every
+// other directory in it is not one.
+func Survey(repoDir string) (Surveyed, error) {
+	var sv Surveyed
 	entries, err := os.ReadDir(repoDir)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read model repository: %w", err)
+		return sv, fmt.Errorf("cannot read model repository: %w", err)
 	}
-	var names []string
+	if fi, err := os.Stat(filepath.Join(repoDir, configFile)); err == nil && fi.Mode().IsRegular() {
+		sv.IsModel = true
+	}
 	for _, e := range entries {
 		name := e.Name()
-		if ValidName(name) != nil {
-			continue
-		}
 		// Stat follows symbolic links: a linked model directory is a model.
 		fi, err := os.Stat(filepath.Join(repoDir, name))
-		if err != nil || !fi.IsDir() {
+		switch {
+		case err != nil:
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "cannot be read: " + err.Error(), Hidden: strings.HasPrefix(name, ".")})
+			continue
+		case !fi.IsDir():
+			continue
+		}
+		if err := ValidName(name); err != nil {
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: err.Error(), Hidden: strings.HasPrefix(name, ".")})
 			continue
 		}
 		cfg, err := os.Stat(filepath.Join(repoDir, name, configFile))
-		if err != nil || !cfg.Mode().IsRegular() {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "no " + configFile + " in it"})
+			continue
+		case err != nil:
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "cannot read its " + configFile + ": " + err.Error()})
+			continue
+		case !cfg.Mode().IsRegular():
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "its " + configFile + " is not a regular file"})
 			continue
 		}
-		names = append(names, name)
+		sv.Models = append(sv.Models, name)
 	}
-	sort.Strings(names)
-	return names, nil
+	sort.Strings(sv.Models)
+	sort.Slice(sv.Skipped, func(i, j int) bool { return sv.Skipped[i].Name < sv.Skipped[j].Name })
+	return sv, nil
 }
 
 // ValidName checks that name can name a model directory of the repository

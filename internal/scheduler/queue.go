@@ -7,6 +7,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -95,7 +96,7 @@ func (q *Queue) SetRoutable(n int) {
 	}
 	q.mu.Unlock()
 	for _, t := range failed {
-		t.Finish(nil, apierr.Unavailablef("model %s has no routable instance", q.name))
+		t.Finish(nil, noRoutable(q.name))
 	}
 }
 
@@ -132,7 +133,7 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 		case <-ctx.Done():
 			// The task may still be running; its result is dropped.
 			if t.Finish(nil, ctx.Err()) {
-				q.stats.record(t, Result{Err: ctx.Err()})
+				q.stats.recordEnded(t, ctx.Err(), q.started(t))
 				return nil, q.ctxError(ctx)
 			}
 		}
@@ -164,7 +165,7 @@ func (q *Queue) Stream(ctx context.Context, req *inference.Request, size int, em
 		case <-t.wake:
 		case <-ctx.Done():
 			if t.Finish(nil, ctx.Err()) {
-				q.stats.record(t, Result{Err: ctx.Err()})
+				q.stats.recordEnded(t, ctx.Err(), q.started(t))
 				return q.ctxError(ctx)
 			}
 		}
@@ -184,12 +185,31 @@ func (q *Queue) Stream(ctx context.Context, req *inference.Request, size int, em
 	}
 }
 
+// started reports whether a worker has started t. A worker may be
+// starting it right now: started is written under q.mu (batchLocked), or
+// by the submitter itself (runDirect).
+func (q *Queue) started(t *Task) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return !t.started.IsZero()
+}
+
 // ctxError is the error for a request whose context ended.
 func (q *Queue) ctxError(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return apierr.Wrap(apierr.DeadlineExceeded, ctx.Err(), "model %s: request deadline exceeded", q.name)
 	}
 	return ctx.Err()
+}
+
+// ErrNoRoutable is the cause of a request refused (or failed while it
+// waited) because no instance of its model version is routable; the model
+// manager explains it with the version's health.
+var ErrNoRoutable = errors.New("no routable instance")
+
+func noRoutable(name string) error {
+	return &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: ErrNoRoutable,
+		Msg: fmt.Sprintf("model %s has no routable instance", name)}
 }
 
 // admit queues t, or runs it directly on an idle instance, or refuses it.
@@ -202,9 +222,11 @@ func (q *Queue) admit(t *Task) error {
 		return err
 	case q.routable == 0:
 		q.mu.Unlock()
-		return apierr.Unavailablef("model %s has no routable instance", q.name)
+		q.stats.reject()
+		return noRoutable(q.name)
 	case q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue:
 		q.mu.Unlock()
+		q.stats.reject()
 		return &apierr.Error{Code: apierr.ResourceExhausted, RetryAfter: time.Second,
 			Msg: "model " + q.name + " has too many queued requests"}
 	}

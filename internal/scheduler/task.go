@@ -62,6 +62,7 @@ type Task struct {
 	watched   bool    // Holder.Overdue applies
 	holder    *Holder // the instance holding the task, if any
 	onCancel  func()  // tells the model the request ended without it
+	timing    Timing  // the compute phases of the batch that served it
 	onDrop    func()  // counts a reply that came after the end
 	// onEnd, set by NewTask, sees the result when the task ends, on the
 	// goroutine that ends it; result waits for it (hooked).
@@ -215,6 +216,23 @@ func (t *Task) ended() bool {
 }
 
 // result is the task's one response or error, once it has ended.
+// SetTiming records the compute phases of the batch that served t, for
+// the statistics; call it before delivering the final reply.
+func (t *Task) SetTiming(tm Timing) {
+	t.mu.Lock()
+	t.timing = tm
+	t.mu.Unlock()
+}
+
+func (t *Task) timingOf() Timing {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.timing
+}
+
+// Size is the task's batch dimension (1 for models that do not batch).
+func (t *Task) Size() int { return t.size }
+
 func (t *Task) result() Result {
 	if t.hooked != nil {
 		<-t.hooked

@@ -22,8 +22,12 @@ import (
 	grpcapi "github.com/vigilhq/vigil/internal/api/grpc"
 	"github.com/vigilhq/vigil/internal/api/rest"
 	"github.com/vigilhq/vigil/internal/health"
+	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
+	"github.com/vigilhq/vigil/internal/status"
+	"github.com/vigilhq/vigil/internal/tritonmetrics"
 	"github.com/vigilhq/vigil/python"
 )
 
@@ -50,7 +54,16 @@ type Config struct {
 	EscalateFailed  bool
 	HideReasons     bool
 	// Metrics serves Prometheus metrics on /metrics.
-	Metrics         bool
+	Metrics bool
+	// MetricsOptions are Triton's --metrics-config switches; the zero value
+	// means Triton's defaults.
+	MetricsOptions tritonmetrics.Options
+	// MetricsPort, when not negative, also serves /metrics on a listener
+	// of its own (Triton's 8002; 0 picks a free port).
+	MetricsPort int
+	// AllowClientShm lets clients register system shared memory regions
+	// (--allow-client-shm).
+	AllowClientShm  bool
 	Policy          health.Policy
 	MaxRequestBytes int64
 	// MaxConcurrentRequestBytes bounds the HTTP body bytes held at once;
@@ -93,19 +106,33 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("cannot listen for health: %w", err)
 		}
 	}
+	var metricsLis net.Listener
+	if cfg.MetricsPort >= 0 && cfg.Metrics {
+		if metricsLis, err = listen(cfg.Host, cfg.MetricsPort); err != nil {
+			for _, l := range []net.Listener{httpLis, grpcLis, healthLis} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("cannot listen for metrics: %w", err)
+		}
+	}
 	// Until the servers own them, the listeners are closed on any return.
 	serving := false
 	defer func() {
 		if serving {
 			return
 		}
-		for _, l := range []net.Listener{httpLis, grpcLis, healthLis} {
+		for _, l := range []net.Listener{httpLis, grpcLis, healthLis, metricsLis} {
 			if l != nil {
 				l.Close()
 			}
 		}
 	}()
 
+	if cfg.MetricsOptions.Quantiles == nil {
+		cfg.MetricsOptions = tritonmetrics.DefaultOptions()
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -127,10 +154,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("cannot install the stub runtime: %w", err)
 	}
 	interp, runtimeErr := python.Resolve(ctx, cfg.Python)
-	if runtimeErr != nil {
-		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr)
-	} else {
+	if runtimeErr == nil {
 		log.Info("python interpreter", "path", interp)
+	}
+	// A missing numpy can be installed while the server runs: each load
+	// checks again (a missing interpreter cannot: its path is fixed).
+	var recheck func(context.Context) error
+	var numpyErr *python.NumpyError
+	if errors.As(runtimeErr, &numpyErr) {
+		recheck = func(ctx context.Context) error {
+			_, err := python.Resolve(ctx, interp)
+			return err
+		}
 	}
 
 	mgr := model.New(model.Config{
@@ -138,8 +173,9 @@ func Run(ctx context.Context, cfg Config) error {
 		Mode:            cfg.ControlMode,
 		StartupModels:   cfg.LoadModels,
 		Defaults:        cfg.Policy,
-		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice)},
+		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice), Name: python.NameArgs},
 		RuntimeErr:      runtimeErr,
+		RecheckRuntime:  recheck,
 		Events:          engine,
 		Health:          engine,
 		Logger:          log,
@@ -149,33 +185,53 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
+		Observer:        tritonmetrics.NewLatencies(reg, cfg.MetricsOptions).For,
 
 		MaxStreamDuration: cfg.MaxStreamDuration,
 	})
+	if runtimeErr != nil {
+		log.Error("no usable python interpreter: models cannot load", "err", runtimeErr, "then", mgr.RuntimeHint())
+	}
 	engine.SetActuator(mgr)
+	reg.MustRegister(tritonmetrics.New(mgr, tritonmetrics.Config{Logger: log.With("component", "metrics"),
+		NoCounterLatencies: !cfg.MetricsOptions.CounterLatencies}))
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEngine()
 	engine.Start(engineCtx)
 	defer engine.Close()
 
+	shm := sharedmemory.New(sharedmemory.Config{Enabled: cfg.AllowClientShm, Logger: log.With("component", "sharedmemory")})
+	// After the front ends stopped: nothing can lease a region any more.
+	defer shm.Close()
+	served := servedModels{Manager: mgr, shm: shm}
+
 	var metrics http.Handler
 	if cfg.Metrics {
 		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	}
+	page := status.New(engine, status.Config{
+		HideReasons: cfg.HideReasons,
+		Traffic:     func() []status.Counters { return trafficCounters(mgr) },
+		InFlight:    mgr.InFlight,
+		Logger:      log.With("component", "status"),
+	})
+	defer page.Close()
 	restCfg := rest.Config{
 		ServerName:                Name,
 		ServerVersion:             cfg.Version,
-		Extensions:                protocolExtensions(),
+		Extensions:                protocolExtensions(cfg.AllowClientShm),
+		SharedMemory:              shm,
 		MaxRequestBytes:           cfg.MaxRequestBytes,
 		MaxConcurrentRequestBytes: cfg.MaxConcurrentRequestBytes,
 		AdminToken:                cfg.AdminToken,
 		HideReasons:               cfg.HideReasons,
 		Metrics:                   metrics,
+		Status:                    page,
 		Logger:                    log.With("component", "rest"),
 		InFlight:                  mgr.InFlight,
 	}
 	httpSrv := &http.Server{
-		Handler:           rest.NewHandler(mgr, engine, restCfg),
+		Handler:           rest.NewHandler(served, engine, restCfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A body must arrive within this (the deadline is cleared once it
 		// has: a long inference is not cut off).
@@ -183,10 +239,13 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	grpcSrv := grpcapi.NewServer(mgr, engine, grpcapi.Config{
+	// Status page streams end when shutdown starts instead of holding it up.
+	httpSrv.RegisterOnShutdown(page.Close)
+	grpcSrv := grpcapi.NewServer(served, engine, grpcapi.Config{
 		ServerName:    Name,
 		ServerVersion: cfg.Version,
-		Extensions:    protocolExtensions(),
+		Extensions:    protocolExtensions(cfg.AllowClientShm),
+		SharedMemory:  shm,
 		AdminToken:    cfg.AdminToken,
 		HideReasons:   cfg.HideReasons,
 		MaxRecvBytes:  int(cfg.MaxRequestBytes),
@@ -195,6 +254,10 @@ func Run(ctx context.Context, cfg Config) error {
 	var healthSrv *http.Server
 	if healthLis != nil {
 		healthSrv = &http.Server{Handler: rest.NewHealthHandler(engine, restCfg), ReadHeaderTimeout: 5 * time.Second}
+	}
+	var metricsSrv *http.Server
+	if metricsLis != nil {
+		metricsSrv = &http.Server{Handler: rest.NewMetricsHandler(metrics), ReadHeaderTimeout: 5 * time.Second}
 	}
 
 	startup := mgr.PlanStartup(ctx)
@@ -216,6 +279,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if healthSrv != nil {
 		serve("health", healthLis, func() error { return healthSrv.Serve(healthLis) })
 	}
+	if metricsSrv != nil {
+		serve("metrics", metricsLis, func() error { return metricsSrv.Serve(metricsLis) })
+	}
 
 	loadCtx, stopLoading := context.WithCancel(ctx)
 	defer stopLoading()
@@ -234,6 +300,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	<-ctx.Done()
 	shutdown(cfg, log, engine, grpcSrv, httpSrv, healthSrv, mgr, stopLoading)
+	if metricsSrv != nil {
+		_ = metricsSrv.Close() // last, so the shutdown can be watched
+	}
 	wg.Wait()
 	stopEngine()
 	engine.Close()
@@ -309,6 +378,25 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	}
 }
 
+// trafficCounters are the model manager's statistics as the status page
+// reads them.
+func trafficCounters(mgr *model.Manager) []status.Counters {
+	stats, err := mgr.Stats("", "")
+	if err != nil {
+		return nil
+	}
+	out := make([]status.Counters, 0, len(stats))
+	for _, st := range stats {
+		out = append(out, status.Counters{
+			Model: st.Name, Version: st.Version,
+			Requests: st.Success.Count, Failures: st.Fail.Count,
+			Latency: st.Success.Total, Queue: st.Queue.Total, Queued: st.Queue.Count,
+			Pending: st.Pending,
+		})
+	}
+	return out
+}
+
 // readTimeout is the HTTP server's ReadTimeout: --body-read-timeout, one
 // minute when unset.
 func readTimeout(d time.Duration) time.Duration {
@@ -318,10 +406,48 @@ func readTimeout(d time.Duration) time.Duration {
 	return d
 }
 
-// protocolExtensions are the protocol extensions vigil implements.
-func protocolExtensions() []string {
-	return []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters",
+// protocolExtensions are the protocol extensions vigil implements;
+// system_shared_memory only when clients may use it.
+func protocolExtensions(shm bool) []string {
+	ext := []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters",
 		"sequence", "sequence(string_id)"}
+	if shm {
+		ext = append(ext, "system_shared_memory")
+	}
+	return ext
+}
+
+// servedModels is the model manager as the front ends see it: inference
+// goes through the shared memory registry, which resolves the regions a
+// request names before the manager sees it.
+type servedModels struct {
+	*model.Manager
+	shm *sharedmemory.Registry
+}
+
+func (s servedModels) Infer(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+	return s.shm.Infer(ctx, req, s.Manager.Infer)
+}
+
+// InferStream is Infer for a stream (ModelStreamInfer): the shared memory
+// outputs of each response are written before it is sent.
+func (s servedModels) InferStream(ctx context.Context, req *inference.Request, emit func(model.Reply) error) error {
+	b, err := s.shm.Bind(req)
+	defer b.Release()
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return s.Manager.InferStream(ctx, req, emit)
+	}
+	return s.Manager.InferStream(ctx, b.Request(), func(rep model.Reply) error {
+		if rep.Err == nil && rep.Response != nil {
+			if err := b.WriteOutputs(rep.Response); err != nil {
+				rep.Response, rep.Err = nil, err
+			}
+		}
+		return emit(rep)
+	})
 }
 
 func listen(host string, port int) (net.Listener, error) {

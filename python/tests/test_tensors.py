@@ -115,8 +115,8 @@ def test_decode_rejects(inputs, match):
 
 
 def test_encode_responses():
-    reqs = [pb.InferenceRequest(requested_output_names=["Y"]), pb.InferenceRequest(), pb.InferenceRequest(),
-            pb.InferenceRequest()]
+    reqs = [pb.InferenceRequest._incoming([], "", ["Y"], None)] + [pb.InferenceRequest._incoming([], "", [], None)
+                                                                   for _ in range(3)]
     big = np.arange(1 << 15, dtype=np.float64)  # larger than the copy limit: sent as a view
     resps = [
         pb.InferenceResponse([pb.Tensor("X", np.zeros(1, np.int8)), pb.Tensor("Y", np.array([[1.5]], "<f2"))]),

@@ -47,16 +47,16 @@ def test_tensor():
 
 def test_request_and_lookups():
     x = pb.Tensor("X", np.arange(3, dtype=np.int32))
-    req = pb.InferenceRequest(inputs=[x], request_id="r", requested_output_names=["Y"], parameters='{"a": 1}')
+    req = pb.InferenceRequest._incoming([x], "r", ["Y"], '{"a": 1}')
     assert pb.get_input_tensor_by_name(req, "X") is x
     assert pb.get_input_tensor_by_name(req, "nope") is None
     assert req.request_id() == "r"
     assert req.requested_output_names() == ["Y"]
     assert json.loads(req.parameters()) == {"a": 1}
-    assert pb.InferenceRequest().parameters() == "{}"
+    assert pb.InferenceRequest._incoming([], "", [], None).parameters() == "{}"
     assert req.correlation_id() == 0
     assert req.is_cancelled() is False
-    with pytest.raises(pb.TritonModelException):
+    with pytest.raises(pb.TritonModelException, match="needs the vigil stub"):
         req.exec()
 
 
@@ -98,3 +98,44 @@ def test_bytes_serialization():
     assert pb.serialize_byte_tensor(np.array([], dtype=np.object_)) == ()
     with pytest.raises(ValueError):
         pb.deserialize_bytes_tensor(b"\x05\x00\x00\x00ab")
+
+
+def test_bls_request_arguments_are_honoured_or_refused_by_name():
+    x = pb.Tensor("X", np.arange(3, dtype=np.int32))
+    r = pb.InferenceRequest(model_name=np.array([b"m"], dtype=np.object_)[0], inputs=[x],
+                            requested_output_names=["A", "B", "A"], correlation_id="s1",
+                            flags=pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START | pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END,
+                            timeout=250, parameters={"k": 1}, preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU),
+                            trace=pb.InferenceTrace())
+    assert r.model_name() == "m" and r.requested_output_names() == ["A", "B"] and r.timeout() == 250
+    assert r._wire_parameters() == {"k": 1}
+    assert (r.correlation_id(), r.flags()) == ("s1", 3)
+    with pytest.raises(TypeError, match="'model_name'"):
+        pb.InferenceRequest(inputs=[x], requested_output_names=[])
+    bad = [
+        (dict(inputs=[None]), "Input tensor for request with id '' and model name 'm' should not be empty."),
+        (dict(requested_output_names=[""]), "Requested output name for request with id '' and model name 'm' should not be empty."),
+        (dict(correlation_id=1.5), "Correlation ID must be integer or string"),
+        (dict(flags=4), "flags 4"),
+        (dict(timeout=-1), "timeout"),
+        (dict(model_version=0), "model_version"),
+        (dict(preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_GPU)), "TRITONSERVER_MEMORY_GPU"),
+        (dict(trace=pb.InferenceTrace("ctx")), "trace"),
+        (dict(parameters={"f": 0.5}), "parameter 'f' is a float"),
+        (dict(parameters={"sequence_id": 3}), "parameter 'sequence_id' is reserved"),
+    ]
+    for override, msg in bad:
+        args = dict(model_name="m", inputs=[x], requested_output_names=[])
+        args.update(override)
+        with pytest.raises(pb.TritonModelException) as info:
+            pb.InferenceRequest(**args)
+        assert msg in info.value.message(), (override, info.value.message())
+
+
+def test_model_loading_api_argument_errors():
+    with pytest.raises(pb.TritonModelException, match="files should be a dictionary"):
+        pb.load_model("m", config="{}", files=[b"x"])
+    with pytest.raises(pb.TritonModelException, match="version string 'x'"):
+        pb.is_model_ready("m", "x")
+    with pytest.raises(pb.TritonModelException, match="version should be an integral value > 0"):
+        pb.is_model_ready("m", "-2")

@@ -1,4 +1,9 @@
-"""Entry point: ``python -m vigil_stub --fd N --control-fd M [--nice K]``."""
+"""Entry point: ``python -m vigil_stub --fd N --control-fd M [--nice K]
+[--model NAME --version V --instance NAME]``.
+
+The names are only for people: ps shows them on the command line, and the
+stub sets its process name (what top and ps -o comm show) to
+"vigil:<instance>", cut to the kernel's 15 bytes."""
 
 import os
 import signal
@@ -9,15 +14,25 @@ from .runtime import Stub
 from .wire import Conn
 
 
-_USAGE = "usage: python -m vigil_stub --fd N --control-fd M [--nice K]"
+_USAGE = ("usage: python -m vigil_stub --fd N --control-fd M [--nice K] "
+          "[--model NAME --version V --instance NAME]")
+_NAMES = ("--model", "--version", "--instance")
 
 
 def _parse_args(argv):
-    """Return (data fd, control fd, nice increment) from the command line."""
+    """Return (data fd, control fd, nice increment) from the command line,
+    and the names (model, version, instance; "" when not given)."""
     args = {"--fd": None, "--control-fd": None, "--nice": "0"}
+    names = dict.fromkeys(_NAMES, "")
     it = iter(argv)
     for arg in it:
         name, eq, value = arg.partition("=")
+        if name in names:
+            value = value if eq else next(it, None)
+            if value is None:
+                raise SystemExit("vigil_stub: %s needs a value (%s)" % (name, _USAGE))
+            names[name] = value
+            continue
         if name not in args:
             raise SystemExit("vigil_stub: unknown argument %r (%s)" % (arg, _USAGE))
         args[name] = value if eq else next(it, None)
@@ -29,11 +44,26 @@ def _parse_args(argv):
             out.append(int(value))
         except ValueError:
             raise SystemExit("vigil_stub: %s wants an integer, got %r" % (name, value))
-    return out[0], out[1], out[2]
+    return out[0], out[1], out[2], tuple(names[n] for n in _NAMES)
+
+
+def _set_process_name(instance):
+    """Set the kernel's name of the process (comm) to vigil:<instance>."""
+    if not instance or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # noqa: PLC0415 - only for this
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_name = 15
+        libc.prctl(pr_set_name, ("vigil:" + instance).encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # a name is a convenience; the command line has it anyway
 
 
 def main(argv=None):
-    fd, control_fd, nice = _parse_args(sys.argv[1:] if argv is None else argv)
+    fd, control_fd, nice, (_model, _version, instance) = _parse_args(sys.argv[1:] if argv is None else argv)
+    _set_process_name(instance)
     if nice:
         # Before any thread starts, so that every thread of the stub, and
         # every process the model starts, runs at the lower priority.

@@ -36,7 +36,7 @@ import traceback
 
 from . import wire
 from .batch import Batch, Registry
-from .wire import FLAG_ERROR, FLAG_REPLY
+from .wire import FLAG_ERROR, FLAG_REPLY, Demux
 
 _HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
 
@@ -94,6 +94,10 @@ class Stub:
         self._decoupled = False
         self._instance_name = ""
         self._batches = Registry()
+        # The data socket is read through the demultiplexer, so that
+        # threads waiting for BLS responses can read it while execute runs.
+        self._demux = Demux(conn)
+        self._calls = None  # calls.Calls, once numpy is importable
 
     # --- reader -----------------------------------------------------------
 
@@ -106,10 +110,10 @@ class Stub:
             wire.KIND_EXECUTE: self._execute,
             wire.KIND_FINALIZE: self._finalize,
         }
-        conn = self._conn
+        demux = self._demux
         while True:
             try:
-                frame = conn.read_frame()
+                frame = demux.next_request()
             except OSError as e:
                 print("vigil_stub: cannot read from the server: %s" % e, file=sys.stderr)
                 return 1
@@ -201,6 +205,10 @@ class Stub:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
             self._codec = Codec(int(req.get("shm_threshold") or 0) if self._conn.passes_fds else 0)
+            from .calls import Calls  # noqa: PLC0415 - needs numpy
+
+            self._calls = Calls(self._conn, self._demux, self._codec)
+            sys.modules["triton_python_backend_utils"]._set_server(self._calls)
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 
@@ -236,6 +244,7 @@ class Stub:
         self._hook = getattr(model, hook_name) if hook_name else None
         self._hook_name = hook_name
         self._ready = True
+        self._calls.live = True
         self._reply(wire.KIND_INIT, seq, {"has_health_hook": bool(hook_name), "hook_name": hook_name})
 
     def _execute(self, seq, body):
@@ -294,7 +303,12 @@ class Stub:
 
     def _execute_default(self, seq, batch, requests, region):
         n = len(requests)
-        result = self._call("execute", self._model.execute, requests)
+        calls = self._calls
+        token = calls.enter(seq)
+        try:
+            result = self._call("execute", self._model.execute, requests)
+        finally:
+            calls.leave(seq, token)
         if result is None and any(r._sender is not None for r in requests):
             result = [None] * n  # the requests answer through their senders
         if not isinstance(result, (list, tuple)):
@@ -364,6 +378,8 @@ class Stub:
     def _finalize(self, seq, body):
         model = self._model
         fin = getattr(model, "finalize", None) if model is not None else None
+        if self._calls is not None:
+            self._calls.live = False
         if fin is not None:
             self._call("finalize", fin)
         self._reply(wire.KIND_FINALIZE, seq, {})
@@ -387,12 +403,15 @@ class Stub:
     def _health_loop(self):
         while True:
             self._hook_go.get()
-            ok, detail = self._check_hook()
+            ok, detail, tb = self._check_hook()
+            reply = {"ok": ok, "detail": detail}
+            if tb:
+                reply["traceback"] = tb
             with self._hook_lock:
                 waiters, self._hook_waiters = self._hook_waiters, []
                 self._hook_running = False
             for seq in waiters:
-                self._reply_control(seq, {"ok": ok, "detail": detail})
+                self._reply_control(seq, reply)
 
     def _check_hook(self):
         name = self._hook_name
@@ -401,15 +420,15 @@ class Stub:
             if _is_awaitable(result):
                 result = self._run_async(result)
         except BaseException as e:  # noqa: BLE001
-            return False, "%s raised %s: %s" % (name, type(e).__name__, e)
+            return False, "%s raised %s: %s" % (name, type(e).__name__, e), _format_traceback(e)
         try:
             ok = bool(result)
         except BaseException as e:  # noqa: BLE001 - e.g. a numpy array
             return False, "%s returned %s, whose truth value raised %s: %s" % (
-                name, type(result).__name__, type(e).__name__, e)
+                name, type(result).__name__, type(e).__name__, e), _format_traceback(e)
         if not ok:
-            return False, "%s returned %r" % (name, result)
-        return True, ""
+            return False, "%s returned %r" % (name, result), ""
+        return True, "", ""
 
     # --- asyncio ----------------------------------------------------------
 
@@ -428,7 +447,12 @@ class Stub:
 
         loop = self._event_loop()
 
+        calls = self._calls
+        parent = calls.parent() if calls is not None else 0
+
         async def wait():
+            if parent:
+                calls.adopt(parent)  # BLS calls in the coroutine know their batch
             return await awaitable
 
         return asyncio.run_coroutine_threadsafe(wait(), loop).result()

@@ -183,7 +183,7 @@ class Codec:
             else:
                 corr = num if kind == 1 else 0
             p += slen
-            requests.append(pb.InferenceRequest(inputs, rid, corr, outputs, params, flags=flags))
+            requests.append(pb.InferenceRequest._incoming(inputs, rid, outputs, params, corr, flags))
         if p != 4 + mlen or data != end:
             raise ValueError("execute body has %d meta and %d data bytes left over" % (4 + mlen - p, end - data))
         return requests

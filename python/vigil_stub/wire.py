@@ -28,6 +28,12 @@ KIND_HEALTH = 4
 KIND_FINALIZE = 5
 KIND_RESPONSE = 6  # stub -> server: one response sent through a response sender
 KIND_CANCEL = 7  # server -> stub (control socket): a request's client has gone
+# Frames the stub starts (calls.py): a BLS request, the server's responses
+# to it, its cancellation, and model control.
+KIND_BLS_INFER = 8
+KIND_BLS_RESPONSE = 9
+KIND_BLS_CANCEL = 10
+KIND_MODEL_CONTROL = 11
 
 FLAG_REPLY = 0x01
 FLAG_ERROR = 0x02
@@ -171,3 +177,81 @@ class Conn:
             for fd in fds:
                 os.close(fd)
         return True
+
+
+# The data socket carries both the server's requests (INIT, EXECUTE,
+# FINALIZE) and the server's answers to the stub's own requests
+# (BLS_RESPONSE, MODEL_CONTROL replies). One thread at a time reads it, the
+# one that needs a frame next: the main thread between batches, or a thread
+# waiting for the answer to its call while execute runs. The reader keeps
+# frames meant for other threads and wakes them, so a frame whose reader is
+# also its consumer (the common case) crosses no thread.
+class Demux:
+    """Reads the data socket for whichever thread needs a frame next."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._cv = threading.Condition(threading.Lock())
+        self._reading = False
+        self._closed = False
+        self._requests = collections.deque()
+        self._replies = {}  # the stub's seq -> deque of reply frames
+
+    def next_request(self):
+        """The next frame the server started, or None at end of stream."""
+        q = self._requests
+        return self._pump(lambda: q.popleft() if q else None)
+
+    def expect(self, seq):
+        """Collect replies to seq from now on (call before sending)."""
+        with self._cv:
+            self._replies[seq] = collections.deque()
+
+    def next_reply(self, seq):
+        """The next reply to seq, or None once the connection has ended."""
+        q = self._replies[seq]
+        return self._pump(lambda: q.popleft() if q else None)
+
+    def forget(self, seq):
+        with self._cv:
+            self._replies.pop(seq, None)
+
+    def _pump(self, take):
+        cv = self._cv
+        with cv:
+            while True:
+                item = take()
+                if item is not None:
+                    return item
+                if self._closed:
+                    return None
+                if not self._reading:
+                    self._reading = True
+                    break
+                cv.wait()
+        try:
+            while True:
+                try:
+                    frame = self._conn.read_frame()
+                except OSError:
+                    with cv:
+                        self._closed = True
+                    raise
+                with cv:
+                    if frame is None:
+                        self._closed = True
+                        return None
+                    if frame[1] & FLAG_REPLY:
+                        q = self._replies.get(frame[2])
+                        if q is not None:  # else: a late reply nobody waits for
+                            q.append(frame)
+                    else:
+                        self._requests.append(frame)
+                    item = take()
+                    if item is not None:
+                        return item
+                    cv.notify_all()
+        finally:
+            with cv:
+                self._reading = False
+                cv.notify_all()

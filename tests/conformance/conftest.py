@@ -133,3 +133,39 @@ def grpcurl(tmp_path_factory) -> list[str]:
         pytest.skip(f"grpcurl not found and `go install {GRPCURL_MODULE}@{GRPCURL_VERSION}` "
                     f"failed: {res.stderr.strip()[-500:]}")
     return [str(gobin / "grpcurl")]
+
+
+# -- a real browser for the status page tests ------------------------------------
+
+# Page loads and scripts in the browser are bounded too.
+BROWSER_TIMEOUT_S = 20.0
+
+
+def _browser_paths() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        # Never a silent skip: `make test` installs both (apt-get).
+        pytest.fail("the status page test needs chromium and chromedriver on PATH "
+                    "(apt-get install chromium chromium-driver; `make deps-browser` does it)")
+    return chromium, driver
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless chromium through chromedriver (Debian's packages; `make test` installs them).
+    A missing selenium, chromium or chromedriver fails the tests that need them, never skips."""
+    from selenium import webdriver  # noqa: PLC0415 - only the browser tests need it
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    chromium, driver = _browser_paths()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,760", "--disable-extensions", "--no-first-run"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(options=opts, service=Service(driver))
+    d.set_page_load_timeout(BROWSER_TIMEOUT_S)
+    d.set_script_timeout(BROWSER_TIMEOUT_S)
+    yield d
+    d.quit()

@@ -4,7 +4,7 @@ import pytest
 
 from vigil_testlib import CALL_TIMEOUT_S, error_of, http_get
 
-EXAMPLE_MODELS = ["accumulate", "add_sub", "health_hook", "identity", "repeat_int32", "square_int32"]
+EXAMPLE_MODELS = ["accumulate", "add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"]
 
 
 def test_server_live_and_ready(proto):

@@ -14,7 +14,7 @@ def by_name(index):
 
 def test_index_mode_none(proto):
     idx = by_name(proto.repository_index())
-    assert set(idx) == {"accumulate", "add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
+    assert set(idx) == {"accumulate", "add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
     for m in idx.values():
         assert m["state"] == "READY", m
         assert m["version"] == "1", m
@@ -39,7 +39,7 @@ def test_explicit_startup_state(explicit):
     assert explicit.client.is_model_ready("add_sub") is True
     idx = by_name(explicit.repository_index())
     # Every model in the repository is listed; only add_sub was loaded.
-    assert set(idx) == {"accumulate", "add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
+    assert set(idx) == {"accumulate", "add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
     assert idx["add_sub"]["state"] == "READY"
     assert idx["health_hook"]["state"] != "READY"
 
@@ -125,6 +125,18 @@ def test_explicit_load_already_loaded_is_ok(explicit):
 
 # -- loading a model that is not in the repository ------------------------------------
 # Each of these gets a private server: the bug poisons the server's readiness.
+
+
+def test_failed_load_has_tritons_words(explicit):
+    """A model whose config.pbtxt is broken: Triton's "failed to load '<m>'", then why."""
+    broken = explicit.server.repo / "broken_cfg"
+    (broken / "1").mkdir(parents=True, exist_ok=True)
+    (broken / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (broken / "config.pbtxt").write_text('backend: "python"\nmax_batch_sise: 2\n')
+    err = error_of(explicit.client.load_model, "broken_cfg")
+    assert err.message().startswith("failed to load 'broken_cfg'"), err.message()
+    assert "max_batch_sise" in err.message()
+    assert str(err.status()) == explicit.status("invalid")
 
 
 @pytest.fixture

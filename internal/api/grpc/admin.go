@@ -31,6 +31,9 @@ var publicMethods = map[string]bool{
 	pb.GRPCInferenceService_ModelStreamInfer_FullMethodName: true,
 	pb.GRPCInferenceService_ModelConfig_FullMethodName:      true,
 	pb.GRPCInferenceService_ModelStatistics_FullMethodName:  true,
+	// Shared memory status only lists what clients registered.
+	pb.GRPCInferenceService_SystemSharedMemoryStatus_FullMethodName: true,
+	pb.GRPCInferenceService_CudaSharedMemoryStatus_FullMethodName:   true,
 }
 
 // adminMethods are the admin methods the service has today (the repository
@@ -39,6 +42,11 @@ var adminMethods = map[string]bool{
 	pb.GRPCInferenceService_RepositoryIndex_FullMethodName:       true,
 	pb.GRPCInferenceService_RepositoryModelLoad_FullMethodName:   true,
 	pb.GRPCInferenceService_RepositoryModelUnload_FullMethodName: true,
+	// Registering shared memory makes the server read and write it.
+	pb.GRPCInferenceService_SystemSharedMemoryRegister_FullMethodName:   true,
+	pb.GRPCInferenceService_SystemSharedMemoryUnregister_FullMethodName: true,
+	pb.GRPCInferenceService_CudaSharedMemoryRegister_FullMethodName:     true,
+	pb.GRPCInferenceService_CudaSharedMemoryUnregister_FullMethodName:   true,
 }
 
 // needsToken reports whether a full method name is an admin method.

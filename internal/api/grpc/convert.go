@@ -11,6 +11,7 @@ import (
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -24,10 +25,19 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 	}
 	model := in.GetModelName()
 	raw := in.GetRawInputContents()
-	if len(raw) > 0 && len(raw) != len(in.GetInputs()) {
+	// Inputs in shared memory have no raw_input_contents entry (as
+	// tritonclient sends them): the entries belong to the other inputs, in
+	// order.
+	inline := 0
+	for _, t := range in.GetInputs() {
+		if !sharedmemory.InSharedMemory(paramsFromProto(t.GetParameters())) {
+			inline++
+		}
+	}
+	if len(raw) > 0 && len(raw) != inline {
 		return nil, apierr.New(apierr.InvalidArgument,
-			"model %s: raw_input_contents has %d entries for %d inputs; give one per input, in the order of inputs",
-			model, len(raw), len(in.GetInputs()))
+			"model %s: raw_input_contents has %d entries for %d inputs not in shared memory; give one per input, in the order of inputs",
+			model, len(raw), inline)
 	}
 
 	seq, err := sequenceFromProto(model, in.GetParameters())
@@ -49,6 +59,7 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 		req.Parameters = nil
 	}
 	seen := make(map[string]bool, len(in.GetInputs()))
+	next := 0 // the next raw_input_contents entry
 	for i, t := range in.GetInputs() {
 		if t.GetName() == "" {
 			return nil, apierr.New(apierr.InvalidArgument, "model %s: input %d has no name", model, i)
@@ -67,6 +78,16 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 			return nil, apierr.Wrap(apierr.InvalidArgument, err, "model %s: input %q", model, t.GetName())
 		}
 
+		params := paramsFromProto(t.GetParameters())
+		if sharedmemory.InSharedMemory(params) {
+			// internal/sharedmemory fills the data in from the region.
+			if contentsLen(t.GetContents()) > 0 {
+				return nil, apierr.New(apierr.InvalidArgument,
+					"unexpected 'content' provided when using shared memory for input tensor '%s' for model '%s'", t.GetName(), model)
+			}
+			req.Inputs = append(req.Inputs, tensor.Tensor{Name: t.GetName(), Datatype: dt, Shape: t.GetShape(), Parameters: params})
+			continue
+		}
 		var data []byte
 		if len(raw) > 0 {
 			if contentsLen(t.GetContents()) > 0 {
@@ -74,7 +95,8 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 					"model %s: input %q sets contents while the request uses raw_input_contents; use one or the other for all inputs",
 					model, t.GetName())
 			}
-			data = raw[i]
+			data = raw[next]
+			next++
 		} else {
 			data, err = encodeContents(dt, n, t.GetContents())
 			if err != nil {
@@ -87,7 +109,7 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 			Datatype:   dt,
 			Shape:      t.GetShape(),
 			Data:       data,
-			Parameters: paramsFromProto(t.GetParameters()),
+			Parameters: params,
 		}
 		if err := tt.Validate(); err != nil {
 			return nil, apierr.Wrap(apierr.InvalidArgument, err, "model %s: input %q does not match its shape", model, t.GetName())
@@ -124,8 +146,10 @@ func responseToProto(req *inference.Request, resp *inference.Response) *pb.Model
 			Shape:      t.Shape,
 			Parameters: paramsToProto(t.Parameters),
 		})
+		// An output written to shared memory keeps its (empty) entry, as
+		// Triton sends it.
 		data := t.Data
-		if data == nil {
+		if data == nil || sharedmemory.InSharedMemory(t.Parameters) {
 			data = []byte{}
 		}
 		out.RawOutputContents = append(out.RawOutputContents, data)

@@ -2,6 +2,7 @@ package grpc
 
 import (
 	"context"
+	"maps"
 
 	"google.golang.org/grpc/codes"
 	grpchealth "google.golang.org/grpc/health"
@@ -51,16 +52,9 @@ func (s *Server) syncHealth() {
 
 // syncHealthLocked is syncHealth with s.statusMu held.
 func (s *Server) syncHealthLocked() {
+	// Every status is derived from the snapshot alone (draining included:
+	// the snapshot says so), as every HTTP surface is.
 	want := servingStatuses(s.snapshot())
-	if s.drained {
-		// Draining is final for everything that gates traffic; liveness
-		// and startup keep following the server, as on the HTTP side.
-		for svc := range want {
-			if svc != ServiceLiveness && svc != ServiceStartup {
-				want[svc] = healthpb.HealthCheckResponse_NOT_SERVING
-			}
-		}
-	}
 	for svc, st := range want {
 		if old, ok := s.statuses[svc]; ok && old == st {
 			continue
@@ -119,6 +113,34 @@ func servingStatus(ok bool) healthpb.HealthCheckResponse_ServingStatus {
 type healthService struct {
 	*grpchealth.Server
 	stopping context.Context
+	statuses func() map[string]healthpb.HealthCheckResponse_ServingStatus
+}
+
+// MaxListServices bounds grpc.health.v1 List: a server with more services
+// (one per model, plus four) answers RESOURCE_EXHAUSTED saying so; Check
+// and Watch answer for any one service. grpc-go's own List stops at 100.
+const MaxListServices = 10000
+
+// List implements grpc.health.v1.Health: every service and its status, as
+// Check would answer it.
+func (h *healthService) List(_ context.Context, _ *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+	st := h.statuses()
+	if len(st) > MaxListServices {
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"%d health services are more than List answers (%d); ask for one with Check or Watch (service \"model/<name>\")", len(st), MaxListServices)
+	}
+	out := &healthpb.HealthListResponse{Statuses: make(map[string]*healthpb.HealthCheckResponse, len(st))}
+	for svc, s := range st {
+		out.Statuses[svc] = &healthpb.HealthCheckResponse{Status: s}
+	}
+	return out, nil
+}
+
+// statusList copies the statuses last set.
+func (s *Server) statusList() map[string]healthpb.HealthCheckResponse_ServingStatus {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	return maps.Clone(s.statuses)
 }
 
 // Watch implements grpc.health.v1.Health.

@@ -3,6 +3,7 @@ package grpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
 )
@@ -68,6 +70,25 @@ func TestHealthList(t *testing.T) {
 	slices.Sort(names)
 	if !slices.Equal(names, want) {
 		t.Errorf("List services = %q, want %q", names, want)
+	}
+}
+
+// List answers for more than grpc-go's 100 services: one per model.
+func TestHealthListWithManyModels(t *testing.T) {
+	models := map[string]bool{}
+	for i := range 150 {
+		models[fmt.Sprintf("m%03d", i)] = i%2 == 0
+	}
+	h := newHarness(t, Config{}, snap(models))
+	got, err := h.hc.List(testCtx(t), &healthpb.HealthListRequest{})
+	if err != nil {
+		t.Fatalf("List with 154 services: %v", err)
+	}
+	if n := len(got.GetStatuses()); n != 154 {
+		t.Fatalf("List has %d services, want 154", n)
+	}
+	if st := got.GetStatuses()["model/m001"].GetStatus(); st != notServing {
+		t.Errorf("model/m001 is %v, want NOT_SERVING", st)
 	}
 }
 
@@ -178,7 +199,12 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("before drain: %v", got)
 	}
 
-	h.srv.Drain()
+	draining := func(models map[string]bool) *health.Snapshot {
+		s := snap(models)
+		s.Draining = true
+		return s
+	}
+	h.health.set(draining(map[string]bool{"m": true}))
 	if got := recvStatus(t, w); got != notServing {
 		t.Fatalf("after drain: %v", got)
 	}
@@ -202,13 +228,17 @@ func TestDrain(t *testing.T) {
 		if err != nil || ready.GetReady() {
 			t.Fatalf("%s: ServerReady = %v, %v; want false", when, ready, err)
 		}
+		mr, err := h.client.ModelReady(ctx, &pb.ModelReadyRequest{Name: "m"})
+		if err != nil || mr.GetReady() {
+			t.Fatalf("%s: ModelReady = %v, %v; want false, as grpc.health model/m", when, mr, err)
+		}
 	}
 	checkAll("after drain")
 
-	// A later snapshot change does not resume anything. syncHealth is what
-	// the watcher runs on a change; calling it directly makes the check
-	// deterministic.
-	h.health.set(snap(map[string]bool{"m": true, "n": true}))
+	// A later snapshot change keeps the drain (the engine latches it).
+	// syncHealth is what the watcher runs on a change; calling it directly
+	// makes the check deterministic.
+	h.health.set(draining(map[string]bool{"m": true, "n": true}))
 	h.srv.syncHealth()
 	h.srv.Drain()
 	checkAll("after a ready snapshot")

@@ -38,6 +38,7 @@ import (
 	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
 
 // Models is what the gRPC API needs from the model manager; the REST API
@@ -84,6 +85,9 @@ type Config struct {
 	// MaxRecvBytes limits the size of a received message; 0 keeps
 	// grpc-go's default (4 MiB). Larger messages fail RESOURCE_EXHAUSTED.
 	MaxRecvBytes int
+	// SharedMemory serves the system shared memory RPCs; nil means a
+	// registry with client shared memory disabled.
+	SharedMemory SharedMemory
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -134,6 +138,9 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.SharedMemory == nil {
+		cfg.SharedMemory = sharedmemory.New(sharedmemory.Config{})
+	}
 	stopping, stop := context.WithCancel(context.Background())
 	s := &Server{
 		models:   m,
@@ -154,7 +161,7 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 	}
 	s.srv = gogrpc.NewServer(opts...)
 	pb.RegisterGRPCInferenceServiceServer(s.srv, &inferenceService{s: s})
-	healthpb.RegisterHealthServer(s.srv, &healthService{Server: s.hs, stopping: stopping})
+	healthpb.RegisterHealthServer(s.srv, &healthService{Server: s.hs, stopping: stopping, statuses: s.statusList})
 	reflection.Register(s.srv)
 	s.syncHealth()
 	return s

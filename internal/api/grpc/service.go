@@ -33,11 +33,11 @@ func (svc *inferenceService) ServerLive(context.Context, *pb.ServerLiveRequest) 
 	return &pb.ServerLiveResponse{Live: live}, nil
 }
 
-// ServerReady answers OK with ready=false when the server is not ready,
-// which includes every moment after Drain, whatever the snapshot says.
+// ServerReady answers OK with ready=false when the server is not ready
+// (the snapshot's readiness, draining included).
 func (svc *inferenceService) ServerReady(context.Context, *pb.ServerReadyRequest) (*pb.ServerReadyResponse, error) {
 	ready, _ := svc.s.snapshot().Ready()
-	return &pb.ServerReadyResponse{Ready: ready && !svc.s.isDrained()}, nil
+	return &pb.ServerReadyResponse{Ready: ready}, nil
 }
 
 // ModelReady answers OK with ready=false for a known model that is not
@@ -46,12 +46,15 @@ func (svc *inferenceService) ModelReady(_ context.Context, in *pb.ModelReadyRequ
 	if in.GetName() == "" {
 		return nil, toStatus(apierr.New(apierr.InvalidArgument, "model name is required"))
 	}
+	if err := apierr.CheckVersionString(in.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
 	ready, _, found := svc.s.snapshot().ModelReady(in.GetName(), in.GetVersion())
 	if !found {
 		if in.GetVersion() != "" {
-			return nil, toStatus(apierr.New(apierr.NotFound, "unknown model %s version %s", in.GetName(), in.GetVersion()))
+			return nil, toStatus(apierr.UnknownVersion(in.GetName(), in.GetVersion()))
 		}
-		return nil, toStatus(apierr.New(apierr.NotFound, "unknown model %s", in.GetName()))
+		return nil, toStatus(apierr.UnknownModel(in.GetName()))
 	}
 	return &pb.ModelReadyResponse{Ready: ready}, nil
 }
@@ -126,7 +129,13 @@ func statsToProto(st model.Stats) *pb.ModelStatistics {
 	if !st.LastInference.IsZero() {
 		last = uint64(st.LastInference.UnixMilli())
 	}
+	batches := make([]*pb.InferBatchStatistics, 0, len(st.Batches))
+	for _, b := range st.Batches {
+		batches = append(batches, &pb.InferBatchStatistics{BatchSize: uint64(b.Size),
+			ComputeInput: durationToProto(b.ComputeInput), ComputeInfer: durationToProto(b.ComputeInfer), ComputeOutput: durationToProto(b.ComputeOutput)})
+	}
 	return &pb.ModelStatistics{
+		BatchStats:     batches,
 		Name:           st.Name,
 		Version:        st.Version,
 		LastInference:  last,

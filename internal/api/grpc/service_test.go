@@ -238,7 +238,7 @@ func TestRepositoryLoadUnloadAuth(t *testing.T) {
 	}
 
 	// The model manager's refusal (mode none) maps through apierr.
-	h.models.loadErr = apierr.New(apierr.Unsupported, "model control mode is none: load refused for m")
+	h.models.loadErr = apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled")
 	wantCode(t, load(authed), codes.Unavailable)
 	_, err := h.client.RepositoryModelLoad(authed, &pb.RepositoryModelLoadRequest{})
 	wantCode(t, err, codes.InvalidArgument)

@@ -8,8 +8,9 @@ import (
 	"github.com/vigilhq/vigil/internal/model"
 )
 
-// Every route of the repository API is an admin route, and every admin
-// route refuses a request without the admin token before its handler runs.
+// Every route of the repository API, and every shared memory register or
+// unregister route, is an admin route, and every admin route refuses a
+// request without the admin token before its handler runs.
 func TestEveryAdminRouteChecksTheToken(t *testing.T) {
 	e := newEnv(t, readySnapshot(), Config{AdminToken: "s3cret"})
 	called := 0
@@ -17,14 +18,15 @@ func TestEveryAdminRouteChecksTheToken(t *testing.T) {
 	s := newServer(e.models, fakeHealth{readySnapshot()}, Config{})
 	admins := 0
 	for _, rt := range s.apiRoutes() {
-		if strings.HasPrefix(rt.pattern, "/v2/repository") != rt.admin {
-			t.Errorf("%s %s: admin = %v; every repository route, and only those, is an admin route", rt.method, rt.pattern, rt.admin)
+		shmChange := strings.Contains(rt.pattern, "sharedmemory") && !strings.HasSuffix(rt.pattern, "/status")
+		if (strings.HasPrefix(rt.pattern, "/v2/repository") || shmChange) != rt.admin {
+			t.Errorf("%s %s: admin = %v; every repository route and shared memory (un)register route, and only those, is an admin route", rt.method, rt.pattern, rt.admin)
 		}
 		if !rt.admin {
 			continue
 		}
 		admins++
-		path := strings.ReplaceAll(rt.pattern, "{model}", "m")
+		path := strings.ReplaceAll(strings.ReplaceAll(rt.pattern, "{model}", "m"), "{region}", "r")
 		if rec := e.do(rt.method, path, nil); rec.Code != http.StatusUnauthorized {
 			t.Errorf("%s %s without a token: %d %s, want 401", rt.method, path, rec.Code, rec.Body)
 		}
@@ -32,8 +34,8 @@ func TestEveryAdminRouteChecksTheToken(t *testing.T) {
 			t.Errorf("%s %s with a wrong token: %d %s, want 403", rt.method, path, rec.Code, rec.Body)
 		}
 	}
-	if admins != 3 {
-		t.Errorf("%d admin routes, want 3 (index, load, unload)", admins)
+	if admins != 9 {
+		t.Errorf("%d admin routes, want 9 (index, load, unload; system and CUDA shared memory register, unregister, unregister all)", admins)
 	}
 	if called != 0 || len(e.models.loads) != 0 {
 		t.Error("an unauthorized request reached the model manager")

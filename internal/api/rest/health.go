@@ -2,6 +2,8 @@ package rest
 
 import (
 	"net/http"
+
+	"github.com/vigilhq/vigil/internal/apierr"
 )
 
 // The Open Inference Protocol health endpoints. They read the snapshot only,
@@ -49,9 +51,9 @@ func (s *server) modelReady(w http.ResponseWriter, r *http.Request) {
 
 func notFoundMessage(name, version string) string {
 	if version == "" {
-		return "unknown model \"" + name + "\""
+		return apierr.UnknownModel(name).Error()
 	}
-	return "unknown model \"" + name + "\" version \"" + version + "\""
+	return apierr.UnknownVersion(name, version).Error()
 }
 
 func healthStatus(ok bool) int {

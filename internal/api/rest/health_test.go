@@ -11,7 +11,10 @@ import (
 func notReadySnapshot() *health.Snapshot {
 	s := readySnapshot()
 	m := &s.Models[0]
+	// As the engine reports a loaded version with too few routable
+	// instances: UNAVAILABLE, with the first instance that is out.
 	m.Ready, m.Routable = false, 0
+	m.State, m.Reason = health.ModelStateUnavailable, "0 of 2 instances routable, needs 1; add_sub_0 is EXITED: exit code 1"
 	m.Instances[0].State, m.Instances[0].Routable, m.Instances[0].Reason = health.StateExited, false, "exit code 1"
 	m.Instances[1].State, m.Instances[1].Routable = health.StateRestarting, false
 	return s
@@ -32,7 +35,7 @@ func TestServerLiveAndReady(t *testing.T) {
 		{"not ready while loading", &health.Snapshot{Loading: "loading 1/3: add_sub"}, false, "/v2/health/ready", 503, `{"ready":false,"reason":"loading 1/3: add_sub"}`},
 		{"no snapshot yet", nil, false, "/v2/health/ready", 503, `{"ready":false}`},
 		{"model down", notReadySnapshot(), false, "/v2/health/ready", 503,
-			`{"ready":false,"reason":"model add_sub version 1 has 0 routable instances, needs 1; instance add_sub_0 is EXITED: exit code 1"}`},
+			`{"ready":false,"reason":"model add_sub version 1 is UNAVAILABLE: 0 of 2 instances routable, needs 1; add_sub_0 is EXITED: exit code 1"}`},
 		{"model down, reasons hidden", notReadySnapshot(), true, "/v2/health/ready", 503, `{"ready":false}`},
 		{"watchdog", &health.Snapshot{WatchdogStalled: true}, false, "/v2/health/live", 503,
 			`{"live":false,"reason":"the health engine's event loop stalled"}`},
@@ -59,7 +62,7 @@ func TestModelReady(t *testing.T) {
 		{"ready", readySnapshot(), "/v2/models/add_sub/ready", 200, `{"name":"add_sub","version":"1","ready":true}`},
 		{"ready versioned", readySnapshot(), "/v2/models/add_sub/versions/1/ready", 200, `{"name":"add_sub","version":"1","ready":true}`},
 		{"not ready", notReadySnapshot(), "/v2/models/add_sub/ready", 503,
-			`{"name":"add_sub","version":"1","ready":false,"reason":"model add_sub version 1 has 0 routable instances, needs 1; instance add_sub_0 is EXITED: exit code 1"}`},
+			`{"name":"add_sub","version":"1","ready":false,"reason":"model add_sub version 1 is UNAVAILABLE: 0 of 2 instances routable, needs 1; add_sub_0 is EXITED: exit code 1"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

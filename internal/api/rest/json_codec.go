@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -27,7 +28,6 @@ const (
 	paramBinaryData       = "binary_data"
 	paramBinaryDataOutput = "binary_data_output"
 	paramClassCount       = "classification"
-	paramSharedMemory     = "shared_memory_region"
 )
 
 type inferRequestJSON struct {
@@ -134,6 +134,14 @@ func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, ou
 		if err := refuseUnsupported(p, where); err != nil {
 			return nil, format, err
 		}
+		if sharedmemory.InSharedMemory(p) {
+			if b, _ := p[paramBinaryData].(bool); b {
+				return nil, format, fmt.Errorf("%s: Output can't set both 'shared_memory_region' and 'binary_data'", where)
+			}
+			if _, ok := p[paramClassCount]; ok {
+				return nil, format, fmt.Errorf("%s: Output can't set both 'shared_memory_region' and 'classification'", where)
+			}
+		}
 		if _, ok := p[paramBinaryData]; ok {
 			b, err := boolParameter(p, paramBinaryData, where+" parameters")
 			if err != nil {
@@ -180,6 +188,19 @@ func decodeInput(in *inferInputJSON, i int, bin *binaryReader) (tensor.Tensor, e
 	t = tensor.Tensor{Name: in.Name, Datatype: dt, Shape: shape}
 
 	hasJSONData := len(in.Data) > 0 && !bytes.Equal(bytes.TrimSpace(in.Data), []byte("null"))
+	_, hasSize := params[paramBinaryDataSize]
+	if sharedmemory.InSharedMemory(params) {
+		// The data is in a region; internal/sharedmemory fills it in.
+		if hasJSONData || hasSize {
+			set := "'data'"
+			if hasSize {
+				set = "'binary_data_size' in 'parameters'"
+			}
+			return t, fmt.Errorf("%s: Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But set %s and 'shared_memory_region' in 'parameters'", where, set)
+		}
+		t.Parameters = params
+		return t, nil
+	}
 	if size, ok := params[paramBinaryDataSize]; ok {
 		s, isInt := size.(int64)
 		if f, isFloat := size.(float64); isFloat && f == math.Trunc(f) && f >= 0 && f < 1<<53 {
@@ -200,7 +221,7 @@ func decodeInput(in *inferInputJSON, i int, bin *binaryReader) (tensor.Tensor, e
 		}
 	} else {
 		if !hasJSONData {
-			return t, fmt.Errorf("%s: field data is required (or the binary_data_size parameter with binary data)", where)
+			return t, fmt.Errorf("%s: field data is required (or the binary_data_size parameter with binary data, or the shared_memory_region parameter)", where)
 		}
 		if t.Data, err = decodeJSONData(in.Data, dt, shape, n); err != nil {
 			return t, fmt.Errorf("%s: %w", where, err)
@@ -313,12 +334,9 @@ func boolParameter(p map[string]any, key, where string) (bool, error) {
 	return b, nil
 }
 
-// refuseUnsupported rejects the shared-memory and classification extensions,
-// which vigil does not implement, instead of silently ignoring them.
+// refuseUnsupported rejects the classification extension, which vigil does
+// not implement, instead of silently ignoring it.
 func refuseUnsupported(p map[string]any, where string) error {
-	if _, ok := p[paramSharedMemory]; ok {
-		return fmt.Errorf("%s: the shared-memory extension is not supported; send the data in the body", where)
-	}
 	if v, ok := p[paramClassCount]; ok && v != int64(0) {
 		return fmt.Errorf("%s: the classification extension is not supported", where)
 	}
@@ -359,6 +377,15 @@ func encodeInferResponse(resp *inference.Response, format outputFormat) (body []
 	var tails [][]byte
 	for i := range resp.Outputs {
 		t := &resp.Outputs[i]
+		if sharedmemory.InSharedMemory(t.Parameters) {
+			// Written to its region: name, datatype, shape and where.
+			o := outputTensorJSON{Name: t.Name, Datatype: string(t.Datatype), Shape: t.Shape, Parameters: maps.Clone(t.Parameters)}
+			if o.Shape == nil {
+				o.Shape = []int64{}
+			}
+			out.Outputs = append(out.Outputs, o)
+			continue
+		}
 		if err := t.Validate(); err != nil {
 			return nil, 0, false, apierr.Wrap(apierr.Internal, err, "model %q returned a malformed output", resp.Model)
 		}

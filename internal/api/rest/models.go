@@ -80,8 +80,8 @@ func (s *server) modelConfig(w http.ResponseWriter, r *http.Request) {
 // The statistics extension's JSON (Triton's $stats_model_response). Every
 // count and duration is a non-negative integer, as Triton clients read them
 // as uint64 (perf_analyzer uses GetUint64). cache_hit and cache_miss are
-// always zero: vigil has no response cache. batch_stats is empty: vigil does
-// not break statistics down by batch size.
+// always zero: vigil has no response cache. batch_stats has one entry per
+// batch size executed, ascending.
 
 type statsBody struct {
 	ModelStats []modelStatBody `json:"model_stats"`
@@ -94,7 +94,14 @@ type modelStatBody struct {
 	InferenceCount uint64             `json:"inference_count"`
 	ExecutionCount uint64             `json:"execution_count"`
 	InferenceStats inferenceStatsBody `json:"inference_stats"`
-	BatchStats     []struct{}         `json:"batch_stats"`
+	BatchStats     []batchStatBody    `json:"batch_stats"`
+}
+
+type batchStatBody struct {
+	BatchSize     uint64       `json:"batch_size"`
+	ComputeInput  durationBody `json:"compute_input"`
+	ComputeInfer  durationBody `json:"compute_infer"`
+	ComputeOutput durationBody `json:"compute_output"`
 }
 
 type inferenceStatsBody struct {
@@ -125,6 +132,11 @@ func (s *server) modelStats(w http.ResponseWriter, r *http.Request) {
 func statsJSON(stats []model.Stats) statsBody {
 	out := statsBody{ModelStats: make([]modelStatBody, 0, len(stats))}
 	for _, st := range stats {
+		batches := make([]batchStatBody, 0, len(st.Batches))
+		for _, b := range st.Batches {
+			batches = append(batches, batchStatBody{BatchSize: nonNegative(int64(b.Size)),
+				ComputeInput: durationJSON(b.ComputeInput), ComputeInfer: durationJSON(b.ComputeInfer), ComputeOutput: durationJSON(b.ComputeOutput)})
+		}
 		out.ModelStats = append(out.ModelStats, modelStatBody{
 			Name:           st.Name,
 			Version:        st.Version,
@@ -139,7 +151,7 @@ func statsJSON(stats []model.Stats) statsBody {
 				ComputeInfer:  durationJSON(st.ComputeInfer),
 				ComputeOutput: durationJSON(st.ComputeOutput),
 			},
-			BatchStats: []struct{}{},
+			BatchStats: batches,
 		})
 	}
 	return out

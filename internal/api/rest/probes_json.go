@@ -48,6 +48,15 @@ type modelHealthJSON struct {
 	MinReady  int                  `json:"min_ready_instances"`
 	Expected  bool                 `json:"expected"`
 	Instances []instanceHealthJSON `json:"instances"`
+	// DependsOn lists the models readiness follows (ensemble steps,
+	// health.yaml depends_on); empty for a model with none.
+	DependsOn []dependencyJSON `json:"depends_on,omitempty"`
+}
+
+type dependencyJSON struct {
+	Model   string `json:"model"`
+	Version string `json:"version,omitempty"`
+	Kind    string `json:"kind"` // "step" or "dependency"
 }
 
 type instanceHealthJSON struct {
@@ -122,6 +131,9 @@ func (s *server) probeJSON(res probeResult) probeJSONBody {
 			Name: m.Name, Version: m.Version, State: string(m.State), Reason: s.reason(m.Reason),
 			Ready: m.Ready, Degraded: m.Degraded, Routable: m.Routable, MinReady: m.MinReady,
 			Expected: m.Expected, Instances: make([]instanceHealthJSON, 0, len(m.Instances)),
+		}
+		for _, d := range m.DependsOn {
+			mj.DependsOn = append(mj.DependsOn, dependencyJSON{Model: d.Model, Version: d.Version, Kind: d.Label})
 		}
 		for _, in := range m.Instances {
 			ij := s.instanceJSON(in)

@@ -31,7 +31,7 @@ func TestProbeText(t *testing.T) {
 			"[+]ping ok\n[+]watchdog ok\n[+]started ok\n[+]draining ok\n[+]model/add_sub/1 ok: degraded: 1 of 2 instances routable\n[+]models ok\nreadyz check passed\n"},
 		{"failure is always verbose", notReadySnapshot(), false, "/readyz", 503,
 			"[+]ping ok\n[+]watchdog ok\n[+]started ok\n[+]draining ok\n" +
-				"[-]model/add_sub/1 failed: model add_sub version 1 has 0 routable instances, needs 1; instance add_sub_0 is EXITED: exit code 1\n" +
+				"[-]model/add_sub/1 failed: model add_sub version 1 is UNAVAILABLE: 0 of 2 instances routable, needs 1; add_sub_0 is EXITED: exit code 1\n" +
 				"[-]models failed: no model is ready\nreadyz check failed\n"},
 		{"reasons withheld", notReadySnapshot(), true, "/readyz", 503,
 			"[+]ping ok\n[+]watchdog ok\n[+]started ok\n[+]draining ok\n" +

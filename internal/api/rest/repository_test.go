@@ -71,7 +71,7 @@ func TestRepositoryLoadUnload(t *testing.T) {
 		}
 	}
 
-	e.models.LoadErr = apierr.New(apierr.Unsupported, "model control mode is none: load and unload are refused")
+	e.models.LoadErr = apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled")
 	if rec := e.do("POST", "/v2/repository/models/add_sub/load", nil); rec.Code != 503 {
 		t.Errorf("load refused by the manager = %d, want the mapped 503", rec.Code)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
 
 // DefaultMaxRequestBytes is the request body limit when Config.MaxRequestBytes
@@ -62,6 +63,12 @@ type Config struct {
 	HideReasons bool
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// SharedMemory serves the system shared memory routes; nil means a
+	// registry with client shared memory disabled.
+	SharedMemory SharedMemory
+	// Status, when set, serves the status page at / and /status/
+	// (internal/status).
+	Status http.Handler
 	// InFlight, when set, gives the requests an instance holds and how many
 	// of them are streams, for the JSON form of the probes. It must not
 	// block.
@@ -85,6 +92,9 @@ func newServer(m Models, h HealthSource, cfg Config) *server {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SharedMemory == nil {
+		cfg.SharedMemory = sharedmemory.New(sharedmemory.Config{})
 	}
 	maxBytes := cfg.MaxRequestBytes
 	if maxBytes == 0 {
@@ -157,20 +167,34 @@ func (s *server) apiRoutes() []route {
 			route{method: http.MethodPost, pattern: base + "/generate_stream", h: s.generateStream},
 		)
 	}
-	return append(rs,
+	return append(append(rs,
 		route{method: http.MethodPost, pattern: "/v2/repository/index", h: s.repositoryIndex, admin: true},
 		route{method: http.MethodPost, pattern: "/v2/repository/models/{model}/load", h: s.repositoryLoad, admin: true},
 		route{method: http.MethodPost, pattern: "/v2/repository/models/{model}/unload", h: s.repositoryUnload, admin: true},
-	)
+	), s.sharedMemoryRoutes()...)
 }
 
 // NewHealthHandler returns only the health routes (/v2/health/*, model
-// readiness, /livez, /readyz, /startupz) and /metrics, for --health-port.
+// readiness, /livez, /readyz, /startupz), /metrics and the status page, for
+// --health-port.
 func NewHealthHandler(h HealthSource, cfg Config) http.Handler {
 	s := newServer(nil, h, cfg)
 	mux := http.NewServeMux()
 	s.registerHealth(mux)
 	return s.closeWhenDraining(mux)
+}
+
+// NewMetricsHandler serves metrics at /metrics (and /metrics/), for
+// --metrics-port, as Triton's metrics port does.
+func NewMetricsHandler(metrics http.Handler) http.Handler {
+	s := newServer(nil, nil, Config{})
+	mux := http.NewServeMux()
+	s.handle(mux, http.MethodGet, "/metrics", metrics.ServeHTTP)
+	s.handle(mux, http.MethodGet, "/metrics/", metrics.ServeHTTP)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErrorStatus(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path+"; metrics are at /metrics")
+	})
+	return mux
 }
 
 func (s *server) registerHealth(mux *http.ServeMux) {
@@ -184,6 +208,11 @@ func (s *server) registerHealth(mux *http.ServeMux) {
 	}
 	if s.cfg.Metrics != nil {
 		s.handle(mux, http.MethodGet, "/metrics", s.cfg.Metrics.ServeHTTP)
+	}
+	if s.cfg.Status != nil {
+		for _, pattern := range []string{"/{$}", "/status", "/status/"} {
+			s.handle(mux, http.MethodGet, pattern, s.cfg.Status.ServeHTTP)
+		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErrorStatus(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)

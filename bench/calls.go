@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// measureCalls times models that call models, each next to its baseline in
+// the same interleaved rounds, all over HTTP at concurrency 1:
+//
+//   - one BLS hop: bls_add_sub forwards each request to add_sub with
+//     InferenceRequest.exec(), against add_sub called directly; the hop's
+//     cost is the difference, compared with the raw IPC round trips (an
+//     empty ping and an add_sub execute) timed in the same rounds;
+//   - an ensemble: add_sub_chain runs three add_sub steps one after the
+//     other, against three direct add_sub requests (the sum of its steps).
+func measureCalls(ctx context.Context, s *vigilServer, o options, r *report, ipc ipcFigures) error {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 30 * time.Second}
+	direct := httpCall(hc, "POST", s.http+"/v2/models/add_sub/infer", addSubJSON)
+	bls := httpCall(hc, "POST", s.http+"/v2/models/bls_add_sub/infer", addSubJSON)
+	chain := httpCall(hc, "POST", s.http+"/v2/models/add_sub_chain/infer", addSubJSON)
+	ds, err := interleaved(ctx, o.samples, direct, bls, chain, ipc.pingCall, ipc.execute)
+	if err != nil {
+		return fmt.Errorf("calls between models: %w", err)
+	}
+	d, b, c, ping, exec := ds[0], ds[1], ds[2], ds[3], ds[4]
+	hop := b.p50 - d.p50
+	r.add("HTTP infer add_sub, direct (baseline for calls)", d, "")
+	r.add("HTTP infer bls_add_sub (one BLS hop to add_sub)", b, fmt.Sprintf("hop +%s = %.2f× ipc execute, %.2f× ipc ping; %s",
+		us(hop), float64(hop)/float64(exec.p50), float64(hop)/float64(ping.p50),
+		target(hop <= exec.p50, "hop ≤ 1 ipc round trip (execute)")))
+	sum := 3 * d.p50
+	r.add("HTTP infer add_sub_chain (3-step ensemble)", c, fmt.Sprintf("%.2f× the sum of its 3 steps called directly (%s); +%s",
+		float64(c.p50)/float64(sum), us(sum), us(c.p50-sum)))
+	r.add("  ipc ping, same rounds", ping, "")
+	r.add("  ipc execute add_sub, same rounds", exec, ratio(exec.p50, ping.p50))
+	return nil
+}

@@ -1,0 +1,195 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/instance"
+	"github.com/vigilhq/vigil/internal/scheduler"
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+var _ instance.Calls = (*Manager)(nil)
+
+// Call runs a request a model made through BLS. It is an ordinary request
+// on the target's queue (statistics, metrics and batching included), with
+// three differences that keep a call chain from hanging:
+//
+//   - a target that is unknown, not loaded or has no routable instance
+//     fails at once, with its readiness reason;
+//   - a target that is already among req.Callers (a model calling itself,
+//     or a cycle) runs only on an instance that is free at that moment, and
+//     otherwise fails at once naming the cycle, since the instances it would
+//     wait for may be the ones the chain holds;
+//   - ctx carries the caller's limits (timeout, its clients, its stub).
+func (m *Manager) Call(ctx context.Context, req *inference.Request) (*inference.Response, error) {
+	v, err := m.resolve(req.Model, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	if v.spec.Ensemble == nil {
+		if err := m.routableOrReason(v); err != nil {
+			return nil, err
+		}
+	}
+	if v.spec.Config.GetModelTransactionPolicy().GetDecoupled() {
+		// Triton's words for this mistake.
+		return nil, &apierr.Error{Code: apierr.Unsupported, Err: ErrDecoupled, Msg: "Model " + v.key.Model +
+			" is using the decoupled. The current BLS request call doesn't support models using the decoupled transaction policy. " +
+			"Please use 'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled models."}
+	}
+	start := time.Now()
+	key := v.key
+	resp, err := m.callOn(ctx, v, req)
+	if errors.Is(err, errReplaced) {
+		if next, rerr := m.resolve(req.Model, req.Version); rerr != nil {
+			err = rerr
+		} else if next != v {
+			resp, err = m.callOn(ctx, next, req)
+		}
+	}
+	m.metrics.observe(key.Model, key.Version, start, err)
+	return resp, err
+}
+
+// routableOrReason fails a version that no instance serves right now with
+// the readiness reason the health engine gives for it.
+func (m *Manager) routableOrReason(v *version) error {
+	if v.queue.Routable() > 0 {
+		return nil
+	}
+	reason := "no instance is routable"
+	if _, r, ok := m.cfg.Health.Snapshot().ModelReady(v.key.Model, v.key.Version); ok && r != "" && !m.cfg.HideReasons {
+		reason = r
+	}
+	return apierr.Unavailablef("model %s version %s is not ready: %s", v.key.Model, v.key.Version, reason)
+}
+
+// callOn is inferOn for a BLS call: a cyclic call does not wait for an
+// instance.
+func (m *Manager) callOn(ctx context.Context, v *version, req *inference.Request) (*inference.Response, error) {
+	if v.spec.Ensemble != nil {
+		return m.ensembleOn(ctx, v, req)
+	}
+	r := *req
+	r.Inputs = append([]tensor.Tensor(nil), req.Inputs...)
+	size, err := checkRequest(v.spec.Config, &r, m.cfg.MaxElements)
+	if err != nil {
+		return nil, err
+	}
+	var resp *inference.Response
+	if slices.Contains(req.Callers, req.Model) {
+		resp, err = v.queue.SubmitIdle(ctx, &r, size)
+		if errors.Is(err, scheduler.ErrNoIdleInstance) {
+			return nil, &apierr.Error{Code: apierr.Unavailable, Err: err, Msg: cycleMessage(req, len(v.instances))}
+		}
+	} else {
+		resp, err = v.queue.Submit(ctx, &r, size)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOutputs(v.spec.Config, resp, size); err != nil {
+		return nil, err
+	}
+	return selectOutputs(v, req, resp)
+}
+
+// cycleMessage explains a refused cyclic call, e.g. "BLS call cycle
+// ensemble_a → bls_b → bls_b: model bls_b has no free instance (1
+// instance, busy in the chain); waiting for one could deadlock".
+func cycleMessage(req *inference.Request, instances int) string {
+	chain := strings.Join(append(slices.Clone(req.Callers), req.Model), " → ")
+	noun := "instances"
+	if instances == 1 {
+		noun = "instance"
+	}
+	return "BLS call cycle " + chain + ": model " + req.Model + " has no free instance (" +
+		strconv.Itoa(instances) + " " + noun + ", all busy); waiting for one could deadlock"
+}
+
+// Control serves pb_utils.load_model, unload_model and is_model_ready.
+// Loads and unloads follow the repository API (Load, Unload) and, as in
+// Triton, are allowed only in explicit model control mode; is_model_ready
+// works in every mode. A model may not load or unload itself: the call would
+// wait for its own instances.
+func (m *Manager) Control(ctx context.Context, req instance.ControlRequest) (bool, error) {
+	switch req.Op {
+	case "ready":
+		ready, _, found := m.cfg.Health.Snapshot().ModelReady(req.Name, req.Version)
+		if !found {
+			// Triton's wording, which models test for.
+			if req.Version != "" {
+				return false, apierr.New(apierr.NotFound, "Request for unknown model: '%s' version %s is not found", req.Name, req.Version)
+			}
+			return false, apierr.New(apierr.NotFound, "Request for unknown model: '%s' is not found", req.Name)
+		}
+		return ready, nil
+	case "load", "unload":
+	default:
+		return false, apierr.New(apierr.InvalidArgument, "unknown model control operation %q", req.Op)
+	}
+	if m.cfg.Mode != ModeExplicit {
+		return false, apierr.New(apierr.Unsupported, "cannot %s model %s: explicit model load / unload is allowed only with --model-control-mode explicit (this server runs in mode %s)", req.Op, req.Name, m.cfg.Mode)
+	}
+	if req.Caller == req.Name {
+		return false, apierr.New(apierr.InvalidArgument, "model %s cannot %s itself: the call would wait for its own instances", req.Name, req.Op)
+	}
+	if req.Op == "unload" {
+		params := map[string]any{}
+		if req.UnloadDependents {
+			params["unload_dependents"] = true
+		}
+		return false, m.Unload(ctx, req.Name, params)
+	}
+	params := map[string]any{}
+	if req.Config != "" {
+		params["config"] = req.Config
+	}
+	for k, v := range req.Files {
+		params[k] = v
+	}
+	if len(params) > 0 {
+		return false, m.refuseOverrides(req.Name, params)
+	}
+	return false, m.Load(ctx, req.Name, nil)
+}
+
+// refuseOverrides refuses load_model's config= and files= until loads
+// take overrides.
+func (m *Manager) refuseOverrides(name string, params map[string]any) error {
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return apierr.New(apierr.Unsupported, "cannot load model %s: load_model overrides (%s) are not supported; load it from the repository without config= and files=", name, strings.Join(keys, ", "))
+}
+
+// CallStream runs a BLS call made with exec(decoupled=True): every response
+// of the target goes to emit as it comes, the last with final set (a
+// default-mode target or an ensemble gives one). It fails fast as Call
+// does; a cyclic call runs only while an instance of the target is free.
+func (m *Manager) CallStream(ctx context.Context, req *inference.Request, emit func(resp *inference.Response, err error, final bool) error) error {
+	v, err := m.resolve(req.Model, req.Version)
+	if err != nil {
+		return err
+	}
+	if v.spec.Ensemble != nil {
+		resp, err := m.Call(ctx, req)
+		return emit(resp, err, true)
+	}
+	if err := m.routableOrReason(v); err != nil {
+		return err
+	}
+	if slices.Contains(req.Callers, req.Model) && !v.queue.HasIdle() {
+		return &apierr.Error{Code: apierr.Unavailable, Err: scheduler.ErrNoIdleInstance, Msg: cycleMessage(req, len(v.instances))}
+	}
+	return m.InferStream(ctx, req, func(r Reply) error { return emit(r.Response, r.Err, r.Final) })
+}

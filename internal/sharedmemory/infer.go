@@ -1,0 +1,274 @@
+package sharedmemory
+
+import (
+	"context"
+	"maps"
+
+	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+// The tensor parameters that place an input or a requested output in a
+// region.
+const (
+	ParamRegion   = "shared_memory_region"
+	ParamByteSize = "shared_memory_byte_size"
+	ParamOffset   = "shared_memory_offset"
+)
+
+// InferFunc runs one inference request.
+type InferFunc func(ctx context.Context, req *inference.Request) (*inference.Response, error)
+
+// InSharedMemory reports whether a tensor's parameters place it in a
+// region. Front ends use it on inputs (which then carry no data) and on
+// response outputs (whose data went to the region, so the response carries
+// none).
+func InSharedMemory(params map[string]any) bool {
+	_, ok := params[ParamRegion]
+	return ok
+}
+
+// ref is a parsed region reference of one tensor.
+type ref struct {
+	region       string
+	offset, size uint64
+}
+
+// parseRef reads the shared memory parameters of tensor name with Triton's
+// rules and messages. ok is false when the tensor names no region.
+func parseRef(name string, p map[string]any) (r ref, ok bool, err error) {
+	rv, hasRegion := p[ParamRegion]
+	_, hasSize := p[ParamByteSize]
+	_, hasOffset := p[ParamOffset]
+	if !hasRegion {
+		switch {
+		case hasOffset:
+			return r, false, apierr.New(apierr.InvalidArgument, "'shared_memory_offset' can not be specified without 'shared_memory_region' parameter for tensor '%s'", name)
+		case hasSize:
+			return r, false, apierr.New(apierr.InvalidArgument, "'shared_memory_byte_size' can not be specified without 'shared_memory_region' parameter for tensor '%s'", name)
+		}
+		return r, false, nil
+	}
+	s, isString := rv.(string)
+	if !isString {
+		return r, false, apierr.New(apierr.InvalidArgument, "invalid value type for 'shared_memory_region' parameter for tensor '%s', expected string_param.", name)
+	}
+	r.region = s
+	if !hasSize {
+		return r, false, apierr.New(apierr.InvalidArgument, "'shared_memory_byte_size' must be specified along with 'shared_memory_region' parameter for tensor '%s'", name)
+	}
+	if r.size, err = unsignedParam(name, ParamByteSize, p[ParamByteSize]); err != nil {
+		return r, false, err
+	}
+	if hasOffset {
+		if r.offset, err = unsignedParam(name, ParamOffset, p[ParamOffset]); err != nil {
+			return r, false, err
+		}
+	}
+	return r, true, nil
+}
+
+func unsignedParam(tensorName, key string, v any) (uint64, error) {
+	switch x := v.(type) {
+	case int64:
+		if x >= 0 {
+			return uint64(x), nil
+		}
+		return 0, apierr.New(apierr.InvalidArgument, "'%s' parameter for tensor '%s' must not be negative, got %d", key, tensorName, x)
+	case uint64:
+		return x, nil
+	}
+	return 0, apierr.New(apierr.InvalidArgument, "invalid value type for '%s' parameter for tensor '%s', expected int64_param.", key, tensorName)
+}
+
+// withoutRef returns p without the shared memory keys, nil when nothing is
+// left.
+func withoutRef(p map[string]any) map[string]any {
+	out := maps.Clone(p)
+	delete(out, ParamRegion)
+	delete(out, ParamByteSize)
+	delete(out, ParamOffset)
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// Infer runs req through next with its shared memory resolved: inputs that
+// name a region get that region's bytes as their data, and requested
+// outputs that name one have their data written there; such outputs come
+// back with no data and with the request's shared memory parameters, which
+// the front ends read with InSharedMemory. Every region a request uses is
+// leased for the whole request, so an unregister in the meantime waits.
+// Requests that name no region go to next untouched.
+//
+// Input bytes are copied out of the region into the request for now: the
+// server hands them to the stub over its socket like any other input.
+func (r *Registry) Infer(ctx context.Context, req *inference.Request, next InferFunc) (*inference.Response, error) {
+	if !usesSharedMemory(req) {
+		return next(ctx, req)
+	}
+	b, err := r.bind(req)
+	defer b.release()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := next(ctx, b.req)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.writeOutputs(resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Bind prepares a request for a caller that runs it itself (a stream):
+// it is Infer's first half. When the request names no region it returns
+// nil and no error; otherwise run Binding.Request, pass each response
+// through Binding.WriteOutputs, and Release the binding when the request
+// has ended (also after an error).
+func (r *Registry) Bind(req *inference.Request) (*Binding, error) {
+	if !usesSharedMemory(req) {
+		return nil, nil
+	}
+	return r.bind(req)
+}
+
+// Request is the request to run: inputs filled from their regions, no
+// shared memory parameters left.
+func (b *Binding) Request() *inference.Request { return b.req }
+
+// WriteOutputs writes resp's outputs that the request placed in regions;
+// see Infer.
+func (b *Binding) WriteOutputs(resp *inference.Response) error { return b.writeOutputs(resp) }
+
+// Release ends the binding's leases. It is idempotent and nil-safe.
+func (b *Binding) Release() {
+	if b != nil {
+		b.release()
+	}
+}
+
+func usesSharedMemory(req *inference.Request) bool {
+	for i := range req.Inputs {
+		if hasAnyRefKey(req.Inputs[i].Parameters) {
+			return true
+		}
+	}
+	for i := range req.Outputs {
+		if hasAnyRefKey(req.Outputs[i].Parameters) {
+			return true
+		}
+	}
+	return false
+}
+
+// Binding is a request with its regions leased and its inputs read.
+type Binding struct {
+	req       *inference.Request
+	leases    []*Lease
+	outs      map[string]*Lease
+	outParams map[string]map[string]any
+}
+
+// bind leases every region req names, copies the shared memory inputs into
+// a copy of req and strips the shared memory parameters from it. The
+// binding must be released, even when bind fails.
+func (r *Registry) bind(req *inference.Request) (*Binding, error) {
+	b := &Binding{outs: map[string]*Lease{}, outParams: map[string]map[string]any{}}
+	r2 := *req
+	r2.Inputs = make([]tensor.Tensor, len(req.Inputs))
+	for i, t := range req.Inputs {
+		ref, ok, err := parseRef(t.Name, t.Parameters)
+		if err != nil {
+			return b, err
+		}
+		if ok {
+			l, err := r.Acquire(ref.region, ref.offset, ref.size)
+			if err != nil {
+				return b, err
+			}
+			b.leases = append(b.leases, l)
+			if t.Data, err = l.Read(); err != nil {
+				return b, err
+			}
+			t.Parameters = withoutRef(t.Parameters)
+			if err := t.Validate(); err != nil {
+				return b, apierr.Wrap(apierr.InvalidArgument, err,
+					"model %s: input '%s' in shared memory region '%s' does not match its shape and datatype", req.Model, t.Name, ref.region)
+			}
+		}
+		r2.Inputs[i] = t
+	}
+	if len(req.Outputs) > 0 {
+		r2.Outputs = make([]inference.RequestedOutput, len(req.Outputs))
+	}
+	for i, o := range req.Outputs {
+		ref, ok, err := parseRef(o.Name, o.Parameters)
+		if err != nil {
+			return b, err
+		}
+		if ok {
+			l, err := r.Acquire(ref.region, ref.offset, ref.size)
+			if err != nil {
+				return b, err
+			}
+			b.leases = append(b.leases, l)
+			b.outs[o.Name] = l
+			b.outParams[o.Name] = o.Parameters
+			o.Parameters = withoutRef(o.Parameters)
+		}
+		r2.Outputs[i] = o
+	}
+	b.req = &r2
+	return b, nil
+}
+
+// writeOutputs writes resp's outputs that the request placed in regions
+// and marks them (no data; the shared memory parameters, with
+// shared_memory_byte_size the bytes written).
+func (b *Binding) writeOutputs(resp *inference.Response) error {
+	for i := range resp.Outputs {
+		t := &resp.Outputs[i]
+		l, ok := b.outs[t.Name]
+		if !ok {
+			continue
+		}
+		if len(t.Data) > l.Len() {
+			return apierr.New(apierr.Internal,
+				"shared memory size specified with the request for output '%s' (%d bytes) should be at least %d bytes to hold the results",
+				t.Name, l.Len(), len(t.Data))
+		}
+		if err := l.Write(t.Data); err != nil {
+			return err
+		}
+		p := maps.Clone(t.Parameters)
+		if p == nil {
+			p = map[string]any{}
+		}
+		maps.Copy(p, b.outParams[t.Name])
+		// The bytes the output really took, so that a client can tell.
+		p[ParamByteSize] = int64(len(t.Data))
+		t.Parameters = p
+		t.Data = nil
+	}
+	return nil
+}
+
+func (b *Binding) release() {
+	for _, l := range b.leases {
+		l.Release()
+	}
+}
+
+func hasAnyRefKey(p map[string]any) bool {
+	if len(p) == 0 {
+		return false
+	}
+	_, a := p[ParamRegion]
+	_, b := p[ParamByteSize]
+	_, c := p[ParamOffset]
+	return a || b || c
+}

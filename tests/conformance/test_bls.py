@@ -1,0 +1,241 @@
+"""Business Logic Scripting: models that call models through the server.
+
+The repository (tests/conformance/models/bls) holds models written to the
+shape of python_backend's examples/bls (bls_sync, bls_async, add_sub and a
+numpy stand-in for the "pytorch" model), driven as the examples' clients
+drive them, over HTTP and gRPC; and small models that make a BLS call fail
+each way it can: unknown and unready callees, a timeout, a self-call with no
+free instance, a callee that dies, a client that goes away.
+"""
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vigil_testlib import Proto, VigilServer, as_bytes_array, error_of, wait_until
+
+BLS_MODELS = Path(__file__).resolve().parent / "models" / "bls"
+# Models the repository shares with examples/models, copied in rather than kept twice.
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
+FROM_EXAMPLES = ["square_int32"]
+LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
+          "square_int32", "bls_decoupled_sync", "bls_decoupled_async"]
+
+
+def bls_server(tmp_path_factory, label, mode_args, only=None):
+    base = tmp_path_factory.mktemp(label)
+    repo = base / "models"
+    shutil.copytree(BLS_MODELS, repo)
+    for name in FROM_EXAMPLES:
+        shutil.copytree(EXAMPLES / name, repo / name)
+    for d in repo.iterdir():
+        if only is not None and d.name not in only:
+            shutil.rmtree(d)
+    return VigilServer(repo, base / "server.log", mode_args, label=label).start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    args = ["--model-control-mode", "explicit"]
+    for m in LOADED:
+        args += ["--load-model", m]
+    srv = bls_server(tmp_path_factory, "vigil-bls", args)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["http", "grpc"])
+def proto(request, server):
+    p = Proto(request.param, server)
+    yield p
+    p.close()
+
+
+def pair():
+    return np.random.rand(4).astype(np.float32), np.random.rand(4).astype(np.float32)
+
+
+def inputs(p, a, b, model_name=None, timeout_us=None):
+    out = []
+    if model_name is not None:
+        out.append(p.input("MODEL_NAME", np.array([model_name], dtype=np.object_), "BYTES"))
+    out += [p.input("INPUT0", a), p.input("INPUT1", b)]
+    if timeout_us is not None:
+        out.append(p.input("TIMEOUT_US", np.array([timeout_us], dtype=np.int64)))
+    return out
+
+
+def call_error(p, target, timeout_us=None, **params):
+    """bls_call's view of a failed call to target: (message, code)."""
+    a, b = pair()
+    r = p.infer("bls_call", inputs(p, a, b, target, timeout_us), parameters=params or None)
+    err, code = r.as_numpy("ERROR"), r.as_numpy("CODE")
+    assert err is not None, "the call succeeded"
+    return as_bytes_array(err)[0].decode(), as_bytes_array(code)[0].decode()
+
+
+@pytest.mark.parametrize("target", ["add_sub", "pytorch"])
+def test_bls_sync_example(proto, target):
+    a, b = pair()
+    r = proto.infer("bls_sync", inputs(proto, a, b, target), request_id="1")
+    assert np.allclose(r.as_numpy("OUTPUT0"), a + b)
+    assert np.allclose(r.as_numpy("OUTPUT1"), a - b)
+
+
+def test_bls_sync_example_undefined_model(proto):
+    a, b = pair()
+    e = error_of(proto.infer, "bls_sync", inputs(proto, a, b, "undefined_model"))
+    assert "undefined_model" in e.message()
+    assert str(e.status()) == proto.status("internal")  # the model raised TritonModelException
+
+
+def test_bls_async_example(proto):
+    a, b = pair()
+    r = proto.infer("bls_async", inputs(proto, a, b), request_id="1")
+    assert np.allclose(r.as_numpy("OUTPUT0"), a + b)  # from "pytorch"
+    assert np.allclose(r.as_numpy("OUTPUT1"), a - b)  # from "add_sub"
+
+
+def test_bls_calls_count_in_the_callees_statistics(proto):
+    before = proto.stats("add_sub")
+    a, b = pair()
+    for _ in range(3):
+        proto.infer("bls_sync", inputs(proto, a, b, "add_sub"))
+    after = proto.stats("add_sub")
+    assert after["success"]["count"] == before["success"]["count"] + 3
+    assert after["execution_count"] == before["execution_count"] + 3
+
+
+def test_unknown_callee_fails_at_once(proto):
+    start = time.monotonic()
+    msg, code = call_error(proto, "nothere")
+    assert code == "NOT_FOUND" and "nothere" in msg
+    assert time.monotonic() - start < 5
+
+
+def test_unready_callee_fails_at_once_with_its_reason(proto, server):
+    c = server.http_client()
+    try:
+        error_of(c.load_model, "broken")  # initialize raises: UNAVAILABLE with the reason
+    finally:
+        c.close()
+    start = time.monotonic()
+    msg, code = call_error(proto, "broken")
+    assert code == "UNAVAILABLE"
+    assert "broken" in msg and "weights file missing" in msg, msg
+    assert time.monotonic() - start < 5
+
+
+def test_timeout(proto):
+    start = time.monotonic()
+    msg, code = call_error(proto, "slow", timeout_us=100_000, delay_ms=3000)
+    took = time.monotonic() - start
+    assert "timed out" in msg and "100ms" in msg, msg
+    assert code == "UNAVAILABLE"
+    assert took < 2.5, f"the call took {took:.2f}s; its timeout was 0.1s"
+
+
+def test_self_call_without_a_free_instance_names_the_cycle(proto):
+    start = time.monotonic()
+    msg, code = call_error(proto, "bls_call", forward_all=True)
+    assert "BLS call cycle bls_call → bls_call" in msg, msg
+    assert code == "UNAVAILABLE"
+    assert time.monotonic() - start < 5
+
+
+def test_callee_death_names_the_instance_and_the_exit(proto, server):
+    msg, code = call_error(proto, "crasher", crash=True)
+    assert "crasher_0" in msg and "SIGKILL" in msg, msg
+    assert code == "UNAVAILABLE"
+    c = server.http_client()
+    try:
+        wait_until(lambda: c.is_model_ready("crasher"), timeout=30, what="crasher restarted")
+    finally:
+        c.close()
+
+
+def test_decoupled_exec_of_a_default_model_yields_its_one_response(proto):
+    a, b = pair()
+    r = proto.infer("bls_call", inputs(proto, a, b, "add_sub"), parameters={"decoupled": True})
+    assert np.allclose(r.as_numpy("OUTPUT0"), a + b)
+
+
+@pytest.mark.parametrize("model,factor", [("bls_decoupled_sync", 1), ("bls_decoupled_async", 2)])
+def test_bls_decoupled_examples(proto, model, factor):
+    for n in (4, 2, 0, 1):
+        r = proto.infer(model, [proto.input("IN", np.array([n], dtype=np.int32))])
+        assert list(r.as_numpy("SUM")) == [factor * n * n], (model, n)
+
+
+def test_exec_of_a_decoupled_model_without_decoupled_names_the_fix(proto):
+    a, b = pair()
+    msg, code = call_error(proto, "square_int32")
+    assert "Please use 'decoupled=True'" in msg and code == "UNSUPPORTED", msg
+
+
+def test_client_gone_cancels_its_bls_calls(server):
+    """A client that leaves while its request's BLS call waits for the
+    callee: the call ends CANCELLED at once, not when the callee frees up."""
+    p = Proto("http", server)
+    a, b = pair()
+    # Occupy slow's only instance for 4 s.
+    blocker = threading.Thread(target=lambda: p.infer("slow", inputs(p, a, b), parameters={"delay_ms": 4000}))
+    blocker.start()
+    try:
+        c = Proto("http", server, client=server.http_client().__class__(
+            server.http_addr, connection_timeout=5.0, network_timeout=0.5))
+        wait_until(lambda: any("slow: sleeping 4000 ms" in str(r.get("line", "")) for r in server.log_records()),
+                   timeout=10, what="slow to start its 4 s request")
+        # bls_call's call to slow now queues; the client gives up after 0.5 s.
+        start = time.monotonic()
+        with pytest.raises(Exception):
+            c.infer("bls_call", inputs(c, a, b, "slow"))
+        line = wait_until(
+            lambda: next((r for r in server.log_records()
+                          if "bls_call result: CANCELLED" in str(r.get("line", ""))), None),
+            timeout=10, what="bls_call to log its cancelled call")
+        assert line
+        assert time.monotonic() - start < 3.5, "the call ended only when slow was free again"
+    finally:
+        blocker.join(30)
+        p.close()
+
+
+def loader_op(p, op):
+    r = p.infer("loader", [p.input("OP", np.array([op], dtype=np.object_), "BYTES")])
+    return as_bytes_array(r.as_numpy("RESULT"))[0].decode()
+
+
+def test_model_loading_api_in_explicit_mode(proto):
+    assert loader_op(proto, "ready:add_sub") == "True"
+    assert loader_op(proto, "ready:add_sub:1") == "True"
+    assert "Request for unknown model: 'nothere' is not found" in loader_op(proto, "ready:nothere")
+    assert "version string 'x'" in loader_op(proto, "ready:add_sub:x")
+    assert loader_op(proto, "unload:pytorch") == "ok"
+    assert loader_op(proto, "ready:pytorch") == "False"
+    assert proto.client.is_model_ready("pytorch") is False
+    assert loader_op(proto, "load:pytorch") == "ok"
+    assert loader_op(proto, "ready:pytorch") == "True"
+    assert proto.client.is_model_ready("pytorch") is True
+    out = loader_op(proto, "load:broken")
+    assert out.startswith("raised: Failed to load model: ") and "weights file missing" in out, out
+    assert "cannot unload itself" in loader_op(proto, "unload:loader")
+    assert "nothere" in loader_op(proto, "load:nothere")
+
+
+def test_model_loading_api_outside_explicit_mode(tmp_path_factory):
+    srv = bls_server(tmp_path_factory, "vigil-bls-none", [], only={"add_sub", "loader"})
+    try:
+        p = Proto("http", srv)
+        out = loader_op(p, "load:add_sub")
+        assert out.startswith("raised: Failed to load model: ") and "explicit" in out, out
+        out = loader_op(p, "unload:add_sub")
+        assert out.startswith("raised: Failed to unload model: ") and "explicit" in out, out
+        assert loader_op(p, "ready:add_sub") == "True"  # works in every mode
+        p.close()
+    finally:
+        srv.stop()
