@@ -48,6 +48,17 @@ func (m *Manager) streamSequence(ctx context.Context, v *version, req *inference
 	return emit(Reply{Response: resp, Final: true})
 }
 
+// pending is the number of the version's requests waiting for an
+// instance: in its queue, or (a sequence batching model) for their
+// sequence's turn or a slot.
+func (v *version) pending() int {
+	n := v.queue.Len()
+	if v.seq != nil {
+		n += v.seq.Len()
+	}
+	return n
+}
+
 // Drain stops every sequence batching model from taking new sequences: the
 // server is shutting down. Open sequences go on while requests are still
 // served (the drain delay).

@@ -15,6 +15,7 @@ import pytest
 from vigil_testlib import Proto, VigilServer, as_bytes_array, wait_until
 
 MODELS = Path(__file__).resolve().parent / "models"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,8 @@ def seq_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("vigil-seq")
     repo = base / "models"
     shutil.copytree(MODELS, repo)
+    # bls_accumulate and accumulate_ensemble call the example accumulate.
+    shutil.copytree(EXAMPLES / "accumulate", repo / "accumulate")
     srv = VigilServer(repo, base / "server.log", label="vigil-seq").start()
     yield srv
     srv.stop()
@@ -216,6 +219,41 @@ def test_accumulate_example(proto):
     assert add(b, 1, sequence_end=True) == 100
     assert add(a, 1, sequence_start=True) == 1  # a new sequence starts from zero
     add(a, 0, sequence_end=True)
+
+
+@pytest.mark.parametrize("front", ["bls_accumulate", "accumulate_ensemble"])
+def test_sequence_through_bls_and_ensemble(seq_proto, front):
+    """A BLS call made with the request's correlation_id() and flags(), and an
+    ensemble step (which gets the ensemble request's), reach accumulate's
+    sequence batcher: the sum runs over the client's sequence, and a request
+    on a sequence that was never started gets accumulate's error through the
+    front model. Statistics and nv_* metrics count accumulate's requests."""
+    from tritonclient.utils import InferenceServerException
+
+    p = seq_proto
+    name = "INPUT" if front == "bls_accumulate" else "X"
+    out = "OUTPUT" if front == "bls_accumulate" else "SUM"
+
+    def add(sid, v, **kw):
+        inp = p.mod.InferInput(name, [1, 1], "INT64")
+        inp.set_data_from_numpy(np.array([[v]], dtype=np.int64))
+        return int(p.infer(front, [inp], sequence_id=sid, **kw).as_numpy(out)[0][0])
+
+    before = p.stats("accumulate")["success"]["count"]
+    a, b = 61, "via-" + str(uuid.uuid4())
+    assert add(a, 5, sequence_start=True) == 5
+    assert add(b, 100, sequence_start=True) == 100
+    assert add(a, 6) == 11
+    assert add(b, -1) == 99
+    assert add(a, 7, sequence_end=True) == 18
+    assert add(b, 1, sequence_end=True) == 100
+    assert p.stats("accumulate")["success"]["count"] == before + 6
+    with pytest.raises(InferenceServerException) as e:
+        add(a, 1)  # ended above: no START
+    assert f"inference request for sequence {a} to model 'accumulate' must specify the START flag" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        add(0, 1)  # no correlation ID at all
+    assert "inference request to model 'accumulate' must specify a non-zero or non-empty correlation ID" in e.value.message()
 
 
 def test_idle_sequence_is_released(seq_server):
