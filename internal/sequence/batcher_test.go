@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -712,5 +713,71 @@ func TestLateNewsOfAnEndKeepsTheNextProcessSequences(t *testing.T) {
 	}
 	if _, err := b.Submit(ctx, request(fresh, false, true, 1), 1); err != nil {
 		t.Errorf("new process's sequence: %v", err)
+	}
+}
+
+// oldest's fields, from config.pbtxt to behaviour: max_candidate_sequences
+// is how many sequences an instance holds (the next START waits for one to
+// end), preferred_batch_size sends a batch as soon as it is reached, and
+// max_queue_delay_microseconds bounds how long a smaller batch waits.
+func TestOldestConfigFields(t *testing.T) {
+	mc, err := modelconfig.ParseConfig([]byte(`name: "dyna" backend: "python" max_batch_size: 4
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+sequence_batching {
+  oldest { max_candidate_sequences: 2 preferred_batch_size: [ 2 ] max_queue_delay_microseconds: 500000 }
+  control_input [ { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] } ]
+}`), "config.pbtxt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := FromModel(&modelconfig.Model{Name: "dyna", Config: mc}, "dyna version 1", 8, nil)
+	if cfg.Strategy != Oldest || cfg.Slots != 2 || len(cfg.Preferred) != 1 || cfg.Preferred[0] != 2 || cfg.MaxDelay != 500*time.Millisecond {
+		t.Fatalf("FromModel = strategy %v slots %d preferred %v delay %v", cfg.Strategy, cfg.Slots, cfg.Preferred, cfg.MaxDelay)
+	}
+	b := newBatcher(t, cfg, "dyna_0")
+	w := startWorker(t, b.Instance(0), simpleSequence)
+	ctx := context.Background()
+
+	// One request alone waits for the delay, then goes by itself.
+	began := time.Now()
+	if _, err := b.Submit(ctx, request(inference.NumericID(1), true, false, 1), 1); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(began); waited < cfg.MaxDelay {
+		t.Errorf("a lone request went after %v, before max_queue_delay %v", waited, cfg.MaxDelay)
+	}
+	// Two ready sequences make a preferred batch: one batch of both.
+	var wg sync.WaitGroup
+	for _, id := range []inference.CorrelationID{inference.NumericID(1), inference.NumericID(2)} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := b.Submit(ctx, request(id, id.N == 2, false, 2), 1); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := w.ran(); len(got) != 2 || len(got[1]) != 2 {
+		t.Fatalf("batches %v, want the lone request, then one batch of two", got)
+	}
+	// Both candidate places are taken: a third sequence waits until one ends.
+	res := make(chan error, 1)
+	go func() {
+		_, err := b.Submit(ctx, request(inference.NumericID(3), true, true, 3), 1)
+		res <- err
+	}()
+	eventually(t, "sequence 3 in the backlog", func() bool { return b.Open() == 3 })
+	select {
+	case err := <-res:
+		t.Fatalf("a third sequence ran with max_candidate_sequences 2: %v", err)
+	case <-time.After(2 * cfg.MaxDelay):
+	}
+	if _, err := b.Submit(ctx, request(inference.NumericID(1), false, true, 4), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("sequence 3 after 1 ended: %v", err)
 	}
 }
