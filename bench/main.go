@@ -52,6 +52,8 @@ type options struct {
 	extra    string
 	// transferOnly measures only the large-tensor transfer figures.
 	transferOnly bool
+	// sequencesOnly measures only the sequence batching figures.
+	sequencesOnly bool
 
 	// -peers
 	peers        bool
@@ -71,6 +73,7 @@ func main() {
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
 	flag.BoolVar(&o.transferOnly, "transfer-only", false, "measure only the 16 MiB transfer figures (HTTP binary, gRPC, shared memory)")
+	flag.BoolVar(&o.sequencesOnly, "sequences-only", false, "measure only the sequence figures (16 interleaved sequences under direct and oldest, and the same requests without sequences)")
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
 	flag.BoolVar(&o.peers, "peers", false, "compare vigil with Triton and the floor server instead (make bench-peers)")
 	flag.StringVar(&o.tritonVenv, "triton-venv", "bin/triton-venv", "with -peers: virtual environment holding nvidia-pytriton")
@@ -148,6 +151,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if o.transferOnly {
 		if err := measureTransfer(ctx, srv, r); err != nil {
 			return fmt.Errorf("transfer: %w", err)
+		}
+		r.print()
+		return nil
+	}
+	if o.sequencesOnly {
+		if err := measureSequences(ctx, srv, o, r); err != nil {
+			return fmt.Errorf("sequences: %w", err)
 		}
 		r.print()
 		return nil
