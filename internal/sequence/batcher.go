@@ -274,7 +274,10 @@ func (b *Batcher) admitLocked(it *item) (wake *Instance, failed failures, err er
 					b.cfg.Name, b.cfg.Slots*len(b.instances), len(b.backlog))}
 		}
 		if b.liveLocked() == 0 {
-			return nil, nil, apierr.Unavailablef("model %s has no routable instance", b.cfg.Name)
+			// As the queue of a model without sequences says it: the model
+			// manager adds the readiness reason and Retry-After.
+			return nil, nil, &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: scheduler.ErrNoRoutable,
+				Msg: fmt.Sprintf("model %s has no routable instance", b.cfg.Name)}
 		}
 		if seq != nil {
 			b.log.Warn("sequence started again before it ended; the previous sequence is ended early",
