@@ -37,6 +37,9 @@ func validateSequenceBatching(cfg *inferencepb.ModelConfig, file string) error {
 	if cfg.GetModelTransactionPolicy().GetDecoupled() {
 		return fieldError(file, f, "is not supported for decoupled models")
 	}
+	if len(cfg.GetModelWarmup()) > 0 {
+		return fieldError(file, "model_warmup", "is not supported together with sequence_batching: warm-up samples run on each instance directly, without the sequence batcher's control and state tensors")
+	}
 	if sb.GetIterativeSequence() {
 		return fieldError(file, f+".iterative_sequence", "is not supported: vigil does not reschedule requests")
 	}

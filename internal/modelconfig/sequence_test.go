@@ -65,6 +65,9 @@ func TestSequenceBatchingErrors(t *testing.T) {
 		{seqBase + `sequence_batching { oldest { max_candidate_sequences: 2 preserve_ordering: true } }`, "preserve_ordering: is not supported"},
 		{seqBase + `sequence_batching { direct { minimum_slot_utilization: 1.5 } }`, "sequence batching minimum slot utilization must be in range (0.0, 1.0] for s"},
 		{seqBase + `sequence_batching { iterative_sequence: true }`, "iterative_sequence: is not supported"},
+		{seqBase + `sequence_batching { }
+model_warmup [ { name: "w" batch_size: 1 inputs { key: "INPUT" value { data_type: TYPE_INT32 dims: [ 1 ] zero_data: true } } } ]`,
+			"model_warmup: is not supported together with sequence_batching"},
 		{seqBase + `sequence_batching { state [ { input_name: "S" output_name: "OUTPUT" data_type: TYPE_INT32 dims: [1] } ] }`, `"OUTPUT" is already an output`},
 		{seqBase + `sequence_batching { state [ { input_name: "S" output_name: "T" dims: [1] } ] }`, "state[0].data_type: missing"},
 		{seqBase + `sequence_batching { state [ { input_name: "S" output_name: "T" data_type: TYPE_INT32 dims: [1] use_growable_memory: true } ] }`, "use_growable_memory: is not supported"},
