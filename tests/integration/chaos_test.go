@@ -47,7 +47,7 @@ func TestChaos(t *testing.T) {
 		}
 		dur = d
 	}
-	s := start(t, copyModels(t, "add_sub", "echo"),
+	s := start(t, copyModels(t, "add_sub", "echo", "tally"),
 		"--health-default", "max_restarts=100000",
 		"--health-default", "restart_threshold_seconds=4",
 		"--health-default", "restart_backoff={initial_seconds: 0.1, max_seconds: 0.5}")
@@ -65,6 +65,11 @@ func TestChaos(t *testing.T) {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.grpcClient(ctx) }()
 	go func() { defer wg.Done(); c.echoClient(ctx) }()
+	seqs := &sequenceTally{}
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.sequenceClient(ctx, i, seqs) }()
+	}
 	sampled := make(chan struct{})
 	go func() { defer close(sampled); c.sample(ctx) }()
 	c.inject(ctx)
@@ -90,6 +95,10 @@ func TestChaos(t *testing.T) {
 	c.report(dur, recovered, baseFDs, fds, baseGoroutines, goroutines)
 	if fp := c.heartbeatFalsePositives(); len(fp) > 0 {
 		t.Errorf("%d heartbeat failures on stubs the test never stopped (false positives):\n%s", len(fp), strings.Join(fp, "\n"))
+	}
+	t.Logf("sequences (tally): %s", seqs)
+	if seqs.done == 0 {
+		t.Errorf("no sequence completed under chaos: %s", seqs)
 	}
 	if len(c.failures) > 0 {
 		n := min(len(c.failures), 5)
@@ -402,7 +411,7 @@ func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
 
 func (c *chaos) allRoutable() bool {
 	ins, _, ok := c.instances()
-	if !ok || len(ins) != 3 {
+	if !ok || len(ins) != 5 { // add_sub 2, echo 1, tally 2
 		return false
 	}
 	for _, in := range ins {
