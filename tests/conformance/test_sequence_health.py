@@ -113,6 +113,11 @@ def test_all_slots_busy_is_ready_and_the_backlog_bound_is_503(server):
     t.start()
     wait_until(lambda: "every sequence slot is busy" in server.log_text(), timeout=10,
                what="the third sequence to wait")
+    # It counts as pending, as a queued request of any other model does.
+    assert client.get_inference_statistics(model)["model_stats"][0]["inference_stats"]["success"]["count"] == 2
+    status, body = http_get(server.http_addr, "/metrics")
+    assert status == 200
+    assert f'nv_inference_pending_request_count{{model="{model}",version="1"}} 1' in body.decode(), body
     # ... a fourth gets a clear 503 at once.
     with pytest.raises(InferenceServerException) as e:
         step(client, model, 4, 1, start=True)
