@@ -2,13 +2,14 @@
 
 This module mirrors Triton's ``triton_python_backend_utils``: tensors,
 requests, responses, errors, response senders (decoupled models), type
-conversions, config look-ups, BLS (InferenceRequest.exec / async_exec) and
-the model-loading API (load_model, unload_model, is_model_ready). Tensors
-always live in CPU memory as numpy arrays. Custom metrics are not available;
-using them raises TritonModelException.
+conversions, config look-ups, BLS (InferenceRequest.exec / async_exec), the
+model-loading API (load_model, unload_model, is_model_ready), Logger, custom
+metrics (MetricFamily, Metric) and ModelConfig for auto_complete_config.
+Tensors always live in CPU memory as numpy arrays.
 """
 
 import json
+import os
 import struct
 import sys
 
@@ -540,7 +541,7 @@ class InferenceRequest:
         return self._timeout
 
     def model_name(self):
-        return self._model_name
+        return self._model_name or _stub["model_name"]
 
     def model_version(self):
         return self._model_version
@@ -704,8 +705,28 @@ def using_decoupled_model_transaction_policy(model_config):
     return bool(model_config.get("model_transaction_policy", {}).get("decoupled", False))
 
 
+# The stub connects the module to the server (_connect) before it imports
+# model.py: Logger records and metric operations then go to the server.
+# Until then (and in the auto-complete process) Logger writes to stderr and
+# metrics raise.
+_stub = {"calls": None, "model_name": "", "model_version": ""}
+
+_KIND_LOG = 12
+_KIND_METRIC = 13
+
+
+def _connect(calls, args):
+    _stub["calls"] = calls
+    _stub["model_name"] = args.get("model_name", "")
+    _stub["model_version"] = args.get("model_version", "")
+
+
 class Logger:
-    """Triton's pb_utils.Logger: lines go to the stub's stderr, which the server captures."""
+    """Triton's pb_utils.Logger: records go to the server log at their level.
+
+    VERBOSE records are written only when the server runs with
+    --log-verbose 1 or more, as in Triton.
+    """
 
     INFO = 0
     WARNING = 1
@@ -715,24 +736,270 @@ class Logger:
     _LEVELS = {0: "INFO", 1: "WARNING", 2: "ERROR", 3: "VERBOSE"}
 
     @staticmethod
+    def _emit(message, level, depth):
+        name = Logger._LEVELS.get(level, "INFO")
+        try:
+            caller = sys._getframe(depth)
+            file, line = caller.f_code.co_filename, caller.f_lineno
+        except ValueError:
+            file, line = "", 0
+        calls = _stub["calls"]
+        if calls is not None and calls.notify(_KIND_LOG, {"level": name, "message": str(message),
+                                                            "file": file, "line": line}):
+            return
+        print("%s %s:%d] %s" % (name, os.path.basename(file), line, message), file=sys.stderr, flush=True)
+
+    @staticmethod
     def log(message, level=0):
-        print("%s %s" % (Logger._LEVELS.get(level, "INFO"), message), file=sys.stderr, flush=True)
+        Logger._emit(message, level, 2)
 
     @staticmethod
     def log_info(message):
-        Logger.log(message, Logger.INFO)
+        Logger._emit(message, Logger.INFO, 2)
 
     @staticmethod
     def log_warn(message):
-        Logger.log(message, Logger.WARNING)
+        Logger._emit(message, Logger.WARNING, 2)
 
     @staticmethod
     def log_error(message):
-        Logger.log(message, Logger.ERROR)
+        Logger._emit(message, Logger.ERROR, 2)
 
     @staticmethod
     def log_verbose(message):
-        Logger.log(message, Logger.VERBOSE)
+        Logger._emit(message, Logger.VERBOSE, 2)
+
+
+def _metric_call(prefix, obj):
+    calls = _stub["calls"]
+    if calls is None:
+        raise TritonModelException(prefix + "custom metrics are available in initialize, execute and finalize "
+                                   "(the stub is not connected to the server here)")
+    try:
+        return calls.call(_KIND_METRIC, obj)
+    except Exception as e:  # noqa: BLE001 - the server's refusal, as Triton words it
+        raise TritonModelException(prefix + str(e)) from None
+
+
+# Metric kinds, also as MetricFamily.COUNTER etc. (Triton exports both).
+COUNTER = 0
+GAUGE = 1
+HISTOGRAM = 2
+
+
+class MetricFamily:
+    """Triton's pb_utils.MetricFamily: a Prometheus family on the server's /metrics.
+
+    A family is shared by name across the server (the first description
+    wins; another kind is refused). Deleting it clears its Metric objects.
+    """
+
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+    _KINDS = {0: "COUNTER", 1: "GAUGE", 2: "HISTOGRAM"}
+
+    def __init__(self, name, description, kind):
+        if name is None or description is None or kind is None:
+            raise TritonModelException("Error when creating MetricFamily: name, description and kind must not be None")
+        if kind not in MetricFamily._KINDS:
+            raise TritonModelException("Error when creating MetricFamily: unknown kind %r" % (kind,))
+        self._id = 0
+        self._kind = kind
+        self._name = str(name)
+        # Shared with the family's metrics: False once the family is deleted.
+        self._alive = [True]
+        reply = _metric_call("Error when creating MetricFamily: ", {
+            "op": "family_new", "name": self._name, "description": str(description),
+            "kind": MetricFamily._KINDS[kind]})
+        self._id = reply["id"]
+
+    def Metric(self, labels=None, buckets=None):  # noqa: N802 - Triton's name
+        return Metric(self, labels, buckets)
+
+    def __del__(self):
+        if hasattr(self, "_alive"):
+            self._alive[0] = False
+        calls = _stub["calls"]
+        if getattr(self, "_id", 0) and calls is not None:
+            try:
+                calls.notify(_KIND_METRIC, {"op": "family_delete", "id": self._id})
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
+
+class Metric:
+    """One labelled series of a MetricFamily."""
+
+    def __init__(self, family, labels=None, buckets=None):
+        self._id = 0
+        if labels is not None and not isinstance(labels, dict):
+            raise TritonModelException("Failed to create metric. Labels must be a dictionary.")
+        if family._kind == MetricFamily.HISTOGRAM:
+            if buckets is None:
+                raise TritonModelException("Failed to create metric. Missing required buckets.")
+            if not isinstance(buckets, list):
+                raise TritonModelException("Failed to create metric. Buckets must be a list.")
+        elif buckets is not None:
+            raise TritonModelException("Failed to create metric. Unexpected buckets found.")
+        obj = {"op": "metric_new", "family": family._id}
+        if labels:
+            obj["labels"] = {str(k): str(v) for k, v in labels.items()}
+        if buckets is not None:
+            obj["buckets"] = [float(b) for b in buckets]
+        # No reference to the family: deleting it clears this metric, as
+        # in Triton.
+        self._kind = family._kind
+        self._alive = family._alive
+        self._id = _metric_call("Error when creating Metric: ", obj)["id"]
+
+    _CLEARED = ("Invalid metric operation as the corresponding 'MetricFamily' has been deleted. The 'MetricFamily' "
+                "object should be deleted AFTER its corresponding 'Metric' objects have been deleted.")
+
+    def _update(self, op, prefix, value, allowed):
+        """Check op here, where the kind is known, with Triton's messages, and
+        send it without waiting: updates cost no round trip, and a later
+        value() still sees them (the socket keeps their order)."""
+        if not self._alive[0]:
+            raise TritonModelException(prefix + Metric._CLEARED)
+        kind = MetricFamily._KINDS[self._kind]
+        if self._kind not in allowed:
+            raise TritonModelException(prefix + "TRITONSERVER_METRIC_KIND_%s does not support %s" % (kind, op.capitalize()))
+        value = float(value)
+        if op == "increment" and self._kind == MetricFamily.COUNTER and value < 0:
+            raise TritonModelException(prefix + "TRITONSERVER_METRIC_KIND_COUNTER can only be incremented "
+                                       "monotonically by non-negative values.")
+        calls = _stub["calls"]
+        if calls is None or not calls.notify(_KIND_METRIC, {"op": op, "id": self._id, "value": value, "async": True}):
+            raise TritonModelException(prefix + "the connection to the server is closed")
+
+    def increment(self, value):
+        self._update("increment", "Failed to increment metric value: ", value, (MetricFamily.COUNTER, MetricFamily.GAUGE))
+
+    def set(self, value):
+        self._update("set", "Failed to set metric value: ", value, (MetricFamily.GAUGE,))
+
+    def observe(self, value):
+        self._update("observe", "Failed to observe metric value: ", value, (MetricFamily.HISTOGRAM,))
+
+    def value(self):
+        prefix = "Failed to get metric value: "
+        if not self._alive[0]:
+            raise TritonModelException(prefix + Metric._CLEARED)
+        if self._kind == MetricFamily.HISTOGRAM:
+            raise TritonModelException(prefix + "TRITONSERVER_METRIC_KIND_HISTOGRAM does not support Value")
+        return _metric_call(prefix, {"op": "value", "id": self._id}).get("value", 0.0)
+
+    def __del__(self):
+        calls = _stub["calls"]
+        if getattr(self, "_id", 0) and calls is not None:
+            try:
+                calls.notify(_KIND_METRIC, {"op": "metric_delete", "id": self._id})
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
+
+def get_model_dir():
+    """The model's directory (<repository>/<model>)."""
+    return _stub.get("model_dir", "")
+
+
+class ModelConfig:
+    """Triton's pb_utils.ModelConfig, handed to auto_complete_config.
+
+    It wraps the model's configuration as a dict in Triton's JSON form
+    (proto field names, every field present). The methods check what they
+    add against what the configuration says, with Triton's messages; all
+    raise ValueError.
+    """
+
+    def __init__(self, model_config, model_name=None):
+        if isinstance(model_config, (str, bytes)):
+            model_config = json.loads(model_config)
+        self._model_config = model_config
+        self._model_name = model_name if model_name is not None else model_config.get("name", "")
+
+    def as_dict(self):
+        """The configuration dict itself (treat it as read-only)."""
+        return self._model_config
+
+    def set_max_batch_size(self, max_batch_size):
+        current = self._model_config.get("max_batch_size", 0)
+        if current > max_batch_size:
+            raise ValueError(
+                "configuration specified max_batch_size " + str(current)
+                + ", but in auto-complete-config function for model '" + self._model_name
+                + "' specified max_batch_size " + str(max_batch_size))
+        self._model_config["max_batch_size"] = max_batch_size
+
+    def set_dynamic_batching(self):
+        for sched in ("sequence_batching", "ensemble_scheduling"):
+            if sched in self._model_config:
+                raise ValueError(
+                    "Configuration specified scheduling_choice as '" + sched
+                    + "', but auto-complete-config function for model '" + self._model_name
+                    + "' tries to set scheduling_choice as 'dynamic_batching'")
+        self._model_config.setdefault("dynamic_batching", {})
+
+    def _add_tensor(self, io, tensor, allowed):
+        m = self._model_name
+        if not isinstance(tensor, dict):
+            raise ValueError(io + " in auto-complete-config function for model '" + m + "' must be a dict")
+        for key in tensor:
+            if key not in allowed:
+                names = ", ".join("'%s'" % k for k in allowed[:-1]) + " and '%s'" % allowed[-1]
+                raise ValueError(io + " '" + str(tensor.get("name", "")) + "' in auto-complete-config function for model '"
+                                 + m + "' contains property other than " + names + ".")
+        if "name" not in tensor:
+            raise ValueError(io + " in auto-complete-config function for model '" + m + "' is missing 'name' property.")
+        for key in ("data_type", "dims"):
+            if key not in tensor:
+                raise ValueError(io + " '" + tensor["name"] + "' in auto-complete-config function for model '"
+                                 + m + "' is missing '" + key + "' property.")
+        entries = self._model_config.setdefault(io, [])
+        for entry in entries:
+            if entry.get("name") != tensor["name"]:
+                continue
+            cfg_type = entry.get("data_type", "TYPE_INVALID")
+            if cfg_type not in ("TYPE_INVALID", "") and cfg_type != tensor["data_type"]:
+                raise ValueError("unable to load model '" + m + "', configuration expects datatype " + cfg_type
+                                 + " for " + io + " '" + tensor["name"] + "', model provides " + tensor["data_type"])
+            cfg_dims = entry.get("dims", [])
+            if cfg_dims and list(cfg_dims) != list(tensor["dims"]):
+                raise ValueError("model '" + m + "', tensor '" + tensor["name"] + "': the model expects dims "
+                                 + str(tensor["dims"]) + " but the model configuration specifies dims " + str(cfg_dims))
+            if "optional" in tensor and "optional" in entry and entry["optional"] != tensor["optional"]:
+                raise ValueError("model '" + m + "', tensor '" + tensor["name"] + "': the model expects optional "
+                                 + str(tensor["optional"]) + " but the model configuration specifies optional "
+                                 + str(entry["optional"]))
+            entry["data_type"] = tensor["data_type"]
+            entry["dims"] = list(tensor["dims"])
+            if "optional" in tensor:
+                entry["optional"] = tensor["optional"]
+            return
+        entries.append(dict(tensor, dims=list(tensor["dims"])))
+
+    def add_input(self, input):  # noqa: A002 - Triton's parameter name
+        self._add_tensor("input", input, ["name", "data_type", "dims", "optional"])
+
+    def add_output(self, output):
+        self._add_tensor("output", output, ["name", "data_type", "dims"])
+
+    def set_model_transaction_policy(self, transaction_policy_dict):
+        m = self._model_name
+        for key in transaction_policy_dict:
+            if key != "decoupled":
+                raise ValueError("model transaction property in auto-complete-config function for model '" + m
+                                 + "' contains property other than 'decoupled'.")
+        policy = self._model_config.setdefault("model_transaction_policy", {})
+        if "decoupled" in transaction_policy_dict:
+            new = transaction_policy_dict["decoupled"]
+            if "decoupled" in policy and policy["decoupled"] != new:
+                raise ValueError("trying to change decoupled property in auto-complete-config for model '" + m
+                                 + "', which is already set to '" + str(policy["decoupled"]) + "'.")
+            policy["decoupled"] = new
+
+
 
 
 def load_model(model_name, config="", files=None):

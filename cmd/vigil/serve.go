@@ -81,6 +81,9 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.WatchdogInterval, "watchdog-interval", time.Second, "health engine watchdog period; a stall of several periods fails liveness")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&cfg.EnvCacheDir, "execution-env-cache", "", "directory where models' EXECUTION_ENV_PATH tarballs are unpacked, one per content; kept across restarts (default: a temporary directory removed at exit)")
+	fs.BoolVar(&cfg.DisableAutoComplete, "disable-auto-complete-config", false, "never run models' auto_complete_config; every model then needs a config.pbtxt")
+	fs.IntVar(&cfg.LogVerbose, "log-verbose", 0, "Triton's verbose level: at 1 or more the models' pb_utils.Logger.log_verbose records are written")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -54,11 +54,7 @@ func newMetrics(reg prometheus.Registerer, snapshot func() *Snapshot) *metrics {
 }
 
 func (m *metrics) check(a action) {
-	result := "pass"
-	if !a.ok {
-		result = "fail"
-	}
-	m.checks.WithLabelValues(a.key.Model, a.key.Version, a.key.Instance, string(a.check), result).Inc()
+	m.checks.WithLabelValues(a.key.Model, a.key.Version, a.key.Instance, string(a.check), passFail(a.ok)).Inc()
 	if a.took > 0 {
 		m.durations.WithLabelValues(a.key.Model, a.key.Version, string(a.check)).Observe(a.took.Seconds())
 	}

@@ -101,6 +101,26 @@ type CheckHealth struct {
 	Since       time.Time
 }
 
+// State is the check's effective result as every surface words it:
+// "pass" or "fail".
+func (c CheckHealth) State() string { return passFail(c.Passing) }
+
+// LastResult is the check's raw last result: "pass", "fail", or "none"
+// before its first run.
+func (c CheckHealth) LastResult() string {
+	if c.LastAt.IsZero() {
+		return "none"
+	}
+	return passFail(c.LastOK)
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "pass"
+	}
+	return "fail"
+}
+
 // Transition is one recorded state change.
 type Transition struct {
 	At     time.Time

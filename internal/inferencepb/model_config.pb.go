@@ -169,6 +169,58 @@ func (ModelInstanceGroup_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_model_config_proto_rawDescGZIP(), []int{0, 0}
 }
 
+// Format is the layout of an image input. vigil keeps it as metadata: it
+// is reported in the configuration and passed to the model, and the
+// tensor's bytes are not changed.
+type ModelInput_Format int32
+
+const (
+	ModelInput_FORMAT_NONE ModelInput_Format = 0
+	ModelInput_FORMAT_NHWC ModelInput_Format = 1
+	ModelInput_FORMAT_NCHW ModelInput_Format = 2
+)
+
+// Enum value maps for ModelInput_Format.
+var (
+	ModelInput_Format_name = map[int32]string{
+		0: "FORMAT_NONE",
+		1: "FORMAT_NHWC",
+		2: "FORMAT_NCHW",
+	}
+	ModelInput_Format_value = map[string]int32{
+		"FORMAT_NONE": 0,
+		"FORMAT_NHWC": 1,
+		"FORMAT_NCHW": 2,
+	}
+)
+
+func (x ModelInput_Format) Enum() *ModelInput_Format {
+	p := new(ModelInput_Format)
+	*p = x
+	return p
+}
+
+func (x ModelInput_Format) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ModelInput_Format) Descriptor() protoreflect.EnumDescriptor {
+	return file_model_config_proto_enumTypes[2].Descriptor()
+}
+
+func (ModelInput_Format) Type() protoreflect.EnumType {
+	return &file_model_config_proto_enumTypes[2]
+}
+
+func (x ModelInput_Format) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ModelInput_Format.Descriptor instead.
+func (ModelInput_Format) EnumDescriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{2, 0}
+}
+
 // ModelInstanceGroup is a group of identical instances of a model.
 type ModelInstanceGroup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -291,6 +343,7 @@ type ModelInput struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	DataType      DataType               `protobuf:"varint,2,opt,name=data_type,json=dataType,proto3,enum=inference.DataType" json:"data_type,omitempty"`
+	Format        ModelInput_Format      `protobuf:"varint,3,opt,name=format,proto3,enum=inference.ModelInput_Format" json:"format,omitempty"`
 	Dims          []int64                `protobuf:"varint,4,rep,packed,name=dims,proto3" json:"dims,omitempty"`
 	Reshape       *ModelTensorReshape    `protobuf:"bytes,5,opt,name=reshape,proto3" json:"reshape,omitempty"`
 	Optional      bool                   `protobuf:"varint,8,opt,name=optional,proto3" json:"optional,omitempty"`
@@ -340,6 +393,13 @@ func (x *ModelInput) GetDataType() DataType {
 		return x.DataType
 	}
 	return DataType_TYPE_INVALID
+}
+
+func (x *ModelInput) GetFormat() ModelInput_Format {
+	if x != nil {
+		return x.Format
+	}
+	return ModelInput_FORMAT_NONE
 }
 
 func (x *ModelInput) GetDims() []int64 {
@@ -690,6 +750,77 @@ func (x *ModelTransactionPolicy) GetDecoupled() bool {
 	return false
 }
 
+// ModelWarmup is one warm-up sample: requests the server sends each
+// instance before the model is ready.
+type ModelWarmup struct {
+	state     protoimpl.MessageState        `protogen:"open.v1"`
+	Name      string                        `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	BatchSize uint32                        `protobuf:"varint,2,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	Inputs    map[string]*ModelWarmup_Input `protobuf:"bytes,3,rep,name=inputs,proto3" json:"inputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// count is how many times the sample runs; 0 means once.
+	Count         uint32 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelWarmup) Reset() {
+	*x = ModelWarmup{}
+	mi := &file_model_config_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelWarmup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelWarmup) ProtoMessage() {}
+
+func (x *ModelWarmup) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelWarmup.ProtoReflect.Descriptor instead.
+func (*ModelWarmup) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ModelWarmup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ModelWarmup) GetBatchSize() uint32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *ModelWarmup) GetInputs() map[string]*ModelWarmup_Input {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *ModelWarmup) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // ModelEnsembling lists an ensemble's steps (platform "ensemble";
 // internal/ensemble runs them).
 type ModelEnsembling struct {
@@ -702,7 +833,7 @@ type ModelEnsembling struct {
 
 func (x *ModelEnsembling) Reset() {
 	*x = ModelEnsembling{}
-	mi := &file_model_config_proto_msgTypes[8]
+	mi := &file_model_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +845,7 @@ func (x *ModelEnsembling) String() string {
 func (*ModelEnsembling) ProtoMessage() {}
 
 func (x *ModelEnsembling) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[8]
+	mi := &file_model_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +858,7 @@ func (x *ModelEnsembling) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelEnsembling.ProtoReflect.Descriptor instead.
 func (*ModelEnsembling) Descriptor() ([]byte, []int) {
-	return file_model_config_proto_rawDescGZIP(), []int{8}
+	return file_model_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ModelEnsembling) GetStep() []*ModelEnsembling_Step {
@@ -763,6 +894,7 @@ type ModelConfig struct {
 	// Also a member of Triton's scheduling_choice oneof: an ensemble sets no
 	// dynamic_batching (internal/modelconfig checks).
 	EnsembleScheduling     *ModelEnsembling        `protobuf:"bytes,15,opt,name=ensemble_scheduling,json=ensembleScheduling,proto3" json:"ensemble_scheduling,omitempty"`
+	ModelWarmup            []*ModelWarmup          `protobuf:"bytes,16,rep,name=model_warmup,json=modelWarmup,proto3" json:"model_warmup,omitempty"`
 	Backend                string                  `protobuf:"bytes,17,opt,name=backend,proto3" json:"backend,omitempty"`
 	ModelTransactionPolicy *ModelTransactionPolicy `protobuf:"bytes,19,opt,name=model_transaction_policy,json=modelTransactionPolicy,proto3" json:"model_transaction_policy,omitempty"`
 	unknownFields          protoimpl.UnknownFields
@@ -771,7 +903,7 @@ type ModelConfig struct {
 
 func (x *ModelConfig) Reset() {
 	*x = ModelConfig{}
-	mi := &file_model_config_proto_msgTypes[9]
+	mi := &file_model_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +915,7 @@ func (x *ModelConfig) String() string {
 func (*ModelConfig) ProtoMessage() {}
 
 func (x *ModelConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[9]
+	mi := &file_model_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +928,7 @@ func (x *ModelConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelConfig.ProtoReflect.Descriptor instead.
 func (*ModelConfig) Descriptor() ([]byte, []int) {
-	return file_model_config_proto_rawDescGZIP(), []int{9}
+	return file_model_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelConfig) GetName() string {
@@ -876,6 +1008,13 @@ func (x *ModelConfig) GetEnsembleScheduling() *ModelEnsembling {
 	return nil
 }
 
+func (x *ModelConfig) GetModelWarmup() []*ModelWarmup {
+	if x != nil {
+		return x.ModelWarmup
+	}
+	return nil
+}
+
 func (x *ModelConfig) GetBackend() string {
 	if x != nil {
 		return x.Backend
@@ -902,7 +1041,7 @@ type ModelVersionPolicy_Latest struct {
 
 func (x *ModelVersionPolicy_Latest) Reset() {
 	*x = ModelVersionPolicy_Latest{}
-	mi := &file_model_config_proto_msgTypes[10]
+	mi := &file_model_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1053,7 @@ func (x *ModelVersionPolicy_Latest) String() string {
 func (*ModelVersionPolicy_Latest) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Latest) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[10]
+	mi := &file_model_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1085,7 @@ type ModelVersionPolicy_All struct {
 
 func (x *ModelVersionPolicy_All) Reset() {
 	*x = ModelVersionPolicy_All{}
-	mi := &file_model_config_proto_msgTypes[11]
+	mi := &file_model_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1097,7 @@ func (x *ModelVersionPolicy_All) String() string {
 func (*ModelVersionPolicy_All) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_All) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[11]
+	mi := &file_model_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1123,7 @@ type ModelVersionPolicy_Specific struct {
 
 func (x *ModelVersionPolicy_Specific) Reset() {
 	*x = ModelVersionPolicy_Specific{}
-	mi := &file_model_config_proto_msgTypes[12]
+	mi := &file_model_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1135,7 @@ func (x *ModelVersionPolicy_Specific) String() string {
 func (*ModelVersionPolicy_Specific) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Specific) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[12]
+	mi := &file_model_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,6 +1158,124 @@ func (x *ModelVersionPolicy_Specific) GetVersions() []int64 {
 	return nil
 }
 
+// Input is how one input of the sample is made.
+type ModelWarmup_Input struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DataType DataType               `protobuf:"varint,1,opt,name=data_type,json=dataType,proto3,enum=inference.DataType" json:"data_type,omitempty"`
+	// dims exclude the batch dimension.
+	Dims []int64 `protobuf:"varint,2,rep,packed,name=dims,proto3" json:"dims,omitempty"`
+	// Types that are valid to be assigned to InputDataType:
+	//
+	//	*ModelWarmup_Input_ZeroData
+	//	*ModelWarmup_Input_RandomData
+	//	*ModelWarmup_Input_InputDataFile
+	InputDataType isModelWarmup_Input_InputDataType `protobuf_oneof:"input_data_type"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelWarmup_Input) Reset() {
+	*x = ModelWarmup_Input{}
+	mi := &file_model_config_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelWarmup_Input) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelWarmup_Input) ProtoMessage() {}
+
+func (x *ModelWarmup_Input) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelWarmup_Input.ProtoReflect.Descriptor instead.
+func (*ModelWarmup_Input) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{8, 0}
+}
+
+func (x *ModelWarmup_Input) GetDataType() DataType {
+	if x != nil {
+		return x.DataType
+	}
+	return DataType_TYPE_INVALID
+}
+
+func (x *ModelWarmup_Input) GetDims() []int64 {
+	if x != nil {
+		return x.Dims
+	}
+	return nil
+}
+
+func (x *ModelWarmup_Input) GetInputDataType() isModelWarmup_Input_InputDataType {
+	if x != nil {
+		return x.InputDataType
+	}
+	return nil
+}
+
+func (x *ModelWarmup_Input) GetZeroData() bool {
+	if x != nil {
+		if x, ok := x.InputDataType.(*ModelWarmup_Input_ZeroData); ok {
+			return x.ZeroData
+		}
+	}
+	return false
+}
+
+func (x *ModelWarmup_Input) GetRandomData() bool {
+	if x != nil {
+		if x, ok := x.InputDataType.(*ModelWarmup_Input_RandomData); ok {
+			return x.RandomData
+		}
+	}
+	return false
+}
+
+func (x *ModelWarmup_Input) GetInputDataFile() string {
+	if x != nil {
+		if x, ok := x.InputDataType.(*ModelWarmup_Input_InputDataFile); ok {
+			return x.InputDataFile
+		}
+	}
+	return ""
+}
+
+type isModelWarmup_Input_InputDataType interface {
+	isModelWarmup_Input_InputDataType()
+}
+
+type ModelWarmup_Input_ZeroData struct {
+	ZeroData bool `protobuf:"varint,3,opt,name=zero_data,json=zeroData,proto3,oneof"`
+}
+
+type ModelWarmup_Input_RandomData struct {
+	RandomData bool `protobuf:"varint,4,opt,name=random_data,json=randomData,proto3,oneof"`
+}
+
+type ModelWarmup_Input_InputDataFile struct {
+	// A file in <model>/warmup/ holding the raw row-major bytes (BYTES
+	// elements each after a 4-byte little-endian length).
+	InputDataFile string `protobuf:"bytes,5,opt,name=input_data_file,json=inputDataFile,proto3,oneof"`
+}
+
+func (*ModelWarmup_Input_ZeroData) isModelWarmup_Input_InputDataType() {}
+
+func (*ModelWarmup_Input_RandomData) isModelWarmup_Input_InputDataType() {}
+
+func (*ModelWarmup_Input_InputDataFile) isModelWarmup_Input_InputDataType() {}
+
 // Step is one request to a composing model.
 type ModelEnsembling_Step struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1037,7 +1294,7 @@ type ModelEnsembling_Step struct {
 
 func (x *ModelEnsembling_Step) Reset() {
 	*x = ModelEnsembling_Step{}
-	mi := &file_model_config_proto_msgTypes[13]
+	mi := &file_model_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1306,7 @@ func (x *ModelEnsembling_Step) String() string {
 func (*ModelEnsembling_Step) ProtoMessage() {}
 
 func (x *ModelEnsembling_Step) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[13]
+	mi := &file_model_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1319,7 @@ func (x *ModelEnsembling_Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelEnsembling_Step.ProtoReflect.Descriptor instead.
 func (*ModelEnsembling_Step) Descriptor() ([]byte, []int) {
-	return file_model_config_proto_rawDescGZIP(), []int{8, 0}
+	return file_model_config_proto_rawDescGZIP(), []int{9, 0}
 }
 
 func (x *ModelEnsembling_Step) GetModelName() string {
@@ -1118,14 +1375,19 @@ const file_model_config_proto_rawDesc = "" +
 	"KIND_MODEL\x10\x03B\b\n" +
 	"\x06_count\"*\n" +
 	"\x12ModelTensorReshape\x12\x14\n" +
-	"\x05shape\x18\x01 \x03(\x03R\x05shape\"\xbb\x01\n" +
+	"\x05shape\x18\x01 \x03(\x03R\x05shape\"\xae\x02\n" +
 	"\n" +
 	"ModelInput\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
-	"\tdata_type\x18\x02 \x01(\x0e2\x13.inference.DataTypeR\bdataType\x12\x12\n" +
+	"\tdata_type\x18\x02 \x01(\x0e2\x13.inference.DataTypeR\bdataType\x124\n" +
+	"\x06format\x18\x03 \x01(\x0e2\x1c.inference.ModelInput.FormatR\x06format\x12\x12\n" +
 	"\x04dims\x18\x04 \x03(\x03R\x04dims\x127\n" +
 	"\areshape\x18\x05 \x01(\v2\x1d.inference.ModelTensorReshapeR\areshape\x12\x1a\n" +
-	"\boptional\x18\b \x01(\bR\boptional\"\xc7\x01\n" +
+	"\boptional\x18\b \x01(\bR\boptional\";\n" +
+	"\x06Format\x12\x0f\n" +
+	"\vFORMAT_NONE\x10\x00\x12\x0f\n" +
+	"\vFORMAT_NHWC\x10\x01\x12\x0f\n" +
+	"\vFORMAT_NCHW\x10\x02\"\xc7\x01\n" +
 	"\vModelOutput\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\tdata_type\x18\x02 \x01(\x0e2\x13.inference.DataTypeR\bdataType\x12\x12\n" +
@@ -1150,7 +1412,24 @@ const file_model_config_proto_rawDesc = "" +
 	"\x0eModelParameter\x12!\n" +
 	"\fstring_value\x18\x01 \x01(\tR\vstringValue\"6\n" +
 	"\x16ModelTransactionPolicy\x12\x1c\n" +
-	"\tdecoupled\x18\x01 \x01(\bR\tdecoupled\"\x86\x04\n" +
+	"\tdecoupled\x18\x01 \x01(\bR\tdecoupled\"\xba\x03\n" +
+	"\vModelWarmup\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x02 \x01(\rR\tbatchSize\x12:\n" +
+	"\x06inputs\x18\x03 \x03(\v2\".inference.ModelWarmup.InputsEntryR\x06inputs\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\x1a\xcc\x01\n" +
+	"\x05Input\x120\n" +
+	"\tdata_type\x18\x01 \x01(\x0e2\x13.inference.DataTypeR\bdataType\x12\x12\n" +
+	"\x04dims\x18\x02 \x03(\x03R\x04dims\x12\x1d\n" +
+	"\tzero_data\x18\x03 \x01(\bH\x00R\bzeroData\x12!\n" +
+	"\vrandom_data\x18\x04 \x01(\bH\x00R\n" +
+	"randomData\x12(\n" +
+	"\x0finput_data_file\x18\x05 \x01(\tH\x00R\rinputDataFileB\x11\n" +
+	"\x0finput_data_type\x1aW\n" +
+	"\vInputsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.inference.ModelWarmup.InputR\x05value:\x028\x01\"\x86\x04\n" +
 	"\x0fModelEnsembling\x123\n" +
 	"\x04step\x18\x01 \x03(\v2\x1f.inference.ModelEnsembling.StepR\x04step\x122\n" +
 	"\x15max_inflight_requests\x18\x02 \x01(\rR\x13maxInflightRequests\x1a\x89\x03\n" +
@@ -1167,7 +1446,7 @@ const file_model_config_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
 	"\x0eOutputMapEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x06\n" +
 	"\vModelConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x12D\n" +
@@ -1181,7 +1460,8 @@ const file_model_config_proto_rawDesc = "" +
 	"\n" +
 	"parameters\x18\x0e \x03(\v2&.inference.ModelConfig.ParametersEntryR\n" +
 	"parameters\x12K\n" +
-	"\x13ensemble_scheduling\x18\x0f \x01(\v2\x1a.inference.ModelEnsemblingR\x12ensembleScheduling\x12\x18\n" +
+	"\x13ensemble_scheduling\x18\x0f \x01(\v2\x1a.inference.ModelEnsemblingR\x12ensembleScheduling\x129\n" +
+	"\fmodel_warmup\x18\x10 \x03(\v2\x16.inference.ModelWarmupR\vmodelWarmup\x12\x18\n" +
 	"\abackend\x18\x11 \x01(\tR\abackend\x12[\n" +
 	"\x18model_transaction_policy\x18\x13 \x01(\v2!.inference.ModelTransactionPolicyR\x16modelTransactionPolicy\x1aX\n" +
 	"\x0fParametersEntry\x12\x10\n" +
@@ -1221,55 +1501,64 @@ func file_model_config_proto_rawDescGZIP() []byte {
 	return file_model_config_proto_rawDescData
 }
 
-var file_model_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_model_config_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_model_config_proto_goTypes = []any{
 	(DataType)(0),                       // 0: inference.DataType
 	(ModelInstanceGroup_Kind)(0),        // 1: inference.ModelInstanceGroup.Kind
-	(*ModelInstanceGroup)(nil),          // 2: inference.ModelInstanceGroup
-	(*ModelTensorReshape)(nil),          // 3: inference.ModelTensorReshape
-	(*ModelInput)(nil),                  // 4: inference.ModelInput
-	(*ModelOutput)(nil),                 // 5: inference.ModelOutput
-	(*ModelVersionPolicy)(nil),          // 6: inference.ModelVersionPolicy
-	(*ModelDynamicBatching)(nil),        // 7: inference.ModelDynamicBatching
-	(*ModelParameter)(nil),              // 8: inference.ModelParameter
-	(*ModelTransactionPolicy)(nil),      // 9: inference.ModelTransactionPolicy
-	(*ModelEnsembling)(nil),             // 10: inference.ModelEnsembling
-	(*ModelConfig)(nil),                 // 11: inference.ModelConfig
-	(*ModelVersionPolicy_Latest)(nil),   // 12: inference.ModelVersionPolicy.Latest
-	(*ModelVersionPolicy_All)(nil),      // 13: inference.ModelVersionPolicy.All
-	(*ModelVersionPolicy_Specific)(nil), // 14: inference.ModelVersionPolicy.Specific
-	(*ModelEnsembling_Step)(nil),        // 15: inference.ModelEnsembling.Step
-	nil,                                 // 16: inference.ModelEnsembling.Step.InputMapEntry
-	nil,                                 // 17: inference.ModelEnsembling.Step.OutputMapEntry
-	nil,                                 // 18: inference.ModelConfig.ParametersEntry
+	(ModelInput_Format)(0),              // 2: inference.ModelInput.Format
+	(*ModelInstanceGroup)(nil),          // 3: inference.ModelInstanceGroup
+	(*ModelTensorReshape)(nil),          // 4: inference.ModelTensorReshape
+	(*ModelInput)(nil),                  // 5: inference.ModelInput
+	(*ModelOutput)(nil),                 // 6: inference.ModelOutput
+	(*ModelVersionPolicy)(nil),          // 7: inference.ModelVersionPolicy
+	(*ModelDynamicBatching)(nil),        // 8: inference.ModelDynamicBatching
+	(*ModelParameter)(nil),              // 9: inference.ModelParameter
+	(*ModelTransactionPolicy)(nil),      // 10: inference.ModelTransactionPolicy
+	(*ModelWarmup)(nil),                 // 11: inference.ModelWarmup
+	(*ModelEnsembling)(nil),             // 12: inference.ModelEnsembling
+	(*ModelConfig)(nil),                 // 13: inference.ModelConfig
+	(*ModelVersionPolicy_Latest)(nil),   // 14: inference.ModelVersionPolicy.Latest
+	(*ModelVersionPolicy_All)(nil),      // 15: inference.ModelVersionPolicy.All
+	(*ModelVersionPolicy_Specific)(nil), // 16: inference.ModelVersionPolicy.Specific
+	(*ModelWarmup_Input)(nil),           // 17: inference.ModelWarmup.Input
+	nil,                                 // 18: inference.ModelWarmup.InputsEntry
+	(*ModelEnsembling_Step)(nil),        // 19: inference.ModelEnsembling.Step
+	nil,                                 // 20: inference.ModelEnsembling.Step.InputMapEntry
+	nil,                                 // 21: inference.ModelEnsembling.Step.OutputMapEntry
+	nil,                                 // 22: inference.ModelConfig.ParametersEntry
 }
 var file_model_config_proto_depIdxs = []int32{
 	1,  // 0: inference.ModelInstanceGroup.kind:type_name -> inference.ModelInstanceGroup.Kind
 	0,  // 1: inference.ModelInput.data_type:type_name -> inference.DataType
-	3,  // 2: inference.ModelInput.reshape:type_name -> inference.ModelTensorReshape
-	0,  // 3: inference.ModelOutput.data_type:type_name -> inference.DataType
-	3,  // 4: inference.ModelOutput.reshape:type_name -> inference.ModelTensorReshape
-	12, // 5: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
-	13, // 6: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
-	14, // 7: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
-	15, // 8: inference.ModelEnsembling.step:type_name -> inference.ModelEnsembling.Step
-	6,  // 9: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
-	4,  // 10: inference.ModelConfig.input:type_name -> inference.ModelInput
-	5,  // 11: inference.ModelConfig.output:type_name -> inference.ModelOutput
-	2,  // 12: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
-	7,  // 13: inference.ModelConfig.dynamic_batching:type_name -> inference.ModelDynamicBatching
-	18, // 14: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
-	10, // 15: inference.ModelConfig.ensemble_scheduling:type_name -> inference.ModelEnsembling
-	9,  // 16: inference.ModelConfig.model_transaction_policy:type_name -> inference.ModelTransactionPolicy
-	16, // 17: inference.ModelEnsembling.Step.input_map:type_name -> inference.ModelEnsembling.Step.InputMapEntry
-	17, // 18: inference.ModelEnsembling.Step.output_map:type_name -> inference.ModelEnsembling.Step.OutputMapEntry
-	8,  // 19: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	2,  // 2: inference.ModelInput.format:type_name -> inference.ModelInput.Format
+	4,  // 3: inference.ModelInput.reshape:type_name -> inference.ModelTensorReshape
+	0,  // 4: inference.ModelOutput.data_type:type_name -> inference.DataType
+	4,  // 5: inference.ModelOutput.reshape:type_name -> inference.ModelTensorReshape
+	14, // 6: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
+	15, // 7: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
+	16, // 8: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
+	18, // 9: inference.ModelWarmup.inputs:type_name -> inference.ModelWarmup.InputsEntry
+	19, // 10: inference.ModelEnsembling.step:type_name -> inference.ModelEnsembling.Step
+	7,  // 11: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
+	5,  // 12: inference.ModelConfig.input:type_name -> inference.ModelInput
+	6,  // 13: inference.ModelConfig.output:type_name -> inference.ModelOutput
+	3,  // 14: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
+	8,  // 15: inference.ModelConfig.dynamic_batching:type_name -> inference.ModelDynamicBatching
+	22, // 16: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
+	12, // 17: inference.ModelConfig.ensemble_scheduling:type_name -> inference.ModelEnsembling
+	11, // 18: inference.ModelConfig.model_warmup:type_name -> inference.ModelWarmup
+	10, // 19: inference.ModelConfig.model_transaction_policy:type_name -> inference.ModelTransactionPolicy
+	0,  // 20: inference.ModelWarmup.Input.data_type:type_name -> inference.DataType
+	17, // 21: inference.ModelWarmup.InputsEntry.value:type_name -> inference.ModelWarmup.Input
+	20, // 22: inference.ModelEnsembling.Step.input_map:type_name -> inference.ModelEnsembling.Step.InputMapEntry
+	21, // 23: inference.ModelEnsembling.Step.output_map:type_name -> inference.ModelEnsembling.Step.OutputMapEntry
+	9,  // 24: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_model_config_proto_init() }
@@ -1283,14 +1572,19 @@ func file_model_config_proto_init() {
 		(*ModelVersionPolicy_All_)(nil),
 		(*ModelVersionPolicy_Specific_)(nil),
 	}
-	file_model_config_proto_msgTypes[10].OneofWrappers = []any{}
+	file_model_config_proto_msgTypes[11].OneofWrappers = []any{}
+	file_model_config_proto_msgTypes[14].OneofWrappers = []any{
+		(*ModelWarmup_Input_ZeroData)(nil),
+		(*ModelWarmup_Input_RandomData)(nil),
+		(*ModelWarmup_Input_InputDataFile)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_model_config_proto_rawDesc), len(file_model_config_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   17,
+			NumEnums:      3,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -57,6 +57,9 @@ type Config struct {
 	// between SIGTERM and SIGKILL.
 	FinalizeTimeout time.Duration
 	StopGrace       time.Duration
+	// Warmup are the model_warmup samples each process runs after
+	// initialize and before it counts as initialized.
+	Warmup []Warmup
 	// Decoupled is the model's model_transaction_policy.decoupled: execute
 	// returns None and requests answer through their response senders.
 	Decoupled bool
@@ -372,6 +375,15 @@ func (i *Instance) launch(ctx context.Context) error {
 		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason, Cause: cause, PID: p.pid})
 		i.mu.Unlock()
 		return errors.New(reason)
+	}
+
+	if err := i.warmUp(ctx, p); err != nil {
+		reason := err.Error()
+		p.kill()
+		i.mu.Lock()
+		i.post(health.Event{Kind: health.InstanceInitFailed, Reason: reason, PID: p.pid})
+		i.mu.Unlock()
+		return err
 	}
 
 	i.mu.Lock()

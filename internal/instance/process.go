@@ -9,11 +9,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/custommetric"
 	"github.com/vigilhq/vigil/internal/ipc"
 )
 
@@ -27,9 +29,32 @@ type Runtime struct {
 	Args []string
 	// Env is added to the server's environment.
 	Env []string
+	// Metrics receives the metrics models create (pb_utils.MetricFamily);
+	// nil refuses them.
+	Metrics *custommetric.Registry
+	// LogVerbose writes the models' pb_utils.Logger VERBOSE records.
+	LogVerbose bool
+	// Unset are variables of the server's environment the stub does not
+	// get (an execution environment unsets PYTHONHOME).
+	Unset []string
 	// Name, when set, gives the arguments that follow Args to name the
 	// stub's model and instance (python.NameArgs).
 	Name func(model, version, instance string) []string
+}
+
+// environ is the environment of a stub process: the server's without
+// rt.Unset, then rt.Env, then the runtime's PYTHONPATH.
+func (rt Runtime) environ() []string {
+	base := os.Environ()
+	env := make([]string, 0, len(base)+len(rt.Env)+2)
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(rt.Unset, k) {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, rt.Env...)
+	return append(env, "PYTHONPATH="+joinPath(rt.PythonPath, os.Getenv("PYTHONPATH")), "PYTHONUNBUFFERED=1")
 }
 
 // process is one generation of an instance: a started stub, its control
@@ -85,11 +110,11 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup, onPause func
 	}
 
 	out := &outputLog{log: log}
+	calls := newLogMetricCalls(rt, log)
 	cmd := exec.Command(rt.Python, rt.Args...)
 	// fd 3 is the data socket, fd 4 the control socket (python.Args).
 	cmd.ExtraFiles = []*os.File{dataChild, controlChild}
-	cmd.Env = append(os.Environ(), rt.Env...)
-	cmd.Env = append(cmd.Env, "PYTHONPATH="+joinPath(rt.PythonPath, os.Getenv("PYTHONPATH")), "PYTHONUNBUFFERED=1")
+	cmd.Env = rt.environ()
 	cmd.Stdout = outW
 	cmd.Stderr = outW
 	// A process group of its own lets stop signal the stub and anything it
@@ -140,6 +165,7 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup, onPause func
 		if c != nil {
 			_ = c.Close()
 		}
+		calls.close()
 		close(p.done)
 	}()
 
@@ -159,7 +185,7 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup, onPause func
 		<-p.done
 		return nil, fmt.Errorf("cannot open stub control socket: %w", err)
 	}
-	client := ipc.NewClient(dataConn, controlConn, log)
+	client := ipc.NewClient(dataConn, controlConn, log, ipc.WithStubCalls(calls))
 	p.mu.Lock()
 	p.client = client
 	if p.reaped {

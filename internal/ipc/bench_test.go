@@ -59,6 +59,29 @@ func BenchmarkExecuteAddSub1MiB(b *testing.B) {
 	}
 }
 
+// BenchmarkExecuteWithLogAndMetric is one execute that writes a
+// pb_utils.Logger record and does Metric.increment and Metric.value (two
+// METRIC round trips on the control socket) around a one-element request:
+// compare it with BenchmarkPing and BenchmarkExecuteAddSub to see what the
+// model's calls to the server cost.
+func BenchmarkExecuteWithLogAndMetric(b *testing.B) {
+	s := startStub(b, "server_calls", stubOptions{calls: &fakeLogMetric{values: map[uint64]float64{}}})
+	ctx := context.Background()
+	if _, err := s.Init(ctx, s.initArgs("server_calls")); err != nil {
+		b.Fatal(err)
+	}
+	reqs := []*inference.Request{{Inputs: []tensor.Tensor{fp32("INPUT0", 1)}}}
+	for b.Loop() {
+		results, err := s.Execute(ctx, reqs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if results[0].Err != nil {
+			b.Fatal(results[0].Err)
+		}
+	}
+}
+
 // echoCalls answers every BLS call at once with its first input as OUT, on
 // a goroutine of its own as the server's handler does.
 type echoCalls struct{}

@@ -84,6 +84,7 @@ type Client struct {
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
 
+	stubCalls  StubCalls        // serves LOG and METRIC frames; may be nil
 	cancels    chan cancelFrame // CANCEL frames for cancelLoop to write
 	cancelDone chan struct{}    // closed when cancelLoop has returned
 }
@@ -116,7 +117,7 @@ var errClosedByServer = errors.New("closed by the server")
 // control socketpairs (from net.FileConn), a reader goroutine for each and
 // a writer of cancellations.
 // Close stops them. A nil log discards.
-func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
+func NewClient(data, control io.ReadWriteCloser, log *slog.Logger, opts ...Option) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -135,6 +136,9 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger) *Client {
 	}
 	if _, ok := data.(*net.UnixConn); ok {
 		c.shmThreshold.Store(DefaultShmThreshold)
+	}
+	for _, o := range opts {
+		o(c)
 	}
 	go c.readLoop(c.data)
 	go c.readLoop(c.control)
@@ -377,7 +381,11 @@ type writeDeadliner interface {
 // of a frame may have gone out, the connection is then unusable and is shut
 // down.
 func (c *Client) write(ctx context.Context, k kind, bufs [][]byte, fds []int) error {
-	l := c.linkFor(k)
+	return c.writeOn(ctx, c.linkFor(k), k, bufs, fds)
+}
+
+// writeOn is write on a given connection.
+func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte, fds []int) error {
 	select {
 	case l.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -478,7 +486,7 @@ func (c *Client) readLoop(l *link) {
 		}
 		if f.flags&flagReply == 0 {
 			// A frame the stub starts: dispatched by kind (dispatch.go).
-			if err := c.dispatch(f); err != nil {
+			if err := c.dispatch(l, f); err != nil {
 				err = fmt.Errorf("protocol error: %w", err)
 				c.log.Warn("stub protocol error", LogKeyKind, f.kind.String(), LogKeySeq, f.seq, LogKeyErr, err)
 				c.shutdown(err)

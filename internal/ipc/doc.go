@@ -172,6 +172,24 @@
 // finalize() if the model defines it, replies ({} or an error reply) and
 // exits.
 //
+// # Frames the stub starts
+//
+// The stub may send requests of its own on the control socket (flags 0, a
+// sequence id of its choosing); the server answers them there with the
+// reply flag, so the stub's control thread receives the answer while its
+// main thread runs execute.
+//
+// LOG (12): body {"level": "INFO"|"WARNING"|"ERROR"|"VERBOSE", "message":
+// "...", "file": "/abs/model.py", "line": 12}, one pb_utils.Logger call. No
+// reply.
+//
+// METRIC (13): body {"op": ..., ...}, one pb_utils.MetricFamily or Metric
+// operation (MetricCall lists the ops and their fields). Reply {"id": n}
+// for what was created, {"value": v} for a value, or an error reply
+// {"message": "..."} that the stub raises as TritonModelException.
+// Deletions (family_delete, metric_delete) are sent without waiting for
+// the reply.
+//
 // RESPONSE and CANCEL: see stream.go. A decoupled model's EXECUTE reply has
 // status 2 for every request once execute returned None; its responses
 // travel in RESPONSE frames carrying the EXECUTE's sequence id and the

@@ -49,6 +49,10 @@ func (k kind) String() string {
 		return "health"
 	case kindFinalize:
 		return "finalize"
+	case kindLog:
+		return "log"
+	case kindMetric:
+		return "metric"
 	case kindResponse:
 		return "response"
 	case kindCancel:

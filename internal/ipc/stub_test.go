@@ -62,6 +62,7 @@ type stub struct {
 
 type stubOptions struct {
 	extraPythonPath string // put before the runtime on PYTHONPATH
+	calls           ipc.StubCalls
 }
 
 // startStub starts a stub for testdata/models/<model>/1/model.py without
@@ -121,7 +122,8 @@ func startStub(t testing.TB, model string, opts stubOptions) *stub {
 		level = slog.LevelWarn
 	}
 	s := &stub{
-		Client: ipc.NewClient(conn, control, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))),
+		Client: ipc.NewClient(conn, control, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})),
+			ipc.WithStubCalls(opts.calls)),
 		cmd:    cmd,
 		exited: make(chan struct{}),
 		out:    out,

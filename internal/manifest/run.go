@@ -177,7 +177,9 @@ func LoadModels(ctx context.Context, repoDir string, defaults health.Policy) ([]
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		m, err := modelconfig.Load(repoDir, name, defaults)
+		// Partial: no Python runs here, so inputs and outputs that
+		// auto-complete would add are not checked.
+		m, err := modelconfig.LoadWith(ctx, repoDir, name, defaults, modelconfig.Options{Partial: true})
 		if err != nil {
 			return nil, err
 		}

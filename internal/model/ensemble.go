@@ -85,7 +85,7 @@ func (m *Manager) stepConfig(name string) *inferencepb.ModelConfig {
 	if spec != nil {
 		return spec.Config
 	}
-	s, err := m.readSpec(context.Background(), name)
+	s, _, err := m.readSpec(context.Background(), name, nil)
 	if err != nil {
 		return nil
 	}

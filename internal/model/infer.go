@@ -54,7 +54,13 @@ func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Reques
 	if err != nil {
 		return nil, err
 	}
+	ticket := v.order.Issue()
 	resp, err := v.queue.Submit(ctx, &r, size)
+	// preserve_ordering: an answer, errors included, waits for the
+	// requests that arrived before it.
+	if terr := v.order.Turn(ctx, ticket); terr != nil && err == nil {
+		return nil, apierr.Wrap(apierr.DeadlineExceeded, terr, "model %s: request ended while an earlier request's response was pending (preserve_ordering)", v.key.Model)
+	}
 	if err != nil {
 		return nil, m.unroutable(v, err)
 	}

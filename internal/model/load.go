@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/execenv"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/ipc"
@@ -31,12 +32,18 @@ import (
 // do the replaced and deselected versions drain and stop. If the reload
 // fails, the loaded versions keep serving.
 func (m *Manager) load(ctx context.Context, name string) error {
+	return m.loadWith(ctx, name, nil)
+}
+
+// loadWith is load with the overrides of a repository load request (nil:
+// the model's own files).
+func (m *Manager) loadWith(ctx context.Context, name string, ov *modelconfig.Override) error {
 	m.loading.add()
 	defer m.loading.done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(m.closing, cancel)()
-	err := m.loadLocked(ctx, name)
+	err := m.loadLocked(ctx, name, ov)
 	if err != nil && m.closing.Err() != nil {
 		return apierr.Unavailablef("cannot load model %s: the server is shutting down", name)
 	}
@@ -44,17 +51,25 @@ func (m *Manager) load(ctx context.Context, name string) error {
 }
 
 // loadLocked is load with the model's operation lock taken here.
-func (m *Manager) loadLocked(ctx context.Context, name string) error {
+func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.Override) error {
 	e := m.entryFor(name)
 	e.op.Lock()
 	defer e.op.Unlock()
+	// Files a load request brought serve only if the load succeeds; the
+	// ones the previous load brought go once their versions are gone.
+	committed := false
+	defer func() {
+		if !committed && ov != nil && ov.Dir != "" {
+			removeOverride(ov.Dir)
+		}
+	}()
 
 	m.mu.RLock()
 	old := e.versions
 	m.mu.RUnlock()
 	reload := len(old) > 0
 
-	spec, err := m.readSpec(ctx, name)
+	spec, rt, err := m.readSpec(ctx, name, ov)
 	if err == nil && spec.Ensemble != nil {
 		err = m.prepareEnsemble(ctx, spec)
 	}
@@ -70,9 +85,10 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 		m.cfg.Events.Post(health.Event{Kind: health.ModelLoadFailed, At: time.Now(), Instance: key, Reason: err.Error()})
 		code := apierr.Internal
 		var cfgErr *modelconfig.Error
+		var envErr *execenv.Error
 		var apiErr *apierr.Error
 		switch {
-		case errors.As(err, &cfgErr):
+		case errors.As(err, &cfgErr), errors.As(err, &envErr):
 			code = apierr.InvalidArgument // the model's files are wrong, as on a reload
 		case errors.As(err, &apiErr):
 			code = apiErr.Code
@@ -86,7 +102,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	versions := make(map[string]*version, len(spec.Versions))
 	fresh := map[string]bool{} // versions the health engine (re)starts from LOADING
 	for _, n := range spec.Versions {
-		v := m.newVersion(spec, n, e.loads)
+		v := m.newVersion(spec, rt, n, e.loads)
 		key := v.key.Version
 		versions[key] = v
 		if ov := old[key]; ov != nil && !reflect.DeepEqual(ov.spec.Policy, spec.Policy) {
@@ -165,6 +181,8 @@ func (m *Manager) loadLocked(ctx context.Context, name string) error {
 	if len(deselected) > 0 {
 		m.stopVersions(context.WithoutCancel(ctx), deselected, "unloaded: no longer selected by the version policy")
 	}
+	committed = true
+	m.swapOverride(e, ov)
 	if reload {
 		m.log.Info("model reloaded", "model", name, "versions", len(versions))
 	} else {
@@ -236,24 +254,41 @@ func (m *Manager) forget(vs map[string]*version) {
 	}
 }
 
-// readSpec loads and checks a model's configuration.
-func (m *Manager) readSpec(ctx context.Context, name string) (*modelconfig.Model, error) {
+// readSpec loads and checks a model's configuration, auto-completed and
+// with a load request's overrides, and the runtime its stubs start with
+// (its EXECUTION_ENV_PATH's interpreter, or the server's).
+func (m *Manager) readSpec(ctx context.Context, name string, ov *modelconfig.Override) (*modelconfig.Model, instance.Runtime, error) {
 	if err := m.runtimeError(ctx); err != nil {
-		return nil, err
+		return nil, instance.Runtime{}, err
 	}
-	return modelconfig.Load(m.cfg.RepoDir, name, m.cfg.Defaults)
+	opts := modelconfig.Options{Override: ov}
+	if m.cfg.AutoComplete {
+		opts.AutoComplete = stubAutoCompleter{m: m, log: m.log.With("model", name, "phase", "auto-complete")}
+	}
+	spec, err := modelconfig.LoadWith(ctx, m.cfg.RepoDir, name, m.cfg.Defaults, opts)
+	if err != nil {
+		return nil, instance.Runtime{}, err
+	}
+	rt, err := m.runtimeFor(ctx, spec.Config.GetParameters(), spec.Dir)
+	if err != nil {
+		return nil, instance.Runtime{}, err
+	}
+	return spec, rt, nil
 }
 
 // newVersion builds a version's queue and instances. Instances of the
 // model's first load are named as the configuration names them; later
 // loads add "-r<load>".
-func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *version {
+func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int64, load int) *version {
 	vs := strconv.FormatInt(n, 10)
 	cfg := spec.Config
 	b := scheduler.Batching{MaxBatchSize: int(cfg.GetMaxBatchSize()), MaxQueue: m.cfg.MaxQueue}
 	if db := cfg.GetDynamicBatching(); db != nil && b.MaxBatchSize > 0 {
 		b.Dynamic = true
 		b.MaxDelay = time.Duration(db.GetMaxQueueDelayMicroseconds()) * time.Microsecond
+		for _, p := range db.GetPreferredBatchSize() {
+			b.Preferred = append(b.Preferred, int(p))
+		}
 	}
 	stats := &scheduler.Stats{}
 	if m.cfg.Observer != nil {
@@ -268,6 +303,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 		queue:        scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
 		routable:     map[string]bool{},
 	}
+	if cfg.GetDynamicBatching().GetPreserveOrdering() {
+		v.order = scheduler.NewOrdering()
+	}
 	dropped := m.metrics.dropped.WithLabelValues(spec.Name, vs)
 	v.queue.OnDropped(dropped.Inc)
 	configJSON, err := modelconfig.ToJSON(cfg)
@@ -281,7 +319,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 		key := health.InstanceKey{Model: spec.Name, Version: vs, Instance: inName}
 		v.instances = append(v.instances, m.newInstance(instance.Config{
 			Key:     key,
-			Runtime: m.cfg.Runtime,
+			Runtime: rt,
 			Init: ipc.InitArgs{
 				ModelFile:       spec.ModelFile(n),
 				ModelName:       spec.Name,
@@ -291,6 +329,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, n int64, load int) *versio
 				InstanceKind:    "CPU",
 				ModelConfigJSON: string(configJSON),
 			},
+			Warmup:            warmups(spec, vs),
 			Policy:            spec.Policy,
 			Queue:             v.queue,
 			Calls:             m,

@@ -9,8 +9,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/execenv"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/modelconfig"
@@ -87,6 +86,17 @@ type Config struct {
 	LoadConcurrency int
 	// Metrics registers the inference metrics; nil keeps them unexported.
 	Metrics prometheus.Registerer
+	// AutoComplete runs models' auto_complete_config and lets models
+	// without config.pbtxt load (Triton's default; off is
+	// --disable-auto-complete-config).
+	AutoComplete bool
+	// ScratchDir holds the files of load requests with file: overrides
+	// (default: a directory under the system's temporary directory).
+	ScratchDir string
+	// EnvCacheDir is where EXECUTION_ENV_PATH tarballs are unpacked, one
+	// directory per content (default: vigil-envs in the system's
+	// temporary directory).
+	EnvCacheDir string
 	// Observer, when set, gives each model version an observer of its
 	// successful requests' times (Triton's latency summaries); nil or a nil
 	// result observes nothing.
@@ -116,6 +126,11 @@ type Manager struct {
 	// live holds every instance of every version, loading, serving or
 	// being replaced: the health engine's decisions reach them through it.
 	live map[health.InstanceKey]*version
+
+	envs *execenv.Cache // models' EXECUTION_ENV_PATH tarballs, unpacked
+
+	skippedMu sync.Mutex
+	skipped   map[string]string // repository folders that are not models, and why (logSkipped)
 }
 
 // entry is one model name. op serializes its loads and unloads.
@@ -125,6 +140,10 @@ type entry struct {
 	// names its instances after it, so that old and new instances can
 	// coexist in the health engine.
 	loads int
+
+	// overrideDir holds the files of the load request the model serves
+	// with (file: overrides); "" when it serves its own. Guarded by op.
+	overrideDir string
 
 	// explicit is set while the model is loaded by name (the repository
 	// API, --load-model, start-up); alongWith lists the ensembles whose
@@ -144,6 +163,7 @@ type version struct {
 	spec         *modelconfig.Model
 	number       int64
 	queue        *scheduler.Queue
+	order        *scheduler.Ordering // preserve_ordering; nil without it
 	stats        *scheduler.Stats
 	instances    []Instance
 
@@ -166,7 +186,9 @@ func New(cfg Config) *Manager {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	closing, stop := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, log: cfg.Logger, closing: closing, runtimeErr: cfg.RuntimeErr, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, closing: closing, runtimeErr: cfg.RuntimeErr, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
+	m.envs = execenv.NewCache(m.envCacheDir(), cfg.Logger)
+	return m
 }
 
 // StartupModels lists the models to load at start-up for the control mode.
@@ -213,18 +235,27 @@ func (m *Manager) LoadStartup(ctx context.Context, names []string) {
 }
 
 // Load loads (or reloads) a model: the repository API.
-func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error {
+//
+// params are Triton's load parameters: "config" (a ModelConfig as JSON)
+// replaces config.pbtxt for this load, and "file:<path>" parameters (which
+// need "config") replace the model directory with the files they carry.
+// Any other parameter is refused.
+func (m *Manager) Load(ctx context.Context, name string, params map[string]any) error {
 	if m.cfg.Mode == ModeNone {
 		return apierr.New(apierr.Unavailable, "explicit model load / unload is not allowed if polling is enabled: cannot load model %s in model control mode none (start with --model-control-mode explicit)", name)
 	}
 	if err := repository.ValidName(name); err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %q", name)
 	}
-	if !m.inRepository(name) {
-		return apierr.New(apierr.NotFound, "cannot load model %s: no %s in %s", name,
-			filepath.Join(name, modelconfig.ConfigFileName), m.cfg.RepoDir)
+	ov, err := m.loadOverride(name, params)
+	if err != nil {
+		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %s", name)
 	}
-	err := m.load(ctx, name)
+	if (ov == nil || ov.Dir == "") && !m.inRepository(name) {
+		return apierr.New(apierr.NotFound, "cannot load model %s: no model directory %s in %s (a directory with %s or an auto-completable <version>/model.py)",
+			name, name, m.cfg.RepoDir, modelconfig.ConfigFileName)
+	}
+	err = m.loadWith(ctx, name, ov)
 	m.markExplicit(name)
 	// Return only once readiness tells the outcome.
 	_ = m.cfg.Health.Sync(ctx)
@@ -233,8 +264,7 @@ func (m *Manager) Load(ctx context.Context, name string, _ map[string]any) error
 
 // inRepository reports whether the repository holds a model of that name.
 func (m *Manager) inRepository(name string) bool {
-	_, err := os.Stat(filepath.Join(m.cfg.RepoDir, name, modelconfig.ConfigFileName))
-	return err == nil
+	return repository.IsModel(m.cfg.RepoDir, name)
 }
 
 // Unload unloads every version of a model: the repository API. With the
@@ -267,6 +297,7 @@ func (m *Manager) Unload(ctx context.Context, name string, params map[string]any
 	spec := e.spec
 	m.mu.Unlock()
 	m.stopVersions(ctx, old, "unloaded")
+	m.swapOverride(e, nil)
 	// Versions that failed to load have no instances but still count for
 	// strict readiness until they are unloaded too.
 	for _, mh := range m.cfg.Health.Snapshot().Models {

@@ -41,6 +41,7 @@ func (m *Manager) fingerprints() map[string]string {
 // pollOnce is one rescan; it returns the fingerprints it acted on.
 func (m *Manager) pollOnce(ctx context.Context, before map[string]string) map[string]string {
 	now := m.fingerprints()
+	m.logSkipped()
 	for name, fp := range now {
 		if old, ok := before[name]; ok && old == fp {
 			continue

@@ -35,7 +35,7 @@ func ParseConfig(data []byte, file string) (*inferencepb.ModelConfig, error) {
 	if err := prototext.Unmarshal(data, cfg); err != nil {
 		return nil, textError(file, data, err)
 	}
-	if err := validateConfig(cfg, file); err != nil {
+	if err := validateConfig(cfg, file, false); err != nil {
 		return nil, err
 	}
 	if cfg.GetName() != "" {
@@ -153,10 +153,10 @@ func isTritonOnlyField(name string) bool {
 	switch name {
 	case "runtime", "batch_input", "batch_output", "optimization",
 		"sequence_batching", "cc_model_filenames",
-		"metric_tags", "model_warmup", "model_operations",
+		"metric_tags", "model_operations",
 		"model_repository_agents", "response_cache", "model_metrics",
 		// ModelInput and ModelOutput
-		"format", "is_shape_tensor", "allow_ragged_batch", "is_non_linear_format_io",
+		"is_shape_tensor", "allow_ragged_batch", "is_non_linear_format_io",
 		// ModelInstanceGroup
 		"rate_limiter", "secondary_devices", "profile", "passive", "host_policy",
 		// ModelDynamicBatching
@@ -244,8 +244,9 @@ func editDistance(a, b string, limit int) int {
 	return min(prev[len(b)], limit)
 }
 
-// validateConfig checks cfg and fills its defaults in place.
-func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
+// validateConfig checks cfg and fills its defaults in place. partial
+// leaves out the inputs and outputs, which auto-complete may supply.
+func validateConfig(cfg *inferencepb.ModelConfig, file string, partial bool) error {
 	if cfg.GetPlatform() == EnsemblePlatform {
 		return validateEnsemble(cfg, file)
 	}
@@ -265,8 +266,10 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
 	if cfg.GetMaxBatchSize() < 0 {
 		return fieldError(file, "max_batch_size", "must be ≥ 0, got %d", cfg.GetMaxBatchSize())
 	}
-	if err := validateIO(cfg, file); err != nil {
-		return err
+	if !partial {
+		if err := validateIO(cfg, file); err != nil {
+			return err
+		}
 	}
 	if err := validateInstanceGroups(cfg, file); err != nil {
 		return err
@@ -276,6 +279,11 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string) error {
 	}
 	if err := validateVersionPolicy(cfg, file); err != nil {
 		return err
+	}
+	if !partial {
+		if err := validateWarmup(cfg, file); err != nil {
+			return err
+		}
 	}
 	for k, v := range cfg.GetParameters() {
 		if k == "" {
@@ -325,6 +333,10 @@ func validateIO(cfg *inferencepb.ModelConfig, file string) error {
 			return fieldError(file, field+".name", "%q is already the name of input[%d]", in.GetName(), j)
 		}
 		seen[in.GetName()] = i
+		if f := in.GetFormat(); f != inferencepb.ModelInput_FORMAT_NONE && len(in.GetDims()) != 3 {
+			// Triton's rule: an image layout names three dimensions.
+			return fieldError(file, fmt.Sprintf("%s (%q).format", field, in.GetName()), "%s needs 3 dims (C, H, W in some order), got dims %v", f, in.GetDims())
+		}
 	}
 	seen = map[string]int{}
 	for i, out := range cfg.GetOutput() {

@@ -57,9 +57,36 @@ func TestParseConfigErrors(t *testing.T) {
 		},
 		{
 			name:   "Triton input field vigil does not implement",
+			config: io(`name: "A" data_type: TYPE_FP32 dims: [ 1 ] is_shape_tensor: true`, okIO),
+			want:   file + `:2:54: unsupported field "is_shape_tensor": vigil does not implement this Triton feature`,
+			field:  "is_shape_tensor",
+		},
+		{
+			name:   "image format needs three dims",
 			config: io(`name: "A" data_type: TYPE_FP32 dims: [ 1 ] format: FORMAT_NHWC`, okIO),
-			want:   file + `:2:54: unsupported field "format": vigil does not implement this Triton feature`,
-			field:  "format",
+			want:   file + `: input[0] ("A").format: FORMAT_NHWC needs 3 dims (C, H, W in some order), got dims [1]`,
+			field:  `input[0] ("A").format`,
+		},
+		{
+			name: "warm-up sample naming an input the model lacks",
+			config: io(`name: "A" data_type: TYPE_FP32 dims: [ 2 ]`, okIO) +
+				`model_warmup [{ name: "w" batch_size: 1 inputs { key: "B" value: { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } } }]`,
+			want:  file + `: model_warmup[0] ("w").inputs: "B" is not an input of the model`,
+			field: `model_warmup[0] ("w").inputs`,
+		},
+		{
+			name: "warm-up sample with the wrong dims",
+			config: io(`name: "A" data_type: TYPE_FP32 dims: [ 2 ]`, okIO) +
+				`model_warmup [{ name: "w" batch_size: 1 inputs { key: "A" value: { data_type: TYPE_FP32 dims: [ 3 ] random_data: true } } }]`,
+			want:  file + `: model_warmup[0] ("w").inputs["A"].dims: [3] does not match the input's dims [2] (warm-up dims are concrete, each ≥ 1)`,
+			field: `model_warmup[0] ("w").inputs["A"].dims`,
+		},
+		{
+			name: "warm-up batch size of a model that does not batch",
+			config: io(`name: "A" data_type: TYPE_FP32 dims: [ 2 ]`, okIO) +
+				`model_warmup [{ name: "w" batch_size: 2 inputs { key: "A" value: { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } } }]`,
+			want:  file + `: model_warmup[0] ("w").batch_size: must be between 1 and 1 (max_batch_size, or 1 for a model that does not batch), got 2`,
+			field: `model_warmup[0] ("w").batch_size`,
 		},
 		{
 			name:   "syntax error",

@@ -2,6 +2,7 @@ package modelconfig
 
 import (
 	"github.com/vigilhq/vigil/internal/ensemble"
+	"github.com/vigilhq/vigil/internal/execenv"
 	"github.com/vigilhq/vigil/internal/inferencepb"
 )
 
@@ -33,6 +34,10 @@ func validateEnsemble(cfg *inferencepb.ModelConfig, file string) error {
 		return fieldError(file, "model_transaction_policy.decoupled", "decoupled ensembles are not supported")
 	case cfg.GetDefaultModelFilename() != "":
 		return fieldError(file, "default_model_filename", "an ensemble has no model file")
+	case len(cfg.GetModelWarmup()) > 0:
+		return fieldError(file, "model_warmup", "an ensemble has no instances to warm up: give its step models the samples")
+	case cfg.GetParameters()[execenv.Param] != nil:
+		return fieldError(file, "parameters."+execenv.Param, "an ensemble runs no Python stub: set it on the step models")
 	case cfg.GetEnsembleScheduling().GetMaxInflightRequests() != 0:
 		return fieldError(file, "ensemble_scheduling.max_inflight_requests", "is not supported: every step runs as soon as its inputs exist")
 	}

@@ -1,6 +1,7 @@
 package modelconfig
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,29 +30,56 @@ type Model struct {
 	// present on disk with their model file (for an ensemble, the version
 	// directory), ascending.
 	Versions []int64
+	// Warmup are the model_warmup samples, built (files read) at load.
+	Warmup []Warmup
 	// Ensemble is the checked plan of an ensemble; nil for a Python model.
 	Ensemble *ensemble.Plan
 }
 
 // Load reads the model name of the repository repoDir: its config.pbtxt,
 // its optional health.yaml overlaid on defaults, and its version
-// directories. Errors name the file and field at fault.
+// directories. Errors name the file and field at fault. It runs no Python:
+// a model without config.pbtxt is an error (LoadWith can auto-complete).
 func Load(repoDir, name string, defaults health.Policy) (*Model, error) {
+	return LoadWith(context.Background(), repoDir, name, defaults, Options{})
+}
+
+// LoadWith is Load with a configuration completed as opts say:
+// auto-complete, and the overrides of a repository load request.
+func LoadWith(ctx context.Context, repoDir, name string, defaults health.Policy, opts Options) (*Model, error) {
 	if err := repository.ValidName(name); err != nil {
 		return nil, err
 	}
 	rel := filepath.Join(repoDir, name)
+	if opts.Override != nil && opts.Override.Dir != "" {
+		rel = opts.Override.Dir
+	}
 	dir, err := filepath.Abs(rel)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", name, err)
 	}
-	cfgFile := filepath.Join(rel, ConfigFileName)
-	data, err := os.ReadFile(cfgFile)
-	if err != nil {
-		return nil, fmt.Errorf("model %q: cannot read configuration: %w", name, err)
+	var (
+		cfg     *inferencepb.ModelConfig
+		cfgFile string
+		missing bool
+	)
+	if opts.Override != nil && opts.Override.Config != nil {
+		cfg, cfgFile, err = opts.Override.parse()
+	} else {
+		cfg, cfgFile, missing, err = readConfig(rel, opts)
 	}
-	cfg, err := ParseConfig(data, cfgFile)
 	if err != nil {
+		return nil, err
+	}
+	if cfg.GetName() != "" && cfg.GetName() != name {
+		return nil, fieldError(cfgFile, "name", "%q does not match the model directory %q", cfg.GetName(), name)
+	}
+	cfg, source, err := autoComplete(ctx, cfg, name, dir, cfgFile, missing, opts)
+	if err != nil {
+		return nil, err
+	}
+	partial := opts.Partial && opts.AutoComplete == nil
+	if err := validateConfig(cfg, source, partial); err != nil {
 		return nil, err
 	}
 	switch cfg.GetName() {
@@ -59,13 +87,13 @@ func Load(repoDir, name string, defaults health.Policy) (*Model, error) {
 		cfg.Name = name
 	case name:
 	default:
-		return nil, fieldError(cfgFile, "name", "%q does not match the model directory %q", cfg.GetName(), name)
+		return nil, fieldError(source, "name", "%q does not match the model directory %q", cfg.GetName(), name)
 	}
 	fillGroupNames(cfg)
 
 	policy := defaults
 	policyFile := filepath.Join(rel, HealthFileName)
-	data, err = os.ReadFile(policyFile)
+	data, err := os.ReadFile(policyFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		policyFile = "server health policy"
@@ -82,14 +110,19 @@ func Load(repoDir, name string, defaults health.Policy) (*Model, error) {
 
 	m := &Model{Name: name, Dir: dir, Config: cfg, Policy: policy}
 	if m.IsEnsemble() {
-		if err := loadEnsemble(m, cfgFile); err != nil {
+		if err := loadEnsemble(m, source); err != nil {
 			return nil, err
 		}
 	} else if n := len(m.InstanceNames()); policy.MinReadyInstances > n {
 		return nil, fieldError(policyFile, "min_ready_instances", "%d is more than the %d instance(s) of model %q", policy.MinReadyInstances, n, name)
 	}
-	if m.Versions, err = m.selectVersions(cfgFile); err != nil {
+	if m.Versions, err = m.selectVersions(source); err != nil {
 		return nil, err
+	}
+	if !partial {
+		if m.Warmup, err = m.WarmupSamples(); err != nil {
+			return nil, &Error{File: source, Field: "model_warmup", Msg: "model_warmup: " + err.Error(), Err: err}
+		}
 	}
 	return m, nil
 }

@@ -74,7 +74,7 @@ func TestLoad(t *testing.T) {
 			wantErr:  []string{filepath.Join("m", "config.pbtxt") + ":3:1", `unknown field "dynamic_batchin"`},
 			wantFile: filepath.Join("testdata", "unknown_field", "m", "config.pbtxt"),
 		},
-		{dir: "no_config", model: "m", wantErr: []string{"cannot read configuration"}, wantIs: fs.ErrNotExist},
+		{dir: "no_config", model: "m", wantErr: []string{"missing, and auto-complete is off"}, wantIs: fs.ErrNotExist},
 		{dir: "minimal", model: "absent", wantIs: fs.ErrNotExist},
 		{dir: "minimal", model: "../minimal/m", wantErr: []string{"invalid model name"}, wantIs: repository.ErrInvalidName},
 		{dir: "minimal", model: "..", wantIs: repository.ErrInvalidName},

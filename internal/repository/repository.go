@@ -2,8 +2,11 @@
 // tells when one changed on disk.
 //
 // A model is a subdirectory of the repository, with a valid name (ValidName),
-// that holds a config.pbtxt. Other entries (files, hidden directories such
-// as .git, directories without config.pbtxt) are not models and are skipped.
+// that holds a config.pbtxt, or that holds none but whose first version
+// directory (in lexicographic order, as Triton picks it) holds model.py:
+// such a model's configuration comes from auto-complete. Other entries
+// (files, hidden directories such as .git, directories that are neither)
+// are not models; Survey says why each directory was passed over.
 //
 // Fingerprint summarizes everything under a model directory that makes up
 // the model: the content of config.pbtxt and health.yaml, and the name,
@@ -99,16 +102,8 @@ func Survey(repoDir string) (Surveyed, error) {
 			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: err.Error(), Hidden: strings.HasPrefix(name, ".")})
 			continue
 		}
-		cfg, err := os.Stat(filepath.Join(repoDir, name, configFile))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "no " + configFile + " in it"})
-			continue
-		case err != nil:
-			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "cannot read its " + configFile + ": " + err.Error()})
-			continue
-		case !cfg.Mode().IsRegular():
-			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: "its " + configFile + " is not a regular file"})
+		if why := whyNotModel(filepath.Join(repoDir, name)); why != "" {
+			sv.Skipped = append(sv.Skipped, Skipped{Name: name, Reason: why})
 			continue
 		}
 		sv.Models = append(sv.Models, name)
@@ -116,6 +111,79 @@ func Survey(repoDir string) (Surveyed, error) {
 	sort.Strings(sv.Models)
 	sort.Slice(sv.Skipped, func(i, j int) bool { return sv.Skipped[i].Name < sv.Skipped[j].Name })
 	return sv, nil
+}
+
+// IsModel reports whether the repository holds the model name (as Scan
+// would list it).
+func IsModel(repoDir, name string) bool {
+	if ValidName(name) != nil {
+		return false
+	}
+	dir := filepath.Join(repoDir, name)
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir() && whyNotModel(dir) == ""
+}
+
+// whyNotModel is "" for a model directory, else why it is not one.
+func whyNotModel(dir string) string {
+	cfg, err := os.Stat(filepath.Join(dir, configFile))
+	switch {
+	case err == nil && cfg.Mode().IsRegular():
+		return ""
+	case err == nil:
+		return "its " + configFile + " is not a regular file"
+	case !errors.Is(err, fs.ErrNotExist):
+		return "cannot read its " + configFile + ": " + err.Error()
+	}
+	first := firstVersionDir(dir)
+	if first == "" {
+		return "no " + configFile + " and no version directory: a model needs " + configFile +
+			", or a <version>/" + pythonModelFile + " whose auto_complete_config provides the configuration"
+	}
+	if !FirstVersionHas(dir, pythonModelFile) {
+		return "no " + configFile + ", and the first version directory " + first + "/ has no " + pythonModelFile +
+			" to auto-complete a configuration from"
+	}
+	return ""
+}
+
+// pythonModelFile is the model file auto-complete looks for.
+const pythonModelFile = "model.py"
+
+// firstVersionDir is the first subdirectory of dir, in lexicographic order,
+// whose name is a positive integer, or "".
+func firstVersionDir(dir string) string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, e := range entries {
+		n := e.Name()
+		if n == "" || n[0] == '0' || strings.Trim(n, "0123456789") != "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(dir, n)); err == nil && fi.IsDir() {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	sort.Strings(names)
+	return names[0]
+}
+
+// FirstVersionHas reports whether the first version directory of the model
+// directory dir (lexicographic order, as Triton's auto-complete takes it)
+// holds the regular file file.
+func FirstVersionHas(dir, file string) bool {
+	first := firstVersionDir(dir)
+	if first == "" {
+		return false
+	}
+	fi, err := os.Stat(filepath.Join(dir, first, file))
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // ValidName checks that name can name a model directory of the repository

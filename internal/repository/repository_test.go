@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,14 +38,18 @@ func TestScan(t *testing.T) {
 	t.Parallel()
 	repo := t.TempDir()
 	writeFiles(t, repo, map[string]string{
-		"b/config.pbtxt":              "",
-		"a/config.pbtxt":              "",
-		"a/1/model.py":                "",
-		"no_config/1/model.py":        "",
-		".hidden/config.pbtxt":        "",
-		"file_not_dir":                "",
-		"config_is_dir/config.pbtxt/": "",
-		"Upper-case.v2/config.pbtxt":  "",
+		"b/config.pbtxt":                  "",
+		"a/config.pbtxt":                  "",
+		"a/1/model.py":                    "",
+		"no_config/1/model.py":            "",
+		"no_model_py/1/other.py":          "",
+		"first_version_empty/10/model.py": "",
+		"first_version_empty/9/":          "",
+		"empty_dir/":                      "",
+		".hidden/config.pbtxt":            "",
+		"file_not_dir":                    "",
+		"config_is_dir/config.pbtxt/":     "",
+		"Upper-case.v2/config.pbtxt":      "",
 	})
 	outside := t.TempDir()
 	writeFiles(t, outside, map[string]string{"linked/config.pbtxt": ""})
@@ -59,9 +64,47 @@ func TestScan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"Upper-case.v2", "a", "b", "c_link"}
+	// no_config auto-completes from 1/model.py; first_version_empty's first
+	// version in lexicographic order is 10 (Triton's order), which has it.
+	want := []string{"Upper-case.v2", "a", "b", "c_link", "first_version_empty", "no_config"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Scan = %q, want %q", got, want)
+	}
+	for _, name := range want {
+		if !IsModel(repo, name) {
+			t.Errorf("IsModel(%q) = false", name)
+		}
+	}
+	if IsModel(repo, "empty_dir") || IsModel(repo, "../x") {
+		t.Error("IsModel is true for a folder that is not a model")
+	}
+
+	sv, err := Survey(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skips []Skipped
+	for _, s := range sv.Skipped {
+		if !s.Hidden {
+			skips = append(skips, s)
+		}
+	}
+	reasons := map[string]string{}
+	for _, s := range skips {
+		reasons[s.Name] = s.Reason
+	}
+	for name, want := range map[string]string{
+		"empty_dir":     "no config.pbtxt and no version directory",
+		"no_model_py":   "the first version directory 1/ has no model.py",
+		"config_is_dir": "its config.pbtxt is not a regular file",
+		"dangling":      "cannot be read: ",
+	} {
+		if !strings.Contains(reasons[name], want) {
+			t.Errorf("Skipped reason of %s = %q, want it to contain %q", name, reasons[name], want)
+		}
+	}
+	if len(skips) != 4 {
+		t.Errorf("Survey skipped %+v, want exactly the four entries above besides hidden ones (files are not listed)", skips)
 	}
 
 	empty, err := Scan(t.TempDir())

@@ -40,7 +40,7 @@ func TestSurveySaysWhyEachDirectoryIsSkipped(t *testing.T) {
 		".git":      `invalid model name ".git": must not start with a dot`,
 		"dangling":  "cannot be read: stat " + filepath.Join(repo, "dangling") + ": no such file or directory",
 		"dirconfig": "its config.pbtxt is not a regular file",
-		"noconfig":  "no config.pbtxt in it",
+		"noconfig":  "no config.pbtxt, and the first version directory 1/ has no model.py to auto-complete a configuration from",
 	}
 	if len(sv.Skipped) != len(want) {
 		t.Fatalf("skipped %+v, want %v", sv.Skipped, want)

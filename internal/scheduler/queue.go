@@ -25,6 +25,8 @@ type Batching struct {
 	// for more.
 	Dynamic  bool
 	MaxDelay time.Duration
+	// Preferred are the preferred batch sizes (see preferred.go).
+	Preferred []int
 	// MaxQueue bounds the number of waiting requests (0 = unbounded); more
 	// are refused with 503 and Retry-After.
 	MaxQueue int
@@ -370,10 +372,14 @@ func (q *Queue) Next(ctx context.Context, run func([]*Task)) ([]*Task, error) {
 // dynamic batching asks for that.
 func (q *Queue) batchLocked(ctx context.Context) []*Task {
 	batch := q.takeLocked()
-	if q.batching.Dynamic && q.batching.MaxDelay > 0 && batchSize(batch) < q.batching.MaxBatchSize {
+	if q.batching.Dynamic && q.batching.MaxDelay > 0 && batchSize(batch) < q.batching.MaxBatchSize &&
+		!q.batching.gatheredPreferred(batch) {
 		q.mu.Unlock()
 		batch = q.fill(ctx, batch)
 		q.mu.Lock()
+	}
+	if q.batching.Dynamic {
+		batch = q.applyPreferredLocked(batch)
 	}
 	now := time.Now()
 	for _, t := range batch {
@@ -388,7 +394,7 @@ func (q *Queue) batchLocked(ctx context.Context) []*Task {
 func (q *Queue) fill(ctx context.Context, batch []*Task) []*Task {
 	deadline := time.NewTimer(q.batching.MaxDelay)
 	defer deadline.Stop()
-	for batchSize(batch) < q.batching.MaxBatchSize {
+	for batchSize(batch) < q.batching.MaxBatchSize && !q.batching.gatheredPreferred(batch) {
 		q.mu.Lock()
 		if len(q.tasks) > 0 && q.fitsLocked(batch) {
 			batch = append(batch, q.takeMoreLocked(batch)...)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	grpcapi "github.com/vigilhq/vigil/internal/api/grpc"
 	"github.com/vigilhq/vigil/internal/api/rest"
+	"github.com/vigilhq/vigil/internal/custommetric"
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/instance"
@@ -77,6 +79,16 @@ type Config struct {
 	ShutdownTimeout           time.Duration
 	FinalizeTimeout           time.Duration
 	WatchdogInterval          time.Duration
+	// LogVerbose (Triton's --log-verbose) writes the models'
+	// pb_utils.Logger.log_verbose records when ≥ 1.
+	LogVerbose int
+	// DisableAutoComplete is Triton's --disable-auto-complete-config: no
+	// auto_complete_config runs, and every model needs config.pbtxt.
+	DisableAutoComplete bool
+	// EnvCacheDir is where EXECUTION_ENV_PATH tarballs are unpacked
+	// (--execution-env-cache); "" is a directory of the server's own,
+	// removed at exit.
+	EnvCacheDir string
 	// MaxStreamDuration bounds one request's life on an instance
 	// (--max-stream-duration).
 	MaxStreamDuration time.Duration
@@ -168,12 +180,25 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
+	// Metrics the models create (pb_utils.MetricFamily) are served beside
+	// the server's own; with --metrics=false models are told they are off.
+	var modelMetrics *custommetric.Registry
+	if cfg.Metrics {
+		modelMetrics = custommetric.New()
+		reg.MustRegister(modelMetrics)
+	}
+	if cfg.EnvCacheDir == "" {
+		cfg.EnvCacheDir = filepath.Join(stubDir, "envs")
+	}
+	stubRuntime := instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice),
+		Name: python.NameArgs, Metrics: modelMetrics, LogVerbose: cfg.LogVerbose >= 1}
+
 	mgr := model.New(model.Config{
 		RepoDir:         cfg.ModelRepository,
 		Mode:            cfg.ControlMode,
 		StartupModels:   cfg.LoadModels,
 		Defaults:        cfg.Policy,
-		Runtime:         instance.Runtime{Python: interp, PythonPath: pythonPath, Args: python.Args(cfg.StubNice), Name: python.NameArgs},
+		Runtime:         stubRuntime,
 		RuntimeErr:      runtimeErr,
 		RecheckRuntime:  recheck,
 		Events:          engine,
@@ -185,6 +210,9 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxQueue:        cfg.MaxQueue,
 		MaxElements:     cfg.MaxElements,
 		Metrics:         reg,
+		AutoComplete:    !cfg.DisableAutoComplete,
+		ScratchDir:      filepath.Join(stubDir, "overrides"),
+		EnvCacheDir:     cfg.EnvCacheDir,
 		Observer:        tritonmetrics.NewLatencies(reg, cfg.MetricsOptions).For,
 
 		MaxStreamDuration: cfg.MaxStreamDuration,

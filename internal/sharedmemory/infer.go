@@ -173,6 +173,22 @@ type Binding struct {
 	outParams map[string]map[string]any
 }
 
+// lease acquires the region a tensor's parameters name, if they name one,
+// and keeps the lease for the binding's release. A nil lease means the
+// tensor is not in shared memory.
+func (b *Binding) lease(r *Registry, name string, params map[string]any) (*Lease, string, error) {
+	ref, ok, err := parseRef(name, params)
+	if err != nil || !ok {
+		return nil, "", err
+	}
+	l, err := r.Acquire(ref.region, ref.offset, ref.size)
+	if err != nil {
+		return nil, "", err
+	}
+	b.leases = append(b.leases, l)
+	return l, ref.region, nil
+}
+
 // bind leases every region req names, copies the shared memory inputs into
 // a copy of req and strips the shared memory parameters from it. The
 // binding must be released, even when bind fails.
@@ -181,23 +197,18 @@ func (r *Registry) bind(req *inference.Request) (*Binding, error) {
 	r2 := *req
 	r2.Inputs = make([]tensor.Tensor, len(req.Inputs))
 	for i, t := range req.Inputs {
-		ref, ok, err := parseRef(t.Name, t.Parameters)
+		l, region, err := b.lease(r, t.Name, t.Parameters)
 		if err != nil {
 			return b, err
 		}
-		if ok {
-			l, err := r.Acquire(ref.region, ref.offset, ref.size)
-			if err != nil {
-				return b, err
-			}
-			b.leases = append(b.leases, l)
+		if l != nil {
 			if t.Data, err = l.Read(); err != nil {
 				return b, err
 			}
 			t.Parameters = withoutRef(t.Parameters)
 			if err := t.Validate(); err != nil {
 				return b, apierr.Wrap(apierr.InvalidArgument, err,
-					"model %s: input '%s' in shared memory region '%s' does not match its shape and datatype", req.Model, t.Name, ref.region)
+					"model %s: input '%s' in shared memory region '%s' does not match its shape and datatype", req.Model, t.Name, region)
 			}
 		}
 		r2.Inputs[i] = t
@@ -206,16 +217,11 @@ func (r *Registry) bind(req *inference.Request) (*Binding, error) {
 		r2.Outputs = make([]inference.RequestedOutput, len(req.Outputs))
 	}
 	for i, o := range req.Outputs {
-		ref, ok, err := parseRef(o.Name, o.Parameters)
+		l, _, err := b.lease(r, o.Name, o.Parameters)
 		if err != nil {
 			return b, err
 		}
-		if ok {
-			l, err := r.Acquire(ref.region, ref.offset, ref.size)
-			if err != nil {
-				return b, err
-			}
-			b.leases = append(b.leases, l)
+		if l != nil {
 			b.outs[o.Name] = l
 			b.outParams[o.Name] = o.Parameters
 			o.Parameters = withoutRef(o.Parameters)

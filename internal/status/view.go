@@ -210,12 +210,8 @@ func build(snap *health.Snapshot, prev, cur sample, hide bool, inFlight inFlight
 				iv.InFlight, iv.Streams = &n, &st
 			}
 			for _, c := range in.Checks {
-				last := "none"
-				if !c.LastAt.IsZero() {
-					last = passFail(c.LastOK)
-				}
 				iv.Checks = append(iv.Checks, CheckView{
-					Name: string(c.Name), OK: c.Passing, Last: last, Streak: c.Consecutive, Message: reason(c.LastMessage),
+					Name: string(c.Name), OK: c.Passing, Last: c.LastResult(), Streak: c.Consecutive, Message: reason(c.LastMessage),
 				})
 			}
 			for _, t := range in.Transitions {
@@ -300,13 +296,6 @@ func isZero(v any) bool {
 		return len(x) == 0
 	}
 	return false
-}
-
-func passFail(ok bool) string {
-	if ok {
-		return "pass"
-	}
-	return "fail"
 }
 
 func timePtr(t time.Time) *time.Time {

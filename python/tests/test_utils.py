@@ -1,4 +1,5 @@
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -98,6 +99,146 @@ def test_bytes_serialization():
     assert pb.serialize_byte_tensor(np.array([], dtype=np.object_)) == ()
     with pytest.raises(ValueError):
         pb.deserialize_bytes_tensor(b"\x05\x00\x00\x00ab")
+
+
+class _FakeCalls:
+    """Stands in for the stub's connection to the server."""
+
+    def __init__(self):
+        self.sent = []
+        self.next_id = 0
+        self.refuse = False
+
+    def notify(self, kind, obj):
+        self.sent.append((kind, obj))
+        return True
+
+    def call(self, kind, obj):
+        self.sent.append((kind, obj))
+        if obj["op"] in ("family_new", "metric_new"):
+            self.next_id += 1
+            return {"id": self.next_id}
+        if obj["op"] == "value" and self.refuse:
+            raise RuntimeError("refused by the server")
+        return {"value": 4.0}
+
+
+@pytest.fixture
+def connected():
+    calls = _FakeCalls()
+    pb._connect(calls, {"model_name": "m", "model_version": "1"})
+    yield calls
+    pb._connect(None, {})
+
+
+def test_logger_sends_level_file_and_line(connected):
+    pb.Logger.log_error("boom")
+    line = sys._getframe().f_lineno - 1
+    kind, rec = connected.sent[-1]
+    assert kind == 12
+    assert rec == {"level": "ERROR", "message": "boom", "file": __file__, "line": line}
+    pb.Logger.log("x", pb.Logger.VERBOSE)
+    assert connected.sent[-1][1]["level"] == "VERBOSE"
+
+
+def test_logger_without_server_writes_stderr(capsys):
+    pb.Logger.log_warn("early")
+    assert "WARNING test_utils.py:" in capsys.readouterr().err
+
+
+def test_metric_checks_and_prefixes(connected):
+    fam = pb.MetricFamily("n", "d", pb.MetricFamily.HISTOGRAM)
+    with pytest.raises(pb.TritonModelException, match="^Failed to create metric. Missing required buckets.$"):
+        fam.Metric()
+    with pytest.raises(pb.TritonModelException, match="Labels must be a dictionary"):
+        fam.Metric(labels=[("a", "b")], buckets=[1])
+    with pytest.raises(pb.TritonModelException, match="Buckets must be a list"):
+        fam.Metric(buckets=(1, 2))
+    m = fam.Metric(labels={"a": 1}, buckets=[1, 2])
+    assert connected.sent[-1][1] == {"op": "metric_new", "family": 1, "labels": {"a": "1"}, "buckets": [1.0, 2.0]}
+    family = pb.MetricFamily("c", "d", pb.COUNTER)
+    counter = family.Metric()
+    assert counter.value() == 4.0
+    counter.increment(2)
+    assert connected.sent[-1][1] == {"op": "increment", "id": 4, "value": 2.0, "async": True}
+    with pytest.raises(pb.TritonModelException, match="^Failed to increment metric value: TRITONSERVER_METRIC_KIND_COUNTER "
+                                                      "can only be incremented monotonically"):
+        counter.increment(-1)
+    with pytest.raises(pb.TritonModelException, match="^Failed to set metric value: TRITONSERVER_METRIC_KIND_COUNTER does not support Set$"):
+        counter.set(1)
+    with pytest.raises(pb.TritonModelException, match="HISTOGRAM does not support Value"):
+        m.value()
+    connected.refuse = True
+    with pytest.raises(pb.TritonModelException, match="^Failed to get metric value: refused by the server$"):
+        counter.value()
+    del m
+    assert connected.sent[-1][1] == {"op": "metric_delete", "id": 2}
+    del family
+    with pytest.raises(pb.TritonModelException, match="has been deleted"):
+        counter.increment(1)
+
+
+def test_metric_without_server_raises():
+    with pytest.raises(pb.TritonModelException, match="Error when creating MetricFamily"):
+        pb.MetricFamily("n", "d", pb.GAUGE)
+
+
+def test_model_name_defaults_to_the_model(connected):
+    assert pb.InferenceRequest._incoming([], "", [], None).model_name() == "m"
+    assert pb.InferenceRequest(model_name="other", inputs=[], requested_output_names=[]).model_name() == "other"
+
+
+def _config():
+    return pb.ModelConfig({"name": "m", "max_batch_size": 0, "input": [
+        {"name": "A", "data_type": "TYPE_FP32", "dims": [4], "optional": False}], "output": []})
+
+
+def test_model_config_add_and_merge():
+    c = _config()
+    c.add_input({"name": "A", "data_type": "TYPE_FP32", "dims": [4]})
+    c.add_input({"name": "B", "data_type": "TYPE_INT32", "dims": [-1]})
+    c.add_output({"name": "Y", "data_type": "TYPE_FP32", "dims": [4]})
+    c.set_max_batch_size(8)
+    c.set_dynamic_batching()
+    d = c.as_dict()
+    assert [t["name"] for t in d["input"]] == ["A", "B"]
+    assert d["max_batch_size"] == 8 and d["dynamic_batching"] == {}
+    c.set_model_transaction_policy({"decoupled": False})
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda c: c.add_input({"name": "A", "data_type": "TYPE_INT8", "dims": [4]}),
+     "unable to load model 'm', configuration expects datatype TYPE_FP32 for input 'A', model provides TYPE_INT8"),
+    (lambda c: c.add_input({"name": "A", "data_type": "TYPE_FP32", "dims": [5]}),
+     "model 'm', tensor 'A': the model expects dims [5] but the model configuration specifies dims [4]"),
+    (lambda c: c.add_input({"name": "A", "data_type": "TYPE_FP32", "dims": [4], "optional": True}),
+     "model 'm', tensor 'A': the model expects optional True but the model configuration specifies optional False"),
+    (lambda c: c.add_input({"name": "Z", "data_type": "TYPE_FP32", "dims": [4], "format": "x"}),
+     "input 'Z' in auto-complete-config function for model 'm' contains property other than "
+     "'name', 'data_type', 'dims' and 'optional'."),
+    (lambda c: c.add_output({"name": "Z", "dims": [4]}),
+     "output 'Z' in auto-complete-config function for model 'm' is missing 'data_type' property."),
+    (lambda c: c.add_output({"data_type": "TYPE_FP32", "dims": [4]}),
+     "output in auto-complete-config function for model 'm' is missing 'name' property."),
+    (lambda c: (c.set_max_batch_size(4), c.set_max_batch_size(2)),
+     "configuration specified max_batch_size 4, but in auto-complete-config function for model 'm' "
+     "specified max_batch_size 2"),
+    (lambda c: c.set_model_transaction_policy({"stream": True}),
+     "model transaction property in auto-complete-config function for model 'm' contains property other "
+     "than 'decoupled'."),
+    (lambda c: (c.set_model_transaction_policy({"decoupled": False}), c.set_model_transaction_policy({"decoupled": True})),
+     "trying to change decoupled property in auto-complete-config for model 'm', which is already set to 'False'."),
+])
+def test_model_config_refusals(call, message):
+    with pytest.raises(ValueError) as e:
+        call(_config())
+    assert str(e.value) == message
+
+
+def test_model_config_dynamic_batching_refused_beside_sequence():
+    c = pb.ModelConfig({"name": "m", "sequence_batching": {}, "input": [], "output": []})
+    with pytest.raises(ValueError, match="Configuration specified scheduling_choice as 'sequence_batching'"):
+        c.set_dynamic_batching()
 
 
 def test_bls_request_arguments_are_honoured_or_refused_by_name():

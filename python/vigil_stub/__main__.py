@@ -1,5 +1,6 @@
 """Entry point: ``python -m vigil_stub --fd N --control-fd M [--nice K]
-[--model NAME --version V --instance NAME]``.
+[--model NAME --version V --instance NAME]``, or
+``python -m vigil_stub --auto-complete`` (see autocomplete.py).
 
 The names are only for people: ps shows them on the command line, and the
 stub sets its process name (what top and ps -o comm show) to
@@ -62,7 +63,15 @@ def _set_process_name(instance):
 
 
 def main(argv=None):
-    fd, control_fd, nice, (_model, _version, instance) = _parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--auto-complete"]:
+        if sys.path and sys.path[0] in ("", os.getcwd()):
+            del sys.path[0]
+        from .autocomplete import main as auto_complete  # noqa: PLC0415
+
+        sys.stdout.flush()
+        os._exit(auto_complete())
+    fd, control_fd, nice, (_model, _version, instance) = _parse_args(argv)
     _set_process_name(instance)
     if nice:
         # Before any thread starts, so that every thread of the stub, and

@@ -35,6 +35,7 @@ import threading
 import traceback
 
 from . import wire
+from .servercalls import ServerCalls
 from .batch import Batch, Registry
 from .wire import FLAG_ERROR, FLAG_REPLY, Demux
 
@@ -91,6 +92,8 @@ class Stub:
         self._hook_go = queue.SimpleQueue()
         self._loop = None
         self._loop_lock = threading.Lock()
+        # Requests to the server (LOG, METRIC) on the control socket.
+        self._server_calls = ServerCalls(control)  # LOG and METRIC
         self._decoupled = False
         self._instance_name = ""
         self._batches = Registry()
@@ -142,19 +145,22 @@ class Stub:
             except OSError:
                 frame = None
             if frame is None:
+                self._server_calls.close()
                 try:
                     sys.stdout.flush()
                     sys.stderr.flush()
                 finally:
                     os._exit(0)
-            kind, _flags, seq, _body = frame
-            if kind == wire.KIND_PING:
+            kind, flags, seq, body = frame
+            if flags & FLAG_REPLY:
+                self._server_calls.deliver(flags, seq, body)
+            elif kind == wire.KIND_PING:
                 control.send(wire.KIND_PING, FLAG_REPLY, seq)
             elif kind == wire.KIND_HEALTH:
                 self._request_health(seq)
             elif kind == wire.KIND_CANCEL:
-                if len(_body) >= 4:
-                    self._batches.cancel(seq, wire.U32.unpack_from(_body, 0)[0])
+                if len(body) >= 4:
+                    self._batches.cancel(seq, wire.U32.unpack_from(body, 0)[0])
             else:
                 control.send(kind, FLAG_REPLY | FLAG_ERROR, seq, (ModelFailure(
                     "protocol", "frame kind %d does not belong on the control socket" % kind).body(),))
@@ -205,6 +211,7 @@ class Stub:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
             self._codec = Codec(int(req.get("shm_threshold") or 0) if self._conn.passes_fds else 0)
+            sys.modules["triton_python_backend_utils"]._connect(self._server_calls, args)
             from .calls import Calls  # noqa: PLC0415 - needs numpy
 
             self._calls = Calls(self._conn, self._demux, self._codec)

@@ -26,6 +26,9 @@ KIND_EXECUTE = 2
 KIND_PING = 3
 KIND_HEALTH = 4
 KIND_FINALIZE = 5
+# Frames the stub starts, on the control socket.
+KIND_LOG = 12
+KIND_METRIC = 13
 KIND_RESPONSE = 6  # stub -> server: one response sent through a response sender
 KIND_CANCEL = 7  # server -> stub (control socket): a request's client has gone
 # Frames the stub starts (calls.py): a BLS request, the server's responses

@@ -22,6 +22,9 @@ BLS_MODELS = Path(__file__).resolve().parent / "models" / "bls"
 # Models the repository shares with examples/models, copied in rather than kept twice.
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
 FROM_EXAMPLES = ["square_int32"]
+# Models that run another model's code under their own config: sleeper is slow
+# with two instances (the parallel ensemble runs two of its steps at once).
+SAME_CODE = {"sleeper": "slow"}
 LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
           "square_int32", "bls_decoupled_sync", "bls_decoupled_async"]
 
@@ -32,6 +35,8 @@ def bls_server(tmp_path_factory, label, mode_args, only=None):
     shutil.copytree(BLS_MODELS, repo)
     for name in FROM_EXAMPLES:
         shutil.copytree(EXAMPLES / name, repo / name)
+    for name, code in SAME_CODE.items():
+        shutil.copytree(repo / code / "1", repo / name / "1")
     for d in repo.iterdir():
         if only is not None and d.name not in only:
             shutil.rmtree(d)

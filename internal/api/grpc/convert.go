@@ -24,6 +24,9 @@ func requestFromProto(in *pb.ModelInferRequest) (*inference.Request, error) {
 		return nil, apierr.New(apierr.InvalidArgument, "model_name is required")
 	}
 	model := in.GetModelName()
+	if err := refuseClassification(in); err != nil {
+		return nil, err
+	}
 	raw := in.GetRawInputContents()
 	// Inputs in shared memory have no raw_input_contents entry (as
 	// tritonclient sends them): the entries belong to the other inputs, in

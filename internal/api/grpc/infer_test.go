@@ -230,7 +230,7 @@ func TestModelInferParametersAndOutputs(t *testing.T) {
 			Contents:   &pb.InferTensorContents{IntContents: []int32{1}},
 		}},
 		Outputs: []*pb.ModelInferRequest_InferRequestedOutputTensor{
-			{Name: "B", Parameters: map[string]*pb.InferParameter{"classification": {ParameterChoice: &pb.InferParameter_Int64Param{Int64Param: 2}}}},
+			{Name: "B", Parameters: map[string]*pb.InferParameter{"custom": {ParameterChoice: &pb.InferParameter_Int64Param{Int64Param: 2}}}},
 			{Name: "A"},
 		},
 	}
@@ -250,7 +250,7 @@ func TestModelInferParametersAndOutputs(t *testing.T) {
 	if !reflect.DeepEqual(got.Inputs[0].Parameters, map[string]any{"p": int64(1)}) {
 		t.Errorf("input parameters = %#v", got.Inputs[0].Parameters)
 	}
-	wantOutputs := []inference.RequestedOutput{{Name: "B", Parameters: map[string]any{"classification": int64(2)}}, {Name: "A"}}
+	wantOutputs := []inference.RequestedOutput{{Name: "B", Parameters: map[string]any{"custom": int64(2)}}, {Name: "A"}}
 	if !reflect.DeepEqual(got.Outputs, wantOutputs) {
 		t.Errorf("requested outputs = %#v, want %#v", got.Outputs, wantOutputs)
 	}

@@ -150,7 +150,7 @@ func (s *server) instanceJSON(in health.InstanceHealth) instanceHealthJSON {
 	}
 	for _, c := range in.Checks {
 		ij.Checks = append(ij.Checks, checkHealthJSON{
-			Name: string(c.Name), State: passFail(c.Passing), LastResult: lastResult(c),
+			Name: string(c.Name), State: c.State(), LastResult: c.LastResult(),
 			LastMessage: s.reason(c.LastMessage), LastAt: timePtr(c.LastAt),
 			Consecutive: c.Consecutive, Since: timePtr(c.Since),
 		})
@@ -161,21 +161,6 @@ func (s *server) instanceJSON(in health.InstanceHealth) instanceHealthJSON {
 		})
 	}
 	return ij
-}
-
-// lastResult is a check's raw last result, "none" before its first one.
-func lastResult(c health.CheckHealth) string {
-	if c.LastAt.IsZero() {
-		return "none"
-	}
-	return passFail(c.LastOK)
-}
-
-func passFail(ok bool) string {
-	if ok {
-		return "pass"
-	}
-	return "fail"
 }
 
 // timePtr omits zero times from JSON instead of printing year 1.

@@ -148,10 +148,10 @@ func TestProbeJSON(t *testing.T) {
 }
 
 func TestLastResultIsNoneBeforeTheFirstResult(t *testing.T) {
-	if got := lastResult(health.CheckHealth{Name: health.CheckHook}); got != "none" {
+	if got := (health.CheckHealth{Name: health.CheckHook}).LastResult(); got != "none" {
 		t.Errorf("never-run check: last_result %q, want none", got)
 	}
-	if got := lastResult(health.CheckHealth{Name: health.CheckHook, LastAt: time.Now()}); got != "fail" {
+	if got := (health.CheckHealth{Name: health.CheckHook, LastAt: time.Now()}).LastResult(); got != "fail" {
 		t.Errorf("failed check: last_result %q, want fail", got)
 	}
 }
