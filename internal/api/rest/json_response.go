@@ -21,11 +21,26 @@ import (
 // in JSON go through encoding/json itself, which escapes HTML characters
 // inside the strings.
 func encodeInferResponse(resp *inference.Response, format outputFormat) (body []byte, jsonLen int, binary bool, err error) {
+	header, tails, err := encodeInferResponseParts(resp, format)
+	if err != nil || tails == nil {
+		return header, len(header), false, err
+	}
+	return assembleBinaryResponse(header, tails), len(header), true, nil
+}
+
+// encodeInferResponseParts is encodeInferResponse with the body in parts:
+// the JSON header, then the binary outputs in order (nil when none is
+// binary), so that the handler writes them without joining them first.
+func encodeInferResponseParts(resp *inference.Response, format outputFormat) (header []byte, tails [][]byte, err error) {
 	size := 128 + len(resp.Model) + len(resp.ID)
 	for i := range resp.Outputs {
 		t := &resp.Outputs[i]
 		if t.Datatype == tensor.Bytes && !format.isBinary(t.Name) && !sharedmemory.InSharedMemory(t.Parameters) {
-			return encodeInferResponseReflect(resp, format)
+			body, jsonLen, binary, err := encodeInferResponseReflect(resp, format)
+			if err != nil || !binary {
+				return body, nil, err
+			}
+			return body[:jsonLen], [][]byte{body[jsonLen:]}, nil
 		}
 		size += 96 + len(t.Name)
 		if !format.isBinary(t.Name) {
@@ -63,7 +78,6 @@ func encodeInferResponse(resp *inference.Response, format outputFormat) (body []
 		b = marshal(b, resp.Parameters)
 	}
 	b = append(b, `,"outputs":[`...)
-	var tails [][]byte
 	for i := range resp.Outputs {
 		t := &resp.Outputs[i]
 		if i > 0 {
@@ -72,7 +86,7 @@ func encodeInferResponse(resp *inference.Response, format outputFormat) (body []
 		shm := sharedmemory.InSharedMemory(t.Parameters)
 		if !shm {
 			if err := t.Validate(); err != nil {
-				return nil, 0, false, apierr.Wrap(apierr.Internal, err, "model %q returned a malformed output", resp.Model)
+				return nil, nil, apierr.Wrap(apierr.Internal, err, "model %q returned a malformed output", resp.Model)
 			}
 		}
 		b = append(b, `{"name":`...)
@@ -111,19 +125,16 @@ func encodeInferResponse(resp *inference.Response, format outputFormat) (body []
 			}
 			b = append(b, `,"data":`...)
 			if b, err = appendJSONData(b, t); err != nil {
-				return nil, 0, false, apierr.New(apierr.InvalidArgument, "model %q output %q: %s", resp.Model, t.Name, err)
+				return nil, nil, apierr.New(apierr.InvalidArgument, "model %q output %q: %s", resp.Model, t.Name, err)
 			}
 		}
 		b = append(b, '}')
 	}
 	b = append(b, "]}"...)
 	if paramErr != nil {
-		return nil, 0, false, apierr.Wrap(apierr.Internal, paramErr, "model %q: cannot encode the response", resp.Model)
+		return nil, nil, apierr.Wrap(apierr.Internal, paramErr, "model %q: cannot encode the response", resp.Model)
 	}
-	if tails == nil {
-		return b, len(b), false, nil
-	}
-	return assembleBinaryResponse(b, tails), len(b), true, nil
+	return b, tails, nil
 }
 
 // appendQuoted appends s as encoding/json quotes it: as it is when it holds
