@@ -171,10 +171,9 @@ type version struct {
 	stats     *scheduler.Stats
 	instances []Instance
 
-	mu       sync.Mutex
-	serving  bool // loaded: restarts are carried out
-	closed   bool // unloading or replaced: restarts are moot
-	routable map[string]bool
+	mu      sync.Mutex
+	serving bool // loaded: restarts are carried out
+	closed  bool // unloading or replaced: restarts are moot
 	// restarts holds the restarts the health engine decided while the
 	// version was still loading, by instance name: they are carried out
 	// when it starts serving (setServing), never dropped.
