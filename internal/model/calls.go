@@ -158,7 +158,7 @@ func (m *Manager) Control(ctx context.Context, req instance.ControlRequest) (boo
 	}
 	for k, v := range req.Files {
 		if !strings.HasPrefix(k, modelconfig.FileParamPrefix) {
-			return false, apierr.New(apierr.InvalidArgument, "cannot load model %s: load_model files key %q must be %q followed by a path in the model directory, e.g. \"file:1/model.py\"", req.Name, k, modelconfig.FileParamPrefix)
+			return false, apierr.New(apierr.InvalidArgument, "failed to load '%s': load_model files key %q must be %q followed by a path in the model directory, e.g. \"file:1/model.py\"", req.Name, k, modelconfig.FileParamPrefix)
 		}
 		params[k] = v
 	}

@@ -121,3 +121,29 @@ func TestControlLoadOutsideExplicitModeIsRefused(t *testing.T) {
 		t.Error("a refused load created the model")
 	}
 }
+
+// A file the server cannot write is the server's failure, in Triton's
+// words and code; a model the repository does not hold is named in
+// Triton's words too.
+func TestLoadErrorsInTritonsWords(t *testing.T) {
+	m, _, _ := fakeManager(t, fakeRepo(t, 1, ""))
+	m.cfg.ScratchDir = t.TempDir()
+	ctx := context.Background()
+	long := "file:" + strings.Repeat("A", 256)
+	err := m.Load(ctx, "m", map[string]any{"config": "{}", long: []byte("a")})
+	if apierr.CodeOf(err) != apierr.Internal || !strings.Contains(err.Error(), "failed to load 'm', failed to poll from model repository") {
+		t.Errorf("an unwritable file: %v (code %v), want Internal with Triton's words", err, apierr.CodeOf(err))
+	}
+	err = m.Load(ctx, "wrong_model_name", nil)
+	if apierr.CodeOf(err) != apierr.NotFound || !strings.HasPrefix(err.Error(), "failed to load 'wrong_model_name', failed to poll from model repository: no model directory") {
+		t.Errorf("an unknown model: %v (code %v), want NotFound with Triton's words first", err, apierr.CodeOf(err))
+	}
+	err = m.Load(ctx, "m", map[string]any{"warmup": true})
+	if apierr.CodeOf(err) != apierr.InvalidArgument || !strings.HasPrefix(err.Error(), `failed to load 'm': unknown load parameter "warmup"`) {
+		t.Errorf("an unknown parameter: %v (code %v), want InvalidArgument in Triton's form", err, apierr.CodeOf(err))
+	}
+	entries, _ := os.ReadDir(m.cfg.ScratchDir)
+	if len(entries) != 0 {
+		t.Errorf("a failed write left %d entries in the scratch directory", len(entries))
+	}
+}

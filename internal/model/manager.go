@@ -249,10 +249,11 @@ func (m *Manager) Load(ctx context.Context, name string, params map[string]any) 
 	}
 	ov, err := m.loadOverride(name, params)
 	if err != nil {
-		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %s", name)
+		return err
 	}
 	if (ov == nil || ov.Dir == "") && !m.inRepository(name) {
-		return apierr.New(apierr.NotFound, "cannot load model %s: no model directory %s in %s (a directory with %s or an auto-completable <version>/model.py)",
+		// Triton's words for a model its repository does not hold.
+		return apierr.New(apierr.NotFound, "failed to load '%s', failed to poll from model repository: no model directory %s in %s (a directory with %s or an auto-completable <version>/model.py)",
 			name, name, m.cfg.RepoDir, modelconfig.ConfigFileName)
 	}
 	err = m.loadWith(ctx, name, ov)
