@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/health"
@@ -145,5 +146,25 @@ func TestLoadErrorsInTritonsWords(t *testing.T) {
 	entries, _ := os.ReadDir(m.cfg.ScratchDir)
 	if len(entries) != 0 {
 		t.Errorf("a failed write left %d entries in the scratch directory", len(entries))
+	}
+}
+
+// A version's load duration runs from the start of its load until its
+// instances have initialized (nv_model_load_duration_secs).
+func TestLoadDurationCoversInitialize(t *testing.T) {
+	m, _, f := fakeManager(t, fakeRepo(t, 1, ""))
+	release := f.hold("m_0")
+	const initialize = 50 * time.Millisecond
+	timer := time.AfterFunc(initialize, release)
+	defer timer.Stop()
+	if err := m.Load(context.Background(), "m", nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Stats("m", "1")
+	if err != nil || len(st) != 1 {
+		t.Fatalf("stats = %v, %v", st, err)
+	}
+	if st[0].LoadDuration < initialize || st[0].LoadDuration > fakeWait {
+		t.Errorf("load duration %v, want at least the %v initialize took", st[0].LoadDuration, initialize)
 	}
 }

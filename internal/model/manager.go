@@ -166,6 +166,7 @@ type version struct {
 	order        *scheduler.Ordering // preserve_ordering; nil without it
 	stats        *scheduler.Stats
 	instances    []Instance
+	loadDuration time.Duration // set once, before the version is published in its entry
 
 	mu       sync.Mutex
 	serving  bool // loaded: restarts are carried out
