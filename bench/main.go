@@ -17,6 +17,8 @@
 //     recovery (→ SERVING again) over repeated kills;
 //   - hang detection: SIGSTOP against heartbeat_timeout_seconds, and a hung
 //     execute against execute_timeout_seconds;
+//   - 16 clients running sequences under sequence_batching direct and
+//     oldest, next to the same requests without sequences (sequence.go);
 //   - calls between models: one BLS hop (bls_add_sub → add_sub) against
 //     add_sub direct and the IPC round trips, and a 3-step ensemble
 //     (add_sub_chain) against the sum of its steps, in the same rounds;
@@ -50,6 +52,8 @@ type options struct {
 	extra    string
 	// transferOnly measures only the large-tensor transfer figures.
 	transferOnly bool
+	// sequencesOnly measures only the sequence batching figures.
+	sequencesOnly bool
 
 	// -peers
 	peers        bool
@@ -69,6 +73,7 @@ func main() {
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
 	flag.BoolVar(&o.transferOnly, "transfer-only", false, "measure only the 16 MiB transfer figures (HTTP binary, gRPC, shared memory)")
+	flag.BoolVar(&o.sequencesOnly, "sequences-only", false, "measure only the sequence figures (16 interleaved sequences under direct and oldest, and the same requests without sequences)")
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
 	flag.BoolVar(&o.peers, "peers", false, "compare vigil with Triton and the floor server instead (make bench-peers)")
 	flag.StringVar(&o.tritonVenv, "triton-venv", "bin/triton-venv", "with -peers: virtual environment holding nvidia-pytriton")
@@ -131,6 +136,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(repo)
+	if err := addSequenceModels(repo); err != nil {
+		return err
+	}
 	// --allow-client-shm for the shared memory transfer figure.
 	srv, err := startServer(o.vigil, repo, python, append(strings.Fields(o.extra), "--allow-client-shm")...)
 	if err != nil {
@@ -147,8 +155,18 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		r.print()
 		return nil
 	}
+	if o.sequencesOnly {
+		if err := measureSequences(ctx, srv, o, r); err != nil {
+			return fmt.Errorf("sequences: %w", err)
+		}
+		r.print()
+		return nil
+	}
 	if err := measureServing(ctx, srv, o, r, ipc); err != nil {
 		return err
+	}
+	if err := measureSequences(ctx, srv, o, r); err != nil {
+		return fmt.Errorf("sequences: %w", err)
 	}
 	if err := measureTransfer(ctx, srv, r); err != nil {
 		return fmt.Errorf("transfer: %w", err)

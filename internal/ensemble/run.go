@@ -129,7 +129,10 @@ func (p *Plan) inputsReady(s Step, tensors map[string]tensor.Tensor) bool {
 
 // request builds a step's request from the ensemble tensors.
 func (p *Plan) request(s Step, req *inference.Request, tensors map[string]tensor.Tensor, callers []string) *inference.Request {
-	child := &inference.Request{Model: s.Model, Version: s.Version, ID: req.ID, Parameters: req.Parameters, Callers: callers}
+	// The ensemble request's correlation ID and flags go to every step, as
+	// in Triton, so that a step with sequence_batching sees the sequence.
+	child := &inference.Request{Model: s.Model, Version: s.Version, ID: req.ID, Parameters: req.Parameters, Callers: callers,
+		Sequence: req.Sequence}
 	for _, in := range sortedKeys(s.Inputs) {
 		t := tensors[s.Inputs[in]]
 		t.Name = in

@@ -69,6 +69,11 @@ func (c *core) step(ev Event, now time.Time) []action {
 		out = m.step(ev, now)
 	case InstanceRemoved:
 		m.removeInstance(ev.Instance.Instance)
+	case SequencesChanged:
+		if t, ok := m.instances[ev.Instance.Instance]; ok {
+			t.sequences = &SequenceSlots{Open: ev.Open, Slots: ev.Slots}
+		}
+		return nil
 	case InstanceSpawned, InstanceInitialized, InstanceInitFailed, InstanceExited, InstanceStopped,
 		InstanceSuspended, InstanceResumed, CheckResult, ExecuteResult:
 		t, ok := m.instances[ev.Instance.Instance]

@@ -63,6 +63,11 @@ const (
 	// InstanceResumed: the reaper saw the stopped process continued
 	// (SIGCONT).
 	InstanceResumed
+
+	// SequencesChanged gives an instance's open sequences and sequence
+	// slots (Open, Slots), from the sequence batcher. It is information for
+	// the snapshot, not a health input: busy is not unhealthy.
+	SequencesChanged
 )
 
 // Cause classifies a failure an event reports, so that the engine decides
@@ -121,6 +126,9 @@ type Event struct {
 	// Took is how long the check ran (CheckResult), for the duration
 	// histogram.
 	Took time.Duration
+	// Open and Slots are an instance's open sequences and sequence slots
+	// (SequencesChanged).
+	Open, Slots int
 
 	// synced is closed once the engine has published a snapshot that
 	// includes every event posted before this one (Engine.Sync).

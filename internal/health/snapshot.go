@@ -88,6 +88,17 @@ type InstanceHealth struct {
 	// RestartAt is when a decided restart will be issued once its backoff
 	// has elapsed; zero when none is waiting.
 	RestartAt time.Time
+	// Sequences is the instance's share of a sequence batching model's
+	// sequences; nil for other models.
+	Sequences *SequenceSlots
+}
+
+// SequenceSlots are the sequences an instance holds and how many it can.
+// A model whose slots are all taken is busy, not unhealthy: it stays
+// ready, and new sequences wait for a slot (or get 503 past the bound).
+type SequenceSlots struct {
+	Open  int
+	Slots int
 }
 
 // CheckHealth is one check's raw last result next to its effective state.

@@ -54,6 +54,9 @@ type tracker struct {
 	pid      int
 	restarts int    // restarts issued (Actuator.Restart calls)
 	lastExit string // "exit code 1", "signal killed"
+	// sequences is the latest SequencesChanged (shared with snapshots,
+	// never modified: replaced).
+	sequences *SequenceSlots
 
 	checks       [numChecks]checkState
 	consecErrors int       // failed executes in a row
@@ -653,6 +656,7 @@ func (t *tracker) health() InstanceHealth {
 		LastExit:     t.lastExit,
 		FailingSince: t.failingSince,
 		RestartAt:    t.restartAt,
+		Sequences:    t.sequences,
 		Checks:       make([]CheckHealth, numChecks),
 		Transitions:  append([]Transition(nil), t.ring...),
 	}

@@ -40,6 +40,17 @@ type Source interface {
 	Next(ctx context.Context, run func([]*scheduler.Task)) ([]*scheduler.Task, error)
 }
 
+// GenerationObserver is implemented by a Source whose work depends on the
+// process it runs on (the sequence batcher: a sequence's state lives in the
+// model): it is told when a process that initialized ends, before the
+// health engine hears of it, so before any restart.
+type GenerationObserver interface {
+	// GenerationEnded says how: "died (killed by signal SIGKILL)", or
+	// "was stopped by vigil (...)" for a stop, restart or failure vigil
+	// decided.
+	GenerationEnded(how string)
+}
+
 // Config describes one instance.
 type Config struct {
 	Key     health.InstanceKey
@@ -467,6 +478,7 @@ func (i *Instance) reap(g *generation) {
 	g.cancel()
 	desc, code, sig := g.proc.exitDescription()
 	i.endHeld(g, desc)
+	i.generationEnded(g, desc)
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	g.exited = true
@@ -482,6 +494,26 @@ func (i *Instance) reap(g *generation) {
 	}
 	i.log.Warn("stub exited", "pid", g.proc.pid, "exit", desc)
 	i.post(health.Event{Kind: health.InstanceExited, ExitCode: code, Signal: sig, Reason: reason, PID: g.proc.pid})
+}
+
+// generationEnded tells a GenerationObserver source that g's process is
+// gone, when g had initialized (only then could it hold work).
+func (i *Instance) generationEnded(g *generation, desc string) {
+	o, ok := i.cfg.Queue.(GenerationObserver)
+	if !ok {
+		return
+	}
+	i.mu.Lock()
+	initialized := g.initialized
+	i.mu.Unlock()
+	if !initialized {
+		return
+	}
+	how := "died (" + desc + ")"
+	if g.proc.wasIntended() {
+		how = "was stopped by vigil (" + desc + ")"
+	}
+	o.GenerationEnded(how)
 }
 
 // refreshLocked recomputes whether the worker may take work and wakes it.

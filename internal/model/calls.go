@@ -85,12 +85,20 @@ func (m *Manager) callOn(ctx context.Context, v *version, req *inference.Request
 		return nil, err
 	}
 	var resp *inference.Response
-	if slices.Contains(req.Callers, req.Model) {
+	cyclic := slices.Contains(req.Callers, req.Model)
+	switch {
+	case v.seq != nil && cyclic:
+		return nil, sequenceCycleError(req)
+	case v.seq != nil:
+		// The caller's correlation_id and flags (pb_utils.InferenceRequest)
+		// choose the sequence, as for a client's request.
+		resp, err = v.seq.Submit(ctx, &r, size)
+	case cyclic:
 		resp, err = v.queue.SubmitIdle(ctx, &r, size)
 		if errors.Is(err, scheduler.ErrNoIdleInstance) {
 			return nil, &apierr.Error{Code: apierr.Unavailable, Err: err, Msg: cycleMessage(req, len(v.instances))}
 		}
-	} else {
+	default:
 		resp, err = v.queue.Submit(ctx, &r, size)
 	}
 	if err != nil {
@@ -106,13 +114,25 @@ func (m *Manager) callOn(ctx context.Context, v *version, req *inference.Request
 // ensemble_a → bls_b → bls_b: model bls_b has no free instance (1
 // instance, busy in the chain); waiting for one could deadlock".
 func cycleMessage(req *inference.Request, instances int) string {
-	chain := strings.Join(append(slices.Clone(req.Callers), req.Model), " → ")
 	noun := "instances"
 	if instances == 1 {
 		noun = "instance"
 	}
-	return "BLS call cycle " + chain + ": model " + req.Model + " has no free instance (" +
+	return "BLS call cycle " + chain(req) + ": model " + req.Model + " has no free instance (" +
 		strconv.Itoa(instances) + " " + noun + ", all busy); waiting for one could deadlock"
+}
+
+// sequenceCycleError refuses a call back into a sequence batching model
+// from its own chain: a sequence runs one request at a time on the
+// instance that holds it, which may be the caller's own, so waiting could
+// deadlock.
+func sequenceCycleError(req *inference.Request) error {
+	return apierr.New(apierr.Unavailable, "BLS call cycle %s: model %s uses sequence batching, and a call back into it could wait for its own sequence", chain(req), req.Model)
+}
+
+// chain is a call's path, e.g. "ensemble_a → bls_b → bls_b".
+func chain(req *inference.Request) string {
+	return strings.Join(append(slices.Clone(req.Callers), req.Model), " → ")
 }
 
 // Control serves pb_utils.load_model, unload_model and is_model_ready.
@@ -180,6 +200,9 @@ func (m *Manager) CallStream(ctx context.Context, req *inference.Request, emit f
 	}
 	if err := m.routableOrReason(v); err != nil {
 		return err
+	}
+	if slices.Contains(req.Callers, req.Model) && v.seq != nil {
+		return sequenceCycleError(req)
 	}
 	if slices.Contains(req.Callers, req.Model) && !v.queue.HasIdle() {
 		return &apierr.Error{Code: apierr.Unavailable, Err: scheduler.ErrNoIdleInstance, Msg: cycleMessage(req, len(v.instances))}

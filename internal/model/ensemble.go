@@ -23,8 +23,7 @@ import (
 // ensembleOn answers a request to an ensemble version.
 func (m *Manager) ensembleOn(ctx context.Context, v *version, req *inference.Request) (*inference.Response, error) {
 	if slices.Contains(req.Callers, req.Model) {
-		chain := strings.Join(append(slices.Clone(req.Callers), req.Model), " → ")
-		return nil, apierr.New(apierr.Unavailable, "BLS call cycle %s: ensemble %s is already running in this chain, and waiting for it could deadlock", chain, req.Model)
+		return nil, apierr.New(apierr.Unavailable, "BLS call cycle %s: ensemble %s is already running in this chain, and waiting for it could deadlock", chain(req), req.Model)
 	}
 	if ready, reason, ok := m.cfg.Health.Snapshot().ModelReady(v.key.Model, v.key.Version); ok && !ready {
 		if m.cfg.HideReasons || reason == "" {

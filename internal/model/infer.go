@@ -55,7 +55,12 @@ func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Reques
 		return nil, err
 	}
 	ticket := v.order.Issue()
-	resp, err := v.queue.Submit(ctx, &r, size)
+	var resp *inference.Response
+	if v.seq != nil {
+		resp, err = v.seq.Submit(ctx, &r, size)
+	} else {
+		resp, err = v.queue.Submit(ctx, &r, size)
+	}
 	// preserve_ordering: an answer, errors included, waits for the
 	// requests that arrived before it.
 	if terr := v.order.Turn(ctx, ticket); terr != nil && err == nil {

@@ -308,6 +308,9 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 		queue:        scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
 		routable:     map[string]bool{},
 	}
+	if cfg.GetSequenceBatching() != nil {
+		v.seq = m.newSequenceBatcher(v, spec, load)
+	}
 	if cfg.GetDynamicBatching().GetPreserveOrdering() {
 		v.order = scheduler.NewOrdering()
 	}
@@ -317,9 +320,13 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 	if err != nil {
 		configJSON = []byte("{}")
 	}
-	for _, inName := range spec.InstanceNames() {
+	for k, inName := range spec.InstanceNames() {
 		if load > 1 {
 			inName = fmt.Sprintf("%s-r%d", inName, load)
+		}
+		var queue instance.Source = v.queue
+		if v.seq != nil {
+			queue = v.seq.Instance(k)
 		}
 		key := health.InstanceKey{Model: spec.Name, Version: vs, Instance: inName}
 		v.instances = append(v.instances, m.newInstance(instance.Config{
@@ -336,7 +343,7 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 			},
 			Warmup:            warmups(spec, vs),
 			Policy:            spec.Policy,
-			Queue:             v.queue,
+			Queue:             queue,
 			Calls:             m,
 			Stats:             stats,
 			Events:            m.cfg.Events,
@@ -409,7 +416,7 @@ func (v *version) drain(ctx context.Context) {
 	defer cancel()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for v.queue.Len() > 0 {
+	for v.queue.Len() > 0 || v.seq != nil && v.seq.Len() > 0 {
 		select {
 		case <-ctx.Done():
 			return
@@ -428,8 +435,12 @@ func (v *version) close() {
 	v.mu.Lock()
 	v.serving, v.closed, v.restarts = false, true, nil
 	v.mu.Unlock()
-	v.queue.Close(&apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: errReplaced,
-		Msg: fmt.Sprintf("model %s version %s is unloading", v.key.Model, v.key.Version)})
+	err := &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second, Err: errReplaced,
+		Msg: fmt.Sprintf("model %s version %s is unloading", v.key.Model, v.key.Version)}
+	v.queue.Close(err)
+	if v.seq != nil {
+		v.seq.Close(err)
+	}
 }
 
 // stop closes the version's queue and stops its instances.

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/repository"
 	"github.com/vigilhq/vigil/internal/scheduler"
+	"github.com/vigilhq/vigil/internal/sequence"
 )
 
 // ControlMode is the model control mode.
@@ -163,6 +164,9 @@ type version struct {
 	spec         *modelconfig.Model
 	number       int64
 	queue        *scheduler.Queue
+	// seq is the sequence batcher of a sequence_batching model, which its
+	// instances pull from instead of queue; nil for other models.
+	seq          *sequence.Batcher
 	order        *scheduler.Ordering // preserve_ordering; nil without it
 	stats        *scheduler.Stats
 	instances    []Instance

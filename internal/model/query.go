@@ -130,7 +130,7 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 				ComputeOutput:  Duration(c.ComputeOutput),
 				FailReasons:    c.FailReasons,
 				Batches:        batchStats(c.Batches),
-				Pending:        v.queue.Len(),
+				Pending:        v.pending(),
 				LoadDuration:   v.loadDuration,
 			})
 		}

@@ -62,6 +62,9 @@ type streamTally struct {
 }
 
 func (m *Manager) streamOn(ctx context.Context, v *version, req *inference.Request, emit func(Reply) error, st *streamTally) error {
+	if v.seq != nil {
+		return m.streamSequence(ctx, v, req, emit, st)
+	}
 	r := *req
 	r.Inputs = append([]tensor.Tensor(nil), req.Inputs...)
 	cfg := v.spec.Config

@@ -152,7 +152,7 @@ func fieldBefore(data []byte, line, column int) string {
 func isTritonOnlyField(name string) bool {
 	switch name {
 	case "runtime", "batch_input", "batch_output", "optimization",
-		"sequence_batching", "cc_model_filenames",
+		"cc_model_filenames",
 		"metric_tags", "model_operations",
 		"model_repository_agents", "response_cache", "model_metrics",
 		// ModelInput and ModelOutput
@@ -275,6 +275,9 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string, partial bool) err
 		return err
 	}
 	if err := validateDynamicBatching(cfg, file); err != nil {
+		return err
+	}
+	if err := validateSequenceBatching(cfg, file); err != nil {
 		return err
 	}
 	if err := validateVersionPolicy(cfg, file); err != nil {

@@ -51,9 +51,9 @@ func TestParseConfigErrors(t *testing.T) {
 		},
 		{
 			name:   "Triton field vigil does not implement",
-			config: validConfig + "sequence_batching { }\n",
-			want:   file + `:4:1: unsupported field "sequence_batching": vigil does not implement this Triton feature`,
-			field:  "sequence_batching",
+			config: validConfig + "optimization { }\n",
+			want:   file + `:4:1: unsupported field "optimization": vigil does not implement this Triton feature`,
+			field:  "optimization",
 		},
 		{
 			name:   "Triton input field vigil does not implement",

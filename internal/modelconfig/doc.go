@@ -11,7 +11,7 @@
 // inferencepb.ModelConfig, whose schema (proto/model_config.proto) declares
 // only the fields vigil implements, with Triton's field numbers. A field
 // outside that schema is an error: a Triton field vigil does not implement
-// (sequence_batching, optimization, model_warmup, ...) is reported as
+// (optimization, response_cache, ...) is reported as
 // unsupported, anything else as unknown, with a suggestion when the name is
 // close to a supported one.
 //
@@ -22,6 +22,10 @@
 //     equal the directory name.
 //   - max_batch_size ≥ 0; dynamic_batching needs max_batch_size > 0 and each
 //     preferred_batch_size in [1, max_batch_size].
+//   - sequence_batching: not together with dynamic_batching; controls and
+//     states are checked with Triton's rules and messages (sequence.go);
+//     max_sequence_idle_microseconds 0 means 1 s; the default strategy is
+//     direct; initial_state data files are read from initial_state/ at load.
 //   - at least one input and one output; names non-empty and unique within
 //     the inputs and within the outputs; data_type a known type other than
 //     TYPE_INVALID.

@@ -30,6 +30,9 @@ type Model struct {
 	// present on disk with their model file (for an ensemble, the version
 	// directory), ascending.
 	Versions []int64
+	// InitialStates holds the initial_state data_file contents of the
+	// sequence_batching states that have one, by state input_name.
+	InitialStates map[string][]byte
 	// Warmup are the model_warmup samples, built (files read) at load.
 	Warmup []Warmup
 	// Ensemble is the checked plan of an ensemble; nil for a Python model.
@@ -117,6 +120,9 @@ func LoadWith(ctx context.Context, repoDir, name string, defaults health.Policy,
 		return nil, fieldError(policyFile, "min_ready_instances", "%d is more than the %d instance(s) of model %q", policy.MinReadyInstances, n, name)
 	}
 	if m.Versions, err = m.selectVersions(source); err != nil {
+		return nil, err
+	}
+	if m.InitialStates, err = loadInitialStates(m, source); err != nil {
 		return nil, err
 	}
 	if !partial {

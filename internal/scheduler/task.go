@@ -64,6 +64,10 @@ type Task struct {
 	onCancel  func()  // tells the model the request ended without it
 	timing    Timing  // the compute phases of the batch that served it
 	onDrop    func()  // counts a reply that came after the end
+	// onEnd, set by NewTask, sees the result when the task ends, on the
+	// goroutine that ends it; result waits for it (hooked).
+	onEnd  func(Result) Result
+	hooked chan struct{}
 }
 
 func newTask(ctx context.Context, req *inference.Request, size int, stream bool) *Task {
@@ -124,6 +128,7 @@ func (t *Task) Deliver(r Reply) bool {
 	}
 	h := t.endLocked()
 	t.mu.Unlock()
+	t.runEnd()
 	t.signal()
 	h.release(t)
 	return true
@@ -148,6 +153,7 @@ func (t *Task) Finish(resp *inference.Response, err error) bool {
 	cancel := t.onCancel
 	h := t.endLocked()
 	t.mu.Unlock()
+	t.runEnd()
 	t.signal()
 	h.release(t)
 	if cancel != nil {
@@ -228,6 +234,9 @@ func (t *Task) timingOf() Timing {
 func (t *Task) Size() int { return t.size }
 
 func (t *Task) result() Result {
+	if t.hooked != nil {
+		<-t.hooked
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.final

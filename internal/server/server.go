@@ -350,6 +350,7 @@ func shutdown(cfg Config, log *slog.Logger, engine *health.Engine, grpcSrv *grpc
 	syncCtx, cancelSync := context.WithTimeout(context.Background(), time.Second)
 	_ = engine.Sync(syncCtx)
 	cancelSync()
+	mgr.Drain() // sequence models take no new sequences; open ones go on
 	grpcSrv.Drain()
 	if cfg.DrainDelay > 0 {
 		t := time.NewTimer(cfg.DrainDelay)
@@ -436,7 +437,8 @@ func readTimeout(d time.Duration) time.Duration {
 // protocolExtensions are the protocol extensions vigil implements;
 // system_shared_memory only when clients may use it.
 func protocolExtensions(shm bool) []string {
-	ext := []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters"}
+	ext := []string{"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters",
+		"sequence", "sequence(string_id)"}
 	if shm {
 		ext = append(ext, "system_shared_memory")
 	}

@@ -121,6 +121,21 @@ func TestBuildShowsRequestsInFlight(t *testing.T) {
 	}
 }
 
+func TestBuildShowsOpenSequences(t *testing.T) {
+	snap := snapshot(health.StateReady, 1, "")
+	snap.Models[0].Instances[0].Sequences = &health.SequenceSlots{Open: 3, Slots: 4}
+	in := build(snap, sample{}, sample{}, false, nil).Models[0].Instances[0]
+	if in.Sequences == nil || *in.Sequences != (SequencesView{Open: 3, Slots: 4}) {
+		t.Errorf("sequences %+v, want 3 of 4", in.Sequences)
+	}
+	if in.Extra["Sequences"] != nil {
+		t.Errorf("sequences shown twice: extra %v", in.Extra)
+	}
+	if in := build(snapshot(health.StateReady, 1, ""), sample{}, sample{}, false, nil).Models[0].Instances[0]; in.Sequences != nil {
+		t.Errorf("sequences %+v for a model without sequence batching", in.Sequences)
+	}
+}
+
 func TestBuildHidesEveryReason(t *testing.T) {
 	s := snapshot(health.StateUnhealthy, 42, "secret: is_healthy() returned False")
 	s.Started, s.Loading = false, "secret: loading 1/3"

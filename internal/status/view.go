@@ -72,9 +72,18 @@ type InstanceView struct {
 	Checks   []CheckView `json:"checks"`
 	// InFlight counts the requests the instance holds now, Streams those
 	// of them that are streams (decoupled); nil when not known.
-	InFlight *int           `json:"in_flight,omitempty"`
-	Streams  *int           `json:"streams,omitempty"`
-	Extra    map[string]any `json:"extra,omitempty"`
+	InFlight *int `json:"in_flight,omitempty"`
+	Streams  *int `json:"streams,omitempty"`
+	// Sequences are the open sequences and slots of an instance of a
+	// sequence batching model; nil for other models.
+	Sequences *SequencesView `json:"sequences,omitempty"`
+	Extra     map[string]any `json:"extra,omitempty"`
+}
+
+// SequencesView is an instance's share of its model's sequences.
+type SequencesView struct {
+	Open  int `json:"open"`
+	Slots int `json:"slots"`
 }
 
 // TrafficView is a model version's traffic over the last sample interval.
@@ -205,6 +214,9 @@ func build(snap *health.Snapshot, prev, cur sample, hide bool, inFlight inFlight
 				Checks: make([]CheckView, 0, len(in.Checks)),
 				Extra:  extraFields(in, instanceFields, hide),
 			}
+			if sq := in.Sequences; sq != nil {
+				iv.Sequences = &SequencesView{Open: sq.Open, Slots: sq.Slots}
+			}
 			if inFlight != nil {
 				n, st := inFlight(health.InstanceKey{Model: m.Name, Version: m.Version, Instance: in.Name})
 				iv.InFlight, iv.Streams = &n, &st
@@ -236,7 +248,7 @@ func build(snap *health.Snapshot, prev, cur sample, hide bool, inFlight inFlight
 var (
 	modelFields    = fieldSet("Name", "Version", "State", "Reason", "Ready", "Degraded", "Routable", "MinReady", "Expected", "Instances")
 	instanceFields = fieldSet("Name", "State", "Reason", "Since", "Routable", "PID", "Restarts", "LastExit", "Checks",
-		"Transitions", "FailingSince", "RestartAt")
+		"Transitions", "FailingSince", "RestartAt", "Sequences")
 )
 
 func fieldSet(names ...string) map[string]bool {

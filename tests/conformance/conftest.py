@@ -34,6 +34,8 @@ def pytest_configure(config):
         "xfail unless VIGIL_KNOWN_BUGS=fail")
     config.addinivalue_line(
         "markers", "server_args(*args): extra `vigil serve` arguments for fresh_server")
+    config.addinivalue_line(
+        "markers", "model(name): the one model of tests/conformance/models a private server loads")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,7 +4,7 @@ import pytest
 
 from vigil_testlib import CALL_TIMEOUT_S, error_of, http_get
 
-EXAMPLE_MODELS = ["add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"]
+EXAMPLE_MODELS = ["accumulate", "add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"]
 
 
 def test_server_live_and_ready(proto):
@@ -54,7 +54,8 @@ def test_server_metadata(proto):
     ext = md["extensions"]
     assert isinstance(ext, list)
     # The Triton extensions tritonclient and perf_analyzer rely on.
-    for name in ("binary_tensor_data", "model_repository", "model_configuration", "statistics"):
+    for name in ("binary_tensor_data", "model_repository", "model_configuration", "statistics",
+                 "sequence", "sequence(string_id)"):
         assert name in ext, ext
 
 

@@ -80,7 +80,7 @@ def test_repository_index_body(server):
                                {"Content-Type": "application/json"})
     assert status == 200
     assert {m["name"]: m["state"] for m in body} == {
-        "add_sub": "READY", "add_sub_chain": "READY", "bls_add_sub": "READY", "health_hook": "READY",
+        "accumulate": "READY", "add_sub": "READY", "add_sub_chain": "READY", "bls_add_sub": "READY", "health_hook": "READY",
         "identity": "READY", "repeat_int32": "READY", "square_int32": "READY"}
     assert all(set(m) >= {"name", "version", "state", "reason"} for m in body)
 

@@ -14,7 +14,7 @@ def by_name(index):
 
 def test_index_mode_none(proto):
     idx = by_name(proto.repository_index())
-    assert set(idx) == {"add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
+    assert set(idx) == {"accumulate", "add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
     for m in idx.values():
         assert m["state"] == "READY", m
         assert m["version"] == "1", m
@@ -39,7 +39,7 @@ def test_explicit_startup_state(explicit):
     assert explicit.client.is_model_ready("add_sub") is True
     idx = by_name(explicit.repository_index())
     # Every model in the repository is listed; only add_sub was loaded.
-    assert set(idx) == {"add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
+    assert set(idx) == {"accumulate", "add_sub", "add_sub_chain", "bls_add_sub", "health_hook", "identity", "repeat_int32", "square_int32"}
     assert idx["add_sub"]["state"] == "READY"
     assert idx["health_hook"]["state"] != "READY"
 

@@ -81,7 +81,12 @@ func TestCallerKilledMidCallLeavesTheServerServing(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request did not end when its model's stub was killed")
 	}
-	eventually(t, 20*time.Second, "relay back", func() bool { return s.get("/v2/models/relay/ready").Status == 200 })
+	// The request can end (the connection's EOF) before the exit is
+	// reported: wait for the new process, not just for "ready".
+	eventually(t, 20*time.Second, "relay back on a new process", func() bool {
+		now := s.stubPIDs("relay")
+		return len(now) == 1 && now[0] != pids[0] && s.get("/v2/models/relay/ready").Status == 200
+	})
 	if r := s.post("/v2/models/relay/infer", echoBody(0)); r.Status != 200 {
 		t.Fatalf("relay after its restart: %d %s", r.Status, r.Body)
 	}

@@ -47,7 +47,7 @@ func TestChaos(t *testing.T) {
 		}
 		dur = d
 	}
-	s := start(t, copyModels(t, "add_sub", "echo"),
+	s := start(t, copyModels(t, "add_sub", "echo", "tally"),
 		"--health-default", "max_restarts=100000",
 		"--health-default", "restart_threshold_seconds=4",
 		"--health-default", "restart_backoff={initial_seconds: 0.1, max_seconds: 0.5}")
@@ -65,6 +65,11 @@ func TestChaos(t *testing.T) {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.grpcClient(ctx) }()
 	go func() { defer wg.Done(); c.echoClient(ctx) }()
+	seqs := &sequenceTally{}
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.sequenceClient(ctx, i, seqs) }()
+	}
 	sampled := make(chan struct{})
 	go func() { defer close(sampled); c.sample(ctx) }()
 	c.inject(ctx)
@@ -88,6 +93,10 @@ func TestChaos(t *testing.T) {
 		return fds <= baseFDs+4 && goroutines <= baseGoroutines+10
 	})
 	c.report(dur, recovered, baseFDs, fds, baseGoroutines, goroutines)
+	t.Logf("sequences (tally): %s", seqs)
+	if seqs.done == 0 {
+		t.Errorf("no sequence completed under chaos: %s", seqs)
+	}
 	if len(c.failures) > 0 {
 		n := min(len(c.failures), 5)
 		t.Errorf("%d failures, e.g.:\n%s", len(c.failures), strings.Join(c.failures[:n], "\n"))
@@ -364,7 +373,7 @@ func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
 
 func (c *chaos) allRoutable() bool {
 	ins, _, ok := c.instances()
-	if !ok || len(ins) != 3 {
+	if !ok || len(ins) != 5 { // add_sub 2, echo 1, tally 2
 		return false
 	}
 	for _, in := range ins {

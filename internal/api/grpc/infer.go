@@ -67,6 +67,7 @@ func (svc *inferenceService) ModelStreamInfer(stream pb.GRPCInferenceService_Mod
 	}
 	slots := make(chan struct{}, maxStreamInFlight)
 	recvErr := make(chan error, 1)
+	var order sequenceOrder
 
 	// The receiver outlives this handler by a moment: a blocked Recv only
 	// returns once grpc tears the stream down, after the handler returned.
@@ -84,9 +85,17 @@ func (svc *inferenceService) ModelStreamInfer(stream pb.GRPCInferenceService_Mod
 			if !st.start() {
 				return // the handler is finishing; see the doc comment
 			}
+			prev, done := order.enter(in)
 			go func() {
 				defer st.inflight.Done()
 				defer func() { <-slots }()
+				defer done()
+				if prev != nil {
+					select {
+					case <-prev:
+					case <-ctx.Done():
+					}
+				}
 				svc.streamInferOne(ctx, in, send)
 			}()
 		}

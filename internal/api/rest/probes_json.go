@@ -75,6 +75,13 @@ type instanceHealthJSON struct {
 	OpenStreams *int              `json:"open_streams,omitempty"`
 	Checks      []checkHealthJSON `json:"checks"`
 	Transitions []transitionJSON  `json:"transitions"`
+	// Sequences is present for instances of sequence batching models.
+	Sequences *sequencesJSON `json:"sequences,omitempty"`
+}
+
+type sequencesJSON struct {
+	Open  int `json:"open"`
+	Slots int `json:"slots"`
 }
 
 type checkHealthJSON struct {
@@ -147,6 +154,9 @@ func (s *server) instanceJSON(in health.InstanceHealth) instanceHealthJSON {
 		Routable: in.Routable, PID: in.PID, Restarts: in.Restarts, LastExit: in.LastExit,
 		Checks:      make([]checkHealthJSON, 0, len(in.Checks)),
 		Transitions: make([]transitionJSON, 0, len(in.Transitions)),
+	}
+	if sq := in.Sequences; sq != nil {
+		ij.Sequences = &sequencesJSON{Open: sq.Open, Slots: sq.Slots}
 	}
 	for _, c := range in.Checks {
 		ij.Checks = append(ij.Checks, checkHealthJSON{
