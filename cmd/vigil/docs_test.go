@@ -167,8 +167,8 @@ func TestProbeOutputMatchesDocs(t *testing.T) {
 	if code, line := probe("ready", "--addr", addr); code != 1 || !strings.HasPrefix(line, strings.TrimSuffix(example("1"), "…")) {
 		t.Errorf("exit %d, %q; docs show %q", code, line, example("1"))
 	}
-	snap.Models[0].Ready, snap.Models[0].Routable, snap.Models[0].State, snap.Models[0].Reason = true, 1, health.ModelStateReady, ""
-	snap.Models[0].Instances[0].State, snap.Models[0].Instances[0].Routable = health.StateReady, true
+	snap.Models[0].Ready, snap.Models[0].State, snap.Models[0].Reason = true, health.ModelStateReady, ""
+	snap.Models[0].Instances[0].State = health.StateReady
 	if code, line := probe("ready", "--addr", addr); code != 0 || line != example("0") {
 		t.Errorf("exit %d, %q; docs show %q", code, line, example("0"))
 	}

@@ -27,6 +27,7 @@ type action struct {
 	ok       bool          // actCheck
 	took     time.Duration // actCheck: how long the check ran, if known
 	restarts int           // actTransition: restarts so far
+	pid      int           // actTransition: the instance's current process, 0 if none yet
 }
 
 func (a action) String() string {

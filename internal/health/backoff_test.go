@@ -94,7 +94,7 @@ func TestPartialInstanceLoss(t *testing.T) {
 	h.post(modelEv(ModelLoaded))
 	h.post(Event{Kind: StartupComplete})
 	m := h.snapshot().Models[0]
-	if !m.Ready || m.Degraded || m.Routable != 2 {
+	if !m.Ready || m.Degraded || m.Routable() != 2 {
 		t.Fatalf("model = %+v, want ready, not degraded", m)
 	}
 	acts := h.post(signaled("killed", 101).on("m_1"))
@@ -103,7 +103,7 @@ func TestPartialInstanceLoss(t *testing.T) {
 	}
 	snap := h.snapshot()
 	m = snap.Models[0]
-	if !m.Ready || !m.Degraded || m.Routable != 1 {
+	if !m.Ready || !m.Degraded || m.Routable() != 1 {
 		t.Fatalf("model = %+v, want ready and degraded", m)
 	}
 	if ok, _ := snap.Ready(); !ok {

@@ -49,7 +49,7 @@
 //
 // Routable means READY or UNHEALTHY; the engine calls SetRoutable exactly
 // when that changes. Each transition is kept in a ring of the last 16 and
-// logged once (keys model, version, instance, from, to, reason, restarts);
+// logged once (keys model, version, instance, from, to, reason, restarts, pid);
 // check results are never logged, only counted.
 //
 // # Checks

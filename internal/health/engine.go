@@ -425,6 +425,12 @@ func (e *Engine) arm() {
 	}
 	e.timerAt = d
 	e.timerStop = e.clock.AfterFunc(d.Sub(now), e.poke)
+	if !e.clock.Now().Before(d) {
+		// The clock passed d while the timer was armed with a duration
+		// from the earlier now (a fake clock advanced by a test at that
+		// moment would otherwise fire it a whole duration late).
+		e.poke()
+	}
 }
 
 func (e *Engine) stopTimer() {
@@ -470,6 +476,7 @@ const (
 	logKeyTo       = "to"
 	logKeyReason   = "reason"
 	logKeyRestarts = "restarts"
+	logKeyPID      = "pid"
 	logKeyReady    = "ready"
 )
 
@@ -483,7 +490,7 @@ func (e *Engine) logTransition(a action) {
 	}
 	e.log.Log(context.Background(), level, "instance state changed",
 		logKeyModel, a.key.Model, logKeyVersion, a.key.Version, logKeyInstance, a.key.Instance,
-		logKeyFrom, a.from, logKeyTo, a.to, logKeyReason, a.reason, logKeyRestarts, a.restarts)
+		logKeyFrom, a.from, logKeyTo, a.to, logKeyReason, a.reason, logKeyRestarts, a.restarts, logKeyPID, a.pid)
 }
 
 func (e *Engine) logModelTransition(a action) {

@@ -141,7 +141,7 @@ func (m *modelTracker) view(d depState) (state ModelState, reason string, ready,
 	var firstFailed *tracker
 	for _, name := range m.order {
 		t := m.instances[name]
-		if t.routable {
+		if t.state.Routable() {
 			routable++
 		}
 		if t.state == StateFailed {
@@ -172,7 +172,7 @@ func (m *modelTracker) view(d depState) (state ModelState, reason string, ready,
 		state = ModelStateUnavailable
 		reason = fmt.Sprintf("%d of %d instances routable, needs %d", routable, n, minReady)
 		for _, name := range m.order {
-			if t := m.instances[name]; !t.routable {
+			if t := m.instances[name]; !t.state.Routable() {
 				reason += fmt.Sprintf("; %s is %s", name, t.state)
 				if t.reason != "" {
 					reason += ": " + t.reason
@@ -205,7 +205,7 @@ func (m *modelTracker) observe(d depState) []action {
 
 // health is the snapshot view of the version.
 func (m *modelTracker) health(d depState) ModelHealth {
-	state, reason, ready, degraded, routable, minReady := m.view(d)
+	state, reason, ready, degraded, _, minReady := m.view(d)
 	h := ModelHealth{
 		Name:      m.key.Model,
 		Version:   m.key.Version,
@@ -213,7 +213,6 @@ func (m *modelTracker) health(d depState) ModelHealth {
 		Reason:    reason,
 		Ready:     ready,
 		Degraded:  degraded,
-		Routable:  routable,
 		MinReady:  minReady,
 		Expected:  m.expected,
 		Instances: make([]InstanceHealth, 0, len(m.order)),

@@ -95,7 +95,7 @@ func (s *Snapshot) readyChecks() []NamedCheck {
 		case !m.Ready:
 			c.Reason = m.notReadyReason()
 		case m.Degraded:
-			c.Reason = fmt.Sprintf("degraded: %d of %d instances routable", m.Routable, len(m.Instances))
+			c.Reason = fmt.Sprintf("degraded: %d of %d instances routable", m.Routable(), len(m.Instances))
 		}
 		out = append(out, c)
 	}

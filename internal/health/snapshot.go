@@ -5,6 +5,14 @@ import "time"
 // Instance states.
 type InstanceState string
 
+// Routable is the one rule for traffic: an instance takes requests exactly
+// when its state is READY or UNHEALTHY (failing, but not yet for
+// stop_traffic_threshold_seconds). The engine's SetRoutable actions, the
+// snapshot (InstanceHealth.Routable, ModelHealth.Routable, Ready, Degraded)
+// and through them the scheduler's count of instances that can take work
+// are all derived from it; nothing else decides it.
+func (s InstanceState) Routable() bool { return s == StateReady || s == StateUnhealthy }
+
 // The instance state machine (docs/health.md has the diagram).
 const (
 	StateStarting     InstanceState = "STARTING"
@@ -57,7 +65,6 @@ type ModelHealth struct {
 	// Ready is State == READY and at least MinReady instances routable.
 	Ready    bool
 	Degraded bool // ready, but fewer than all instances routable
-	Routable int
 	MinReady int
 	// Expected versions count toward strict readiness.
 	Expected  bool
@@ -74,7 +81,6 @@ type InstanceHealth struct {
 	State    InstanceState
 	Reason   string
 	Since    time.Time
-	Routable bool
 	PID      int
 	Restarts int
 	LastExit string
@@ -138,4 +144,18 @@ type Transition struct {
 	From   InstanceState
 	To     InstanceState
 	Reason string
+}
+
+// Routable reports whether the instance takes traffic (InstanceState.Routable).
+func (h InstanceHealth) Routable() bool { return h.State.Routable() }
+
+// Routable is the number of the version's instances that take traffic.
+func (m ModelHealth) Routable() int {
+	n := 0
+	for _, in := range m.Instances {
+		if in.Routable() {
+			n++
+		}
+	}
+	return n
 }

@@ -40,8 +40,8 @@ func checkName(i int) Check {
 //	   (breaker: max_restarts within restart_window) ──▶ FAILED (terminal until reload)
 //	unload ──▶ STOPPING ──exit/stopped──▶ STOPPED
 //
-// Routable (in traffic) exactly in READY and UNHEALTHY. Every change of the
-// routable view produces one SetRoutable action; every state change produces
+// Routable (in traffic) exactly in READY and UNHEALTHY (InstanceState.Routable,
+// the one rule). Every change of it produces one SetRoutable action; every state change produces
 // one transition action and one entry in the transition ring.
 type tracker struct {
 	key InstanceKey
@@ -50,7 +50,6 @@ type tracker struct {
 	state    InstanceState
 	reason   string
 	since    time.Time
-	routable bool
 	pid      int
 	restarts int    // restarts issued (Actuator.Restart calls)
 	lastExit string // "exit code 1", "signal killed"
@@ -632,12 +631,10 @@ func (t *tracker) moveTo(to InstanceState, reason string, now time.Time) {
 		t.ring = t.ring[:transitionRingSize-1]
 	}
 	t.ring = append(t.ring, tr)
-	t.emit(action{kind: actTransition, key: t.key, from: string(from), to: string(to), reason: reason, restarts: t.restarts})
+	t.emit(action{kind: actTransition, key: t.key, from: string(from), to: string(to), reason: reason, restarts: t.restarts, pid: t.pid})
 
-	routable := to == StateReady || to == StateUnhealthy
-	if routable != t.routable {
-		t.routable = routable
-		t.emit(action{kind: actSetRoutable, key: t.key, routable: routable})
+	if from.Routable() != to.Routable() {
+		t.emit(action{kind: actSetRoutable, key: t.key, routable: to.Routable()})
 	}
 }
 
@@ -650,7 +647,6 @@ func (t *tracker) health() InstanceHealth {
 		State:        t.state,
 		Reason:       t.reason,
 		Since:        t.since,
-		Routable:     t.routable,
 		PID:          t.pid,
 		Restarts:     t.restarts,
 		LastExit:     t.lastExit,

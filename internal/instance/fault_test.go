@@ -205,3 +205,140 @@ func TestRestartDuringRestartIsNotDropped(t *testing.T) {
 	_, j := ev.waitFor(t, i+1, "initialized after the first restart", kind(health.InstanceInitialized))
 	ev.waitFor(t, j+1, "initialized after the second restart", kind(health.InstanceInitialized))
 }
+
+// A stub stopped by a signal while it holds a batch is a hang decided by a
+// ping sent at the stop: answered 503 within heartbeat_timeout_seconds of
+// the stop (plus slack), whatever the heartbeat period.
+func TestStoppedStubHoldingABatchIsAHangWithinTheTimeout(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
+	p := health.DefaultPolicy()
+	p.HeartbeatPeriod, p.HeartbeatTimeout = 5*time.Second, 300*time.Millisecond
+	in := newSlow(t, ev, q, p, "0")
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.Submit(ctx(t), echoRequest(30), 1)
+		errc <- err
+	}()
+	waitHeld(t, in)
+	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(init.PID, syscall.SIGKILL)
+	stopped := time.Now()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(testTimeout):
+		t.Fatal("the stopped stub's batch was never answered")
+	}
+	took, bound := time.Since(stopped), p.HeartbeatTimeout+time.Second
+	t.Logf("stop to answer: %s (bound %s)", took, bound)
+	if apierr.CodeOf(err) != apierr.Unavailable || !strings.Contains(err.Error(), "stopped responding") ||
+		!strings.Contains(err.Error(), "stopped by a signal") {
+		t.Fatalf("answer = %v, want 503 saying the stopped instance stopped responding", err)
+	}
+	if took > bound {
+		t.Errorf("answered after %s, more than %s", took, bound)
+	}
+	ev.waitFor(t, 0, "a hang result", func(e health.Event) bool {
+		return e.Kind == health.ExecuteResult && e.TimedOut && e.Cause == health.CauseHang
+	})
+}
+
+// An idle stopped stub is not a hang: its heartbeat fails (the engine's
+// thresholds apply) but nothing is aborted, and a continue brings it back.
+func TestIdleStoppedStubIsNotAHang(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	in := newEcho(t, ev, q, fastHeartbeat())
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(init.PID, syscall.SIGKILL)
+	fail, j := ev.waitFor(t, i, "a failing heartbeat", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && !e.OK
+	})
+	if !strings.Contains(fail.Reason, "stopped by a signal") {
+		t.Errorf("heartbeat reason %q does not say the stub is stopped", fail.Reason)
+	}
+	// Two more failed pings: still no hang.
+	_, j = ev.waitFor(t, j+1, "a second failing heartbeat", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && !e.OK
+	})
+	if err := syscall.Kill(init.PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	_, k := ev.waitFor(t, j, "a passing heartbeat after the continue", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && e.OK
+	})
+	ev.mu.Lock()
+	for _, e := range ev.events[:k] {
+		if e.Kind == health.ExecuteResult && e.TimedOut {
+			t.Errorf("an idle stopped stub was declared hung: %+v", e)
+		}
+	}
+	ev.mu.Unlock()
+	if _, err := q.Submit(ctx(t), echoRequest(2), 1); err != nil {
+		t.Errorf("the continued stub does not serve: %v", err)
+	}
+}
+
+// A heartbeat that fails on a closed control connection says so, not that
+// the stub did not answer in time.
+func TestHeartbeatNamesAClosedConnection(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
+	in := newEcho(t, ev, q, fastHeartbeat())
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	// Stopped, the stub cannot exit when its connection closes, so the
+	// closed connection is all the heartbeat sees.
+	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(init.PID, syscall.SIGKILL)
+	_, i = ev.waitFor(t, i, "suspended", kind(health.InstanceSuspended))
+	in.mu.Lock()
+	client := in.gen.proc.client
+	in.mu.Unlock()
+	client.Close()
+	fail, _ := ev.waitFor(t, i, "a heartbeat failing on the closed connection", func(e health.Event) bool {
+		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && !e.OK && !e.TimedOut
+	})
+	if !strings.Contains(fail.Reason, "control connection to the stub is closed") || strings.Contains(fail.Reason, "did not answer") {
+		t.Errorf("heartbeat reason %q, want the closed connection", fail.Reason)
+	}
+}
+
+// waitHeld waits for the instance's process to hold a request.
+func waitHeld(t *testing.T, in *Instance) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		if n, _ := in.Held(); n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the stub")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

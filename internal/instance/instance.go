@@ -436,10 +436,13 @@ func (i *Instance) paused(g *generation, pe Pause) {
 	if pe.Stopped {
 		i.log.Warn("stub stopped by a signal", "pid", g.proc.pid, "signal", pe.Signal)
 		i.post(health.Event{Kind: health.InstanceSuspended, Signal: pe.Signal, PID: g.proc.pid})
-		return
+	} else {
+		i.log.Info("stub continued", "pid", g.proc.pid)
+		i.post(health.Event{Kind: health.InstanceResumed, PID: g.proc.pid})
 	}
-	i.log.Info("stub continued", "pid", g.proc.pid)
-	i.post(health.Event{Kind: health.InstanceResumed, PID: g.proc.pid})
+	// Either way the heartbeat decides now rather than at the next period:
+	// a stopped stub that holds work is a hang within heartbeat_timeout_seconds
+	// of the stop, a continued one is back as soon as it answers.
 	select {
 	case g.pingNow <- struct{}{}:
 	default:
@@ -517,13 +520,19 @@ func (i *Instance) generationEnded(g *generation, desc string) {
 }
 
 // refreshLocked recomputes whether the worker may take work and wakes it.
+// Whether the instance is routable is the health engine's word alone
+// (health.InstanceState.Routable, told through SetRoutable); the
+// instance only withholds work sooner, from the moment it knows its
+// current process cannot run it (not yet initialized, exited, hung,
+// stopped by a signal), without waiting for the engine to agree.
 func (i *Instance) refreshLocked() {
 	g := i.gen
-	ready := i.routable && !i.terminal && !i.failed && g != nil && g.initialized && !g.exited && !g.hung && !g.paused
+	canRun := g != nil && g.initialized && !g.exited && !g.hung && !g.paused
+	takes := i.routable && canRun && !i.terminal && !i.failed
 	switch {
-	case ready && i.session == nil:
+	case takes && i.session == nil:
 		i.session, i.endSession = context.WithCancel(g.ctx)
-	case !ready && i.session != nil:
+	case !takes && i.session != nil:
 		i.endSession()
 		i.session, i.endSession = nil, nil
 	}
@@ -628,17 +637,14 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	i.mu.Unlock()
 	var hang *hangError
 	if err != nil && errors.As(context.Cause(ctx), &hang) {
-		// The heartbeat failed while this batch ran: the stub cannot make
-		// progress, so what it holds is answered now and the instance is
-		// restarted at once (the engine decides on the TimedOut result).
-		msg := fmt.Sprintf("model %s: instance %s stopped responding while executing the request (%s); the instance is restarted",
-			model, i.cfg.Key.Instance, hang.reason)
+		// The heartbeat failed while this batch ran: hangUp has answered
+		// what the process held and told the engine; this batch may have
+		// been handed over after that.
+		err := hungError(model, i.cfg.Key.Instance, hang.reason)
 		for _, t := range batch {
-			t.Finish(nil, apierr.Unavailablef("%s", msg))
+			t.Finish(nil, err)
 		}
-		g.held.FinishAll(func(*scheduler.Task) error { return apierr.Unavailablef("%s", msg) })
-		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Cause: health.CauseHang,
-			Reason: "heartbeat failed while executing: " + hang.reason, PID: g.proc.pid})
+		g.held.FinishAll(func(*scheduler.Task) error { return err })
 		return
 	}
 	if err == nil {
@@ -787,17 +793,31 @@ func (i *Instance) pingOnce(g *generation) {
 	start := time.Now()
 	err := g.proc.client.Ping(ctx)
 	took := time.Since(start)
+	if errors.Is(err, ipc.ErrClosed) {
+		// A lost connection is almost always a process that is ending:
+		// give the reaper a moment to say so.
+		select {
+		case <-g.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 	if g.ctx.Err() != nil {
 		return // the process ended; its exit is the news
 	}
 	ev := health.Event{Kind: health.CheckResult, Check: health.CheckHeartbeat, OK: err == nil, PID: g.proc.pid, Took: took}
 	switch {
 	case err == nil:
+	case errors.Is(err, ipc.ErrClosed):
+		// Checked first: the real error, whatever else it wraps.
+		ev.Reason = fmt.Sprintf("the control connection to the stub is closed (%v)", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		ev.TimedOut = true
 		ev.Reason = fmt.Sprintf("stub did not answer a ping within %s", timeout)
-	case errors.Is(err, ipc.ErrClosed):
-		ev.Reason = fmt.Sprintf("the control connection to the stub is closed (%v)", err)
+		i.mu.Lock()
+		if g.paused {
+			ev.Reason = fmt.Sprintf("stub is stopped by a signal and did not answer a ping within %s", timeout)
+		}
+		i.mu.Unlock()
 	default:
 		ev.Reason = fmt.Sprintf("ping failed: %v", err)
 	}
@@ -814,15 +834,19 @@ func (i *Instance) pingOnce(g *generation) {
 		g.pingFails++
 	}
 	var abortInit, abortBatch context.CancelCauseFunc
+	hung := false
 	if err != nil && g.pingFails >= max(i.cfg.Policy.FailureThreshold, 1) {
-		if g.initialized {
-			abortBatch = g.abortBatch
-			if abortBatch != nil {
-				g.hung = true
-				i.refreshLocked()
-			}
-		} else {
+		switch {
+		case !g.initialized:
 			abortInit = g.abortInit
+		case !g.hung && !errors.Is(err, ipc.ErrClosed) && (g.abortBatch != nil || g.held.Len() > 0):
+			// Holding work it cannot progress on: a hang, whether the
+			// process is wedged or stopped by a signal. An idle one is
+			// left to the engine's thresholds.
+			hung = true
+			g.hung = true
+			abortBatch = g.abortBatch
+			i.refreshLocked()
 		}
 	}
 	i.mu.Unlock()
@@ -830,9 +854,31 @@ func (i *Instance) pingOnce(g *generation) {
 	if abortInit != nil {
 		abortInit(&hangError{reason: "initialize hung: " + ev.Reason})
 	}
-	if abortBatch != nil {
-		abortBatch(&hangError{reason: ev.Reason})
+	if hung {
+		i.hangUp(g, ev.Reason)
+		if abortBatch != nil {
+			abortBatch(&hangError{reason: ev.Reason})
+		}
 	}
+}
+
+// hangUp handles a generation whose heartbeat failed while it held work:
+// every request it holds (a running batch, streams) is answered 503 with
+// the reason now, and the engine is told of a hang, which it restarts at
+// once (no restart_threshold_seconds wait, no crash backoff).
+func (i *Instance) hangUp(g *generation, reason string) {
+	err := hungError(i.cfg.Key.Model, i.cfg.Key.Instance, reason)
+	n := g.held.FinishAll(func(*scheduler.Task) error { return err })
+	i.log.Warn("stub stopped responding while holding requests", "pid", g.proc.pid, "requests", n, "reason", reason)
+	i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Cause: health.CauseHang,
+		Reason: "heartbeat failed while executing: " + reason, PID: g.proc.pid})
+}
+
+// hungError is the answer to a request held by a stub that stopped
+// responding.
+func hungError(model, instance, reason string) error {
+	return apierr.Unavailablef("model %s: instance %s stopped responding while executing the request (%s); the instance is restarted",
+		model, instance, reason)
 }
 
 // hook calls the user's health hook every Period, after the restart check

@@ -21,22 +21,20 @@ func (m *Manager) instanceFor(k health.InstanceKey) (*version, int) {
 }
 
 // SetRoutable puts an instance in or out of traffic and tells its queue how
-// many instances can serve.
+// many instances can serve. The engine calls it after publishing the
+// snapshot that made the change, so the count is the snapshot's
+// (health.ModelHealth.Routable, from the one rule InstanceState.Routable):
+// the manager keeps no copy of its own.
 func (m *Manager) SetRoutable(k health.InstanceKey, routable bool) {
 	v, i := m.instanceFor(k)
 	if v == nil {
 		return
 	}
 	v.instances[i].SetRoutable(routable)
-	v.mu.Lock()
-	v.routable[k.Instance] = routable
 	n := 0
-	for _, r := range v.routable {
-		if r {
-			n++
-		}
+	if mh, ok := m.cfg.Health.Snapshot().Model(k.Model, k.Version); ok {
+		n = mh.Routable()
 	}
-	v.mu.Unlock()
 	v.queue.SetRoutable(n)
 }
 

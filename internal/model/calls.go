@@ -60,14 +60,19 @@ func (m *Manager) Call(ctx context.Context, req *inference.Request) (*inference.
 }
 
 // routableOrReason fails a version that no instance serves right now with
-// the readiness reason the health engine gives for it.
+// the readiness reason the health engine gives for it; both from the
+// snapshot.
 func (m *Manager) routableOrReason(v *version) error {
-	if v.queue.Routable() > 0 {
+	snap := m.cfg.Health.Snapshot()
+	mh, ok := snap.Model(v.key.Model, v.key.Version)
+	if ok && mh.Routable() > 0 {
 		return nil
 	}
 	reason := "no instance is routable"
-	if _, r, ok := m.cfg.Health.Snapshot().ModelReady(v.key.Model, v.key.Version); ok && r != "" && !m.cfg.HideReasons {
-		reason = r
+	if ok {
+		if _, r := snap.VersionReady(mh); r != "" && !m.cfg.HideReasons {
+			reason = r
+		}
 	}
 	return apierr.Unavailablef("model %s version %s is not ready: %s", v.key.Model, v.key.Version, reason)
 }

@@ -32,7 +32,7 @@ func TestRestartDecidedDuringLoadIsCarriedOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	mh := waitModel(t, eng, "ready with both instances", func(mh *health.ModelHealth) bool {
-		return mh.Ready && mh.Routable == 2
+		return mh.Ready && mh.Routable() == 2
 	})
 	if mh.Degraded {
 		t.Fatalf("model degraded: %+v", mh)

@@ -306,7 +306,6 @@ func (m *Manager) newVersion(spec *modelconfig.Model, rt instance.Runtime, n int
 		number:       n,
 		stats:        stats,
 		queue:        scheduler.NewQueue(spec.Name+" version "+vs, b, stats),
-		routable:     map[string]bool{},
 	}
 	if cfg.GetSequenceBatching() != nil {
 		v.seq = m.newSequenceBatcher(v, spec, load)

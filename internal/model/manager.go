@@ -172,10 +172,9 @@ type version struct {
 	instances    []Instance
 	loadDuration time.Duration // set once, before the version is published in its entry
 
-	mu       sync.Mutex
-	serving  bool // loaded: restarts are carried out
-	closed   bool // unloading or replaced: restarts are moot
-	routable map[string]bool
+	mu      sync.Mutex
+	serving bool // loaded: restarts are carried out
+	closed  bool // unloading or replaced: restarts are moot
 	// restarts holds the restarts the health engine decided while the
 	// version was still loading, by instance name: they are carried out
 	// when it starts serving (setServing), never dropped.

@@ -86,7 +86,8 @@ func NewQueue(name string, b Batching, stats *Stats) *Queue {
 	return &Queue{name: name, batching: b, stats: stats, more: make(chan struct{})}
 }
 
-// SetRoutable tells the queue how many instances can take work. When it
+// SetRoutable tells the queue how many instances can take work (the health
+// snapshot's count; the queue decides nothing about it). When it
 // drops to zero, waiting requests fail at once with 503: nobody would serve
 // them.
 func (q *Queue) SetRoutable(n int) {
@@ -478,13 +479,6 @@ func batchSize(batch []*Task) int {
 		n += t.size
 	}
 	return n
-}
-
-// Routable is the number of instances that can take work.
-func (q *Queue) Routable() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.routable
 }
 
 // Len is the number of waiting requests.

@@ -72,10 +72,10 @@ func snapshot(state health.InstanceState, pid int, reason string) *health.Snapsh
 			Name: "add_sub", Version: "1", State: map[bool]health.ModelState{true: health.ModelStateReady, false: health.ModelStateUnavailable}[state == health.StateReady],
 			Reason:   map[bool]string{true: "", false: "0 of 1 instances routable, needs 1; add_sub_0 is " + string(state) + ": " + reason}[state == health.StateReady],
 			Ready:    state == health.StateReady,
-			Routable: map[bool]int{true: 1}[state == health.StateReady], MinReady: 1, Expected: true,
+			MinReady: 1, Expected: true,
 			Instances: []health.InstanceHealth{{
 				Name: "add_sub_0", State: state, Reason: reason, PID: pid, Restarts: 2, LastExit: "signal SIGKILL",
-				Routable: state == health.StateReady, Since: t0,
+				Since: t0,
 				Checks: []health.CheckHealth{{Name: health.CheckHeartbeat, Passing: false, LastOK: false,
 					LastMessage: "secret: no ping answer", LastAt: t0, Consecutive: 3}},
 				Transitions: []health.Transition{

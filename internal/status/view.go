@@ -199,7 +199,7 @@ func build(snap *health.Snapshot, prev, cur sample, hide bool, inFlight inFlight
 	for _, m := range snap.Models {
 		mv := ModelView{
 			Name: m.Name, Version: m.Version, State: string(m.State), Reason: reason(m.Reason),
-			Ready: m.Ready, Degraded: m.Degraded, Routable: m.Routable, MinReady: m.MinReady,
+			Ready: m.Ready, Degraded: m.Degraded, Routable: m.Routable(), MinReady: m.MinReady,
 			Traffic:   traffic(prev, cur, m.Name, m.Version),
 			Instances: make([]InstanceView, 0, len(m.Instances)),
 			Extra:     extraFields(m, modelFields, hide),
@@ -210,7 +210,7 @@ func build(snap *health.Snapshot, prev, cur sample, hide bool, inFlight inFlight
 		for _, in := range m.Instances {
 			iv := InstanceView{
 				Name: in.Name, State: string(in.State), Reason: reason(in.Reason), Since: timePtr(in.Since),
-				Routable: in.Routable, PID: in.PID, Restarts: in.Restarts, LastExit: in.LastExit,
+				Routable: in.Routable(), PID: in.PID, Restarts: in.Restarts, LastExit: in.LastExit,
 				Checks: make([]CheckView, 0, len(in.Checks)),
 				Extra:  extraFields(in, instanceFields, hide),
 			}

@@ -57,6 +57,7 @@ func (c *chaos) sequenceClient(ctx context.Context, i int, st *sequenceTally) {
 			// Paced, unlike the closed-loop clients: the sequences are
 			// there for their answers, not to add load.
 			time.Sleep(5 * time.Millisecond)
+			sent := time.Now()
 			resp, err := c.hc.Post(c.s.HTTP+"/v2/models/tally/infer", "application/json", strings.NewReader(req))
 			var body []byte
 			code := 0
@@ -66,7 +67,7 @@ func (c *chaos) sequenceClient(ctx context.Context, i int, st *sequenceTally) {
 				code = resp.StatusCode
 			}
 			want := sum
-			c.check(fmt.Sprintf("http tally sequence %d request %d", id, step), code, body, err, func(body []byte) bool {
+			c.check(fmt.Sprintf("http tally sequence %d request %d", id, step), code, body, err, time.Since(sent), func(body []byte) bool {
 				var out struct {
 					Outputs []struct {
 						Name string  `json:"name"`

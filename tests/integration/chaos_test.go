@@ -93,6 +93,9 @@ func TestChaos(t *testing.T) {
 		return fds <= baseFDs+4 && goroutines <= baseGoroutines+10
 	})
 	c.report(dur, recovered, baseFDs, fds, baseGoroutines, goroutines)
+	if fp := c.heartbeatFalsePositives(); len(fp) > 0 {
+		t.Errorf("%d heartbeat failures on stubs the test never stopped (false positives):\n%s", len(fp), strings.Join(fp, "\n"))
+	}
 	t.Logf("sequences (tally): %s", seqs)
 	if seqs.done == 0 {
 		t.Errorf("no sequence completed under chaos: %s", seqs)
@@ -121,14 +124,20 @@ type chaos struct {
 	pending map[int]fault
 	latency map[string][]time.Duration // detection / recovery, by kind
 	stopped map[int]time.Time          // pids we stopped and have not continued
+	// everStopped is every pid the test stopped: a heartbeat failure of
+	// any other stub is a false positive.
+	everStopped map[int]bool
 	// false-ready bookkeeping, per model
-	frStart    map[string]time.Time
-	frTotal    map[string]time.Duration
-	frMax      map[string]time.Duration
-	unready    map[string]time.Duration
-	samples    int
-	faults     map[string]int
-	lastSample time.Time
+	frStart map[string]time.Time
+	frTotal map[string]time.Duration
+	frMax   map[string]time.Duration
+	unready map[string]time.Duration
+	// falseUnready is not-ready time while a stub the server lists for
+	// the model was running, past its initialize.
+	falseUnready map[string]time.Duration
+	samples      int
+	faults       map[string]int
+	lastSample   time.Time
 }
 
 type fault struct {
@@ -144,7 +153,7 @@ func newChaos(t *testing.T, s *server) *chaos {
 	t.Cleanup(func() { conn.Close() })
 	return &chaos{t: t, s: s, hc: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}, gc: conn,
 		outcomes: map[string]int{}, pending: map[int]fault{}, latency: map[string][]time.Duration{},
-		stopped: map[int]time.Time{}, frStart: map[string]time.Time{}, frTotal: map[string]time.Duration{},
+		stopped: map[int]time.Time{}, everStopped: map[int]bool{}, falseUnready: map[string]time.Duration{}, frStart: map[string]time.Time{}, frTotal: map[string]time.Duration{},
 		frMax: map[string]time.Duration{}, unready: map[string]time.Duration{}, faults: map[string]int{}}
 }
 
@@ -162,7 +171,10 @@ func (c *chaos) outcome(o string) {
 
 // check classifies one HTTP answer: 200 with the right outputs, or 503/504
 // with a reason; anything else is a failure.
-func (c *chaos) check(what string, code int, body []byte, err error, right func([]byte) bool) {
+func (c *chaos) check(what string, code int, body []byte, err error, took time.Duration, right func([]byte) bool) {
+	if code == 503 && bytes.Contains(body, []byte("stopped responding")) {
+		c.hung(what, took)
+	}
 	switch {
 	case err != nil:
 		c.outcome("no response")
@@ -185,6 +197,7 @@ func (c *chaos) httpClient(ctx context.Context, i int) {
 	r := rand.New(rand.NewPCG(uint64(i), 7))
 	for ctx.Err() == nil {
 		a, b := float32(r.IntN(1000)), float32(r.IntN(1000))
+		sent := time.Now()
 		resp, err := c.hc.Post(c.s.HTTP+"/v2/models/add_sub/infer", "application/json", strings.NewReader(addSubBody(a, b)))
 		var body []byte
 		code := 0
@@ -193,7 +206,7 @@ func (c *chaos) httpClient(ctx context.Context, i int) {
 			resp.Body.Close()
 			code = resp.StatusCode
 		}
-		c.check("http add_sub", code, body, err, func(body []byte) bool {
+		c.check("http add_sub", code, body, err, time.Since(sent), func(body []byte) bool {
 			var out struct {
 				Outputs []struct {
 					Name string    `json:"name"`
@@ -220,6 +233,7 @@ func (c *chaos) httpClient(ctx context.Context, i int) {
 func (c *chaos) echoClient(ctx context.Context) {
 	for n := 0; ctx.Err() == nil; n++ {
 		x := float32(n % 1000)
+		sent := time.Now()
 		resp, err := c.hc.Post(c.s.HTTP+"/v2/models/echo/infer", "application/json", strings.NewReader(echoBody(x)))
 		var body []byte
 		code := 0
@@ -228,7 +242,7 @@ func (c *chaos) echoClient(ctx context.Context) {
 			resp.Body.Close()
 			code = resp.StatusCode
 		}
-		c.check("http echo", code, body, err, func(body []byte) bool {
+		c.check("http echo", code, body, err, time.Since(sent), func(body []byte) bool {
 			return bytes.Contains(body, []byte(fmt.Sprintf(`"data":[%v]`, x)))
 		})
 	}
@@ -243,6 +257,7 @@ func (c *chaos) grpcClient(ctx context.Context) {
 			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(a))
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		sent := time.Now()
 		resp, err := cl.ModelInfer(rctx, &inferencepb.ModelInferRequest{ModelName: "add_sub",
 			Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{
 				{Name: "INPUT0", Datatype: "FP32", Shape: []int64{1, 16}},
@@ -250,6 +265,9 @@ func (c *chaos) grpcClient(ctx context.Context) {
 			}, RawInputContents: [][]byte{raw, raw}})
 		cancel()
 		st := status.Convert(err)
+		if st.Code() == codes.Unavailable && strings.Contains(st.Message(), "stopped responding") {
+			c.hung("grpc add_sub", time.Since(sent))
+		}
 		switch {
 		case err == nil:
 			ok := len(resp.GetRawOutputContents()) == 2
@@ -279,6 +297,23 @@ func (c *chaos) grpcClient(ctx context.Context) {
 			c.outcome("bad failure")
 			c.fail("grpc add_sub: %v, want OK, or UNAVAILABLE/DEADLINE_EXCEEDED with a reason", err)
 		}
+	}
+}
+
+// hungBound is the longest a request held by a stopped stub may wait for
+// its 503: the heartbeat timeout (2 s, a ping is sent at the stop) + 1 s,
+// with a margin for a shared machine.
+const hungBound = 4 * time.Second
+
+// hung records a request answered 503 because its stub stopped responding
+// (a stop while it held the request: a hang); took is from its sending,
+// an upper bound of the time from the stop.
+func (c *chaos) hung(what string, took time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.latency["hung request"] = append(c.latency["hung request"], took)
+	if took > hungBound {
+		c.failures = append(c.failures, fmt.Sprintf("%s: held by a stopped stub for %s before its 503 (bound %s)", what, took, hungBound))
 	}
 }
 
@@ -317,6 +352,7 @@ func (c *chaos) inject(ctx context.Context) {
 			if syscall.Kill(pid, syscall.SIGSTOP) == nil {
 				c.mu.Lock()
 				c.stopped[pid] = now
+				c.everStopped[pid] = true
 				c.pending[pid] = fault{kind: "stop", at: now}
 				c.faults["SIGSTOP"]++
 				c.mu.Unlock()
@@ -339,6 +375,7 @@ type instanceView struct {
 	model    string
 	pid      int
 	routable bool
+	state    string
 }
 
 func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
@@ -352,8 +389,9 @@ func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
 			Name      string `json:"name"`
 			Ready     bool   `json:"ready"`
 			Instances []struct {
-				PID      int  `json:"pid"`
-				Routable bool `json:"routable"`
+				PID      int    `json:"pid"`
+				Routable bool   `json:"routable"`
+				State    string `json:"state"`
 			} `json:"instances"`
 		} `json:"models"`
 	}
@@ -365,7 +403,7 @@ func (c *chaos) instances() ([]instanceView, map[string]bool, bool) {
 	for _, m := range h.Models {
 		ready[m.Name] = m.Ready
 		for _, in := range m.Instances {
-			out = append(out, instanceView{model: m.Name, pid: in.PID, routable: in.Routable})
+			out = append(out, instanceView{model: m.Name, pid: in.PID, routable: in.Routable, state: in.State})
 		}
 	}
 	return out, ready, true
@@ -423,6 +461,20 @@ func truth(ins []instanceView, model string) bool {
 	return false
 }
 
+// initialized is whether some stub the server lists for model runs (per
+// /proc) and has finished initialize (per the server): one that could
+// serve.
+func initialized(ins []instanceView, model string) bool {
+	for _, in := range ins {
+		if in.model == model && in.pid > 0 && in.state != "STARTING" {
+			if st := procState(in.pid); st == 'R' || st == 'S' || st == 'D' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // sample compares the surfaces with /proc every 10 ms and times detection.
 func (c *chaos) sample(ctx context.Context) {
 	t := time.NewTicker(10 * time.Millisecond)
@@ -453,6 +505,9 @@ func (c *chaos) sample(ctx context.Context) {
 			}
 			if !claimed {
 				c.unready[model] += dt
+				if initialized(before, model) && initialized(after, model) {
+					c.falseUnready[model] += dt
+				}
 			}
 			if claimed && dead {
 				if c.frStart[model].IsZero() {
@@ -598,18 +653,53 @@ func (c *chaos) report(dur, recovered time.Duration, baseFDs, fds, baseG, g int)
 	c.t.Logf("detection (upper bound: when a 10 ms sample showed it), SIGKILL to the instance out of traffic: %s", percentiles(c.latency["kill"]))
 	c.t.Logf("detection, SIGSTOP to the instance out of traffic: %s", percentiles(c.latency["stop"]))
 	c.t.Logf("recovery, SIGCONT to the instance routable again: %s", percentiles(c.latency["continue"]))
+	c.t.Logf("requests held by a stub when it was stopped, sent to their 503 (a hang; bound heartbeat timeout 2 s + 1 s): %s", percentiles(c.latency["hung request"]))
 	for _, m := range []string{"echo", "add_sub"} {
-		c.t.Logf("%s: false-ready %s in total (longest window %s, bound %s); surfaces said not ready for %s",
-			m, c.frTotal[m], c.frMax[m], falseReadyBound, c.unready[m].Round(time.Millisecond))
+		c.t.Logf("%s: false-ready %s in total (longest window %s, bound %s); surfaces said not ready for %s, of which %s while a listed stub was running past its initialize (false-unready)",
+			m, c.frTotal[m], c.frMax[m], falseReadyBound, c.unready[m].Round(time.Millisecond), c.falseUnready[m].Round(time.Millisecond))
 	}
-	hb := 0
+	hb, hangs := 0, 0
 	c.s.logMu.Lock()
 	defer c.s.logMu.Unlock()
 	for _, rec := range c.s.logs {
-		if reason, _ := rec["reason"].(string); rec["msg"] == "instance state changed" && strings.Contains(reason, "heartbeat") {
+		if reason, _ := rec["reason"].(string); rec["msg"] == "instance state changed" && strings.Contains(reason, "heartbeat") &&
+			rec["to"] != "STARTING" && rec["to"] != "READY" {
 			hb++
+			if rec["to"] == "RESTARTING" && strings.Contains(reason, "heartbeat failed while executing") {
+				hangs++
+			}
 		}
 	}
-	c.t.Logf("transitions naming the heartbeat: %d (each follows a SIGSTOP; a heartbeat failure of a running stub would be a false positive)", hb)
+	c.t.Logf("transitions out of health naming the heartbeat: %d (hangs decided by it: %d); on stubs the test never stopped (false positives): %d",
+		hb, hangs, len(c.heartbeatFalsePositivesLocked()))
 	c.t.Logf("after the run: all instances routable %s after the faults stopped; fds %d → %d, goroutines %d → %d", recovered.Round(time.Millisecond), baseFDs, fds, baseG, g)
+}
+
+// heartbeatFalsePositives lists the heartbeat-driven transitions (a failing
+// heartbeat check, or a hang decided by it) of processes the test never
+// stopped: a running stub whose heartbeat failed.
+func (c *chaos) heartbeatFalsePositives() []string {
+	c.s.logMu.Lock()
+	defer c.s.logMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heartbeatFalsePositivesLocked()
+}
+
+// heartbeatFalsePositivesLocked is heartbeatFalsePositives with c.mu and
+// c.s.logMu held.
+func (c *chaos) heartbeatFalsePositivesLocked() []string {
+	var out []string
+	for _, rec := range c.s.logs {
+		reason, _ := rec["reason"].(string)
+		if rec["msg"] != "instance state changed" || !strings.Contains(reason, "heartbeat") ||
+			rec["to"] == "STARTING" || rec["to"] == "READY" {
+			continue // a new process's start names the restart's cause; the return to health is none
+		}
+		pid, _ := rec["pid"].(float64)
+		if !c.everStopped[int(pid)] {
+			out = append(out, fmt.Sprintf("%v %v pid %d: %v -> %v: %s", rec["time"], rec["instance"], int(pid), rec["from"], rec["to"], reason))
+		}
+	}
+	return out
 }

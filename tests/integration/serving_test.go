@@ -157,7 +157,14 @@ func TestDeadStubIsSeenAtOnceAndRestarted(t *testing.T) {
 }
 
 func TestRequestExecutingOnAKilledStubGets503AndOthersAreServed(t *testing.T) {
-	s := start(t, copyModels(t, "sleepy"))
+	// Without sleepy's execute_timeout_seconds (1 s): the slow request must
+	// be running when the kill comes, however long the steps before it
+	// take on a loaded machine, not ended by the timeout first.
+	repo := copyModels(t, "sleepy")
+	if err := os.WriteFile(filepath.Join(repo, "sleepy", "health.yaml"), []byte("execute_timeout_seconds: 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, repo)
 	s.waitReady(30 * time.Second)
 	pids := s.stubPIDs("sleepy")
 	if len(pids) != 2 {

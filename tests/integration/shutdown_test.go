@@ -21,10 +21,16 @@ import (
 // must get a complete 200, a request still executing when the listeners close
 // must finish, and no stub may outlive the server.
 func TestDrainUnderLoadAnswersEveryRequest(t *testing.T) {
-	// The slow request below (0.9 s, sent as readiness fails) outlasts the
-	// drain delay, so it is executing when the listeners close.
+	// The slow request below (1.5 s, executing before SIGTERM) outlasts
+	// the drain delay, so it is executing when the listeners close.
+	// sleepy's execute_timeout_seconds (1 s) is off here, so that the
+	// request's only limit is the drain.
 	const drainDelay = 600 * time.Millisecond
-	s := start(t, copyModels(t, "add_sub", "sleepy"), "--drain-delay", drainDelay.String(), "--shutdown-timeout", "10s")
+	repo := copyModels(t, "add_sub", "sleepy")
+	if err := os.WriteFile(filepath.Join(repo, "sleepy", "health.yaml"), []byte("execute_timeout_seconds: 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, repo, "--drain-delay", drainDelay.String(), "--shutdown-timeout", "10s")
 	s.waitReady(30 * time.Second)
 	pids := append(s.stubPIDs("add_sub"), s.stubPIDs("sleepy")...)
 
@@ -67,6 +73,25 @@ func TestDrainUnderLoadAnswersEveryRequest(t *testing.T) {
 		}()
 	}
 	eventually(t, 10*time.Second, "load running", func() bool { return ok.Load() > 20 })
+	// A slow request that is still executing when the listeners close:
+	// it is on the stub (sleepy writes EXECUTING) before the SIGTERM.
+	slow := make(chan response, 1)
+	var slowDone atomic.Int64
+	go func() {
+		resp, err := c.Post(s.HTTP+"/v2/models/sleepy/infer", "application/json", strings.NewReader(echoBody(1.5)))
+		if err != nil {
+			slow <- response{Status: -1, Body: []byte(err.Error())}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slowDone.Store(time.Now().UnixNano())
+		slow <- response{Status: resp.StatusCode, Body: b}
+	}()
+	eventually(t, 10*time.Second, "the slow request executing", func() bool {
+		_, err := os.Stat(filepath.Join(s.Repo, "sleepy", "EXECUTING"))
+		return err == nil
+	})
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -78,20 +103,6 @@ func TestDrainUnderLoadAnswersEveryRequest(t *testing.T) {
 	if r := s.get("/v2/health/live"); r.Status != 200 {
 		t.Errorf("live during drain: %d", r.Status)
 	}
-	// A slow request that is still executing when the listeners close.
-	slow := make(chan response, 1)
-	var slowDone atomic.Int64
-	go func() {
-		resp, err := c.Post(s.HTTP+"/v2/models/sleepy/infer", "application/json", strings.NewReader(echoBody(0.9)))
-		if err != nil {
-			slow <- response{Status: -1, Body: []byte(err.Error())}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		slowDone.Store(time.Now().UnixNano())
-		slow <- response{Status: resp.StatusCode, Body: b}
-	}()
 	select {
 	case <-s.exited:
 	case <-time.After(30 * time.Second):

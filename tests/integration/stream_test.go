@@ -230,10 +230,13 @@ func TestExecuteTimeoutAppliesBetweenResponses(t *testing.T) {
 }
 
 func TestWedgedStubEndsItsStreamsWhenTheHeartbeatRestartsIt(t *testing.T) {
+	// restart_threshold_seconds is long: the stopped stub holds a stream,
+	// so it is a hang, answered and restarted within the heartbeat bound,
+	// not a failing check waiting for the threshold.
 	s := start(t, copyModels(t, "streamer"),
-		"--health-default", "heartbeat_period_seconds=0.1",
+		"--health-default", "heartbeat_period_seconds=0.5",
 		"--health-default", "heartbeat_timeout_seconds=0.3",
-		"--health-default", "restart_threshold_seconds=1")
+		"--health-default", "restart_threshold_seconds=60")
 	s.waitReady(30 * time.Second)
 	st, ch := s.openStream(ctxTimeout(t, time.Minute))
 	if err := st.Send(streamerRequest("w", -1, 10, -1)); err != nil {
@@ -250,22 +253,18 @@ func TestWedgedStubEndsItsStreamsWhenTheHeartbeatRestartsIt(t *testing.T) {
 	for m = next(t, ch, 10*time.Second); m.GetErrorMessage() == ""; m = next(t, ch, 10*time.Second) {
 	}
 	took := time.Since(stopped)
-	t.Logf("the wedged stub's stream ended after %s: %s", took, m.GetErrorMessage())
-	// The bound: heartbeat period (0.1 s) + timeout (0.3 s) for a hang, or
-	// the restart threshold (1 s) after the stop event, plus slack.
-	if took > 3*time.Second {
-		t.Errorf("stream ended %s after SIGSTOP, want within the heartbeat bound", took)
+	t.Logf("the stopped stub's stream ended after %s: %s", took, m.GetErrorMessage())
+	// The bound: a ping is sent at the stop and times out after 0.3 s;
+	// the second is slack for a loaded machine.
+	if took > 1300*time.Millisecond {
+		t.Errorf("stream ended %s after SIGSTOP, want within heartbeat_timeout_seconds + 1 s", took)
 	}
-	// Two truthful endings race: the heartbeat fails while the stub holds
-	// the request (a hang: restarted at once), or the reaper's stop event
-	// takes the instance out of traffic first and the restart follows
-	// restart_threshold_seconds later.
 	msg := m.GetErrorMessage()
-	hang := strings.Contains(msg, "instance streamer_0 stopped responding while executing the request") && strings.Contains(msg, "the instance is restarted")
-	afterStop := strings.Contains(msg, "instance streamer_0 was restarted") && strings.Contains(msg, "stopped by signal SIGSTOP")
-	if !hang && !afterStop {
-		t.Errorf("error %q says neither that the instance stopped responding nor that it was restarted after SIGSTOP", msg)
+	if !strings.Contains(msg, "instance streamer_0 stopped responding while executing the request") ||
+		!strings.Contains(msg, "stopped by a signal") || !strings.Contains(msg, "the instance is restarted") {
+		t.Errorf("error %q does not say that the stopped instance stopped responding and is restarted", msg)
 	}
+	eventually(t, 10*time.Second, "the instance restarted at once", func() bool { return s.restarts("streamer") >= 1 })
 }
 
 func TestStreamWithoutFinalIsBoundedByMaxStreamDuration(t *testing.T) {

@@ -96,7 +96,6 @@ func snap(models map[string]bool) *health.Snapshot {
 		m := health.ModelHealth{Name: name, Version: "1", Expected: true, MinReady: 1, Ready: ready}
 		if ready {
 			m.State = health.ModelStateReady
-			m.Routable = 1
 		} else {
 			m.State = health.ModelStateUnavailable
 			m.Reason = "instance exited"

@@ -100,11 +100,21 @@ func (b *byteBudget) inUse() int64 {
 // byte of it is reserved from the server-wide budget until the handler
 // returns.
 func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, _, err := s.readBodyLease(r)
+	return body, err
+}
+
+// readBodyLease is readBody, also returning the request's lease, so that
+// what the handler derives from the body (a decompressed copy) is counted
+// in the budget too.
+func (s *server) readBodyLease(r *http.Request) ([]byte, *lease, error) {
+	l := &lease{b: s.budget}
+	context.AfterFunc(r.Context(), l.release)
 	if s.maxBytes > 0 && r.ContentLength > s.maxBytes {
-		return nil, apierr.New(apierr.TooLarge, "request body of %d bytes is over the limit of %d bytes (--max-request-bytes)", r.ContentLength, s.maxBytes)
+		return nil, l, apierr.New(apierr.TooLarge, "request body of %d bytes is over the limit of %d bytes (--max-request-bytes)", r.ContentLength, s.maxBytes)
 	}
 	if r.ContentLength == 0 {
-		return nil, nil
+		return nil, l, nil
 	}
 	// The most the buffer may ever need: the announced length, else the
 	// limit (one byte more, to tell "at the limit" from "over it").
@@ -115,8 +125,29 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	case s.maxBytes > 0:
 		capacity = s.maxBytes + 1
 	}
-	l := &lease{b: s.budget}
-	context.AfterFunc(r.Context(), l.release)
+	buf, err := readGrowing(r.Body, l, capacity, s.maxBytes, func() error {
+		return apierr.New(apierr.TooLarge, "request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
+	}, func(err error) error { return bodyReadError(err, r.ContentLength) })
+	if err != nil {
+		return nil, l, err
+	}
+	if r.ContentLength > 0 && int64(len(buf)) < r.ContentLength {
+		return nil, l, apierr.New(apierr.InvalidArgument, "cannot read request body of %d bytes: only %d arrived", r.ContentLength, len(buf))
+	}
+	return buf, l, nil
+}
+
+// errBudget is the answer when the server-wide byte budget is used up.
+func errBudget() error {
+	return &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second,
+		Msg: "the server is receiving too many request bytes at once (--max-concurrent-request-bytes); retry"}
+}
+
+// readGrowing reads rd to its end into a buffer that starts at firstChunk
+// and doubles as bytes arrive, up to capacity (< 0: no cap), reserving
+// every byte of it from l. More than limit bytes (> 0) is tooLarge(); a
+// failed reservation is errBudget; a read error goes through readErr.
+func readGrowing(rd io.Reader, l *lease, capacity, limit int64, tooLarge func() error, readErr func(error) error) ([]byte, error) {
 	grow := func(buf []byte, want int64) ([]byte, error) {
 		if capacity > 0 && want > capacity {
 			want = capacity
@@ -126,8 +157,7 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 			return buf, nil
 		}
 		if !l.grow(extra) {
-			return nil, &apierr.Error{Code: apierr.Unavailable, RetryAfter: time.Second,
-				Msg: "the server is receiving too many request bytes at once (--max-concurrent-request-bytes); retry"}
+			return nil, errBudget()
 		}
 		nb := make([]byte, len(buf), want)
 		copy(nb, buf)
@@ -146,20 +176,17 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 				return nil, err
 			}
 		}
-		n, rerr := r.Body.Read(buf[len(buf):cap(buf)])
+		n, rerr := rd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if s.maxBytes > 0 && int64(len(buf)) > s.maxBytes {
-			return nil, apierr.New(apierr.TooLarge, "request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
+		if limit > 0 && int64(len(buf)) > limit {
+			return nil, tooLarge()
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return nil, bodyReadError(rerr, r.ContentLength)
+			return nil, readErr(rerr)
 		}
-	}
-	if r.ContentLength > 0 && int64(len(buf)) < r.ContentLength {
-		return nil, apierr.New(apierr.InvalidArgument, "cannot read request body of %d bytes: only %d arrived", r.ContentLength, len(buf))
 	}
 	return buf, nil
 }

@@ -3,6 +3,8 @@ package rest
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"fmt"
 	"io"
@@ -148,4 +150,75 @@ func TestInvalidUTF8IsRefused(t *testing.T) {
 	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "not valid UTF-8") {
 		t.Fatalf("load with invalid UTF-8: %d %s, want 400", rec.Code, rec.Body)
 	}
+}
+
+// bomb is a gzip (or deflate) body of n zero bytes.
+func bomb(t *testing.T, encoding string, n int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	var w io.WriteCloser
+	if encoding == "gzip" {
+		w = gzip.NewWriter(&b)
+	} else {
+		w = zlib.NewWriter(&b)
+	}
+	zero := make([]byte, 1<<20)
+	for n > 0 {
+		k := min(n, len(zero))
+		if _, err := w.Write(zero[:k]); err != nil {
+			t.Fatal(err)
+		}
+		n -= k
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// A small compressed body that expands beyond the limit is refused 413
+// naming the limit, and what its decompression held was reserved from the
+// server-wide budget (a decompression that would pass the budget is 503),
+// which is whole again afterwards.
+func TestDecompressedBodyCountsInTheBudget(t *testing.T) {
+	for _, enc := range []string{"gzip", "deflate"} {
+		body := bomb(t, enc, 8<<20)
+		// Budget above the limit: the limit refuses it.
+		ts, s := restServer(t, &fakeModels{}, Config{MaxRequestBytes: 1 << 20, MaxConcurrentRequestBytes: 4 << 20})
+		resp := post(t, ts.URL+"/v2/models/m/infer", enc, body)
+		if resp.code != 413 || !strings.Contains(resp.body, "decompressed request body is over the limit of 1048576 bytes (--max-request-bytes)") {
+			t.Errorf("%s bomb of %d bytes: %d %s, want 413 naming the limit", enc, len(body), resp.code, resp.body)
+		}
+		waitBudget(t, s, 0)
+		// Budget below the limit: the decompressed bytes are counted, so
+		// the budget refuses it before the limit does.
+		ts, s = restServer(t, &fakeModels{}, Config{MaxRequestBytes: 1 << 20, MaxConcurrentRequestBytes: 512 << 10})
+		resp = post(t, ts.URL+"/v2/models/m/infer", enc, body)
+		if resp.code != 503 || !strings.Contains(resp.body, "--max-concurrent-request-bytes") {
+			t.Errorf("%s bomb with a 512 KiB budget: %d %s, want 503 naming the budget", enc, resp.code, resp.body)
+		}
+		waitBudget(t, s, 0)
+	}
+}
+
+type answer struct {
+	code int
+	body string
+}
+
+func post(t *testing.T, url, encoding string, body []byte) answer {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", encoding)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, string(b)}
 }

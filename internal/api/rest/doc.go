@@ -16,7 +16,8 @@
 // (apierr.RetryAfter, rounded up to whole seconds). Unknown paths are 404, a
 // wrong method is 405 with Allow, bodies over Config.MaxRequestBytes are 413
 // (refused from Content-Length before reading when possible; gzip and
-// deflate request bodies are held to the same limit after decompression).
+// deflate request bodies are held to the same limit after decompression, and
+// what they decompress to counts in Config.MaxConcurrentRequestBytes).
 // Decoding errors are 400 and name the model and the input, output, field or
 // header at fault.
 //

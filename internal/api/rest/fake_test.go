@@ -130,10 +130,10 @@ func readySnapshot() *health.Snapshot {
 		Started: true, Strict: true, Escalate: true,
 		Models: []health.ModelHealth{{
 			Name: "add_sub", Version: "1", State: health.ModelStateReady, Ready: true,
-			Routable: 2, MinReady: 1, Expected: true,
+			MinReady: 1, Expected: true,
 			Instances: []health.InstanceHealth{
-				{Name: "add_sub_0", State: health.StateReady, Routable: true, PID: 10},
-				{Name: "add_sub_1", State: health.StateReady, Routable: true, PID: 11},
+				{Name: "add_sub_0", State: health.StateReady, PID: 10},
+				{Name: "add_sub_1", State: health.StateReady, PID: 11},
 			},
 		}},
 	}

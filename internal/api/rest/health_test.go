@@ -13,10 +13,10 @@ func notReadySnapshot() *health.Snapshot {
 	m := &s.Models[0]
 	// As the engine reports a loaded version with too few routable
 	// instances: UNAVAILABLE, with the first instance that is out.
-	m.Ready, m.Routable = false, 0
+	m.Ready = false
 	m.State, m.Reason = health.ModelStateUnavailable, "0 of 2 instances routable, needs 1; add_sub_0 is EXITED: exit code 1"
-	m.Instances[0].State, m.Instances[0].Routable, m.Instances[0].Reason = health.StateExited, false, "exit code 1"
-	m.Instances[1].State, m.Instances[1].Routable = health.StateRestarting, false
+	m.Instances[0].State, m.Instances[0].Reason = health.StateExited, "exit code 1"
+	m.Instances[1].State = health.StateRestarting
 	return s
 }
 

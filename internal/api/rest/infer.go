@@ -18,9 +18,9 @@ import (
 // body within the limit, decode it, run it, encode the answer.
 func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	name, version := r.PathValue("model"), r.PathValue("version")
-	body, err := s.readBody(w, r)
+	body, l, err := s.readBodyLease(r)
 	if err == nil {
-		body, err = s.decompress(body, r.Header.Get("Content-Encoding"))
+		body, err = s.decompress(body, r.Header.Get("Content-Encoding"), l)
 	}
 	if err != nil {
 		s.writeError(w, r, apierr.Wrap(apierr.CodeOf(err), err, "model %q", name))
@@ -81,9 +81,13 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 }
 
 // decompress undoes a request Content-Encoding of gzip or deflate (Triton
-// clients can compress requests); the decompressed body is held to the same
-// limit as the raw one.
-func (s *server) decompress(body []byte, encoding string) ([]byte, error) {
+// clients can compress requests). The decompressed body is held to the same
+// limit as the raw one and, like it, grows as bytes come out of the
+// decompressor, reserving from the request's lease l: a small body that
+// expands beyond the limit (a decompression bomb) is refused 413 once the
+// limit is passed, holding no more than the limit, and what it holds
+// counts toward --max-concurrent-request-bytes.
+func (s *server) decompress(body []byte, encoding string, l *lease) ([]byte, error) {
 	var rd io.Reader
 	var err error
 	switch strings.ToLower(strings.TrimSpace(encoding)) {
@@ -99,15 +103,13 @@ func (s *server) decompress(body []byte, encoding string) ([]byte, error) {
 	if err != nil {
 		return nil, apierr.Wrap(apierr.InvalidArgument, err, "cannot decompress the %s request body", encoding)
 	}
+	capacity := int64(-1)
 	if s.maxBytes > 0 {
-		rd = io.LimitReader(rd, s.maxBytes+1)
+		capacity = s.maxBytes + 1
 	}
-	out, err := io.ReadAll(rd)
-	if err != nil {
-		return nil, apierr.Wrap(apierr.InvalidArgument, err, "cannot decompress the %s request body", encoding)
-	}
-	if s.maxBytes > 0 && int64(len(out)) > s.maxBytes {
-		return nil, apierr.New(apierr.TooLarge, "decompressed request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
-	}
-	return out, nil
+	return readGrowing(rd, l, capacity, s.maxBytes, func() error {
+		return apierr.New(apierr.TooLarge, "decompressed request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
+	}, func(err error) error {
+		return apierr.Wrap(apierr.InvalidArgument, err, "cannot decompress the %s request body", encoding)
+	})
 }

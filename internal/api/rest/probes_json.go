@@ -129,7 +129,7 @@ func (s *server) probeJSON(res probeResult) probeJSONBody {
 	for _, m := range snap.Models {
 		mj := modelHealthJSON{
 			Name: m.Name, Version: m.Version, State: string(m.State), Reason: s.reason(m.Reason),
-			Ready: m.Ready, Degraded: m.Degraded, Routable: m.Routable, MinReady: m.MinReady,
+			Ready: m.Ready, Degraded: m.Degraded, Routable: m.Routable(), MinReady: m.MinReady,
 			Expected: m.Expected, Instances: make([]instanceHealthJSON, 0, len(m.Instances)),
 		}
 		for _, d := range m.DependsOn {
@@ -151,7 +151,7 @@ func (s *server) probeJSON(res probeResult) probeJSONBody {
 func (s *server) instanceJSON(in health.InstanceHealth) instanceHealthJSON {
 	ij := instanceHealthJSON{
 		Name: in.Name, State: string(in.State), Reason: s.reason(in.Reason), Since: timePtr(in.Since),
-		Routable: in.Routable, PID: in.PID, Restarts: in.Restarts, LastExit: in.LastExit,
+		Routable: in.Routable(), PID: in.PID, Restarts: in.Restarts, LastExit: in.LastExit,
 		Checks:      make([]checkHealthJSON, 0, len(in.Checks)),
 		Transitions: make([]transitionJSON, 0, len(in.Transitions)),
 	}

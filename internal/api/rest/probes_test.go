@@ -11,8 +11,8 @@ import (
 
 func TestProbeText(t *testing.T) {
 	degraded := readySnapshot()
-	degraded.Models[0].Degraded, degraded.Models[0].Routable = true, 1
-	degraded.Models[0].Instances[1].State, degraded.Models[0].Instances[1].Routable = health.StateOutOfTraffic, false
+	degraded.Models[0].Degraded = true
+	degraded.Models[0].Instances[1].State = health.StateOutOfTraffic
 
 	tests := []struct {
 		name       string
