@@ -36,7 +36,7 @@ func TestControlLoadTakesTheRepositoryOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitModel(t, eng, "ready with the override's two instances", func(mh *health.ModelHealth) bool {
-		return mh.Ready && mh.Routable == 2
+		return mh.Ready && mh.Routable() == 2
 	})
 	cfg, err := m.Config("m", "")
 	if err != nil || cfg.GetInstanceGroup()[0].GetCount() != 2 {
