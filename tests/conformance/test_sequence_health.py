@@ -113,6 +113,11 @@ def test_all_slots_busy_is_ready_and_the_backlog_bound_is_503(server):
     t.start()
     wait_until(lambda: "every sequence slot is busy" in server.log_text(), timeout=10,
                what="the third sequence to wait")
+    # It counts as pending, as a queued request of any other model does.
+    assert client.get_inference_statistics(model)["model_stats"][0]["inference_stats"]["success"]["count"] == 2
+    status, body = http_get(server.http_addr, "/metrics")
+    assert status == 200
+    assert f'nv_inference_pending_request_count{{model="{model}",version="1"}} 1' in body.decode(), body
     # ... a fourth gets a clear 503 at once.
     with pytest.raises(InferenceServerException) as e:
         step(client, model, 4, 1, start=True)
@@ -142,3 +147,37 @@ def test_drain_finishes_open_sequences_and_refuses_new_ones(server):
     assert "Server is stopping, scheduler for model has stopped accepting new inference requests" in e.value.message()
     assert step(client, model, 5, 2, end=True) == 2
     assert server.proc.wait(timeout=30) == 0
+
+
+@pytest.mark.model("simple_string_dyna_sequence")
+@pytest.mark.server_args("--health-default", "restart_threshold_seconds=1")
+def test_a_restart_vigil_decides_loses_the_sequence(server):
+    """A stopped holder (SIGSTOP) keeps its sequence while it may come back;
+    once vigil restarts it, the sequence is lost, and its requests say vigil
+    stopped the process rather than continuing from empty state."""
+    client = server.http_client()
+    model = "simple_string_dyna_sequence"
+    assert step(client, model, "52", 5, start=True) == 5
+    (holder,) = [i for i in instances(server, model).values() if i["sequences"]["open"] == 1]
+    os.kill(holder["pid"], signal.SIGSTOP)
+    try:
+        # Once the stop is seen, the holder takes nothing more (a request
+        # handed to it just before would end with the instance's own error).
+        wait_until(lambda: not instances(server, model)[holder["name"]]["routable"], timeout=10,
+                   what="the stopped holder out of traffic")
+        # New sequences go to the other instance meanwhile.
+        assert step(client, model, "53", 1, start=True) == 1
+        want = f"sequence 52 was lost: instance {holder['name']} was stopped by vigil ("
+        with pytest.raises(InferenceServerException) as e:
+            step(client, model, "52", 6)  # waits for the holder, then learns its fate
+        assert e.value.status() == "503"
+        assert want in e.value.message(), e.value.message()
+        wait_until(lambda: all(i["pid"] != holder["pid"] and i["state"] == "READY"
+                               for i in instances(server, model).values() if i["name"] == holder["name"]),
+                   timeout=20, what="the holder restarted")
+        assert step(client, model, "52", 2, start=True) == 2
+    finally:
+        try:
+            os.kill(holder["pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass

@@ -133,3 +133,34 @@ def test_status_view_hides_reasons(fresh_server):
     assert view["reasons_hidden"] is True
     assert "SIGKILL" not in body.replace('"last_exit":"signal SIGKILL"', ""), body
     assert '"reason"' not in body and '"message"' not in body, body
+
+
+def test_status_page_shows_open_sequences(fresh_server, browser):
+    """accumulate's instance row shows its open sequences and slots (4, its
+    max_batch_size), following a sequence's START and END."""
+    browser.get(f"http://{fresh_server.http_addr}/")
+
+    def held():
+        return browser.execute_script(
+            "var r = document.querySelector('tr.inst[data-instance=\"accumulate/1/accumulate_0\"]');"
+            "return r ? r.children[10].textContent : null;")
+
+    def wait_held(want):
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if want in (held() or ""):
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"accumulate_0's row shows {held()!r}, want {want!r}")
+
+    def add(v, **seq):
+        body = json.dumps({"parameters": {"sequence_id": 77, **seq},
+                           "inputs": [{"name": "INPUT", "datatype": "INT64", "shape": [1, 1], "data": [v]}]}).encode()
+        status, out, _ = http_request(fresh_server.http_addr, "POST", "/v2/models/accumulate/infer", body)
+        assert status == 200, out
+
+    wait_held("0/4 seq")
+    add(5, sequence_start=True)
+    wait_held("1/4 seq")
+    add(1, sequence_end=True)
+    wait_held("0/4 seq")
