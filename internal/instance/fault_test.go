@@ -342,3 +342,50 @@ func waitHeld(t *testing.T, in *Instance) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A stub continued before its stop's ping times out is no hang: the batch
+// it holds completes, and it returns by the same path as any stop.
+func TestStubContinuedBeforeTheDecisionKeepsItsBatch(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
+	p := health.DefaultPolicy()
+	p.HeartbeatPeriod, p.HeartbeatTimeout = time.Second, 5*time.Second
+	in := newSlow(t, ev, q, p, "0")
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop(context.Background())
+	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.Submit(ctx(t), echoRequest(1), 1) // execute sleeps 1 s
+		errc <- err
+	}()
+	waitHeld(t, in)
+	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(init.PID, syscall.SIGKILL)
+	_, i := ev.waitFor(t, 0, "suspended", kind(health.InstanceSuspended))
+	if err := syscall.Kill(init.PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, i, "resumed", kind(health.InstanceResumed))
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("the batch of a stub continued in time: %v, want its answer", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the batch of a continued stub was never answered")
+	}
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, e := range ev.events {
+		if e.Kind == health.ExecuteResult && e.TimedOut {
+			t.Errorf("a stub continued before the decision was declared hung: %+v", e)
+		}
+	}
+}

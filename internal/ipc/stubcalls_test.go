@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/ipc"
@@ -72,6 +73,18 @@ func TestStubCalls(t *testing.T) {
 		t.Fatalf("negative increment: err = %v, want Triton's refusal", r.Err)
 	}
 
+	// LOG frames travel on the control connection, the execute's reply on
+	// the data connection: the last record may arrive after the reply.
+	deadline := time.Now().Add(testTimeout)
+	for {
+		calls.mu.Lock()
+		n := len(calls.logs)
+		calls.mu.Unlock()
+		if n >= 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	calls.mu.Lock()
 	defer calls.mu.Unlock()
 	if len(calls.logs) != 4 {

@@ -128,9 +128,11 @@ func (t *Task) Deliver(r Reply) bool {
 	}
 	h := t.endLocked()
 	t.mu.Unlock()
+	// Released before the waiter wakes: whoever sees the end never finds
+	// the task still counted as held.
+	h.release(t)
 	t.runEnd()
 	t.signal()
-	h.release(t)
 	return true
 }
 
@@ -153,9 +155,9 @@ func (t *Task) Finish(resp *inference.Response, err error) bool {
 	cancel := t.onCancel
 	h := t.endLocked()
 	t.mu.Unlock()
+	h.release(t)
 	t.runEnd()
 	t.signal()
-	h.release(t)
 	if cancel != nil {
 		cancel()
 	}

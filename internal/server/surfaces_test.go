@@ -89,6 +89,9 @@ func TestEverySurfaceGivesOneAnswer(t *testing.T) {
 			loaded("m", "1"), loaded("n", "1"), health.Event{Kind: health.StartupComplete})},
 		{"an instance dies under min_ready", []health.Event{died("m", "1", "m_1", 11)}},
 		{"it is back", up("m", "1", "m_1", 12)},
+		{"every sequence slot is busy", []health.Event{
+			{Kind: health.SequencesChanged, Instance: key("m", "1", "m_0"), Open: 4, Slots: 4},
+			{Kind: health.SequencesChanged, Instance: key("m", "1", "m_1"), Open: 4, Slots: 4}}},
 		{"a reload's new version loads", append([]health.Event{loading("n", "2", pol, false, "n_0-r2")}, up("n", "2", "n_0-r2", 30)...)},
 		{"the new version serves", []health.Event{loaded("n", "2")}},
 		{"the new version's instance dies", []health.Event{died("n", "2", "n_0-r2", 30)}},
@@ -104,6 +107,9 @@ func TestEverySurfaceGivesOneAnswer(t *testing.T) {
 		for _, m := range []string{"m", "n"} {
 			r, _, _ := snap.ModelReady(m, "")
 			want["model/"+m] = r
+		}
+		if st.name == "every sequence slot is busy" && (!want["model/m"] || !want["ready"]) {
+			t.Fatalf("step %q: busy is not unhealthy, but the snapshot says %v", st.name, want)
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for {
