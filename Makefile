@@ -72,7 +72,7 @@ test-go:
 # Every fuzz target runs briefly in the suite; `make fuzz` runs them longer.
 FUZZ_TARGETS := ./internal/modelconfig:FuzzParseConfig ./internal/modelconfig:FuzzParsePolicy \
 	./internal/api/rest:FuzzDecodeInferJSON ./internal/api/rest:FuzzDecodeBinaryInfer \
-	./internal/api/rest:FuzzPlainElementsMatchTokens
+	./internal/api/rest:FuzzPlainElementsMatchTokens ./internal/api/rest:FuzzScanInferHeaderMatchesDecoder
 FUZZTIME ?= 3s
 
 test-fuzz:

@@ -394,6 +394,18 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 	if err := vs.waitReady(120 * time.Second); err != nil {
 		return err
 	}
+	var base *vigilServer
+	if o.vigilBaseline != "" {
+		// A second vigil, from another binary, on the same repository: the
+		// before of a before/after, measured in the same rounds.
+		if base, err = startServer(o.vigilBaseline, repo, python, strings.Fields(o.extra)...); err != nil {
+			return err
+		}
+		defer base.stop()
+		if err := base.waitReady(120 * time.Second); err != nil {
+			return err
+		}
+	}
 	fl, err := startFloorServer(ctx)
 	if err != nil {
 		return err
@@ -413,21 +425,31 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	peers := []*peer{triton, vigil, fpeer}
+	servers := []*peer{triton, vigil}
+	if base != nil {
+		bpeer, err := newPeer("vigil-base", base.http, base.grpc, base.cmd.Process.Pid, true)
+		if err != nil {
+			return err
+		}
+		peers = append(peers, bpeer)
+		servers = append(servers, bpeer)
+		fmt.Fprintf(w, "vigil-base: %s, same serve args\n\n", o.vigilBaseline)
+	}
 	for _, p := range peers {
 		defer p.conn.Close()
 	}
-	for _, p := range []*peer{triton, vigil} {
+	for _, p := range servers {
 		if err := p.checkSimple(ctx); err != nil {
 			return err
 		}
 	}
 
 	res := &peerResults{}
-	batches := map[string]*histogram{"triton": {}, "vigil": {}}
+	batches := map[string]*histogram{"triton": {}, "vigil": {}, "vigil-base": {}}
 	const largeElems = 4 << 20 // 16 MiB of FP32
 	type largePair struct{ http, grpc call }
 	large := map[string]largePair{}
-	for _, p := range []*peer{triton, vigil} {
+	for _, p := range servers {
 		h, g := p.largeCalls(largeElems)
 		large[p.name] = largePair{h, g}
 	}
@@ -497,7 +519,11 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	fmt.Fprintln(w)
-	printPeerSummary(w, res)
+	printPeerSummary(w, res, "triton", "Triton", true)
+	if base != nil {
+		printPeerSummary(w, res, "vigil-base", "vigil-base", false)
+		base.stop()
+	}
 	for _, name := range []string{"triton", "vigil"} {
 		fmt.Fprintf(w, "dynamic batching, gRPC c=16, %s: %s\n", name, batches[name])
 	}
@@ -608,10 +634,11 @@ func runHealthBounds(ctx context.Context, o options, python string, w io.Writer)
 	return nil
 }
 
-// printPeerSummary prints every figure as vigil/Triton, median and range
-// over the rounds, with its target.
-func printPeerSummary(w io.Writer, res *peerResults) {
-	fmt.Fprintf(w, "%-38s %-28s %-22s %-22s %-22s %s\n", "figure", "vigil / Triton: median (range)", "vigil median", "Triton median", "floor median", "target")
+// printPeerSummary prints every figure as vigil/other (Triton, or the
+// baseline vigil), median and range over the rounds, with its target when
+// targets says so.
+func printPeerSummary(w io.Writer, res *peerResults, other, title string, targets bool) {
+	fmt.Fprintf(w, "%-38s %-28s %-22s %-22s %-22s %s\n", "figure", "vigil / "+title+": median (range)", "vigil median", title+" median", "floor median", "target")
 	type fig struct {
 		name   string
 		step   string
@@ -651,7 +678,7 @@ func printPeerSummary(w io.Writer, res *peerResults) {
 	}
 	for _, f := range figs {
 		per := res.samples[f.step]
-		v, t := per["vigil"], per["triton"]
+		v, t := per["vigil"], per[other]
 		if len(v) == 0 || len(t) == 0 {
 			continue
 		}
@@ -670,7 +697,7 @@ func printPeerSummary(w io.Writer, res *peerResults) {
 		}
 		med := median(ratios)
 		verdict := ""
-		if f.ok != nil {
+		if f.ok != nil && targets {
 			ok := f.ok(med)
 			if strings.HasSuffix(f.name, "GB/s") {
 				ok = ok && median(vs) >= 1e9

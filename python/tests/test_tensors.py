@@ -104,6 +104,29 @@ def test_decode_sequence():
     assert (d.correlation_id(), d.flags()) == (0, 0)
 
 
+def test_decode_reuses_the_last_meta():
+    """A batch with the last batch's meta is decoded from the kept plan: its
+    own bytes, fresh requests and lists, and a new meta decodes afresh."""
+    codec = Codec()
+
+    def body(values, name="A", rid="r"):
+        arr = np.array(values, dtype="<i4").reshape(1, 3)
+        return request_body([(rid, '{"p": 1}', [(name, 8, [1, 3], arr.tobytes())], ["Y"], (1, 7))])
+
+    first = codec.decode_requests(body([1, 2, 3]))[0]
+    first.requested_output_names().append("changed by the model")
+    (again,) = codec.decode_requests(body([4, 5, 6]))
+    np.testing.assert_array_equal(pb.get_input_tensor_by_name(again, "A").as_numpy(), [[4, 5, 6]])
+    np.testing.assert_array_equal(pb.get_input_tensor_by_name(first, "A").as_numpy(), [[1, 2, 3]])
+    assert again is not first and again.requested_output_names() == ["Y"]
+    assert (again.request_id(), again.parameters(), again.correlation_id(), again.flags()) == ("r", '{"p": 1}', 7, 1)
+    (renamed,) = codec.decode_requests(body([7, 8, 9], name="B", rid="s"))
+    assert renamed.request_id() == "s" and pb.get_input_tensor_by_name(renamed, "A") is None
+    np.testing.assert_array_equal(pb.get_input_tensor_by_name(renamed, "B").as_numpy(), [[7, 8, 9]])
+    with pytest.raises(ValueError, match="left over"):
+        codec.decode_requests(body([1, 2, 3], name="B", rid="s") + b"\x00")
+
+
 @pytest.mark.parametrize("inputs,match", [
     ([("A", 11, [3], b"\x00" * 8)], "3"),  # 2 elements for shape [3]
     ([("A", 11, [2], b"\x00" * 7)], "whole number"),

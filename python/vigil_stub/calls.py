@@ -8,6 +8,7 @@ import itertools
 import json
 import struct
 import threading
+from math import prod
 
 import numpy as np
 
@@ -176,9 +177,12 @@ class Calls:
                 dt = numpy_types[code] if 0 < code < len(numpy_types) else None
                 if dt is None:
                     dt = numpy_types[14] = tensors._bf16_dtype()
-                arr = np.frombuffer(body, dtype=dt, count=nbytes // dt.itemsize, offset=data)
-                if ndim != 1:
-                    arr = arr.reshape(shape)
+                count = nbytes // dt.itemsize
+                if prod(shape) == count:
+                    # One array of its shape over the frame (tensors.py).
+                    arr = np.ndarray(shape, dt, body, data)
+                else:
+                    arr = np.frombuffer(body, dtype=dt, count=count, offset=data).reshape(shape)
             data += nbytes
             outputs.append(wrap(name, arr, _DATATYPES[code]))
         return pb.InferenceResponse._wrap(outputs, None, params)

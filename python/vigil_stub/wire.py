@@ -190,11 +190,17 @@ class Conn:
 # frames meant for other threads and wakes them, so a frame whose reader is
 # also its consumer (the common case) crosses no thread.
 class Demux:
-    """Reads the data socket for whichever thread needs a frame next."""
+    """Reads the data socket for whichever thread needs a frame next.
+
+    The lock is taken twice per frame on the path where the reader is the
+    consumer, and waiters are woken only when there are any: the main
+    thread's loop pays for the demultiplexing only when BLS calls wait."""
 
     def __init__(self, conn):
         self._conn = conn
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._waiters = 0  # threads in cv.wait
         self._reading = False
         self._closed = False
         self._requests = collections.deque()
@@ -202,59 +208,68 @@ class Demux:
 
     def next_request(self):
         """The next frame the server started, or None at end of stream."""
-        q = self._requests
-        return self._pump(lambda: q.popleft() if q else None)
+        return self._pump(self._requests)
 
     def expect(self, seq):
         """Collect replies to seq from now on (call before sending)."""
-        with self._cv:
+        with self._lock:
             self._replies[seq] = collections.deque()
 
     def next_reply(self, seq):
         """The next reply to seq, or None once the connection has ended."""
-        q = self._replies[seq]
-        return self._pump(lambda: q.popleft() if q else None)
+        return self._pump(self._replies[seq])
 
     def forget(self, seq):
-        with self._cv:
+        with self._lock:
             self._replies.pop(seq, None)
 
-    def _pump(self, take):
-        cv = self._cv
-        with cv:
+    def _pump(self, q):
+        """The next frame of q: queued already, read by another thread, or
+        read here (frames for other threads are queued for them)."""
+        lock = self._lock
+        with lock:
             while True:
-                item = take()
-                if item is not None:
-                    return item
+                if q:
+                    return q.popleft()
                 if self._closed:
                     return None
                 if not self._reading:
                     self._reading = True
                     break
-                cv.wait()
-        try:
-            while True:
+                self._waiters += 1
                 try:
-                    frame = self._conn.read_frame()
-                except OSError:
-                    with cv:
-                        self._closed = True
-                    raise
-                with cv:
+                    self._cv.wait()
+                finally:
+                    self._waiters -= 1
+        reading = True
+        try:
+            read = self._conn.read_frame
+            while True:
+                frame = read()
+                with lock:
                     if frame is None:
                         self._closed = True
                         return None
                     if frame[1] & FLAG_REPLY:
-                        q = self._replies.get(frame[2])
-                        if q is not None:  # else: a late reply nobody waits for
-                            q.append(frame)
+                        rq = self._replies.get(frame[2])
+                        if rq is not None:  # else: a late reply nobody waits for
+                            rq.append(frame)
                     else:
                         self._requests.append(frame)
-                    item = take()
-                    if item is not None:
-                        return item
-                    cv.notify_all()
+                    if q:
+                        self._reading = reading = False
+                        if self._waiters:
+                            self._cv.notify_all()
+                        return q.popleft()
+                    if self._waiters:
+                        self._cv.notify_all()
+        except OSError:
+            with lock:
+                self._closed = True
+            raise
         finally:
-            with cv:
-                self._reading = False
-                cv.notify_all()
+            if reading:
+                with lock:
+                    self._reading = False
+                    if self._waiters:
+                        self._cv.notify_all()

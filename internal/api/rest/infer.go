@@ -63,21 +63,34 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	if resp.Version == "" {
 		resp.Version = version
 	}
-	out, jsonLen, binary, err := encodeInferResponse(resp, format)
+	header, tails, err := encodeInferResponseParts(resp, format)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if !binary {
-		writeRawJSON(w, http.StatusOK, out)
+	if tails == nil {
+		writeRawJSON(w, http.StatusOK, header)
 		return
+	}
+	// The binary outputs are written as they are, after the header: large
+	// tensors are not copied into one body first.
+	n := len(header)
+	for _, t := range tails {
+		n += len(t)
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set(headerContentLength, strconv.Itoa(jsonLen))
-	h.Set("Content-Length", strconv.Itoa(len(out)))
+	h.Set(headerContentLength, strconv.Itoa(len(header)))
+	h.Set("Content-Length", strconv.Itoa(n))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(out) // the client went away; nothing left to do
+	if _, err := w.Write(header); err != nil {
+		return // the client went away; nothing left to do
+	}
+	for _, t := range tails {
+		if _, err := w.Write(t); err != nil {
+			return
+		}
+	}
 }
 
 // decompress undoes a request Content-Encoding of gzip or deflate (Triton

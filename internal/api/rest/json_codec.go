@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -73,19 +74,14 @@ func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, ou
 		return nil, format, checkUTF8(header, "the JSON inference header")
 	}
 	header = quoteNonFinite(header)
-	dec := json.NewDecoder(bytes.NewReader(header))
-	dec.UseNumber()
-	if err := dec.Decode(&raw); err != nil {
-		return nil, format, fmt.Errorf("malformed JSON inference header: %s", describeJSONError(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, format, errors.New("malformed JSON inference header: unexpected data after the JSON object (is the Inference-Header-Content-Length header right?)")
+	if err := unmarshalInferHeader(header, &raw); err != nil {
+		return nil, format, err
 	}
 	if raw.Inputs == nil {
 		return nil, format, errors.New("field inputs is required")
 	}
 
-	params, err := normalizeParameters(raw.Parameters, "parameters")
+	params, err := inferParameters(raw.Parameters, "parameters")
 	if err != nil {
 		return nil, format, err
 	}
@@ -99,16 +95,14 @@ func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, ou
 	}
 
 	req := &inference.Request{ID: raw.ID, Parameters: nilIfEmpty(params), Inputs: make([]tensor.Tensor, 0, len(raw.Inputs)), Sequence: seq}
-	seen := make(map[string]bool, len(raw.Inputs))
 	for i := range raw.Inputs {
 		t, err := decodeInput(&raw.Inputs[i], i, &bin)
 		if err != nil {
 			return nil, format, err
 		}
-		if seen[t.Name] {
+		if slices.ContainsFunc(req.Inputs, func(u tensor.Tensor) bool { return u.Name == t.Name }) {
 			return nil, format, fmt.Errorf("input %q is given more than once", t.Name)
 		}
-		seen[t.Name] = true
 		req.Inputs = append(req.Inputs, t)
 	}
 	if bin.present {
@@ -127,7 +121,7 @@ func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, ou
 			return nil, format, fmt.Errorf("%s is requested more than once", where)
 		}
 		seenOut[o.Name] = true
-		p, err := normalizeParameters(o.Parameters, where+" parameters")
+		p, err := inferParameters(o.Parameters, where+" parameters")
 		if err != nil {
 			return nil, format, err
 		}
@@ -158,6 +152,24 @@ func decodeInferRequest(header []byte, bin binaryReader) (*inference.Request, ou
 	return req, format, nil
 }
 
+// unmarshalInferHeader fills raw from the JSON header: through the fast
+// scanner when it takes the header, else through encoding/json.
+func unmarshalInferHeader(header []byte, raw *inferRequestJSON) error {
+	if scanInferHeader(header, raw) {
+		return nil
+	}
+	*raw = inferRequestJSON{}
+	dec := json.NewDecoder(bytes.NewReader(header))
+	dec.UseNumber()
+	if err := dec.Decode(raw); err != nil {
+		return fmt.Errorf("malformed JSON inference header: %s", describeJSONError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("malformed JSON inference header: unexpected data after the JSON object (is the Inference-Header-Content-Length header right?)")
+	}
+	return nil
+}
+
 func decodeInput(in *inferInputJSON, i int, bin *binaryReader) (tensor.Tensor, error) {
 	var t tensor.Tensor
 	switch {
@@ -177,8 +189,8 @@ func decodeInput(in *inferInputJSON, i int, bin *binaryReader) (tensor.Tensor, e
 	if err != nil {
 		return t, fmt.Errorf("input %q: %w", in.Name, err)
 	}
-	where := fmt.Sprintf("input %q", in.Name)
-	params, err := normalizeParameters(in.Parameters, where+" parameters")
+	where := "input " + strconv.Quote(in.Name)
+	params, err := inferParameters(in.Parameters, where+" parameters")
 	if err != nil {
 		return t, err
 	}
@@ -231,9 +243,9 @@ func decodeInput(in *inferInputJSON, i int, bin *binaryReader) (tensor.Tensor, e
 	return t, nil
 }
 
-// decodeJSONData converts a nested or flat JSON array of n elements to raw
-// bytes. Nesting is not checked against the shape; only the element count
-// is, as Triton does.
+// decodeJSONData converts a nested or flat JSON array of n elements (valid
+// JSON) to raw bytes. Nesting is not checked against the shape; only the
+// element count is, as Triton does.
 func decodeJSONData(raw json.RawMessage, dt tensor.Datatype, shape []int64, n int64) ([]byte, error) {
 	// Every JSON element takes at least one byte, so the body bounds the
 	// allocation whatever the shape claims.
@@ -285,6 +297,15 @@ func decodeJSONTokens(out []byte, raw json.RawMessage, dt tensor.Datatype, shape
 		return nil, fmt.Errorf("shape %v needs %d elements, data has %d", shape, n, count)
 	}
 	return out, nil
+}
+
+// inferParameters is normalizeParameters for an inference request, whose
+// empty parameters are nil (the decoder only reads and deletes from them).
+func inferParameters(p map[string]any, where string) (map[string]any, error) {
+	if len(p) == 0 {
+		return nil, nil
+	}
+	return normalizeParameters(p, where)
 }
 
 // normalizeParameters checks that parameter values are strings, numbers or
@@ -366,10 +387,10 @@ type outputTensorJSON struct {
 	Data       json.RawMessage `json:"data,omitempty"`
 }
 
-// encodeInferResponse builds the response body. When any output is binary,
-// jsonLen is the length of the JSON header that starts the body (for the
-// Inference-Header-Content-Length header) and binary is true.
-func encodeInferResponse(resp *inference.Response, format outputFormat) (body []byte, jsonLen int, binary bool, err error) {
+// encodeInferResponseReflect is encodeInferResponse through encoding/json:
+// the reference the hand-written encoder (json_response.go) matches byte
+// for byte, and its path for BYTES outputs in JSON.
+func encodeInferResponseReflect(resp *inference.Response, format outputFormat) (body []byte, jsonLen int, binary bool, err error) {
 	out := inferResponseJSON{
 		ModelName: resp.Model, ModelVersion: resp.Version, ID: resp.ID,
 		Parameters: resp.Parameters, Outputs: make([]outputTensorJSON, 0, len(resp.Outputs)),
@@ -421,11 +442,9 @@ func encodeInferResponse(resp *inference.Response, format outputFormat) (body []
 // of (nested) arrays of numbers and booleans, the common case: it walks the
 // bytes once instead of going through the token decoder. ok is false when
 // the data holds anything else (strings, objects, null), and the caller
-// decodes it the general way, which also produces the precise error.
+// decodes it the general way, which also produces the precise error. raw
+// must be valid JSON (it comes from a decoded header).
 func scanPlainElements(out []byte, raw json.RawMessage, dt tensor.Datatype, shape []int64, n int64) (_ []byte, ok bool, _ error) {
-	if !json.Valid(raw) {
-		return nil, false, nil
-	}
 	var count int64
 	for i := 0; i < len(raw); {
 		c := raw[i]
