@@ -262,6 +262,58 @@ func TestModelControlCall(t *testing.T) {
 	}
 }
 
+// load_model's config= and files= reach the handler as they were given:
+// the config string, and the files' bytes under their "file:" keys.
+func TestModelControlLoadCarriesConfigAndFiles(t *testing.T) {
+	t.Parallel()
+	s, f := startCaller(t, "caller")
+	const config = `{"backend":"python","max_batch_size":0}`
+	files := `{"file:1/model.py": "class TritonPythonModel:\n    pass\n", "file:1/data.txt": "\u00e9"}`
+	for _, tc := range []struct {
+		err     error
+		wantErr string
+	}{
+		{},
+		{err: apierr.New(apierr.InvalidArgument, "cannot load model m: unknown load parameter"),
+			wantErr: "Failed to load model: cannot load model m: unknown load parameter"},
+	} {
+		done := executeAsync(ctxT(t), s, &inference.Request{Model: "caller", Version: "1", ID: "r",
+			Inputs: []tensor.Tensor{fp32("INPUT0", 1)}, Parameters: map[string]any{"load": "m", "config": config, "files": files}})
+		var cc *ipc.ControlCall
+		select {
+		case cc = <-f.controls:
+		case <-time.After(testTimeout):
+			t.Fatal("no model control request arrived")
+		}
+		if cc.Op != "load" || cc.Name != "m" || cc.Config != config {
+			t.Errorf("control request = %q %q config %q, want load m %q", cc.Op, cc.Name, cc.Config, config)
+		}
+		want := map[string]string{"file:1/model.py": "class TritonPythonModel:\n    pass\n", "file:1/data.txt": "\u00e9"}
+		if len(cc.Files) != len(want) {
+			t.Errorf("files = %q, want %q", cc.Files, want)
+		}
+		for k, v := range want {
+			if string(cc.Files[k]) != v {
+				t.Errorf("file %s = %q, want %q", k, cc.Files[k], v)
+			}
+		}
+		cc.Respond(false, tc.err)
+		res := waitResult(t, done)
+		if tc.wantErr != "" {
+			if res.Err == nil || !strings.Contains(res.Err.Error(), tc.wantErr) {
+				t.Errorf("result error = %v, want %q", res.Err, tc.wantErr)
+			}
+			continue
+		}
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		if o := output(t, res.Response, "LOADED"); o.Datatype != tensor.Bool || len(o.Data) != 1 || o.Data[0] != 1 {
+			t.Errorf("LOADED = %+v, want [true]", o)
+		}
+	}
+}
+
 func TestTritonCode(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

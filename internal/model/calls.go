@@ -11,6 +11,7 @@ import (
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/instance"
+	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/scheduler"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
@@ -140,10 +141,11 @@ func chain(req *inference.Request) string {
 }
 
 // Control serves pb_utils.load_model, unload_model and is_model_ready.
-// Loads and unloads follow the repository API (Load, Unload) and, as in
-// Triton, are allowed only in explicit model control mode; is_model_ready
-// works in every mode. A model may not load or unload itself: the call would
-// wait for its own instances.
+// Loads and unloads follow the repository API (Load, Unload, load_model's
+// config= and files= as Load's "config" and "file:<path>" parameters) and,
+// as in Triton, are allowed only in explicit model control mode;
+// is_model_ready works in every mode. A model may not load or unload
+// itself: the call would wait for its own instances.
 func (m *Manager) Control(ctx context.Context, req instance.ControlRequest) (bool, error) {
 	switch req.Op {
 	case "ready":
@@ -173,28 +175,19 @@ func (m *Manager) Control(ctx context.Context, req instance.ControlRequest) (boo
 		}
 		return false, m.Unload(ctx, req.Name, params)
 	}
-	params := map[string]any{}
+	// load_model(config=, files=) are the repository API's load
+	// parameters: the same override path, checks and errors.
+	params := make(map[string]any, len(req.Files)+1)
 	if req.Config != "" {
 		params["config"] = req.Config
 	}
 	for k, v := range req.Files {
+		if !strings.HasPrefix(k, modelconfig.FileParamPrefix) {
+			return false, apierr.New(apierr.InvalidArgument, "failed to load '%s': load_model files key %q must be %q followed by a path in the model directory, e.g. \"file:1/model.py\"", req.Name, k, modelconfig.FileParamPrefix)
+		}
 		params[k] = v
 	}
-	if len(params) > 0 {
-		return false, m.refuseOverrides(req.Name, params)
-	}
-	return false, m.Load(ctx, req.Name, nil)
-}
-
-// refuseOverrides refuses load_model's config= and files= until loads
-// take overrides.
-func (m *Manager) refuseOverrides(name string, params map[string]any) error {
-	keys := make([]string, 0, len(params))
-	for k := range params {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return apierr.New(apierr.Unsupported, "cannot load model %s: load_model overrides (%s) are not supported; load it from the repository without config= and files=", name, strings.Join(keys, ", "))
+	return false, m.Load(ctx, req.Name, params)
 }
 
 // CallStream runs a BLS call made with exec(decoupled=True): every response

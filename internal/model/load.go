@@ -55,6 +55,7 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 	e := m.entryFor(name)
 	e.op.Lock()
 	defer e.op.Unlock()
+	started := time.Now()
 	// Files a load request brought serve only if the load succeeds; the
 	// ones the previous load brought go once their versions are gone.
 	committed := false
@@ -154,6 +155,10 @@ func (m *Manager) loadLocked(ctx context.Context, name string, ov *modelconfig.O
 	// The engine puts initialized instances in traffic; wait for it, so
 	// that traffic moves to queues that have routable instances.
 	_ = m.cfg.Health.Sync(ctx)
+	took := time.Since(started)
+	for _, v := range versions {
+		v.loadDuration = took // before the versions are published below
+	}
 	m.mu.Lock()
 	e.spec = spec
 	previous := e.versions

@@ -166,10 +166,11 @@ type version struct {
 	queue        *scheduler.Queue
 	// seq is the sequence batcher of a sequence_batching model, which its
 	// instances pull from instead of queue; nil for other models.
-	seq       *sequence.Batcher
-	order     *scheduler.Ordering // preserve_ordering; nil without it
-	stats     *scheduler.Stats
-	instances []Instance
+	seq          *sequence.Batcher
+	order        *scheduler.Ordering // preserve_ordering; nil without it
+	stats        *scheduler.Stats
+	instances    []Instance
+	loadDuration time.Duration // set once, before the version is published in its entry
 
 	mu      sync.Mutex
 	serving bool // loaded: restarts are carried out
@@ -252,10 +253,11 @@ func (m *Manager) Load(ctx context.Context, name string, params map[string]any) 
 	}
 	ov, err := m.loadOverride(name, params)
 	if err != nil {
-		return apierr.Wrap(apierr.InvalidArgument, err, "cannot load model %s", name)
+		return err
 	}
 	if (ov == nil || ov.Dir == "") && !m.inRepository(name) {
-		return apierr.New(apierr.NotFound, "cannot load model %s: no model directory %s in %s (a directory with %s or an auto-completable <version>/model.py)",
+		// Triton's words for a model its repository does not hold.
+		return apierr.New(apierr.NotFound, "failed to load '%s', failed to poll from model repository: no model directory %s in %s (a directory with %s or an auto-completable <version>/model.py)",
 			name, name, m.cfg.RepoDir, modelconfig.ConfigFileName)
 	}
 	err = m.loadWith(ctx, name, ov)

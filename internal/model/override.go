@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/execenv"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/inferencepb"
@@ -70,11 +71,17 @@ func (m *Manager) envCacheDir() string {
 
 // loadOverride turns a load request's parameters into an Override: the
 // config, and the files written to a fresh directory under the scratch
-// directory. Nil when the request has neither.
+// directory. Nil when the request has neither. Errors are the API's:
+// parameters that are wrong are the client's (InvalidArgument), files that
+// cannot be written the server's (Internal), worded as Triton words a
+// repository it cannot read.
 func (m *Manager) loadOverride(name string, params map[string]any) (*modelconfig.Override, error) {
 	config, files, err := modelconfig.LoadParams(name, params)
-	if err != nil || config == nil {
-		return nil, err
+	if err != nil {
+		return nil, apierr.LoadFailed(apierr.InvalidArgument, err, name)
+	}
+	if config == nil {
+		return nil, nil
 	}
 	ov := &modelconfig.Override{Config: config}
 	if len(files) > 0 {
@@ -83,7 +90,7 @@ func (m *Manager) loadOverride(name string, params map[string]any) (*modelconfig
 			parent = filepath.Join(os.TempDir(), "vigil-overrides")
 		}
 		if ov.Dir, err = modelconfig.WriteFiles(parent, name, files); err != nil {
-			return nil, err
+			return nil, apierr.Wrap(apierr.Internal, err, "failed to load '%s', failed to poll from model repository: cannot write the load request's files", name)
 		}
 	}
 	return ov, nil

@@ -131,6 +131,7 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 				FailReasons:    c.FailReasons,
 				Batches:        batchStats(c.Batches),
 				Pending:        v.pending(),
+				LoadDuration:   v.loadDuration,
 			})
 		}
 	}

@@ -61,6 +61,10 @@ type Stats struct {
 	Batches []BatchStats
 	// Pending is the number of requests waiting in the queue now.
 	Pending int
+	// LoadDuration is how long the load that made the version serve took:
+	// from the start of the load (configuration read, auto-complete
+	// included) until every instance had initialized and warmed up.
+	LoadDuration time.Duration
 }
 
 // BatchStats are the executions of one batch size.

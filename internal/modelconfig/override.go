@@ -95,7 +95,7 @@ func LoadParams(model string, params map[string]any) (config []byte, files map[s
 		}
 	}
 	if len(files) > 0 && config == nil {
-		return nil, nil, fmt.Errorf("failed to load '%s': load parameters file:... need the \"config\" parameter too (the files replace the model directory for this load)", model)
+		return nil, nil, fmt.Errorf("load parameters file:... need the \"config\" parameter too (the files replace the model directory for this load)")
 	}
 	return config, files, nil
 }

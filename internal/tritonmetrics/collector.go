@@ -14,6 +14,7 @@
 //	nv_inference_compute_input_duration_us{model,version}   counter  cumulative input processing, µs
 //	nv_inference_compute_infer_duration_us{model,version}   counter  cumulative model execution, µs
 //	nv_inference_compute_output_duration_us{model,version}  counter  cumulative output processing, µs
+//	nv_model_load_duration_secs{model,version}           gauge    how long the version's load took, s
 //	nv_cpu_utilization                                   gauge    CPU utilization of the machine, 0.0–1.0
 //	nv_cpu_memory_total_bytes                            gauge    RAM of the machine
 //	nv_cpu_memory_used_bytes                             gauge    RAM in use (total minus available)
@@ -51,6 +52,7 @@ type Collector struct {
 	latencies bool
 
 	success, failure, count, exec, pending      *prometheus.Desc
+	loadSecs                                    *prometheus.Desc
 	requestUS, queueUS, inputUS, inferUS, outUS *prometheus.Desc
 	cpuUtil, memTotal, memUsed                  *prometheus.Desc
 }
@@ -86,11 +88,12 @@ func New(src Source, cfg Config) *Collector {
 		cpu:       &cpuSampler{dir: cfg.ProcDir, minInterval: time.Second},
 		log:       log,
 
-		success: d("nv_inference_request_success", "Number of successful inference requests, all batch sizes", mv),
-		failure: d("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", append(mv, "reason")),
-		count:   d("nv_inference_count", "Number of inferences performed (does not include cached requests)", mv),
-		exec:    d("nv_inference_exec_count", "Number of model executions performed (does not include cached requests)", mv),
-		pending: d("nv_inference_pending_request_count", "Instantaneous number of pending requests awaiting execution per-model.", mv),
+		success:  d("nv_inference_request_success", "Number of successful inference requests, all batch sizes", mv),
+		failure:  d("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", append(mv, "reason")),
+		count:    d("nv_inference_count", "Number of inferences performed (does not include cached requests)", mv),
+		exec:     d("nv_inference_exec_count", "Number of model executions performed (does not include cached requests)", mv),
+		pending:  d("nv_inference_pending_request_count", "Instantaneous number of pending requests awaiting execution per-model.", mv),
+		loadSecs: d("nv_model_load_duration_secs", "Model load time in seconds", mv),
 
 		requestUS: d("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds (includes cached requests)", mv),
 		queueUS:   d("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds (includes cached requests)", mv),
@@ -105,7 +108,7 @@ func New(src Source, cfg Config) *Collector {
 }
 
 func (c *Collector) descs() []*prometheus.Desc {
-	return []*prometheus.Desc{c.success, c.failure, c.count, c.exec, c.pending,
+	return []*prometheus.Desc{c.success, c.failure, c.count, c.exec, c.pending, c.loadSecs,
 		c.requestUS, c.queueUS, c.inputUS, c.inferUS, c.outUS, c.cpuUtil, c.memTotal, c.memUsed}
 }
 
@@ -150,6 +153,7 @@ func (c *Collector) collectModel(ch chan<- prometheus.Metric, st model.Stats) {
 	counter(c.count, float64(st.InferenceCount))
 	counter(c.exec, float64(st.ExecutionCount))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending), lv...)
+	ch <- prometheus.MustNewConstMetric(c.loadSecs, prometheus.GaugeValue, st.LoadDuration.Seconds(), lv...)
 	if !c.latencies {
 		return
 	}

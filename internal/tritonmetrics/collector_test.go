@@ -44,6 +44,7 @@ func sample() model.Stats {
 		ComputeOutput: model.Duration{Count: 10, Total: 150 * time.Microsecond},
 		FailReasons:   map[string]int64{"BACKEND": 2, "REJECTED": 1},
 		Pending:       3,
+		LoadDuration:  1500 * time.Millisecond,
 	}
 }
 
@@ -137,6 +138,7 @@ func TestValuesAndUnits(t *testing.T) {
 		"nv_inference_count":                      12,
 		"nv_inference_exec_count":                 5,
 		"nv_inference_pending_request_count":      3,
+		"nv_model_load_duration_secs":             1.5,
 		"nv_inference_request_duration_us":        10000,
 		"nv_inference_queue_duration_us":          2000,
 		"nv_inference_compute_input_duration_us":  300,

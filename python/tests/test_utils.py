@@ -280,3 +280,30 @@ def test_model_loading_api_argument_errors():
         pb.is_model_ready("m", "x")
     with pytest.raises(pb.TritonModelException, match="version should be an integral value > 0"):
         pb.is_model_ready("m", "-2")
+
+
+class _FakeControl:
+    def __init__(self):
+        self.sent = []
+
+    def control(self, op, **kw):
+        self.sent.append((op, kw))
+        return {}
+
+
+def test_load_model_sends_config_and_files_as_the_repository_api_takes_them():
+    fake = _FakeControl()
+    pb._set_server(fake)
+    try:
+        pb.load_model("m", config='{"backend": "python"}', files={"file:1/model.py": b"\x00src"})
+        pb.load_model("n")
+    finally:
+        pb._set_server(None)
+    assert fake.sent == [
+        ("load", {"name": "m", "config": '{"backend": "python"}', "files": {"file:1/model.py": "AHNyYw=="}}),
+        ("load", {"name": "n", "config": "", "files": {}}),
+    ]
+    with pytest.raises(pb.TritonModelException, match="config should be a JSON string"):
+        pb.load_model("m", config={"backend": "python"})
+    with pytest.raises(pb.TritonModelException, match="'file:1/model.py': contents must be bytes"):
+        pb.load_model("m", config="{}", files={"file:1/model.py": "text"})

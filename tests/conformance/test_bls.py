@@ -8,6 +8,7 @@ each way it can: unknown and unready callees, a timeout, a self-call with no
 free instance, a callee that dies, a client that goes away.
 """
 
+import json
 import shutil
 import threading
 import time
@@ -240,7 +241,81 @@ def test_model_loading_api_outside_explicit_mode(tmp_path_factory):
         assert out.startswith("raised: Failed to load model: ") and "explicit" in out, out
         out = loader_op(p, "unload:add_sub")
         assert out.startswith("raised: Failed to unload model: ") and "explicit" in out, out
+        out = load_with(p, "add_sub", {"backend": "python"})  # overrides change nothing about the mode rule
+        assert out.startswith("raised: Failed to load model: ") and "explicit" in out, out
         assert loader_op(p, "ready:add_sub") == "True"  # works in every mode
         p.close()
     finally:
         srv.stop()
+
+
+PYTORCH_CONFIG = {
+    "name": "pytorch", "backend": "python", "max_batch_size": 0,
+    "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]},
+              {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [4]}],
+    "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [4]},
+               {"name": "OUTPUT1", "data_type": "TYPE_FP32", "dims": [4]}],
+}
+MADE_BY_A_MODEL_PY = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([b"loaded by a model"], dtype=np.object_))])
+                for _ in requests]
+'''
+MADE_BY_A_MODEL_CONFIG = {"backend": "python", "max_batch_size": 0,
+                          "input": [{"name": "IN", "data_type": "TYPE_STRING", "dims": [1]}],
+                          "output": [{"name": "OUT", "data_type": "TYPE_STRING", "dims": [1]}]}
+
+
+def load_with(p, name, config=None, files=None):
+    spec = {"name": name}
+    if config is not None:
+        spec["config"] = config if isinstance(config, str) else json.dumps(config)
+    if files is not None:
+        spec["files"] = files
+    return loader_op(p, "load_with:" + json.dumps(spec))
+
+
+def instance_counts(server, name):
+    return [g["count"] for g in server.http_client().get_model_config(name)["instance_group"]]
+
+
+def test_model_loading_api_takes_config_and_files(proto, server):
+    # config= replaces config.pbtxt for that load, as the repository API's config does.
+    two = dict(PYTORCH_CONFIG, instance_group=[{"count": 2, "kind": "KIND_CPU"}])
+    assert load_with(proto, "pytorch", two) == "ok"
+    assert instance_counts(server, "pytorch") == [2]
+    a, b = pair()
+    r = proto.infer("bls_sync", inputs(proto, a, b, "pytorch"))
+    assert np.allclose(r.as_numpy("OUTPUT0"), a + b)
+    assert loader_op(proto, "load:pytorch") == "ok"  # without config= the repository's file again
+    assert instance_counts(server, "pytorch") == [1]
+
+    # files= (with config=) form the model directory: a model the repository does not hold.
+    name = "made_by_a_model_" + proto.name
+    assert load_with(proto, name, MADE_BY_A_MODEL_CONFIG, {"file:1/model.py": MADE_BY_A_MODEL_PY}) == "ok"
+    assert proto.client.is_model_ready(name) is True
+    r = proto.infer(name, [proto.input("IN", np.array([b"x"], dtype=np.object_), "BYTES")])
+    assert as_bytes_array(r.as_numpy("OUT"))[0] == b"loaded by a model"
+    assert loader_op(proto, "unload:" + name) == "ok"
+    assert proto.client.is_model_ready(name) is False
+
+    # Refused as the repository API refuses them, under load_model's prefix.
+    for spec, want in [
+        (dict(files={"file:1/model.py": MADE_BY_A_MODEL_PY}), 'need the "config" parameter too'),
+        (dict(config=MADE_BY_A_MODEL_CONFIG, files={"file:../escape.py": "x"}), "leaves the model directory"),
+        (dict(config=MADE_BY_A_MODEL_CONFIG, files={"1/model.py": "x"}), 'load_model files key "1/model.py" must be "file:"'),
+        (dict(config="{not json"), 'load request parameter "config"'),
+        (dict(config=dict(PYTORCH_CONFIG, response_cache={"enable": True})), 'unsupported field "response_cache"'),
+    ]:
+        out = load_with(proto, "pytorch", **spec)
+        assert out.startswith("raised: Failed to load model: ") and want in out, (spec, out)
+    out = load_with(proto, "pytorch", MADE_BY_A_MODEL_CONFIG, ["file:1/model.py"])
+    assert out == ("raised: failed to load model 'pytorch', files should be a dictionary of file paths and "
+                   "file contents"), out  # Triton's text, checked in the stub
+    assert instance_counts(server, "pytorch") == [1]
+    assert proto.client.is_model_ready("pytorch") is True

@@ -16,6 +16,7 @@ MODEL_FAMILIES = {
     "nv_inference_count": "counter",
     "nv_inference_exec_count": "counter",
     "nv_inference_pending_request_count": "gauge",
+    "nv_model_load_duration_secs": "gauge",
     "nv_inference_request_duration_us": "counter",
     "nv_inference_queue_duration_us": "counter",
     "nv_inference_compute_input_duration_us": "counter",
@@ -82,6 +83,8 @@ def test_triton_families_after_traffic(server, http_proto):
     for reason in ("REJECTED", "CANCELED", "BACKEND", "OTHER"):
         value(after, "nv_inference_request_failure", model="add_sub", version="1", reason=reason)
     assert value(after, "nv_inference_pending_request_count", model="add_sub", version="1") >= 0
+    # Loading starts a Python process and imports numpy: well above zero, well below a minute.
+    assert 0.01 < value(after, "nv_model_load_duration_secs", model="add_sub", version="1") < 60
     util = value(after, "nv_cpu_utilization")
     assert 0.0 <= util <= 1.0
     assert 0 < value(after, "nv_cpu_memory_used_bytes") <= value(after, "nv_cpu_memory_total_bytes")

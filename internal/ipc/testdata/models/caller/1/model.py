@@ -1,7 +1,10 @@
 """Calls model "target" (or the model named by the request parameter
 target) through BLS with each request's INPUT0, and returns the callee's
 outputs, or its error as the response's error. The parameter control asks
-instead for is_model_ready(control) and returns it as READY (BOOL)."""
+instead for is_model_ready(control) and returns it as READY (BOOL); the
+parameter load asks for load_model(load, config=<parameter config>,
+files=<parameter files, JSON of path -> text, sent as bytes>) and returns
+LOADED (BOOL)."""
 
 import json
 
@@ -22,6 +25,15 @@ class TritonPythonModel:
                     out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(e.message())))
                     continue
                 out.append(pb_utils.InferenceResponse([pb_utils.Tensor("READY", np.array([ready]))]))
+                continue
+            if "load" in params:
+                files = {k: v.encode() for k, v in json.loads(params.get("files", "{}")).items()}
+                try:
+                    pb_utils.load_model(params["load"], config=params.get("config", ""), files=files)
+                except pb_utils.TritonModelException as e:
+                    out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(e.message())))
+                    continue
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("LOADED", np.array([True]))]))
                 continue
             call = pb_utils.InferenceRequest(
                 request_id="child-" + r.request_id(),

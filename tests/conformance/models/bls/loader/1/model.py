@@ -1,10 +1,22 @@
 """Drives the model-loading API: OP is "load:<model>", "unload:<model>",
-"unload_dependents:<model>" or "ready:<model>[:<version>]"; RESULT is
-"ok", "True"/"False", or "raised: <message>"."""
+"unload_dependents:<model>", "ready:<model>[:<version>]" or
+"load_with:<json>", the JSON holding "name" and load_model's "config"
+(a string) and "files" (file path -> text, passed as bytes; a list is
+passed as it is); RESULT is "ok", "True"/"False", or "raised: <message>"."""
+
+import json
 
 import numpy as np
 
 import triton_python_backend_utils as pb_utils
+
+
+def _load_with(arg):
+    spec = json.loads(arg)
+    files = spec.get("files")
+    if isinstance(files, dict):
+        files = {k: v.encode() for k, v in files.items()}
+    pb_utils.load_model(spec["name"], config=spec.get("config", ""), files=files)
 
 
 class TritonPythonModel:
@@ -15,6 +27,9 @@ class TritonPythonModel:
             try:
                 if op == "load":
                     pb_utils.load_model(arg)
+                    result = "ok"
+                elif op == "load_with":
+                    _load_with(arg)
                     result = "ok"
                 elif op == "unload":
                     pb_utils.unload_model(arg)
