@@ -394,6 +394,14 @@ func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte, fd
 		return c.Err()
 	}
 	defer func() { <-l.wsem }()
+	select {
+	case <-c.done:
+		// The connection ended while this writer waited (select picks
+		// among ready cases at random): the socket may not be closed yet,
+		// but nothing written to it now reaches the stub.
+		return c.Err()
+	default:
+	}
 
 	var stop func() bool
 	var fired chan struct{}
@@ -448,10 +456,12 @@ func (c *Client) shutdown(cause error) {
 		open := takeOpenLocked(c.routes)
 		c.routes = nil
 		c.mu.Unlock()
+		// Done first: whoever a call's end wakes finds the connection
+		// gone, and writes nothing more to it.
+		close(c.done)
 		for _, call := range calls {
 			call.cancel()
 		}
-		close(c.done)
 		endOpen(open, c.Err())
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
