@@ -209,7 +209,7 @@ func (c *core) depState(m *modelTracker) depState {
 
 func (c *core) depStateVisiting(m *modelTracker, visiting map[ModelKey]bool) depState {
 	for _, dep := range m.deps {
-		d := c.resolveDep(dep)
+		d := c.resolveDep(dep, visiting)
 		if d == nil {
 			what := "it is not loaded"
 			if dep.Version != "" {
@@ -238,23 +238,38 @@ func (c *core) depStateVisiting(m *modelTracker, visiting map[ModelKey]bool) dep
 }
 
 // resolveDep finds the version a dependency names: that version, or the
-// highest ready version of the model, else its highest version.
-func (c *core) resolveDep(dep Dependency) *modelTracker {
+// one a request without a version is served by (defaultRank, judged on
+// each candidate's readiness with its own dependencies). visiting holds
+// the versions whose dependencies are being judged, to stop at cycles.
+func (c *core) resolveDep(dep Dependency, visiting map[ModelKey]bool) *modelTracker {
 	if dep.Version != "" {
 		return c.models[ModelKey{Model: dep.Model, Version: dep.Version}]
 	}
 	var best *modelTracker
-	bestReady := false
+	bestRank := 0
 	for k, m := range c.models {
 		if k.Model != dep.Model {
 			continue
 		}
-		ready := m.lifecycle == ModelStateReady
-		if best == nil || ready && !bestReady || ready == bestReady && versionLess(best.key.Version, k.Version) {
-			best, bestReady = m, ready
+		r := defaultRank(c.readyVisiting(m, visiting), m.expected)
+		if best == nil || preferDefault(k.Version, r, best.key.Version, bestRank) {
+			best, bestRank = m, r
 		}
 	}
 	return best
+}
+
+// readyVisiting is m's readiness with its dependencies judged, except those
+// already being judged further up (a cycle of declarations).
+func (c *core) readyVisiting(m *modelTracker, visiting map[ModelKey]bool) bool {
+	ds := depsOK
+	if len(m.deps) > 0 && !visiting[m.key] {
+		visiting[m.key] = true
+		ds = c.depStateVisiting(m, visiting)
+		delete(visiting, m.key)
+	}
+	_, _, ready, _, _, _ := m.view(ds)
+	return ready
 }
 
 // observeDependents re-derives every version that depends on the model of
@@ -282,7 +297,7 @@ func dependsOn(m *modelTracker, model string, seen map[string]bool, c *core) boo
 			continue
 		}
 		seen[dep.Model] = true
-		if d := c.resolveDep(dep); d != nil && dependsOn(d, model, seen, c) {
+		if d := c.resolveDep(dep, map[ModelKey]bool{}); d != nil && dependsOn(d, model, seen, c) {
 			return true
 		}
 	}

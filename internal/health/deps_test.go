@@ -5,9 +5,12 @@ import (
 	"testing"
 )
 
-// modelEvents builds the events of a one-instance model named name.
-func loadedModel(c *core, name string, deps ...Dependency) {
-	key := InstanceKey{Model: name, Version: "1"}
+// loadedModel builds the events of version 1 of a one-instance model named
+// name (no instances of its own when it has deps: an ensemble).
+func loadedModel(c *core, name string, deps ...Dependency) { loadedVersion(c, name, "1", deps...) }
+
+func loadedVersion(c *core, name, version string, deps ...Dependency) {
+	key := InstanceKey{Model: name, Version: version}
 	p := DefaultPolicy()
 	var instances []string
 	if len(deps) == 0 {
@@ -96,5 +99,34 @@ func TestDependencyNotLoadedAndNested(t *testing.T) {
 	loadedModel(c, "b", Dependency{Model: "a", Label: "dependency"})
 	if h := modelHealth(t, c, "a"); !h.Ready {
 		t.Fatalf("a = %q, want ready (its cycle partner is)", h.Reason)
+	}
+}
+
+// A step named without a version follows the version a request without one
+// runs on (defaultRank), not merely the highest loaded version.
+func TestVersionlessStepFollowsTheVersionRequestsRunOn(t *testing.T) {
+	c := newCore(false, false)
+	loadedVersion(c, "step", "1")
+	loadedVersion(c, "step", "2")
+	loadedModel(c, "ens", Dependency{Model: "step", Label: "step"})
+
+	// Version 2's only instance dies: versionless requests run on version 1,
+	// so the ensemble stays ready.
+	c.step(Event{Kind: InstanceExited, Instance: InstanceKey{Model: "step", Version: "2", Instance: "step_0"}, Signal: "SIGKILL", PID: 1}, t0)
+	snap := c.snapshot(t0)
+	if m, ok := snap.Model("step", ""); !ok || m.Version != "1" || !m.Ready {
+		t.Fatalf("versionless step = %+v, want version 1, ready", m)
+	}
+	if h := modelHealth(t, c, "ens"); !h.Ready {
+		t.Fatalf("ens not ready while step version 1 serves versionless requests: %s", h.Reason)
+	}
+
+	// Version 1 dies too: no version serves, and the reason names the step.
+	acts := c.step(Event{Kind: InstanceExited, Instance: InstanceKey{Model: "step", Version: "1", Instance: "step_0"}, Signal: "SIGKILL", PID: 1}, t0)
+	if h := modelHealth(t, c, "ens"); h.Ready || !strings.HasPrefix(h.Reason, "step step: ") {
+		t.Fatalf("ens = ready=%v reason %q, want not ready naming the step", h.Ready, h.Reason)
+	}
+	if tr := transitionsOf(acts, "ens"); len(tr) != 1 || tr[0].routable {
+		t.Fatalf("transitions of ens = %+v, want one to not ready", tr)
 	}
 }

@@ -110,27 +110,16 @@ func (s *Snapshot) Live() (bool, string) { return firstFailure(s.Checks(ProbeLiv
 func (s *Snapshot) Ready() (bool, string) { return firstFailure(s.Checks(ProbeReady)) }
 
 // Model finds a model version. An empty version means the version a
-// request without one is served by: the highest ready version; with none
-// ready, the highest expected one (what should be serving); else the
-// highest the server knows of.
+// request without one is served by (defaultRank's rule).
 func (s *Snapshot) Model(name, version string) (*ModelHealth, bool) {
 	var best *ModelHealth
-	rank := func(m *ModelHealth) int {
-		switch {
-		case m.Ready:
-			return 2
-		case m.Expected:
-			return 1
-		}
-		return 0
-	}
 	for i := range s.Models {
 		m := &s.Models[i]
 		if m.Name != name {
 			continue
 		}
 		if version == "" {
-			if best == nil || rank(m) > rank(best) || rank(m) == rank(best) && versionLess(best.Version, m.Version) {
+			if best == nil || preferDefault(m.Version, defaultRank(m.Ready, m.Expected), best.Version, defaultRank(best.Ready, best.Expected)) {
 				best = m
 			}
 			continue
@@ -140,6 +129,27 @@ func (s *Snapshot) Model(name, version string) (*ModelHealth, bool) {
 		}
 	}
 	return best, best != nil
+}
+
+// defaultRank is the one rule for which version a reference without one
+// means — a versionless request, readiness question or ensemble step or
+// declared dependency: the highest ready version; with none ready, the
+// highest expected one (what should be serving); else the highest the
+// server knows of. Higher ranks win; preferDefault breaks ties.
+func defaultRank(ready, expected bool) int {
+	switch {
+	case ready:
+		return 2
+	case expected:
+		return 1
+	}
+	return 0
+}
+
+// preferDefault reports whether version v of rank r is preferred over the
+// best so far, bv of rank br.
+func preferDefault(v string, r int, bv string, br int) bool {
+	return r > br || r == br && versionLess(bv, v)
 }
 
 // ModelReady answers "may requests for this model (version) be sent here",
