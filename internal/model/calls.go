@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
@@ -45,18 +44,7 @@ func (m *Manager) Call(ctx context.Context, req *inference.Request) (*inference.
 			" is using the decoupled. The current BLS request call doesn't support models using the decoupled transaction policy. " +
 			"Please use 'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled models."}
 	}
-	start := time.Now()
-	key := v.key
-	resp, err := m.callOn(ctx, v, req)
-	if errors.Is(err, errReplaced) {
-		if next, rerr := m.resolve(req.Model, req.Version); rerr != nil {
-			err = rerr
-		} else if next != v {
-			resp, err = m.callOn(ctx, next, req)
-		}
-	}
-	m.metrics.observe(key.Model, key.Version, start, err)
-	return resp, err
+	return m.runOn(ctx, v, req, m.callOn)
 }
 
 // routableOrReason fails a version that no instance serves right now with

@@ -26,16 +26,22 @@ func (m *Manager) Infer(ctx context.Context, req *inference.Request) (*inference
 	if v.spec.Config.GetModelTransactionPolicy().GetDecoupled() {
 		return nil, decoupledError(v.key.Model)
 	}
+	return m.runOn(ctx, v, req, m.inferOn)
+}
+
+// runOn runs req on version v with run and records it in the metrics. A
+// reload that switched versions between resolve and submit hands the
+// request to the replacement, if there is one.
+func (m *Manager) runOn(ctx context.Context, v *version, req *inference.Request,
+	run func(context.Context, *version, *inference.Request) (*inference.Response, error)) (*inference.Response, error) {
 	start := time.Now()
 	key := v.key
-	resp, err := m.inferOn(ctx, v, req)
+	resp, err := run(ctx, v, req)
 	if errors.Is(err, errReplaced) {
-		// A reload switched versions between resolve and submit: the
-		// replacement serves it, if there is one.
 		if next, rerr := m.resolve(req.Model, req.Version); rerr != nil {
 			err = rerr
 		} else if next != v {
-			resp, err = m.inferOn(ctx, next, req)
+			resp, err = run(ctx, next, req)
 		}
 	}
 	m.metrics.observe(key.Model, key.Version, start, err)
