@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,21 +16,10 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
+from test_python_api import MODELS, serve
 from vigil_testlib import VigilServer, error_of, http_request
 
-MODELS = Path(__file__).resolve().parent / "python_api_models"
 EXPLICIT = ["--model-control-mode", "explicit"]
-
-
-def serve(tmp_path_factory, label, names, extra_args=None):
-    # In explicit mode nothing loads at start, so readiness stays false.
-    wait_ready = "explicit" not in (extra_args or [])
-    base = tmp_path_factory.mktemp(label)
-    repo = base / "models"
-    repo.mkdir()
-    for name in names:
-        shutil.copytree(MODELS / name, repo / name)
-    return VigilServer(repo, base / "server.log", extra_args, label=label).start(wait_ready=wait_ready)
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,27 @@ import pytest
 from vigil_testlib import Proto, VigilServer, http_get, wait_until
 
 MODELS = Path(__file__).resolve().parent / "python_api_models"
+# Models that run another model's code in a folder of their own (no config.pbtxt):
+# nobatch_auto_complete is batch_auto_complete's code, which picks its
+# max_batch_size from the model's name.
+SAME_CODE = {"nobatch_auto_complete": "batch_auto_complete"}
 
 
 def serve(tmp_path_factory, label, names, extra_args=None):
+    """Starts vigil on a repository of the named models of python_api_models."""
+    # In explicit mode without --load-model nothing loads at start, so
+    # readiness stays false.
+    args = extra_args or []
+    wait_ready = "explicit" not in args or "--load-model" in args
     base = tmp_path_factory.mktemp(label)
     repo = base / "models"
     repo.mkdir()
     for name in names:
-        shutil.copytree(MODELS / name, repo / name)
-    return VigilServer(repo, base / "server.log", extra_args, label=label).start()
+        if name in SAME_CODE:
+            shutil.copytree(MODELS / SAME_CODE[name] / "1", repo / name / "1")
+        else:
+            shutil.copytree(MODELS / name, repo / name)
+    return VigilServer(repo, base / "server.log", extra_args, label=label).start(wait_ready=wait_ready)
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,17 @@
 """Adds and subtracts two FP32 vectors; auto_complete_config declares them,
-with max_batch_size MAX_BATCH (and dynamic batching when it is above 0)."""
+with max_batch_size 4 and dynamic batching, or 0 (no batching) for a model
+named nobatch_* (Triton's auto_complete example has the two models)."""
 
 import json
 
 import triton_python_backend_utils as pb_utils
-
-MAX_BATCH = 4
 
 
 class TritonPythonModel:
     @staticmethod
     def auto_complete_config(auto_complete_model_config):
         config = auto_complete_model_config.as_dict()
+        max_batch = 0 if config["name"].startswith("nobatch") else 4
         have = {t["name"] for t in config["input"]} | {t["name"] for t in config["output"]}
         for name in ("INPUT0", "INPUT1"):
             if name not in have:
@@ -19,8 +19,8 @@ class TritonPythonModel:
         for name in ("OUTPUT0", "OUTPUT1"):
             if name not in have:
                 auto_complete_model_config.add_output({"name": name, "data_type": "TYPE_FP32", "dims": [4]})
-        auto_complete_model_config.set_max_batch_size(MAX_BATCH)
-        if MAX_BATCH > 0:
+        auto_complete_model_config.set_max_batch_size(max_batch)
+        if max_batch > 0:
             auto_complete_model_config.set_dynamic_batching()
         return auto_complete_model_config
 
