@@ -87,33 +87,14 @@ func TestWedgedBatchIsAnsweredWithinTheHeartbeatBound(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
 	p := fastHeartbeat()
-	in := newSlow(t, ev, q, p, "0")
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
-	in.SetRoutable(true)
-	q.SetRoutable(1)
+	in, init := servingSlow(t, ev, q, p)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := q.Submit(ctx(t), echoRequest(30), 1) // execute sleeps 30 s
 		errc <- err
 	}()
 	// Wait for the batch to be on the stub, then stop the stub.
-	deadline := time.Now().Add(testTimeout)
-	for {
-		in.mu.Lock()
-		busy := in.gen != nil && in.gen.abortBatch != nil
-		in.mu.Unlock()
-		if busy {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the batch never reached the stub")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitHeld(t, in)
 	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -214,14 +195,7 @@ func TestStoppedStubHoldingABatchIsAHangWithinTheTimeout(t *testing.T) {
 	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
 	p := health.DefaultPolicy()
 	p.HeartbeatPeriod, p.HeartbeatTimeout = 5*time.Second, 300*time.Millisecond
-	in := newSlow(t, ev, q, p, "0")
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
-	in.SetRoutable(true)
-	q.SetRoutable(1)
+	in, init := servingSlow(t, ev, q, p)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := q.Submit(ctx(t), echoRequest(30), 1)
@@ -329,6 +303,23 @@ func TestHeartbeatNamesAClosedConnection(t *testing.T) {
 }
 
 // waitHeld waits for the instance's process to hold a request.
+// servingSlow starts a slow-stub instance (no initialize delay) with policy
+// p and puts it in traffic on q; it returns the instance and its
+// initialized event. The instance is stopped when the test ends.
+func servingSlow(t *testing.T, ev *sink, q *scheduler.Queue, p health.Policy) (*Instance, health.Event) {
+	t.Helper()
+	in := newSlow(t, ev, q, p, "0")
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Stop(context.Background()) })
+	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	return in, init
+}
+
+// waitHeld waits until in holds a request (its batch is on the stub).
 func waitHeld(t *testing.T, in *Instance) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
@@ -350,14 +341,7 @@ func TestStubContinuedBeforeTheDecisionKeepsItsBatch(t *testing.T) {
 	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
 	p := health.DefaultPolicy()
 	p.HeartbeatPeriod, p.HeartbeatTimeout = time.Second, 5*time.Second
-	in := newSlow(t, ev, q, p, "0")
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
-	in.SetRoutable(true)
-	q.SetRoutable(1)
+	in, init := servingSlow(t, ev, q, p)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := q.Submit(ctx(t), echoRequest(1), 1) // execute sleeps 1 s
