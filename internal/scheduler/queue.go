@@ -130,6 +130,12 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 	if err := q.admit(t); err != nil {
 		return nil, err
 	}
+	return q.wait(ctx, t)
+}
+
+// wait waits for an admitted task's result or for ctx to end, and counts
+// the request in the statistics.
+func (q *Queue) wait(ctx context.Context, t *Task) (*inference.Response, error) {
 	for !t.ended() {
 		select {
 		case <-t.wake:
