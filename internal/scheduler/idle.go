@@ -40,14 +40,9 @@ func (q *Queue) HasIdle() bool {
 // admitIdle is admit for SubmitIdle.
 func (q *Queue) admitIdle(t *Task) error {
 	q.mu.Lock()
-	switch {
-	case q.closed != nil:
-		err := q.closed
+	if err := q.refusalLocked(); err != nil {
 		q.mu.Unlock()
 		return err
-	case q.routable == 0:
-		q.mu.Unlock()
-		return apierr.Unavailablef("model %s has no routable instance", q.name)
 	}
 	var w *waiter
 	for k := len(q.idle) - 1; k >= 0 && len(q.tasks) == 0; k-- {

@@ -221,19 +221,27 @@ func noRoutable(name string) error {
 		Msg: fmt.Sprintf("model %s has no routable instance", name)}
 }
 
+// refusalLocked is why the queue takes no request at all now, or nil: it
+// is closed, or no instance is routable (counted as a rejection).
+func (q *Queue) refusalLocked() error {
+	switch {
+	case q.closed != nil:
+		return q.closed
+	case q.routable == 0:
+		q.stats.reject()
+		return noRoutable(q.name)
+	}
+	return nil
+}
+
 // admit queues t, or runs it directly on an idle instance, or refuses it.
 func (q *Queue) admit(t *Task) error {
 	q.mu.Lock()
-	switch {
-	case q.closed != nil:
-		err := q.closed
+	if err := q.refusalLocked(); err != nil {
 		q.mu.Unlock()
 		return err
-	case q.routable == 0:
-		q.mu.Unlock()
-		q.stats.reject()
-		return noRoutable(q.name)
-	case q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue:
+	}
+	if q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue {
 		q.mu.Unlock()
 		q.stats.reject()
 		return &apierr.Error{Code: apierr.ResourceExhausted, RetryAfter: time.Second,
