@@ -80,6 +80,9 @@ type Client struct {
 	// flight, by the stub's seq.
 	parents map[uint32]context.Context
 	calls   map[uint32]*Call
+	// regionHolds are the client shared memory Holds of batches sent and
+	// not yet answered, by seq (regions.go).
+	regionHolds map[uint32]*regionTable
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
@@ -463,6 +466,7 @@ func (c *Client) shutdown(cause error) {
 			call.cancel()
 		}
 		endOpen(open, c.Err())
+		c.releaseAllRegions()
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
 			if err := l.rw.Close(); err != nil {
@@ -518,6 +522,7 @@ func (c *Client) readLoop(l *link) {
 			// The caller gave up (its context ended); the reply is late.
 			c.log.Debug("dropped late stub reply", LogKeyKind, f.kind.String(), LogKeySeq, f.seq)
 			closeFDs(f.fds)
+			c.replyIn(f.seq)
 		}
 	}
 }

@@ -146,6 +146,13 @@ func outOfBandData(c *cursor, fds []int, l lease, size uint64) []byte {
 	if c.err != nil {
 		return nil
 	}
+	if idx >= requestFDBase && idx < inputArenaIndex {
+		b, err := l.regions.regionData(int(idx-requestFDBase), off, size)
+		if err != nil {
+			c.fail(fmt.Errorf("out-of-band tensor: %w", err))
+		}
+		return b
+	}
 	if idx == regionIndex || idx == inputArenaIndex {
 		a, what := l.out, "output"
 		if idx == inputArenaIndex {
