@@ -97,7 +97,7 @@ func (m *Manager) callOn(ctx context.Context, v *version, req *inference.Request
 	if err != nil {
 		return nil, err
 	}
-	if err := checkOutputs(v.spec.Config, resp, size); err != nil {
+	if err := m.holdOutputs(v, resp, size); err != nil {
 		return nil, err
 	}
 	return selectOutputs(v, req, resp)

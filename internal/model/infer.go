@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/vigilhq/vigil/internal/apierr"
@@ -75,7 +74,7 @@ func (m *Manager) inferOn(ctx context.Context, v *version, req *inference.Reques
 	if err != nil {
 		return nil, m.unroutable(v, err)
 	}
-	if err := checkOutputs(v.spec.Config, resp, size); err != nil {
+	if err := m.holdOutputs(v, resp, size); err != nil {
 		return nil, err
 	}
 	return selectOutputs(v, req, resp)
@@ -115,51 +114,6 @@ func (m *Manager) unroutable(v *version, err error) error {
 		msg += ": " + reason
 	}
 	return &apierr.Error{Code: apierr.Unavailable, Msg: msg, RetryAfter: retry, Err: err}
-}
-
-// checkOutputs holds what the model returned to its configuration: every
-// output declared, once, with the declared datatype and dims (and the
-// request's batch size first for batching models). Clients rely on the
-// metadata; a model that breaks it gets 500 naming the output.
-func checkOutputs(cfg *inferencepb.ModelConfig, resp *inference.Response, size int) error {
-	name := cfg.GetName()
-	batching := cfg.GetMaxBatchSize() > 0
-	seen := make(map[string]bool, len(resp.Outputs))
-	for i := range resp.Outputs {
-		o := &resp.Outputs[i]
-		if seen[o.Name] {
-			return apierr.New(apierr.Internal, "model %s returned output %q twice", name, o.Name)
-		}
-		seen[o.Name] = true
-		oc := outputConfig(cfg, o.Name)
-		if oc == nil {
-			return apierr.New(apierr.Internal, "model %s returned output %q, which its config.pbtxt does not declare", name, o.Name)
-		}
-		if want := modelconfig.DatatypeOf(oc.GetDataType()); o.Datatype != want {
-			return apierr.New(apierr.Internal, "model %s returned output %q as %s, its config.pbtxt declares %s", name, o.Name, o.Datatype, want)
-		}
-		shape := o.Shape
-		if batching {
-			if len(shape) == 0 || shape[0] != int64(size) {
-				return apierr.New(apierr.Internal, "model %s returned output %q with shape %v, expected batch size %d first", name, o.Name, o.Shape, size)
-			}
-			shape = shape[1:]
-		}
-		if rs := oc.GetReshape(); rs != nil {
-			// The model returns the reshaped form; clients get dims.
-			if !shapeMatches(shape, rs.GetShape()) {
-				return apierr.New(apierr.Internal, "model %s returned output %q with shape %v, its config.pbtxt reshape declares %v", name, o.Name, o.Shape, rs.GetShape())
-			}
-			if dims := oc.GetDims(); !slices.Contains(dims, -1) {
-				o.Shape = append(o.Shape[:len(o.Shape)-len(shape):len(o.Shape)-len(shape)], dims...)
-			}
-			continue
-		}
-		if !shapeMatches(shape, oc.GetDims()) {
-			return apierr.New(apierr.Internal, "model %s returned output %q with shape %v, its config.pbtxt declares %s", name, o.Name, o.Shape, describeDims(oc.GetDims(), batching))
-		}
-	}
-	return nil
 }
 
 // checkRequest validates req against cfg, applies input reshapes, and

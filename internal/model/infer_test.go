@@ -1,6 +1,9 @@
 package model
 
 import (
+	"bytes"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -133,12 +136,14 @@ output [
 		{"ok", []tensor.Tensor{y(3, 2)}, ""},
 		{"undeclared", []tensor.Tensor{{Name: "Z", Datatype: tensor.FP32, Shape: []int64{3, 2}}}, `output "Z", which its config.pbtxt does not declare`},
 		{"twice", []tensor.Tensor{y(3, 2), y(3, 2)}, `output "Y" twice`},
-		{"datatype", []tensor.Tensor{{Name: "Y", Datatype: tensor.Int64, Shape: []int64{3, 2}}}, "as INT64, its config.pbtxt declares FP32"},
 		{"batch", []tensor.Tensor{y(2, 2)}, "expected batch size 3 first"},
 		{"dims", []tensor.Tensor{y(3, 5)}, "declares [-1 2]"},
 	}
 	for _, c := range cases {
-		err := checkOutputs(cfg, &inference.Response{Outputs: c.outputs}, 3)
+		diffs, err := checkOutputs(cfg, &inference.Response{Outputs: c.outputs}, 3)
+		if len(diffs) > 0 {
+			t.Errorf("%s: datatype differences %v, want none", c.name, diffs)
+		}
 		if c.wantErr == "" {
 			if err != nil {
 				t.Errorf("%s: %v", c.name, err)
@@ -150,10 +155,50 @@ output [
 		}
 	}
 	resp := &inference.Response{Outputs: []tensor.Tensor{{Name: "R", Datatype: tensor.Int32, Shape: []int64{3, 2, 2}}}}
-	if err := checkOutputs(cfg, resp, 3); err != nil {
-		t.Fatal(err)
+	if diffs, err := checkOutputs(cfg, resp, 3); err != nil || len(diffs) > 0 {
+		t.Fatal(diffs, err)
 	}
 	if got := resp.Outputs[0].Shape; len(got) != 2 || got[0] != 3 || got[1] != 4 {
 		t.Errorf("reshaped output shape %v, want [3 4]", got)
+	}
+
+	// Another datatype than declared passes through, as in Triton, and is
+	// reported; the other checks still hold for that output.
+	resp = &inference.Response{Outputs: []tensor.Tensor{
+		{Name: "Y", Datatype: tensor.Int64, Shape: []int64{3, 2}},
+		{Name: "R", Datatype: tensor.FP32, Shape: []int64{3, 2, 2}},
+	}}
+	diffs, err := checkOutputs(cfg, resp, 3)
+	want := []datatypeDiff{{output: "Y", returned: tensor.Int64, declared: tensor.FP32}, {output: "R", returned: tensor.FP32, declared: tensor.Int32}}
+	if err != nil || !slices.Equal(diffs, want) {
+		t.Errorf("got %v, %v; want %v and no error", diffs, err, want)
+	}
+	if resp.Outputs[0].Datatype != tensor.Int64 || resp.Outputs[1].Shape[1] != 4 {
+		t.Errorf("outputs changed: %+v", resp.Outputs)
+	}
+	_, err = checkOutputs(cfg, &inference.Response{Outputs: []tensor.Tensor{{Name: "Y", Datatype: tensor.Int64, Shape: []int64{3, 5}}}}, 3)
+	if err == nil || !strings.Contains(err.Error(), "declares [-1 2]") {
+		t.Errorf("shape of a passed-through datatype: %v, want the shape error", err)
+	}
+}
+
+func TestDatatypeWarningsLogOncePerModelOutputAndDatatype(t *testing.T) {
+	var buf bytes.Buffer
+	w := newDatatypeWarnings(slog.New(slog.NewTextHandler(&buf, nil)))
+	d := datatypeDiff{output: "SUM", returned: tensor.Int64, declared: tensor.Int32}
+	for range 3 {
+		w.warn("m", "1", d)
+	}
+	w.warn("other", "1", d)
+	w.warn("m", "1", datatypeDiff{output: "SUM", returned: tensor.Int16, declared: tensor.Int32})
+	w.warn("m", "2", d)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("logged %d lines, want 3 (m/SUM/INT64, other/SUM/INT64, m/SUM/INT16):\n%s", len(lines), buf.String())
+	}
+	for _, want := range []string{"level=WARN", "model=m", "version=1", "output=SUM", "datatype=INT64", "declared=INT32"} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("first warning %q lacks %q", lines[0], want)
+		}
 	}
 }

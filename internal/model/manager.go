@@ -132,6 +132,8 @@ type Manager struct {
 
 	skippedMu sync.Mutex
 	skipped   map[string]string // repository folders that are not models, and why (logSkipped)
+
+	datatypes *datatypeWarnings // outputs passed through with another datatype than declared
 }
 
 // entry is one model name. op serializes its loads and unloads.
@@ -192,6 +194,7 @@ func New(cfg Config) *Manager {
 	closing, stop := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: cfg.Logger, closing: closing, runtimeErr: cfg.RuntimeErr, stopLoading: stop, metrics: newMetrics(cfg.Metrics), models: map[string]*entry{}, live: map[health.InstanceKey]*version{}}
 	m.envs = execenv.NewCache(m.envCacheDir(), cfg.Logger)
+	m.datatypes = newDatatypeWarnings(cfg.Logger)
 	return m
 }
 

@@ -77,7 +77,7 @@ func (m *Manager) streamOn(ctx context.Context, v *version, req *inference.Reque
 			return errStopEmit
 		}
 		if rep.Response != nil {
-			if err := checkOutputs(cfg, rep.Response, size); err != nil {
+			if err := m.holdOutputs(v, rep.Response, size); err != nil {
 				rep = Reply{Err: err, Final: rep.Final}
 			} else if out, err := selectOutputs(v, req, rep.Response); err != nil {
 				rep = Reply{Err: err, Final: rep.Final}

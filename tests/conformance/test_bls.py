@@ -2,20 +2,24 @@
 
 The repository (tests/conformance/models/bls) holds models written to the
 shape of python_backend's examples/bls (bls_sync, bls_async, add_sub and a
-numpy stand-in for the "pytorch" model), driven as the examples' clients
-drive them, over HTTP and gRPC; and small models that make a BLS call fail
+numpy stand-in for the "pytorch" model) and of examples/bls_decoupled
+(bls_decoupled_sync, bls_decoupled_async, with the example's square_int32),
+driven as the examples' clients drive them, over HTTP and gRPC; and small models that make a BLS call fail
 each way it can: unknown and unready callees, a timeout, a self-call with no
 free instance, a callee that dies, a client that goes away.
 """
 
 import json
+import queue
 import shutil
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from vigil_testlib import Proto, VigilServer, as_bytes_array, error_of, wait_until
 
@@ -170,11 +174,49 @@ def test_decoupled_exec_of_a_default_model_yields_its_one_response(proto):
     assert np.allclose(r.as_numpy("OUTPUT0"), a + b)
 
 
+DATATYPE_WARNING = "output datatype differs from config.pbtxt; passing it through as returned"
+
+
 @pytest.mark.parametrize("model,factor", [("bls_decoupled_sync", 1), ("bls_decoupled_async", 2)])
-def test_bls_decoupled_examples(proto, model, factor):
+def test_bls_decoupled_examples(proto, server, model, factor):
+    # What the examples' clients do and assert: IN = 4, 2, 0, 1 with
+    # request_id "1", SUM requested; SUM is factor * IN * IN.
     for n in (4, 2, 0, 1):
-        r = proto.infer(model, [proto.input("IN", np.array([n], dtype=np.int32))])
-        assert list(r.as_numpy("SUM")) == [factor * n * n], (model, n)
+        data = np.array([n], dtype=np.int32)
+        r = proto.infer(model, [proto.input("IN", data)], request_id=str(1), outputs=[proto.output("SUM")])
+        sums = r.as_numpy("SUM")
+        assert np.allclose(factor * data * data, sums), (model, n, sums)
+        # The example returns np.array([0]) + OUT: INT64 where config.pbtxt
+        # says INT32, passed through as in Triton.
+        out = r.get_output("SUM")
+        assert (out["datatype"] if proto.is_http else out.datatype) == "INT64" and sums.dtype == np.int64, out
+
+    def warnings():
+        return [rec for rec in server.log_records() if rec.get("msg") == DATATYPE_WARNING and rec.get("model") == model]
+    # Once per model, output and datatype: not per request, not per protocol.
+    got = wait_until(warnings, timeout=10, what="the datatype warning in the server log")
+    assert len(got) == 1, got
+    w = got[0]
+    assert (w["level"], w["output"], w["datatype"], w["declared"]) == ("WARN", "SUM", "INT64", "INT32"), w
+
+
+def test_bls_decoupled_example_over_a_stream_and_generate(server):
+    # The other surfaces that return outputs pass the INT64 SUM through too.
+    c = grpcclient.InferenceServerClient(server.grpc_addr)
+    got = queue.Queue()
+    try:
+        c.start_stream(callback=lambda result, error: got.put((result, error)))
+        inp = grpcclient.InferInput("IN", [1], "INT32")
+        inp.set_data_from_numpy(np.array([3], dtype=np.int32))
+        c.async_stream_infer("bls_decoupled_sync", [inp], request_id="s")
+        result, error = got.get(timeout=30)
+        assert error is None, error
+        assert result.get_output("SUM").datatype == "INT64" and list(result.as_numpy("SUM")) == [9]
+    finally:
+        c.stop_stream()
+        c.close()
+    r = httpx.post(f"http://{server.http_addr}/v2/models/bls_decoupled_sync/generate", json={"IN": 5}, timeout=30)
+    assert r.status_code == 200 and r.json()["SUM"] == 25, r.text
 
 
 def test_exec_of_a_decoupled_model_without_decoupled_names_the_fix(proto):

@@ -229,3 +229,47 @@ def test_unload_dependents(server):
         assert http.is_model_ready("pipeline") and http.is_model_ready("double")
     finally:
         http.close()
+
+
+# bls_decoupled_sync is python_backend's example: it returns SUM as INT64
+# where its config.pbtxt declares TYPE_INT32. As in Triton, an ensemble
+# output passes such a tensor through, and a step that reads it refuses it
+# as a request input with another datatype than it declares.
+WIDENED = {
+    "widened": 'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ] '
+               'output [ { name: "S" data_type: TYPE_INT32 dims: [ 1 ] } ] '
+               'ensemble_scheduling { step [ { model_name: "bls_decoupled_sync" input_map { key: "IN" value: "IN" } '
+               'output_map { key: "SUM" value: "S" } } ] }',
+    "widened_fed": 'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ] '
+                   'output [ { name: "S" data_type: TYPE_INT32 dims: [ 1 ] } ] '
+                   'ensemble_scheduling { step [ '
+                   '{ model_name: "bls_decoupled_sync" input_map { key: "IN" value: "IN" } output_map { key: "SUM" value: "T" } }, '
+                   '{ model_name: "bls_decoupled_sync" input_map { key: "IN" value: "T" } output_map { key: "SUM" value: "S" } } ] }',
+}
+
+
+@pytest.fixture(scope="module")
+def widened(server):
+    c = server.http_client()
+    try:
+        c.load_model("square_int32")  # bls_decoupled_sync's callee
+        for name, body in WIDENED.items():
+            d = server.repo / name
+            (d / "1").mkdir(parents=True, exist_ok=True)
+            (d / "config.pbtxt").write_text(f'name: "{name}"\nplatform: "ensemble"\n{body}\n')
+            c.load_model(name)
+    finally:
+        c.close()
+
+
+def test_an_output_with_another_datatype_passes_through_an_ensemble(proto, widened):
+    r = proto.infer("widened", [proto.input("IN", np.array([3], dtype=np.int32))])
+    s = r.as_numpy("S")
+    assert s.dtype == np.int64 and list(s) == [9], s
+
+
+def test_a_step_fed_another_datatype_fails_naming_the_step_and_tensor(proto, widened):
+    e = error_of(proto.infer, "widened_fed", [proto.input("IN", np.array([3], dtype=np.int32))])
+    assert ('ensemble widened_fed: step 1 (model bls_decoupled_sync): model bls_decoupled_sync: '
+            'input "IN" has datatype INT64, expected INT32') in e.message(), e.message()
+    assert str(e.status()) == proto.status("invalid")

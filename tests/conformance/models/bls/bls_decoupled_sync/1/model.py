@@ -1,9 +1,13 @@
-"""Written to the shape of python_backend's examples/bls_decoupled sync
-model: one request per batch; exec(decoupled=True) to square_int32 with the
-request's IN, summing OUT over the responses (skipping the empty last one)
-and raising on an error response. SUM is IN*IN. The example accumulates
-in np.array([0]), an int64 array, which vigil refuses against the declared
-TYPE_INT32 (500 naming SUM); this copy accumulates in int32."""
+"""The model of python_backend's examples/bls_decoupled (sync), as the
+example has it: it takes one request per execute (any other count raises),
+sends IN to the decoupled square_int32 with exec(decoupled=True) asking for
+OUT, adds up OUT over the responses (the last, empty one has no outputs)
+and raises an error response's message. Like the example it accumulates in
+np.array([0]), a numpy int64 array, although config.pbtxt declares SUM as
+TYPE_INT32: Triton passes the INT64 tensor through, and so does vigil (the
+server logs one warning naming the model, the output and both datatypes)."""
+
+import json
 
 import numpy as np
 
@@ -11,20 +15,21 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
+    def initialize(self, args):
+        self.model_config = json.loads(args["model_config"])
+
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            infer_request = pb_utils.InferenceRequest(
-                model_name="square_int32",
-                inputs=[pb_utils.get_input_tensor_by_name(request, "IN")],
-                requested_output_names=["OUT"],
-            )
-            infer_responses = infer_request.exec(decoupled=True)
-            response_sum = np.array([0], dtype=np.int32)
-            for infer_response in infer_responses:
-                if infer_response.has_error():
-                    raise pb_utils.TritonModelException(infer_response.error().message())
-                if len(infer_response.output_tensors()) > 0:
-                    response_sum += pb_utils.get_output_tensor_by_name(infer_response, "OUT").as_numpy()
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("SUM", response_sum)]))
-        return responses
+        if len(requests) != 1:
+            raise pb_utils.TritonModelException("unsupported batch size %d" % len(requests))
+        count = pb_utils.get_input_tensor_by_name(requests[0], "IN")
+        call = pb_utils.InferenceRequest(model_name="square_int32", inputs=[count], requested_output_names=["OUT"])
+        total = np.array([0])
+        for partial in call.exec(decoupled=True):
+            if partial.has_error():
+                raise pb_utils.TritonModelException(partial.error().message())
+            if len(partial.output_tensors()) > 0:
+                total += pb_utils.get_output_tensor_by_name(partial, "OUT").as_numpy()
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SUM", total)])]
+
+    def finalize(self):
+        print("Cleaning up...")
