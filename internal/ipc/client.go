@@ -320,6 +320,7 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 // caller keeps, and closes, its own copies of them.
 func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
 	if err := ctx.Err(); err != nil {
+		c.replyIn(seq) // nothing sent: no reply will come
 		return frame{}, err
 	}
 	// Buffered so that the reader never blocks on a caller that gave up.
@@ -327,6 +328,7 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	c.mu.Lock()
 	if c.cause != nil {
 		c.mu.Unlock()
+		c.replyIn(seq)
 		return frame{}, c.Err()
 	}
 	c.pending[seq] = ch
@@ -340,6 +342,9 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	putFDCount(bufs[0], len(fds))
 	if err := c.write(ctx, k, bufs, fds); err != nil {
 		c.forget(seq)
+		// Nothing went out, or the connection is being shut down: either
+		// way no reply will come.
+		c.replyIn(seq)
 		return frame{}, err
 	}
 	select {

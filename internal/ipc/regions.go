@@ -203,7 +203,8 @@ func (c *Client) holdUntilReply(seq uint32, t *regionTable) {
 	t.release() // the connection is gone: nothing will be read
 }
 
-// replyIn releases the Holds of the batch whose reply came in.
+// replyIn releases the Holds of the batch whose reply came in (or will
+// never come: it was not sent). It does nothing for a seq without Holds.
 func (c *Client) replyIn(seq uint32) {
 	c.mu.Lock()
 	t := c.regionHolds[seq]
