@@ -635,8 +635,7 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 	i.mu.Lock()
 	g.abortBatch = nil
 	i.mu.Unlock()
-	var hang *hangError
-	if err != nil && errors.As(context.Cause(ctx), &hang) {
+	if hang := hangCause(ctx, err); hang != nil {
 		// The heartbeat failed while this batch ran: hangUp has answered
 		// what the process held and told the engine; this batch may have
 		// been handed over after that.
@@ -696,6 +695,21 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		i.execFailing.Store(true)
 		i.post(health.Event{Kind: health.ExecuteResult, OK: false, Reason: err.Error(), PID: g.proc.pid})
 	}
+}
+
+// hangCause is the hang that aborted a batch's ctx, when its execute
+// failed because of one. A function of its own so that the batch's
+// success path allocates nothing for it (errors.As takes its target's
+// address, which escapes).
+func hangCause(ctx context.Context, err error) *hangError {
+	if err == nil {
+		return nil
+	}
+	var hang *hangError
+	if errors.As(context.Cause(ctx), &hang) {
+		return hang
+	}
+	return nil
 }
 
 // batchSink passes the responses a batch's requests send through their

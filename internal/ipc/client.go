@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vigilhq/vigil/internal/inference"
@@ -91,7 +92,8 @@ type Client struct {
 
 // link is one connection to the stub with its reader goroutine.
 type link struct {
-	rw io.ReadWriteCloser
+	rw  io.ReadWriteCloser
+	raw syscall.RawConn // nil when rw has no descriptor (see tryWrite)
 	// wsem serializes writes. A channel rather than a mutex so that waiting
 	// for it honours the caller's context.
 	wsem       chan struct{}
@@ -99,7 +101,7 @@ type link struct {
 }
 
 func newLink(rw io.ReadWriteCloser) *link {
-	return &link{rw: rw, wsem: make(chan struct{}, 1), readerDone: make(chan struct{})}
+	return &link{rw: rw, raw: rawConnOf(rw), wsem: make(chan struct{}, 1), readerDone: make(chan struct{})}
 }
 
 // linkFor routes a message kind to its connection.
@@ -403,6 +405,21 @@ func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte, fd
 	default:
 	}
 
+	// written counts what the non-blocking attempt sent: the stream is
+	// no longer intact if a later part fails.
+	written := 0
+	if len(fds) == 0 && l.raw != nil {
+		m, err := tryWrite(l.raw, bufs)
+		if err != nil {
+			c.shutdown(fmt.Errorf("writing %s frame: %w", k, err))
+			return c.Err()
+		}
+		if m == totalLen(bufs) {
+			return nil
+		}
+		bufs, written = skipBytes(bufs, m), m
+	}
+
 	var stop func() bool
 	var fired chan struct{}
 	dl, canDeadline := l.rw.(writeDeadliner)
@@ -434,7 +451,7 @@ func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte, fd
 	if err == nil {
 		return nil
 	}
-	if n == 0 && ctx.Err() != nil {
+	if n == 0 && written == 0 && ctx.Err() != nil {
 		return ctx.Err() // nothing went out; the stream is intact
 	}
 	c.shutdown(fmt.Errorf("writing %s frame: %w", k, err))

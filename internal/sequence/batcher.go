@@ -200,12 +200,24 @@ func (b *Batcher) Submit(ctx context.Context, req *inference.Request, size int) 
 
 	b.mu.Lock()
 	wake, failed, err := b.admitLocked(it)
+	var direct []*scheduler.Task
+	var run func([]*scheduler.Task)
+	if err == nil && wake != nil {
+		var more failures
+		direct, run, more = wake.claimLocked(it)
+		failed = append(failed, more...)
+	}
 	b.mu.Unlock()
 	failed.finish()
 	if err != nil {
 		return nil, err
 	}
-	b.signal(wake)
+	if direct != nil {
+		b.report()
+		wake.runClaimed(direct, run)
+	} else {
+		b.signal(wake)
+	}
 	b.report()
 
 	t := it.task

@@ -22,6 +22,11 @@
 //     preferred_batch_size (or max_batch_size), else when the oldest has
 //     waited max_queue_delay_microseconds.
 //
+// When the instance of a request's sequence is idle and no other sequence
+// of it has a request ready, the request runs on the submitting goroutine
+// through the worker's run (as the plain queue's do), with no hand-off to
+// the worker and back; the worker takes nothing until it is over.
+//
 // A START with no free slot waits in a backlog (bounded like a queue; past
 // the bound it gets 503) and takes the first slot that frees, on whichever
 // instance. Only instances in traffic take new sequences.

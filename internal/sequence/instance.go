@@ -22,6 +22,13 @@ type Instance struct {
 	// instance takes new sequences only while it is live.
 	session context.Context
 	dirty   bool // open sequences changed since the last report
+	// While the worker waits in Next with nothing to take, idleRun is the
+	// run it was given and idleCtx its context: Submit may run a request on
+	// the instance from its own goroutine through them (claimed is set
+	// meanwhile, and the worker takes nothing until the run is over).
+	idleRun func([]*scheduler.Task)
+	idleCtx context.Context
+	claimed bool
 }
 
 func (in *Instance) signal() {
@@ -62,15 +69,26 @@ func (in *Instance) attachLocked(ctx context.Context) {
 	b.assignLocked()
 }
 
-// Next blocks until a batch is ready for the instance or ctx ends. run is
-// not used: sequence batches always go through the worker.
-func (in *Instance) Next(ctx context.Context, _ func([]*scheduler.Task)) ([]*scheduler.Task, error) {
+// Next blocks until a batch is ready for the instance or ctx ends. While it
+// waits with nothing to take, Submit may run a request that is alone in
+// being ready on the instance through run, on the submitting goroutine (see
+// claimLocked); Next does not return while such a run is in progress. run
+// may be nil.
+func (in *Instance) Next(ctx context.Context, run func([]*scheduler.Task)) ([]*scheduler.Task, error) {
 	b := in.b
 	b.mu.Lock()
 	if ctx.Err() == nil {
 		in.attachLocked(ctx)
 	}
 	for {
+		if in.claimed {
+			// A request runs on the instance from its submitter: nothing
+			// else goes to the instance until it is over (it signals).
+			b.mu.Unlock()
+			<-in.wake
+			b.mu.Lock()
+			continue
+		}
 		if b.closeErr != nil {
 			err := b.closeErr
 			b.mu.Unlock()
@@ -81,6 +99,9 @@ func (in *Instance) Next(ctx context.Context, _ func([]*scheduler.Task)) ([]*sch
 			return nil, ctx.Err()
 		}
 		batch, wait, failed := in.takeLocked(b.cfg.Now())
+		if batch == nil && run != nil {
+			in.idleRun, in.idleCtx = run, ctx
+		}
 		b.mu.Unlock()
 		failed.finish()
 		b.report()
@@ -89,7 +110,54 @@ func (in *Instance) Next(ctx context.Context, _ func([]*scheduler.Task)) ([]*sch
 		}
 		in.sleep(ctx, wait)
 		b.mu.Lock()
+		in.idleRun, in.idleCtx = nil, nil
 	}
+}
+
+// claimLocked takes it as a batch of its own to run on the submitting
+// goroutine, with the run of the instance's idle worker, and marks the
+// instance claimed; or returns nil when the request goes through the
+// worker: the worker is not idle, the instance is out of traffic, it is not
+// its sequence's next request, another sequence of the instance has a
+// request ready (they go together, as one batch, from the worker), the
+// batch would wait for more (minimum_slot_utilization), or the request has
+// a deadline (a request that waits for the worker can give up at its
+// deadline while its batch runs on; one run from its own goroutine cannot).
+// Requests takeLocked could not build come back in failed.
+func (in *Instance) claimLocked(it *item) (batch []*scheduler.Task, run func([]*scheduler.Task), failed failures) {
+	seq := it.seq
+	if in.idleRun == nil || in.claimed || in.idleCtx.Err() != nil || !in.liveLocked() ||
+		seq.inst != in || seq.running || len(seq.pending) == 0 || seq.pending[0] != it {
+		return nil, nil, nil
+	}
+	if _, ok := it.ctx.Deadline(); ok || it.ctx.Err() != nil {
+		return nil, nil, nil
+	}
+	for _, s := range in.slots {
+		if s != nil && s != seq && !s.running && len(s.pending) > 0 {
+			return nil, nil, nil
+		}
+	}
+	batch, _, failed = in.takeLocked(in.b.cfg.Now())
+	if batch == nil {
+		return nil, nil, failed
+	}
+	in.claimed = true
+	return batch, in.idleRun, failed
+}
+
+// runClaimed runs batch, claimed by claimLocked, through run, then hands the
+// instance back to its worker.
+func (in *Instance) runClaimed(batch []*scheduler.Task, run func([]*scheduler.Task)) {
+	defer func() {
+		in.b.mu.Lock()
+		in.claimed = false
+		in.b.mu.Unlock()
+		// The worker looks again: requests may have come meanwhile, or its
+		// Next is leaving.
+		in.signal()
+	}()
+	run(batch)
 }
 
 // sleep waits for a wake-up, wait (when > 0), ctx or Close.

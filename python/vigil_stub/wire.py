@@ -10,7 +10,6 @@ with its first byte): memory files holding large tensors (tensors.py).
 
 import array
 import collections
-import io
 import os
 import socket
 import struct
@@ -73,21 +72,34 @@ class FrameBody(bytearray):
     __slots__ = ("fds", "out_region")
 
 
-class _FdReader(io.RawIOBase):
-    """Reads a Unix socket with recvmsg, keeping the descriptors that arrive
-    until frames claim them: the kernel delivers a message's descriptors with
-    its first byte, so they are here once the frame's header has been read."""
+# The buffer a connection receives into: a header and the small bodies
+# that follow it arrive with one recv.
+_READ_BUFFER = 1 << 16
 
-    def __init__(self, sock):
-        super().__init__()
+
+class _Reader:
+    """Reads frames from a socket through one reused buffer: a frame that
+    arrived whole costs one recv, and its body is copied out of the buffer
+    once; a body larger than what arrived is received straight into its own
+    bytearray.
+
+    With descriptors, it reads with recvmsg and keeps the descriptors that
+    arrive until frames claim them: the kernel delivers a message's
+    descriptors with its first byte, so they are here once the frame's
+    header has been read. One thread at a time may read."""
+
+    def __init__(self, sock, pass_fds):
         self._sock = sock
-        self.fds = collections.deque()
+        self._buf = bytearray(_READ_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0  # the unread bytes are _buf[_start:_end]
+        self._end = 0
+        self.fds = collections.deque() if pass_fds else None
 
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        n, anc, flags, _ = self._sock.recvmsg_into([b], _ANC_SPACE, _CLOEXEC)
+    def _recv(self, view):
+        if self.fds is None:
+            return self._sock.recv_into(view)
+        n, anc, flags, _ = self._sock.recvmsg_into([view], _ANC_SPACE, _CLOEXEC)
         for level, typ, data in anc:
             if level == _SOL_SOCKET and typ == _SCM_RIGHTS:
                 fds = array.array("i")
@@ -96,6 +108,55 @@ class _FdReader(io.RawIOBase):
         if flags & _CTRUNC:
             raise OSError("descriptors sent with a frame were truncated")
         return n
+
+    def read_frame(self):
+        """Return (kind, flags, seq, body) or None at end of stream."""
+        buf, view = self._buf, self._view
+        start, end = self._start, self._end
+        if end - start < HEADER_SIZE:
+            if start:
+                # What came of the header moves to the front, so that the
+                # rest has room behind it.
+                buf[:end - start] = view[start:end]
+                end -= start
+                start = 0
+            while end < HEADER_SIZE:
+                k = self._recv(view[end:])
+                if not k:
+                    self._start = self._end = 0
+                    return None
+                end += k
+        n, kind, flags, nfds, seq = HEADER.unpack_from(buf, start)
+        start += HEADER_SIZE
+        have = end - start
+        if nfds:
+            queued = self.fds if self.fds is not None else ()
+            if nfds > len(queued):
+                raise OSError("frame says %d descriptors came with it, %d arrived" % (nfds, len(queued)))
+            cls = FrameBody
+        else:
+            cls = bytearray
+        if n <= have:
+            body = cls(view[start:start + n])
+            start += n
+            if start == end:
+                start = end = 0
+            self._start, self._end = start, end
+        else:
+            body = cls(n)
+            body[:have] = view[start:end]
+            self._start = self._end = 0
+            got, bview = have, memoryview(body)
+            while got < n:
+                k = self._recv(bview[got:])
+                if not k:
+                    return None
+                got += k
+            del bview  # the model may resize the body; no export may pin it
+        if nfds:
+            body.fds = [queued.popleft() for _ in range(nfds)]
+            body.out_region = body.fds.pop() if kind == KIND_EXECUTE and flags & FLAG_OUT_REGION else None
+        return kind, flags, seq, body
 
 
 class Conn:
@@ -106,42 +167,15 @@ class Conn:
 
     def __init__(self, sock, pass_fds=False):
         self._sock = sock
-        self._fdr = None
-        if pass_fds:
-            self._fdr = _FdReader(sock)
-            self._rfile = io.BufferedReader(self._fdr, 1 << 16)
-        else:
-            self._rfile = sock.makefile("rb", buffering=1 << 16)
+        self._reader = _Reader(sock, pass_fds)
+        # read_frame() returns (kind, flags, seq, body), or None at end of
+        # stream (_Reader.read_frame, bound once: it runs for every frame).
+        self.read_frame = self._reader.read_frame
         self._wlock = threading.Lock()
 
     @property
     def passes_fds(self):
-        return self._fdr is not None
-
-    def read_frame(self):
-        """Return (kind, flags, seq, body) or None at end of stream."""
-        hdr = self._rfile.read(HEADER_SIZE)
-        if len(hdr) < HEADER_SIZE:
-            return None
-        n, kind, flags, nfds, seq = HEADER.unpack(hdr)
-        if nfds:
-            queued = self._fdr.fds if self._fdr is not None else ()
-            if nfds > len(queued):
-                raise OSError("frame says %d descriptors came with it, %d arrived" % (nfds, len(queued)))
-            body = FrameBody(n)
-            body.fds = [queued.popleft() for _ in range(nfds)]
-            body.out_region = body.fds.pop() if kind == KIND_EXECUTE and flags & FLAG_OUT_REGION else None
-        else:
-            body = bytearray(n)
-        if n:
-            view = memoryview(body)
-            got = 0
-            while got < n:
-                k = self._rfile.readinto(view[got:])
-                if not k:
-                    return None
-                got += k
-        return kind, flags, seq, body
+        return self._reader.fds is not None
 
     def send(self, kind, flags, seq, parts=(), fds=()):
         """Send one frame; parts are bytes-like objects forming the body, fds

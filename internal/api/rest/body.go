@@ -53,10 +53,12 @@ func (b *byteBudget) release(n int64) {
 }
 
 // lease is one request's share of the budget. It is given back once, when
-// the request's context ends (its handler returned or the client left);
-// growth after that is given back at once.
+// the request's context ends (its handler returned or the client left), or
+// earlier by end; growth after that is given back at once.
 type lease struct {
 	b *byteBudget
+	// stop disarms the release armed on the request's context.
+	stop func() bool
 
 	mu       sync.Mutex
 	held     int64
@@ -75,6 +77,15 @@ func (l *lease) grow(n int64) bool {
 	}
 	l.held += n
 	return true
+}
+
+// end gives the lease back now, from a handler about to return: the
+// release armed on the request's context would otherwise run in a
+// goroutine of its own once the context ends, for every request.
+func (l *lease) end() {
+	if l.stop() {
+		l.release()
+	}
 }
 
 func (l *lease) release() {
@@ -109,7 +120,7 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 // in the budget too.
 func (s *server) readBodyLease(r *http.Request) ([]byte, *lease, error) {
 	l := &lease{b: s.budget}
-	context.AfterFunc(r.Context(), l.release)
+	l.stop = context.AfterFunc(r.Context(), l.release)
 	if s.maxBytes > 0 && r.ContentLength > s.maxBytes {
 		return nil, l, apierr.New(apierr.TooLarge, "request body of %d bytes is over the limit of %d bytes (--max-request-bytes)", r.ContentLength, s.maxBytes)
 	}

@@ -19,6 +19,7 @@ import (
 func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	name, version := r.PathValue("model"), r.PathValue("version")
 	body, l, err := s.readBodyLease(r)
+	defer l.end()
 	if err == nil {
 		body, err = s.decompress(body, r.Header.Get("Content-Encoding"), l)
 	}
