@@ -81,6 +81,9 @@ type Client struct {
 	// flight, by the stub's seq.
 	parents map[uint32]context.Context
 	calls   map[uint32]*Call
+	// regionHolds are the client shared memory Holds of batches sent and
+	// not yet answered, by seq (regions.go).
+	regionHolds map[uint32]*regionTable
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
@@ -319,6 +322,7 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 // caller keeps, and closes, its own copies of them.
 func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
 	if err := ctx.Err(); err != nil {
+		c.replyIn(seq) // nothing sent: no reply will come
 		return frame{}, err
 	}
 	// Buffered so that the reader never blocks on a caller that gave up.
@@ -326,6 +330,7 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	c.mu.Lock()
 	if c.cause != nil {
 		c.mu.Unlock()
+		c.replyIn(seq)
 		return frame{}, c.Err()
 	}
 	c.pending[seq] = ch
@@ -339,6 +344,9 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	putFDCount(bufs[0], len(fds))
 	if err := c.write(ctx, k, bufs, fds); err != nil {
 		c.forget(seq)
+		// Nothing went out, or the connection is being shut down: either
+		// way no reply will come.
+		c.replyIn(seq)
 		return frame{}, err
 	}
 	select {
@@ -480,6 +488,7 @@ func (c *Client) shutdown(cause error) {
 			call.cancel()
 		}
 		endOpen(open, c.Err())
+		c.releaseAllRegions()
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
 			if err := l.rw.Close(); err != nil {
@@ -535,6 +544,7 @@ func (c *Client) readLoop(l *link) {
 			// The caller gave up (its context ended); the reply is late.
 			c.log.Debug("dropped late stub reply", LogKeyKind, f.kind.String(), LogKeySeq, f.seq)
 			closeFDs(f.fds)
+			c.replyIn(f.seq)
 		}
 	}
 }

@@ -156,6 +156,11 @@ class Stub:
                 self._server_calls.deliver(flags, seq, body)
             elif kind == wire.KIND_PING:
                 control.send(wire.KIND_PING, FLAG_REPLY, seq)
+                codec = self._codec
+                if codec is not None:
+                    # Between batches too: a region the client unregistered
+                    # and unlinked is unmapped here once no array uses it.
+                    codec.prune_regions()
             elif kind == wire.KIND_HEALTH:
                 self._request_health(seq)
             elif kind == wire.KIND_CANCEL:
@@ -270,13 +275,15 @@ class Stub:
             requests = self._codec.decode_requests(body)
         except Exception as e:  # noqa: BLE001
             raise _raised("decode requests", e) from None
+        # The client regions the batch passed (outputs may go straight there).
+        regions = self._codec.take_regions()
         batch = Batch(seq, requests, self._decoupled, self._conn, self._codec, self._batches)
         self._batches.add(batch)
         try:
             if self._decoupled:
                 self._execute_decoupled(seq, batch, requests)
                 return
-            parts = self._execute_default(seq, batch, requests, region)
+            parts = self._execute_default(seq, batch, requests, region, regions)
         except BaseException:
             # The error reply ends every request of the batch.
             batch.close_all()
@@ -308,7 +315,7 @@ class Stub:
         return ("Python model '%s' is using the decoupled mode and the execute function must return None."
                 % self._instance_name)
 
-    def _execute_default(self, seq, batch, requests, region):
+    def _execute_default(self, seq, batch, requests, region, regions=None):
         n = len(requests)
         calls = self._calls
         token = calls.enter(seq)
@@ -352,7 +359,7 @@ class Stub:
                 continue
             batch.answered(i)
         try:
-            parts = self._codec.encode_responses(out, requests, region)
+            parts = self._codec.encode_responses(out, requests, region, regions)
         except Exception as e:  # noqa: BLE001
             raise _raised("encode responses", e) from None
         return parts
