@@ -239,6 +239,10 @@
 // message and Triton error code), or none for a flag-only final. A call
 // without decoupled gets exactly one, final.
 //
+// BLS_INFER and BLS_RESPONSE carry every tensor in band, with no
+// descriptors, whatever its size; the callee's EXECUTE and its reply move
+// the large ones through the arenas as for any request.
+//
 // BLS_CANCEL (stub to server): empty body, the call's sequence id; the
 // server cancels the call.
 //
