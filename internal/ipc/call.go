@@ -298,23 +298,11 @@ func decodeRequests(body []byte) ([]*inference.Request, error) {
 		r.Inputs = make([]tensor.Tensor, nin)
 		for j := range r.Inputs {
 			t := &r.Inputs[j]
-			nameLen, code, ndim := c.u32(), c.u8(), c.u8()
-			t.Name = c.str(nameLen)
-			if int(code) >= len(codeDatatypes) || codeDatatypes[code] == "" {
-				c.fail(fmt.Errorf("input %q: unknown datatype code %d", t.Name, code))
+			oob, size := c.tensorRecord("input", t)
+			if oob {
+				// BLS frames travel through the socket with no descriptors.
+				c.fail(fmt.Errorf("input %q: out-of-band data in a BLS request", t.Name))
 			}
-			if ndim > maxDims {
-				c.fail(fmt.Errorf("input %q: %d dimensions, at most %d", t.Name, ndim, maxDims))
-			}
-			if c.err != nil {
-				break
-			}
-			t.Datatype = codeDatatypes[code]
-			t.Shape = make([]int64, ndim)
-			for k := range t.Shape {
-				t.Shape[k] = int64(c.u64())
-			}
-			size := c.u64()
 			if c.err != nil {
 				break
 			}

@@ -260,6 +260,32 @@ func (c *cursor) str(n uint32) string {
 	return string(c.take(int(n)))
 }
 
+// tensorRecord reads a tensor record up to its data into t: name, datatype
+// code, shape, and the byte count it returns. oob reports the code's
+// out-of-band bit (the bytes are in a descriptor); role ("input",
+// "output") names the tensor in errors.
+func (c *cursor) tensorRecord(role string, t *tensor.Tensor) (oob bool, size uint64) {
+	nameLen, code, ndim := c.u32(), c.u8(), c.u8()
+	t.Name = c.str(nameLen)
+	oob = code&outOfBand != 0
+	code &^= outOfBand
+	if int(code) >= len(codeDatatypes) || codeDatatypes[code] == "" {
+		c.fail(fmt.Errorf("%s %q: unknown datatype code %d", role, t.Name, code))
+	}
+	if ndim > maxDims {
+		c.fail(fmt.Errorf("%s %q: %d dimensions, at most %d", role, t.Name, ndim, maxDims))
+	}
+	if c.err != nil {
+		return false, 0
+	}
+	t.Datatype = codeDatatypes[code]
+	t.Shape = make([]int64, ndim)
+	for k := range t.Shape {
+		t.Shape[k] = int64(c.u64())
+	}
+	return oob, c.u64()
+}
+
 func (c *cursor) fail(err error) {
 	if c.err == nil {
 		c.err = err
@@ -324,25 +350,10 @@ func decodeExecuteReplyArena(body []byte, fds []int, l lease, threshold int, req
 		var bad error
 		for j := range resp.Outputs {
 			t := &resp.Outputs[j]
-			nameLen, code, ndim := c.u32(), c.u8(), c.u8()
-			t.Name = c.str(nameLen)
-			oob := code&outOfBand != 0
-			code &^= outOfBand
-			if int(code) >= len(codeDatatypes) || codeDatatypes[code] == "" {
-				c.fail(fmt.Errorf("output %q: unknown datatype code %d", t.Name, code))
-			}
-			if ndim > maxDims {
-				c.fail(fmt.Errorf("output %q: %d dimensions, at most %d", t.Name, ndim, maxDims))
-			}
+			oob, size := c.tensorRecord("output", t)
 			if c.err != nil {
 				break
 			}
-			t.Datatype = codeDatatypes[code]
-			t.Shape = make([]int64, ndim)
-			for k := range t.Shape {
-				t.Shape[k] = int64(c.u64())
-			}
-			size := c.u64()
 			if oob {
 				// Its bytes are in a descriptor, not in the data section.
 				t.Data = outOfBandData(&c, fds, l, size)

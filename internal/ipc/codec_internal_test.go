@@ -174,3 +174,40 @@ func BenchmarkCodecAddSub(b *testing.B) {
 		}
 	}
 }
+
+// A BLS request uses the EXECUTE layout; its tensors travel in the frame,
+// so a record that says its bytes are in a descriptor is refused.
+func TestDecodeRequestsRoundTripAndRefusesOutOfBand(t *testing.T) {
+	reqs := []*inference.Request{{
+		ID:         "r1",
+		Parameters: map[string]any{"k": "v"},
+		Inputs:     []tensor.Tensor{{Name: "A", Datatype: tensor.FP32, Shape: []int64{2}, Data: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
+		Outputs:    []inference.RequestedOutput{{Name: "Y"}},
+	}}
+	bufs, _, err := encodeExecute(reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []byte
+	for _, b := range bufs {
+		body = append(body, b...)
+	}
+	body = body[headerSize:]
+	got, err := decodeRequests(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := got[0].Inputs[0]
+	if got[0].ID != "r1" || in.Name != "A" || in.Datatype != tensor.FP32 || !reflect.DeepEqual(in.Shape, []int64{2}) || string(in.Data) != string(reqs[0].Inputs[0].Data) {
+		t.Fatalf("decoded %+v", got[0])
+	}
+	// meta length, count, four counts, "r1", the parameters, A's name length.
+	code := 4 + 4 + 16 + 2 + len(`{"k":"v"}`) + 4
+	if body[code] != datatypeCodes[tensor.FP32] {
+		t.Fatalf("byte %d is %d, not A's datatype code", code, body[code])
+	}
+	body[code] |= outOfBand
+	if _, err := decodeRequests(body); err == nil || !strings.Contains(err.Error(), `input "A": out-of-band data`) {
+		t.Fatalf("out-of-band input: %v", err)
+	}
+}
