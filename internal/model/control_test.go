@@ -154,8 +154,11 @@ func TestLoadErrorsInTritonsWords(t *testing.T) {
 func TestLoadDurationCoversInitialize(t *testing.T) {
 	m, _, f := fakeManager(t, fakeRepo(t, 1, ""))
 	release := f.hold("m_0")
-	const initialize = 50 * time.Millisecond
-	timer := time.AfterFunc(initialize, release)
+	var released time.Time
+	timer := time.AfterFunc(50*time.Millisecond, func() {
+		released = time.Now()
+		release()
+	})
 	defer timer.Stop()
 	if err := m.Load(context.Background(), "m", nil); err != nil {
 		t.Fatal(err)
@@ -164,6 +167,12 @@ func TestLoadDurationCoversInitialize(t *testing.T) {
 	if err != nil || len(st) != 1 {
 		t.Fatalf("stats = %v, %v", st, err)
 	}
+	// The fake's initialize ran from its Start until the release (the load
+	// may begin after the timer was set, on a loaded machine).
+	in := f.get("m_0")
+	in.mu.Lock()
+	initialize := released.Sub(in.started)
+	in.mu.Unlock()
 	if st[0].LoadDuration < initialize || st[0].LoadDuration > fakeWait {
 		t.Errorf("load duration %v, want at least the %v initialize took", st[0].LoadDuration, initialize)
 	}

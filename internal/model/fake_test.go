@@ -73,6 +73,7 @@ type fakeInstance struct {
 
 	mu       sync.Mutex
 	pid      int
+	started  time.Time // when the last Start began
 	routable bool
 	restarts int
 	failed   bool
@@ -92,7 +93,7 @@ func (in *fakeInstance) post(ev health.Event) {
 func (in *fakeInstance) spawn() {
 	pid := in.f.pid()
 	in.mu.Lock()
-	in.pid = pid
+	in.pid, in.started = pid, time.Now()
 	in.mu.Unlock()
 	in.post(health.Event{Kind: health.InstanceSpawned, PID: pid})
 	in.post(health.Event{Kind: health.InstanceInitialized, PID: pid})
@@ -106,7 +107,7 @@ func (in *fakeInstance) Start(ctx context.Context) error {
 	in.f.mu.Unlock()
 	pid := in.f.pid()
 	in.mu.Lock()
-	in.pid = pid
+	in.pid, in.started = pid, time.Now()
 	in.mu.Unlock()
 	in.post(health.Event{Kind: health.InstanceSpawned, PID: pid})
 	if gate != nil {
