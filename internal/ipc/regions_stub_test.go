@@ -7,31 +7,10 @@ import (
 	"testing"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/ipc"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
-
-// clientObject is a memory file standing for a client's shared memory
-// object, mapped here as the registry maps it.
-func clientObject(t *testing.T, size int) (int, []byte) {
-	t.Helper()
-	fd, err := unix.MemfdCreate("client-region", unix.MFD_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Ftruncate(fd, int64(size)); err != nil {
-		t.Fatal(err)
-	}
-	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Munmap(mem) })
-	return fd, mem
-}
 
 // Client regions reach the stub as their descriptors: the input is a
 // read-only view of the region, an output goes straight into its room,
@@ -41,8 +20,8 @@ func clientObject(t *testing.T, size int) (int, []byte) {
 func TestClientRegionsPassedAsDescriptors(t *testing.T) {
 	t.Parallel()
 	s := startLarge(t, 4096)
-	inFD, inMem := clientObject(t, 1<<20)
-	outFD, outMem := clientObject(t, 1<<20)
+	inFD, inMem := ipc.MemObject(t, 1<<20, 0)
+	outFD, outMem := ipc.MemObject(t, 1<<20, 0)
 	x := fp32("X", ramp(100000, 3)...)
 	copy(inMem[4096:], x.Data)
 	var holds atomic.Int64
@@ -103,7 +82,7 @@ func TestClientRegionsPassedAsDescriptors(t *testing.T) {
 func TestClientRegionsHeldUntilTheReply(t *testing.T) {
 	t.Parallel()
 	s := startLarge(t, 4096)
-	inFD, inMem := clientObject(t, 1<<20)
+	inFD, inMem := ipc.MemObject(t, 1<<20, 0)
 	var holds atomic.Int64
 	hold := func() func() {
 		holds.Add(1)

@@ -13,8 +13,10 @@ import (
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
-// memObject is a memory file of size bytes holding fill, mapped here.
-func memObject(t *testing.T, size int, fill byte) (int, []byte) {
+// MemObject is a memory file of size bytes holding fill, mapped here as the
+// registry maps a client's shared memory object (exported for the tests of
+// package ipc_test).
+func MemObject(t *testing.T, size int, fill byte) (int, []byte) {
 	t.Helper()
 	fd, err := unix.MemfdCreate("region", unix.MFD_CLOEXEC)
 	if err != nil {
@@ -36,8 +38,8 @@ func memObject(t *testing.T, size int, fill byte) (int, []byte) {
 }
 
 func TestRegionTable(t *testing.T) {
-	inFD, inMem := memObject(t, 8192, 5)
-	outFD, outMem := memObject(t, 8192, 0)
+	inFD, inMem := MemObject(t, 8192, 5)
+	outFD, outMem := MemObject(t, 8192, 0)
 	held, released := 0, 0
 	hold := func() func() {
 		held++
