@@ -26,15 +26,7 @@ func BenchmarkExecuteAddSub(b *testing.B) {
 	s, _ := startModel(b, "addsub")
 	ctx := context.Background()
 	reqs := []*inference.Request{addSubRequest("bench")}
-	for b.Loop() {
-		results, err := s.Execute(ctx, reqs)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if results[0].Err != nil {
-			b.Fatal(results[0].Err)
-		}
-	}
+	executeLoop(b, ctx, s, reqs)
 }
 
 // BenchmarkExecuteAddSub1MiB is add_sub on FP32[262144] inputs (1 MiB
@@ -48,15 +40,7 @@ func BenchmarkExecuteAddSub1MiB(b *testing.B) {
 	}
 	reqs := []*inference.Request{{Inputs: []tensor.Tensor{fp32("INPUT0", vals...), fp32("INPUT1", vals...)}}}
 	b.SetBytes(4 << 20) // 2 MiB in, 2 MiB out
-	for b.Loop() {
-		results, err := s.Execute(ctx, reqs)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if results[0].Err != nil {
-			b.Fatal(results[0].Err)
-		}
-	}
+	executeLoop(b, ctx, s, reqs)
 }
 
 // BenchmarkExecuteWithLogAndMetric is one execute that writes a
@@ -71,15 +55,7 @@ func BenchmarkExecuteWithLogAndMetric(b *testing.B) {
 		b.Fatal(err)
 	}
 	reqs := []*inference.Request{{Inputs: []tensor.Tensor{fp32("INPUT0", 1)}}}
-	for b.Loop() {
-		results, err := s.Execute(ctx, reqs)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if results[0].Err != nil {
-			b.Fatal(results[0].Err)
-		}
-	}
+	executeLoop(b, ctx, s, reqs)
 }
 
 // echoCalls answers every BLS call at once with its first input as OUT, on
@@ -106,15 +82,7 @@ func BenchmarkExecuteBLSCall(b *testing.B) {
 	}
 	ctx := context.Background()
 	reqs := []*inference.Request{{Model: "caller", Version: "1", ID: "bench", Inputs: []tensor.Tensor{fp32("INPUT0", make([]float32, 16)...)}}}
-	for b.Loop() {
-		results, err := s.Execute(ctx, reqs)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if results[0].Err != nil {
-			b.Fatal(results[0].Err)
-		}
-	}
+	executeLoop(b, ctx, s, reqs)
 }
 
 // BenchmarkIdentity16MiB sends a 16 MiB FP32 tensor to a model that returns
@@ -146,5 +114,19 @@ func BenchmarkIdentity16MiB(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// executeLoop runs reqs on s for every iteration of b, failing on any error.
+func executeLoop(b *testing.B, ctx context.Context, s *stub, reqs []*inference.Request) {
+	b.Helper()
+	for b.Loop() {
+		results, err := s.Execute(ctx, reqs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if results[0].Err != nil {
+			b.Fatal(results[0].Err)
+		}
 	}
 }
