@@ -236,29 +236,12 @@ func TestModelControlCall(t *testing.T) {
 	} {
 		done := executeAsync(ctxT(t), s, &inference.Request{Model: "caller", Version: "1", ID: "r",
 			Inputs: []tensor.Tensor{fp32("INPUT0", 1)}, Parameters: map[string]any{"control": "m"}})
-		var cc *ipc.ControlCall
-		select {
-		case cc = <-f.controls:
-		case <-time.After(testTimeout):
-			t.Fatal("no model control request arrived")
-		}
+		cc := waitControl(t, f)
 		if cc.Op != "ready" || cc.Name != "m" || cc.Version != "" {
 			t.Errorf("control request = %q %q %q, want ready m \"\"", cc.Op, cc.Name, cc.Version)
 		}
 		cc.Respond(tc.ready, tc.err)
-		res := waitResult(t, done)
-		if tc.wantErr != "" {
-			if res.Err == nil || !strings.Contains(res.Err.Error(), tc.wantErr) {
-				t.Errorf("result error = %v, want %q", res.Err, tc.wantErr)
-			}
-			continue
-		}
-		if res.Err != nil {
-			t.Fatal(res.Err)
-		}
-		if o := output(t, res.Response, "READY"); o.Datatype != tensor.Bool || len(o.Data) != 1 || o.Data[0] != 1 {
-			t.Errorf("READY = %+v, want [true]", o)
-		}
+		wantTrueOrError(t, waitResult(t, done), "READY", tc.wantErr)
 	}
 }
 
@@ -279,12 +262,7 @@ func TestModelControlLoadCarriesConfigAndFiles(t *testing.T) {
 	} {
 		done := executeAsync(ctxT(t), s, &inference.Request{Model: "caller", Version: "1", ID: "r",
 			Inputs: []tensor.Tensor{fp32("INPUT0", 1)}, Parameters: map[string]any{"load": "m", "config": config, "files": files}})
-		var cc *ipc.ControlCall
-		select {
-		case cc = <-f.controls:
-		case <-time.After(testTimeout):
-			t.Fatal("no model control request arrived")
-		}
+		cc := waitControl(t, f)
 		if cc.Op != "load" || cc.Name != "m" || cc.Config != config {
 			t.Errorf("control request = %q %q config %q, want load m %q", cc.Op, cc.Name, cc.Config, config)
 		}
@@ -298,19 +276,37 @@ func TestModelControlLoadCarriesConfigAndFiles(t *testing.T) {
 			}
 		}
 		cc.Respond(false, tc.err)
-		res := waitResult(t, done)
-		if tc.wantErr != "" {
-			if res.Err == nil || !strings.Contains(res.Err.Error(), tc.wantErr) {
-				t.Errorf("result error = %v, want %q", res.Err, tc.wantErr)
-			}
-			continue
+		wantTrueOrError(t, waitResult(t, done), "LOADED", tc.wantErr)
+	}
+}
+
+// waitControl waits for the next model control request the handler gets.
+func waitControl(t *testing.T, f *fakeCalls) *ipc.ControlCall {
+	t.Helper()
+	select {
+	case cc := <-f.controls:
+		return cc
+	case <-time.After(testTimeout):
+		t.Fatal("no model control request arrived")
+		return nil
+	}
+}
+
+// wantTrueOrError checks a model control call's result: the error naming
+// wantErr, or with no wantErr the BOOL output name holding [true].
+func wantTrueOrError(t *testing.T, res ipc.Result, name, wantErr string) {
+	t.Helper()
+	if wantErr != "" {
+		if res.Err == nil || !strings.Contains(res.Err.Error(), wantErr) {
+			t.Errorf("result error = %v, want %q", res.Err, wantErr)
 		}
-		if res.Err != nil {
-			t.Fatal(res.Err)
-		}
-		if o := output(t, res.Response, "LOADED"); o.Datatype != tensor.Bool || len(o.Data) != 1 || o.Data[0] != 1 {
-			t.Errorf("LOADED = %+v, want [true]", o)
-		}
+		return
+	}
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if o := output(t, res.Response, name); o.Datatype != tensor.Bool || len(o.Data) != 1 || o.Data[0] != 1 {
+		t.Errorf("%s = %+v, want [true]", name, o)
 	}
 }
 
