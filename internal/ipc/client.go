@@ -101,6 +101,31 @@ type link struct {
 	// for it honours the caller's context.
 	wsem       chan struct{}
 	readerDone chan struct{} // closed when the reader goroutine has returned
+	closeOnce  sync.Once
+}
+
+// stop ends the link without losing what the stub wrote before the end. A
+// socket is shut both ways rather than closed: a write blocked on it fails,
+// the stub reads end of stream, and the frames already in its buffer stay
+// readable before the reader sees end of stream, so that a reply the stub
+// sent just before it exited (FINALIZE's) still reaches its caller. Any
+// other connection is closed at once. The reader closes the socket when it
+// returns.
+func (l *link) stop() error {
+	if hc, ok := l.rw.(interface {
+		CloseRead() error
+		CloseWrite() error
+	}); ok && hc.CloseWrite() == nil && hc.CloseRead() == nil {
+		return nil
+	}
+	return l.close()
+}
+
+// close closes the connection; only the first call does.
+func (l *link) close() error {
+	var err error
+	l.closeOnce.Do(func() { err = l.rw.Close() })
+	return err
 }
 
 func newLink(rw io.ReadWriteCloser) *link {
@@ -166,8 +191,9 @@ func (c *Client) SetShmThreshold(n int) {
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Close closes the connection, which makes the stub exit, and waits for the
-// reader goroutines and the cancellation writer. Calls in flight return an error wrapping ErrClosed. It
-// is idempotent and always returns nil.
+// reader goroutines and the cancellation writer. Calls in flight return an
+// error wrapping ErrClosed, unless their reply had already arrived. It is
+// idempotent and always returns nil.
 func (c *Client) Close() error {
 	c.shutdown(errClosedByServer)
 	<-c.data.readerDone
@@ -361,11 +387,20 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 		}
 		return frame{}, ctx.Err()
 	case <-c.done:
+		// The reader drains what the stub sent before the end (see
+		// shutdown): the reply may still come.
+		select {
+		case f := <-ch:
+			return f, nil
+		case <-c.linkFor(k).readerDone:
+		case <-ctx.Done():
+		}
 		select {
 		case f := <-ch:
 			return f, nil
 		default:
 		}
+		c.forget(seq)
 		return frame{}, c.Err()
 	}
 }
@@ -469,13 +504,15 @@ func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte, fd
 	return c.Err()
 }
 
-// shutdown records why the connection ended, wakes every caller and closes
-// the connection (which ends the reader goroutine and makes the stub exit).
+// shutdown records why the connection ended, wakes every caller and stops
+// both links (link.stop): each reader still takes the frames the stub wrote
+// before the end, so that a reply already sent reaches its caller even when
+// the other connection's end of stream was seen first (the stub exits after
+// answering FINALIZE; both its sockets close at once).
 func (c *Client) shutdown(cause error) {
 	c.shutOnce.Do(func() {
 		c.mu.Lock()
 		c.cause = cause
-		c.pending = nil
 		calls := c.calls
 		c.calls = map[uint32]*Call{}
 		open := takeOpenLocked(c.routes)
@@ -491,7 +528,7 @@ func (c *Client) shutdown(cause error) {
 		c.releaseAllRegions()
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
-			if err := l.rw.Close(); err != nil {
+			if err := l.stop(); err != nil {
 				c.log.Debug("closing stub connection", LogKeyErr, err)
 			}
 		}
@@ -500,6 +537,11 @@ func (c *Client) shutdown(cause error) {
 
 func (c *Client) readLoop(l *link) {
 	defer close(l.readerDone)
+	defer func() {
+		if err := l.close(); err != nil {
+			c.log.Debug("closing stub connection", LogKeyErr, err)
+		}
+	}()
 	var src io.Reader = l.rw
 	var fds *fdReader
 	if uc, ok := l.rw.(*net.UnixConn); ok && l == c.data {

@@ -15,6 +15,7 @@
 package sharedmemory
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -283,8 +284,10 @@ func (l *Lease) Len() int { return len(l.data) }
 // (the client truncated the object under the mapping) is an error, not a
 // crash.
 func (l *Lease) Read() ([]byte, error) {
-	out := make([]byte, len(l.data))
-	if err := guard(l.reg.status.Name, func() { copy(out, l.data) }); err != nil {
+	var out []byte
+	// Cloned rather than made and copied: the runtime does not zero what
+	// the copy overwrites.
+	if err := guard(l.reg.status.Name, func() { out = bytes.Clone(l.data) }); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -26,7 +26,6 @@ Writes to each socket are serialized by its Conn's lock. The stub exits on
 end of stream on either socket, and after answering FINALIZE.
 """
 
-import importlib.util
 import json
 import os
 import queue
@@ -37,6 +36,7 @@ import traceback
 from . import wire
 from .servercalls import ServerCalls
 from .batch import Batch, Registry
+from .modelfile import NoModelClass, model_class, numpy_missing
 from .wire import FLAG_ERROR, FLAG_REPLY, Demux
 
 _HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
@@ -207,11 +207,7 @@ class Stub:
         try:
             import numpy  # noqa: F401, PLC0415
         except BaseException as e:  # noqa: BLE001
-            raise ModelFailure(
-                "import numpy",
-                "%s (python %s; install it with: %s -m pip install numpy)" % (e, sys.executable, sys.executable),
-                e,
-            ) from None
+            raise ModelFailure("import numpy", numpy_missing(e), e) from None
         try:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
@@ -224,22 +220,12 @@ class Stub:
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 
-        version_dir = os.path.dirname(model_file)
-        if version_dir not in sys.path:
-            sys.path.insert(0, version_dir)
         try:
-            spec = importlib.util.spec_from_file_location("model", model_file)
-            if spec is None:
-                raise ImportError("cannot load %s as a Python module" % model_file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules["model"] = module
-            spec.loader.exec_module(module)
+            cls = model_class(model_file)
+        except NoModelClass as e:
+            raise ModelFailure("import model.py", str(e)) from None
         except BaseException as e:  # noqa: BLE001
             raise _raised("import model.py", e) from None
-
-        cls = getattr(module, "TritonPythonModel", None)
-        if cls is None:
-            raise ModelFailure("import model.py", "%s defines no class TritonPythonModel" % model_file)
         if not callable(getattr(cls, "execute", None)):
             raise ModelFailure("import model.py", "TritonPythonModel in %s has no execute method" % model_file)
         model = self._call("TritonPythonModel()", cls)
