@@ -17,11 +17,25 @@ import (
 //   - an ensemble: add_sub_chain runs three add_sub steps one after the
 //     other, against three direct add_sub requests (the sum of its steps).
 func measureCalls(ctx context.Context, s *vigilServer, o options, r *report, ipc ipcFigures) error {
+	return measureCallsAgainst(ctx, s, nil, o, r, ipc)
+}
+
+// measureCallsAgainst is measureCalls, with base (when not nil, another
+// vigil binary serving the same repository) timed in the same rounds: its
+// direct and BLS requests are interleaved with s's, and the report gives
+// s's hop against base's, for before/after figures (-calls-only
+// -vigil-baseline BIN).
+func measureCallsAgainst(ctx context.Context, s, base *vigilServer, o options, r *report, ipc ipcFigures) error {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 30 * time.Second}
 	direct := httpCall(hc, "POST", s.http+"/v2/models/add_sub/infer", addSubJSON)
 	bls := httpCall(hc, "POST", s.http+"/v2/models/bls_add_sub/infer", addSubJSON)
 	chain := httpCall(hc, "POST", s.http+"/v2/models/add_sub_chain/infer", addSubJSON)
-	ds, err := interleaved(ctx, o.samples, direct, bls, chain, ipc.pingCall, ipc.execute)
+	calls := []call{direct, bls, chain, ipc.pingCall, ipc.execute}
+	if base != nil {
+		calls = append(calls, httpCall(hc, "POST", base.http+"/v2/models/add_sub/infer", addSubJSON),
+			httpCall(hc, "POST", base.http+"/v2/models/bls_add_sub/infer", addSubJSON))
+	}
+	ds, err := interleaved(ctx, o.samples, calls...)
 	if err != nil {
 		return fmt.Errorf("calls between models: %w", err)
 	}
@@ -36,5 +50,12 @@ func measureCalls(ctx context.Context, s *vigilServer, o options, r *report, ipc
 		float64(c.p50)/float64(sum), us(sum), us(c.p50-sum)))
 	r.add("  ipc ping, same rounds", ping, "")
 	r.add("  ipc execute add_sub, same rounds", exec, ratio(exec.p50, ping.p50))
+	if base != nil {
+		bd, bb := ds[5], ds[6]
+		bhop := bb.p50 - bd.p50
+		r.add("  vigil-base: HTTP infer add_sub, direct", bd, "")
+		r.add("  vigil-base: HTTP infer bls_add_sub", bb, fmt.Sprintf("hop +%s = %.2f× ipc execute; this build's hop is %.2f× vigil-base's",
+			us(bhop), float64(bhop)/float64(exec.p50), float64(hop)/float64(bhop)))
+	}
 	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -76,17 +74,8 @@ type floor struct {
 
 // startFloorServer starts the floor server in a process of its own.
 func startFloorServer(ctx context.Context) (*floor, error) {
-	cmd := exec.CommandContext(ctx, os.Args[0], "-floor-server")
-	stdin, err := cmd.StdinPipe()
+	cmd, stdin, stdout, err := startSelf(ctx, "-floor-server")
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	f := &floor{pid: cmd.Process.Pid, stop: func() error {

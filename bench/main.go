@@ -54,6 +54,8 @@ type options struct {
 	transferOnly bool
 	// sequencesOnly measures only the sequence batching figures.
 	sequencesOnly bool
+	// callsOnly measures only the BLS hop and ensemble figures.
+	callsOnly bool
 
 	// -peers
 	peers         bool
@@ -74,11 +76,12 @@ func main() {
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
 	flag.BoolVar(&o.transferOnly, "transfer-only", false, "measure only the 16 MiB transfer figures (HTTP binary, gRPC, shared memory)")
+	flag.BoolVar(&o.callsOnly, "calls-only", false, "measure only the figures of models that call models (one BLS hop, a 3-step ensemble) and the IPC round trips beside them")
 	flag.BoolVar(&o.sequencesOnly, "sequences-only", false, "measure only the sequence figures (16 interleaved sequences under direct and oldest, and the same requests without sequences)")
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
 	flag.BoolVar(&o.peers, "peers", false, "compare vigil with Triton and the floor server instead (make bench-peers)")
 	flag.StringVar(&o.tritonVenv, "triton-venv", "bin/triton-venv", "with -peers: virtual environment holding nvidia-pytriton")
-	flag.StringVar(&o.vigilBaseline, "vigil-baseline", "", "with -peers: another vigil binary run in the same rounds as vigil-base, for before/after ratios")
+	flag.StringVar(&o.vigilBaseline, "vigil-baseline", "", "with -peers or -calls-only: another vigil binary run in the same rounds as vigil-base, for before/after ratios")
 	flag.IntVar(&o.rounds, "rounds", 3, "with -peers: interleaved rounds")
 	flag.DurationVar(&o.stepDuration, "step", 3*time.Second, "with -peers: length of each load step")
 	flag.IntVar(&o.largeSamples, "large-samples", 10, "with -peers: 16 MiB round trips per server, protocol and round")
@@ -153,6 +156,24 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if o.transferOnly {
 		if err := measureTransfer(ctx, srv, r); err != nil {
 			return fmt.Errorf("transfer: %w", err)
+		}
+		r.print()
+		return nil
+	}
+	if o.callsOnly {
+		var base *vigilServer
+		if o.vigilBaseline != "" {
+			if base, err = startServer(o.vigilBaseline, repo, python, strings.Fields(o.extra)...); err != nil {
+				return err
+			}
+			defer base.stop()
+			if err := base.waitReady(60 * time.Second); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "vigil-base: %s, same serve args\n\n", o.vigilBaseline)
+		}
+		if err := measureCallsAgainst(ctx, srv, base, o, r, ipc); err != nil {
+			return err
 		}
 		r.print()
 		return nil

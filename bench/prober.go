@@ -57,17 +57,8 @@ func runProber(url string, every time.Duration, stdin io.Reader, stdout io.Write
 // externalProbe starts this program as a prober of url and returns the
 // function that stops it and collects its figures.
 func externalProbe(ctx context.Context, url string, every time.Duration) (func() (dist, error), error) {
-	cmd := exec.CommandContext(ctx, os.Args[0], "-probe-url", url, "-probe-every", every.String())
-	stdin, err := cmd.StdinPipe()
+	cmd, stdin, stdout, err := startSelf(ctx, "-probe-url", url, "-probe-every", every.String())
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	return func() (dist, error) {
@@ -85,4 +76,23 @@ func externalProbe(ctx context.Context, url string, every time.Duration) (func()
 		}
 		return summarize(ds), nil
 	}, nil
+}
+
+// startSelf starts this program again with args, in a process of its own:
+// it answers on stdout and stops when stdin is closed.
+func startSelf(ctx context.Context, args ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	return cmd, stdin, stdout, nil
 }

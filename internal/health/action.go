@@ -28,6 +28,7 @@ type action struct {
 	took     time.Duration // actCheck: how long the check ran, if known
 	restarts int           // actTransition: restarts so far
 	pid      int           // actTransition: the instance's current process, 0 if none yet
+	draining bool          // actModelTransition: the server was draining when it happened
 }
 
 func (a action) String() string {

@@ -25,6 +25,23 @@ func newCore(strict, escalate bool) *core {
 
 // step applies one event and returns the actions it causes.
 func (c *core) step(ev Event, now time.Time) []action {
+	return c.stamp(c.apply(ev, now))
+}
+
+// stamp marks the model transitions among acts with whether the server is
+// draining as they happen: the level of their log line depends on it, and
+// the published Snapshot lags the batch of events being applied.
+func (c *core) stamp(acts []action) []action {
+	for i := range acts {
+		if acts[i].kind == actModelTransition {
+			acts[i].draining = c.draining
+		}
+	}
+	return acts
+}
+
+// apply is step before stamp.
+func (c *core) apply(ev Event, now time.Time) []action {
 	mk := ModelKey{Model: ev.Instance.Model, Version: ev.Instance.Version}
 	switch ev.Kind {
 	case ModelForgotten:
@@ -104,7 +121,7 @@ func (c *core) tick(now time.Time) []action {
 			out = append(out, c.observeDependents(mk)...)
 		}
 	}
-	return out
+	return c.stamp(out)
 }
 
 // nextDeadline is the earliest time tick has something to do; zero if none.

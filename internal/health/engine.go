@@ -495,12 +495,11 @@ func (e *Engine) logTransition(a action) {
 
 func (e *Engine) logModelTransition(a action) {
 	level := slog.LevelInfo
-	// Models stopping during a shutdown are expected news: INFO.
-	draining := false
-	if s := e.snap.Load(); s != nil {
-		draining = s.Draining
-	}
-	if !a.routable && !draining && a.to != string(ModelStateLoading) && a.to != string(ModelStateUnloading) && a.reason != "unloaded" {
+	// Models stopping during a shutdown are expected news: INFO. Whether
+	// the server was draining is the engine's state when the transition
+	// happened, not the published Snapshot's, which does not show the
+	// batch of events being recorded yet.
+	if !a.routable && !a.draining && a.to != string(ModelStateLoading) && a.to != string(ModelStateUnloading) && a.reason != "unloaded" {
 		level = slog.LevelWarn
 	}
 	e.log.Log(context.Background(), level, "model state changed",

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -577,5 +579,44 @@ func TestEngineSetActuator(t *testing.T) {
 	}
 	if len(late.ch) != 0 {
 		t.Error("an Actuator set after Start was called")
+	}
+}
+
+// A model transition's log level follows whether the server was draining
+// when it happened, even when the drain and the transition are recorded in
+// one turn of the loop (a loaded server): a model that goes down before the
+// drain is a WARN, one whose instance stops after it is INFO.
+func TestEngineModelTransitionLevelFollowsTheDrainInOneBatch(t *testing.T) {
+	f := newEngine(t, func(c *EngineConfig) { c.WatchdogInterval = -1 })
+	// Posted before Start: the loop's first turn takes them all at once.
+	f.e.Post(loading(testPolicy(nil)))
+	f.e.Post(spawned(100))
+	f.e.Post(initialized())
+	f.e.Post(modelEv(ModelLoaded))
+	f.e.Post(Event{Kind: StartupComplete})
+	f.e.Post(signaled("SIGKILL", 100)) // down before the drain: WARN
+	f.e.Post(spawned(101))             // the restart
+	f.e.Post(initialized())
+	f.e.Post(Event{Kind: Draining})
+	f.e.Post(stopped()) // down after the drain: INFO
+	f.e.Start(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := f.e.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range f.logs.lines() {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["msg"] == "model state changed" {
+			got = append(got, fmt.Sprintf("%v->%v %v", m["from"], m["to"], m["level"]))
+		}
+	}
+	want := []string{"LOADING->READY INFO", "READY->UNAVAILABLE WARN", "UNAVAILABLE->READY INFO", "READY->UNAVAILABLE INFO"}
+	if !slices.Equal(got, want) {
+		t.Errorf("model transitions %q, want %q", got, want)
 	}
 }

@@ -30,6 +30,10 @@ type Request struct {
 type RequestedOutput struct {
 	Name       string
 	Parameters map[string]any
+	// Dest, when set, is the client's shared memory the output is to be
+	// written into; a model stub may write it there itself (the bytes it
+	// wrote come back as an output whose Data is Dest.Mem's start).
+	Dest *tensor.Shared
 }
 
 // Response is the answer to one Request.

@@ -2,9 +2,6 @@ package instance
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,7 +9,6 @@ import (
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/health"
-	"github.com/vigilhq/vigil/internal/ipc"
 	"github.com/vigilhq/vigil/internal/scheduler"
 )
 
@@ -20,21 +16,7 @@ import (
 // seconds, execute sleeps for its input's value in seconds.
 func newSlow(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy, initSleep string) *Instance {
 	t.Helper()
-	dir, _ := filepath.Abs("testdata/slow")
-	return New(Config{
-		Key:     health.InstanceKey{Model: "slow", Version: "1", Instance: "slow_0"},
-		Runtime: testRuntime(t),
-		Init: ipc.InitArgs{ModelFile: filepath.Join(dir, "1", "model.py"), ModelName: "slow", ModelVersion: "1",
-			ModelRepository: dir, InstanceName: "slow_0", InstanceKind: "CPU",
-			ModelConfigJSON: `{"name":"slow","parameters":{"init_sleep":{"string_value":"` + initSleep + `"}}}`},
-		Policy:          policy,
-		Queue:           q,
-		Stats:           &scheduler.Stats{},
-		Events:          ev,
-		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
-		FinalizeTimeout: time.Second,
-		StopGrace:       time.Second,
-	})
+	return newTestInstance(t, ev, q, policy, "slow", `{"name":"slow","parameters":{"init_sleep":{"string_value":"`+initSleep+`"}}}`)
 }
 
 func fastHeartbeat() health.Policy {
@@ -49,13 +31,7 @@ func TestStopAndContinueAreEvents(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
 	in := newEcho(t, ev, q, health.DefaultPolicy())
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
-	in.SetRoutable(true)
-	q.SetRoutable(1)
+	init, i := serving(t, in, ev, q)
 	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -176,11 +152,7 @@ func TestRestartDuringRestartIsNotDropped(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
 	in := newEcho(t, ev, q, health.DefaultPolicy())
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	_, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	_, i := started(t, in, ev)
 	in.Restart("first")
 	in.Restart("second")
 	_, j := ev.waitFor(t, i+1, "initialized after the first restart", kind(health.InstanceInitialized))
@@ -233,13 +205,7 @@ func TestIdleStoppedStubIsNotAHang(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
 	in := newEcho(t, ev, q, fastHeartbeat())
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
-	in.SetRoutable(true)
-	q.SetRoutable(1)
+	init, i := serving(t, in, ev, q)
 	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -278,11 +244,7 @@ func TestHeartbeatNamesAClosedConnection(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
 	in := newEcho(t, ev, q, fastHeartbeat())
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	init, i := started(t, in, ev)
 	// Stopped, the stub cannot exit when its connection closes, so the
 	// closed connection is all the heartbeat sees.
 	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
@@ -302,20 +264,13 @@ func TestHeartbeatNamesAClosedConnection(t *testing.T) {
 	}
 }
 
-// waitHeld waits for the instance's process to hold a request.
 // servingSlow starts a slow-stub instance (no initialize delay) with policy
 // p and puts it in traffic on q; it returns the instance and its
 // initialized event. The instance is stopped when the test ends.
 func servingSlow(t *testing.T, ev *sink, q *scheduler.Queue, p health.Policy) (*Instance, health.Event) {
 	t.Helper()
 	in := newSlow(t, ev, q, p, "0")
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Stop(context.Background()) })
-	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
-	in.SetRoutable(true)
-	q.SetRoutable(1)
+	init, _ := serving(t, in, ev, q)
 	return in, init
 }
 

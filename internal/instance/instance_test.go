@@ -75,12 +75,19 @@ func testRuntime(t *testing.T) Runtime {
 
 func newEcho(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy) *Instance {
 	t.Helper()
-	dir, _ := filepath.Abs("testdata/echo")
+	return newTestInstance(t, ev, q, policy, "echo", `{"name":"echo"}`)
+}
+
+// newTestInstance is an instance of testdata/<model> with the given
+// configuration JSON.
+func newTestInstance(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy, model, configJSON string) *Instance {
+	t.Helper()
+	dir, _ := filepath.Abs(filepath.Join("testdata", model))
 	return New(Config{
-		Key:     health.InstanceKey{Model: "echo", Version: "1", Instance: "echo_0"},
+		Key:     health.InstanceKey{Model: model, Version: "1", Instance: model + "_0"},
 		Runtime: testRuntime(t),
-		Init: ipc.InitArgs{ModelFile: filepath.Join(dir, "1", "model.py"), ModelName: "echo", ModelVersion: "1",
-			ModelRepository: dir, InstanceName: "echo_0", InstanceKind: "CPU", ModelConfigJSON: `{"name":"echo"}`},
+		Init: ipc.InitArgs{ModelFile: filepath.Join(dir, "1", "model.py"), ModelName: model, ModelVersion: "1",
+			ModelRepository: dir, InstanceName: model + "_0", InstanceKind: "CPU", ModelConfigJSON: configJSON},
 		Policy:          policy,
 		Queue:           q,
 		Stats:           &scheduler.Stats{},
@@ -89,6 +96,26 @@ func newEcho(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy) *
 		FinalizeTimeout: time.Second,
 		StopGrace:       time.Second,
 	})
+}
+
+// started starts in, stops it when the test ends, and returns its
+// initialized event and that event's index in ev.
+func started(t *testing.T, in *Instance, ev *sink) (health.Event, int) {
+	t.Helper()
+	if err := in.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Stop(context.Background()) })
+	return ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+}
+
+// serving is started, then puts in in traffic on q.
+func serving(t *testing.T, in *Instance, ev *sink, q *scheduler.Queue) (health.Event, int) {
+	t.Helper()
+	init, i := started(t, in, ev)
+	in.SetRoutable(true)
+	q.SetRoutable(1)
+	return init, i
 }
 
 func echoRequest(v float32) *inference.Request {
@@ -106,13 +133,7 @@ func TestServesWhileRoutableAndReportsItsDeath(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
 	in := newEcho(t, ev, q, health.DefaultPolicy())
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, _ := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
-	in.SetRoutable(true)
-	q.SetRoutable(1)
+	init, _ := serving(t, in, ev, q)
 	resp, err := q.Submit(ctx(t), echoRequest(2.5), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -133,11 +154,7 @@ func TestRestartStartsANewProcess(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("echo", scheduler.Batching{}, &scheduler.Stats{})
 	in := newEcho(t, ev, q, health.DefaultPolicy())
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	first, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	first, i := started(t, in, ev)
 	in.Restart("test")
 	second, _ := ev.waitFor(t, i+1, "initialized again", kind(health.InstanceInitialized))
 	if second.PID == first.PID || second.PID == 0 {
@@ -183,11 +200,7 @@ func TestHeartbeatReportsAStoppedProcess(t *testing.T) {
 	p := health.DefaultPolicy()
 	p.HeartbeatPeriod, p.HeartbeatTimeout = 50*time.Millisecond, 200*time.Millisecond
 	in := newEcho(t, ev, q, p)
-	if err := in.Start(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer in.Stop(context.Background())
-	init, i := ev.waitFor(t, 0, "initialized", kind(health.InstanceInitialized))
+	init, i := started(t, in, ev)
 	ev.waitFor(t, i, "a passing heartbeat", func(e health.Event) bool {
 		return e.Kind == health.CheckResult && e.Check == health.CheckHeartbeat && e.OK && e.Took > 0
 	})

@@ -79,8 +79,11 @@ type arenas struct {
 }
 
 // lease is what one batch borrowed; nil arenas were not available.
+// regions is the client shared memory the batch passes (regions.go), which
+// the arenas do not own.
 type lease struct {
 	in, out *arena
+	regions *regionTable
 }
 
 // acquire lends the input arena, grown to inNeed bytes, when inNeed > 0,

@@ -81,6 +81,9 @@ type Client struct {
 	// flight, by the stub's seq.
 	parents map[uint32]context.Context
 	calls   map[uint32]*Call
+	// regionHolds are the client shared memory Holds of batches sent and
+	// not yet answered, by seq (regions.go).
+	regionHolds map[uint32]*regionTable
 
 	done     chan struct{} // closed when either connection is lost or closed
 	shutOnce sync.Once
@@ -98,6 +101,31 @@ type link struct {
 	// for it honours the caller's context.
 	wsem       chan struct{}
 	readerDone chan struct{} // closed when the reader goroutine has returned
+	closeOnce  sync.Once
+}
+
+// stop ends the link without losing what the stub wrote before the end. A
+// socket is shut both ways rather than closed: a write blocked on it fails,
+// the stub reads end of stream, and the frames already in its buffer stay
+// readable before the reader sees end of stream, so that a reply the stub
+// sent just before it exited (FINALIZE's) still reaches its caller. Any
+// other connection is closed at once. The reader closes the socket when it
+// returns.
+func (l *link) stop() error {
+	if hc, ok := l.rw.(interface {
+		CloseRead() error
+		CloseWrite() error
+	}); ok && hc.CloseWrite() == nil && hc.CloseRead() == nil {
+		return nil
+	}
+	return l.close()
+}
+
+// close closes the connection; only the first call does.
+func (l *link) close() error {
+	var err error
+	l.closeOnce.Do(func() { err = l.rw.Close() })
+	return err
 }
 
 func newLink(rw io.ReadWriteCloser) *link {
@@ -163,8 +191,9 @@ func (c *Client) SetShmThreshold(n int) {
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Close closes the connection, which makes the stub exit, and waits for the
-// reader goroutines and the cancellation writer. Calls in flight return an error wrapping ErrClosed. It
-// is idempotent and always returns nil.
+// reader goroutines and the cancellation writer. Calls in flight return an
+// error wrapping ErrClosed, unless their reply had already arrived. It is
+// idempotent and always returns nil.
 func (c *Client) Close() error {
 	c.shutdown(errClosedByServer)
 	<-c.data.readerDone
@@ -319,6 +348,7 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 // caller keeps, and closes, its own copies of them.
 func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
 	if err := ctx.Err(); err != nil {
+		c.replyIn(seq) // nothing sent: no reply will come
 		return frame{}, err
 	}
 	// Buffered so that the reader never blocks on a caller that gave up.
@@ -326,6 +356,7 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	c.mu.Lock()
 	if c.cause != nil {
 		c.mu.Unlock()
+		c.replyIn(seq)
 		return frame{}, c.Err()
 	}
 	c.pending[seq] = ch
@@ -339,6 +370,9 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	putFDCount(bufs[0], len(fds))
 	if err := c.write(ctx, k, bufs, fds); err != nil {
 		c.forget(seq)
+		// Nothing went out, or the connection is being shut down: either
+		// way no reply will come.
+		c.replyIn(seq)
 		return frame{}, err
 	}
 	select {
@@ -353,11 +387,20 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 		}
 		return frame{}, ctx.Err()
 	case <-c.done:
+		// The reader drains what the stub sent before the end (see
+		// shutdown): the reply may still come.
+		select {
+		case f := <-ch:
+			return f, nil
+		case <-c.linkFor(k).readerDone:
+		case <-ctx.Done():
+		}
 		select {
 		case f := <-ch:
 			return f, nil
 		default:
 		}
+		c.forget(seq)
 		return frame{}, c.Err()
 	}
 }
@@ -464,13 +507,15 @@ func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte, fd
 	return c.Err()
 }
 
-// shutdown records why the connection ended, wakes every caller and closes
-// the connection (which ends the reader goroutine and makes the stub exit).
+// shutdown records why the connection ended, wakes every caller and stops
+// both links (link.stop): each reader still takes the frames the stub wrote
+// before the end, so that a reply already sent reaches its caller even when
+// the other connection's end of stream was seen first (the stub exits after
+// answering FINALIZE; both its sockets close at once).
 func (c *Client) shutdown(cause error) {
 	c.shutOnce.Do(func() {
 		c.mu.Lock()
 		c.cause = cause
-		c.pending = nil
 		calls := c.calls
 		c.calls = map[uint32]*Call{}
 		open := takeOpenLocked(c.routes)
@@ -483,9 +528,10 @@ func (c *Client) shutdown(cause error) {
 			call.cancel()
 		}
 		endOpen(open, c.Err())
+		c.releaseAllRegions()
 		c.log.Debug("stub connection closed", LogKeyErr, cause)
 		for _, l := range []*link{c.data, c.control} {
-			if err := l.rw.Close(); err != nil {
+			if err := l.stop(); err != nil {
 				c.log.Debug("closing stub connection", LogKeyErr, err)
 			}
 		}
@@ -494,6 +540,11 @@ func (c *Client) shutdown(cause error) {
 
 func (c *Client) readLoop(l *link) {
 	defer close(l.readerDone)
+	defer func() {
+		if err := l.close(); err != nil {
+			c.log.Debug("closing stub connection", LogKeyErr, err)
+		}
+	}()
 	var src io.Reader = l.rw
 	var fds *fdReader
 	if uc, ok := l.rw.(*net.UnixConn); ok && l == c.data {
@@ -538,6 +589,7 @@ func (c *Client) readLoop(l *link) {
 			// The caller gave up (its context ended); the reply is late.
 			c.log.Debug("dropped late stub reply", LogKeyKind, f.kind.String(), LogKeySeq, f.seq)
 			closeFDs(f.fds)
+			c.replyIn(f.seq)
 		}
 	}
 }

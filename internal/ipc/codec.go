@@ -34,7 +34,7 @@ const maxDims = 64
 // filled by the sender), the meta length and the meta; the rest alias the
 // inputs' data, so tensors are not copied.
 func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err error) {
-	bufs, bodyLen, _, err = encodeExecuteArena(reqs, 0, nil)
+	bufs, bodyLen, _, err = encodeExecuteArena(reqs, 0, nil, nil)
 	return bufs, bodyLen, err
 }
 
@@ -42,14 +42,19 @@ func encodeExecute(reqs []*inference.Request) (bufs [][]byte, bodyLen int, err e
 // bytes (threshold > 0) copied into the input arena (arena.go), which
 // must hold largeInputBytes(reqs, threshold); their records point at
 // descriptor 0, the arena's. With a nil arena every tensor is in the frame.
-// used says whether any input went into the arena.
-func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena) (bufs [][]byte, bodyLen int, used bool, err error) {
+// used says whether any input went into the arena. With a region table
+// (regions.go), inputs in client shared memory point at their region's
+// descriptor and requested outputs carry their rooms.
+func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena, rt *regionTable) (bufs [][]byte, bodyLen int, used bool, err error) {
 	if inArena == nil {
 		threshold = 0
 	}
 	off := 0
 	params := make([][]byte, len(reqs))
 	size := headerSize + 4 + 4
+	if rt != nil {
+		size += rt.metaSize()
+	}
 	nData := 0
 	for i, r := range reqs {
 		if len(r.Parameters) > 0 {
@@ -75,11 +80,17 @@ func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena
 		}
 		for _, o := range r.Outputs {
 			size += 4 + len(o.Name)
+			if rt != nil {
+				size += 20
+			}
 		}
 		size += sequenceRecordSize(r.Sequence)
 	}
 
 	b := make([]byte, headerSize+4, size)
+	if rt != nil {
+		b = rt.appendMeta(b)
+	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(reqs)))
 	bufs = make([][]byte, 1, 1+nData)
 	for i, r := range reqs {
@@ -91,6 +102,11 @@ func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena
 		b = append(b, params[i]...)
 		for j := range r.Inputs {
 			in := &r.Inputs[j]
+			if sharedInput(rt, in) {
+				b = appendTensorRecord(b, in.Name, datatypeCodes[in.Datatype]|outOfBand, in.Shape, len(in.Data))
+				b = appendOutOfBand(b, rt.index(in.Shared), in.Shared.Offset)
+				continue
+			}
 			if threshold > 0 && len(in.Data) >= threshold {
 				copy(inArena.mem[off:], in.Data)
 				b = appendTensorRecord(b, in.Name, datatypeCodes[in.Datatype]|outOfBand, in.Shape, len(in.Data))
@@ -107,6 +123,9 @@ func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena
 		}
 		for _, o := range r.Outputs {
 			b = appendString(b, o.Name)
+			if rt != nil {
+				b = rt.appendDest(b, o.Dest)
+			}
 		}
 		b = appendSequenceRecord(b, r.Sequence)
 	}
@@ -117,11 +136,15 @@ func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena
 }
 
 // largeInputBytes is the input arena room reqs need: their inputs of at
-// least threshold bytes, each at an aligned offset.
-func largeInputBytes(reqs []*inference.Request, threshold int) int {
+// least threshold bytes, each at an aligned offset, but for those that
+// travel as their region's descriptor (shared).
+func largeInputBytes(reqs []*inference.Request, threshold int, shared bool) int {
 	n := 0
 	for _, r := range reqs {
 		for j := range r.Inputs {
+			if shared && r.Inputs[j].Shared != nil {
+				continue
+			}
 			if d := len(r.Inputs[j].Data); d >= threshold {
 				n += alignUp(d)
 			}

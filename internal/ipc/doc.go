@@ -32,8 +32,8 @@
 //	4      1    kind: 1 INIT, 2 EXECUTE, 3 PING, 4 HEALTH, 5 FINALIZE,
 //	            6 RESPONSE (stub → server), 7 CANCEL (server → stub),
 //	            8 BLS_INFER, 9 BLS_RESPONSE, 10 BLS_CANCEL, 11 MODEL_CONTROL
-//	5      1    flags: 0x01 reply, 0x02 error (only with reply), 0x04 see
-//	            "Large tensors"
+//	5      1    flags: 0x01 reply, 0x02 error (only with reply), 0x04 and
+//	            0x08 see "Large tensors"
 //	6      2    number of file descriptors sent with the frame (SCM_RIGHTS,
 //	            with its first byte; data socket only)
 //	8      4    sequence id
@@ -154,6 +154,22 @@
 // region holding many tensors, such as a client's shared memory, can be
 // passed as it is).
 //
+// A client's system shared memory travels that way (regions.go): an
+// EXECUTE with flag 0x08 passes each region object's descriptor (after the
+// input arena's, before the output arena's), its meta starts with a region
+// table (u32 count | per region: u32 descriptor index | u64 registration
+// id | u8 access, 0 read-only inputs, 1 read-write output rooms), inputs
+// in a region point at its descriptor at their offset in the object, and
+// every requested output record is followed by u32 descriptor index
+// (0xFFFFFFFF: none) | u64 offset | u64 room. The stub hands numpy
+// read-only views of a read-only mapping, writes an output that fits its
+// room there, and answers with descriptor index 0x80000000 + i for an
+// output in the request's descriptor i (written into its room, or a view of
+// an input region); the server checks each against what it passed. The
+// stub keeps mappings under the registration id (never reused by the
+// server) and drops them once the object is unlinked; the server holds the
+// request's regions until the reply is in.
+//
 // A status 1 entry is a per-request error: the model returned
 // InferenceResponse(error=TritonError(msg, code)), or the response's tensors
 // could not be sent. code is a Triton error code name: UNKNOWN, INTERNAL,
@@ -222,6 +238,10 @@
 // EXECUTE reply body holding one response (outputs, or an error entry with
 // message and Triton error code), or none for a flag-only final. A call
 // without decoupled gets exactly one, final.
+//
+// BLS_INFER and BLS_RESPONSE carry every tensor in band, with no
+// descriptors, whatever its size; the callee's EXECUTE and its reply move
+// the large ones through the arenas as for any request.
 //
 // BLS_CANCEL (stub to server): empty body, the call's sequence id; the
 // server cancels the call.

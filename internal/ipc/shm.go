@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -146,6 +147,13 @@ func outOfBandData(c *cursor, fds []int, l lease, size uint64) []byte {
 	if c.err != nil {
 		return nil
 	}
+	if idx >= requestFDBase && idx < inputArenaIndex {
+		b, err := l.regions.regionData(int(idx-requestFDBase), off, size)
+		if err != nil {
+			c.fail(fmt.Errorf("out-of-band tensor: %w", err))
+		}
+		return b
+	}
 	if idx == regionIndex || idx == inputArenaIndex {
 		a, what := l.out, "output"
 		if idx == inputArenaIndex {
@@ -159,9 +167,9 @@ func outOfBandData(c *cursor, fds []int, l lease, size uint64) []byte {
 			c.fail(fmt.Errorf("%d bytes at offset %d overrun the %d-byte %s arena", size, off, len(a.mem), what))
 			return nil
 		}
-		b := make([]byte, size)
-		copy(b, a.mem[off:])
-		return b
+		// Cloned rather than made and copied: the runtime does not zero
+		// memory that the copy overwrites.
+		return bytes.Clone(a.mem[off : off+size])
 	}
 	if int(idx) >= len(fds) {
 		c.fail(fmt.Errorf("tensor in descriptor %d, %d came with the frame", idx, len(fds)))

@@ -76,22 +76,33 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 	start := time.Now()
 	threshold := int(c.shmThreshold.Load())
 	var l lease
+	var rt *regionTable
 	if threshold > 0 {
+		rt = collectRegions(reqs)
 		var err error
-		if l, err = c.arenas.acquire(largeInputBytes(reqs, threshold)); err != nil {
+		if l, err = c.arenas.acquire(largeInputBytes(reqs, threshold, rt != nil)); err != nil {
 			// Through the socket, then.
 			c.log.Warn("no shared memory arena for large tensors", LogKeyErr, err)
 		}
+		if rt != nil && l.in != nil {
+			rt.base = 1 // after the input arena's descriptor
+		}
+		l.regions = rt
 	}
-	bufs, n, used, err := encodeExecuteArena(reqs, threshold, l.in)
+	bufs, n, used, err := encodeExecuteArena(reqs, threshold, l.in, rt)
 	if err != nil {
 		c.arenas.release(l, true, 0)
+		rt.release()
 		return nil, fmt.Errorf("execute: %w", err)
 	}
 	b := &Batch{c: c, seq: c.seq.Add(1), reqs: reqs, bufs: bufs, n: n, lease: l}
 	b.timing.Input = time.Since(start)
 	if used {
 		b.fds = append(b.fds, l.in.fd)
+	}
+	if rt != nil {
+		b.fds = append(b.fds, rt.fds()...)
+		b.flags |= flagRegions
 	}
 	if l.out != nil {
 		b.fds = append(b.fds, l.out.fd)
@@ -103,6 +114,7 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 		if c.cause != nil {
 			c.mu.Unlock()
 			c.arenas.abandon(l)
+			rt.release()
 			return nil, fmt.Errorf("execute: %w", c.Err())
 		}
 		c.routes[b.seq] = b.route
@@ -118,17 +130,23 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 	c := b.c
 	sent := time.Now()
+	c.holdUntilReply(b.seq, b.lease.regions)
 	f, err := c.roundTripSeq(ctx, kindExecute, b.seq, b.flags, b.bufs, b.n, b.fds)
 	received := time.Now()
 	b.timing.Infer = received.Sub(sent)
 	if err != nil {
-		// The stub may still be reading the inputs or writing outputs.
+		// The stub may still be reading the inputs or writing outputs:
+		// the client regions stay held until its late reply (or the
+		// connection's end).
 		c.arenas.abandon(b.lease)
 		// On a timeout the route stays: the caller treats the instance as
 		// hung, and the connection's end closes the route.
 		return nil, fmt.Errorf("execute: %w", err)
 	}
 	defer closeFDs(f.fds)
+	// After decoding: outputs the stub wrote into a client's room alias the
+	// region, which the request's own hold keeps from here on.
+	defer c.replyIn(b.seq)
 	released := f.flags&flagInputsReleased != 0
 	if err := replyError(f); err != nil {
 		c.arenas.release(b.lease, released, 0)

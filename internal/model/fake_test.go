@@ -177,18 +177,24 @@ func (in *fakeInstance) restartCount() int {
 // fakeRepo writes a repository with one model m of count instances.
 func fakeRepo(t *testing.T, count int, healthYAML string) string {
 	t.Helper()
+	return oneModelRepo(t, `name: "m"
+backend: "python"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+instance_group [ { count: `+string(rune('0'+count))+` kind: KIND_CPU } ]
+`, healthYAML)
+}
+
+// oneModelRepo writes a repository with one model m: its config.pbtxt, an
+// empty model.py (the instances are fakes) and, if not empty, health.yaml.
+func oneModelRepo(t *testing.T, cfg, healthYAML string) string {
+	t.Helper()
 	dir := t.TempDir()
 	md := filepath.Join(dir, "m")
 	if err := os.MkdirAll(filepath.Join(md, "1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := `name: "m"
-backend: "python"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-instance_group [ { count: ` + string(rune('0'+count)) + ` kind: KIND_CPU } ]
-`
 	write := func(p, s string) {
 		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 			t.Fatal(err)

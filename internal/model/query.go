@@ -10,7 +10,6 @@ import (
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/repository"
-	"github.com/vigilhq/vigil/internal/scheduler"
 )
 
 // specFor returns the configuration of a model version the server knows.
@@ -116,22 +115,11 @@ func (m *Manager) Stats(name, ver string) ([]Stats, error) {
 			if ver != "" && vs != ver {
 				continue
 			}
-			c := v.stats.Snapshot()
 			out = append(out, Stats{
 				Name: n, Version: vs,
-				LastInference:  c.LastInference,
-				InferenceCount: c.InferenceCount,
-				ExecutionCount: c.ExecutionCount,
-				Success:        Duration(c.Success),
-				Fail:           Duration(c.Fail),
-				Queue:          Duration(c.Queue),
-				ComputeInput:   Duration(c.ComputeInput),
-				ComputeInfer:   Duration(c.ComputeInfer),
-				ComputeOutput:  Duration(c.ComputeOutput),
-				FailReasons:    c.FailReasons,
-				Batches:        batchStats(c.Batches),
-				Pending:        v.pending(),
-				LoadDuration:   v.loadDuration,
+				Counters:     v.stats.Snapshot(),
+				Pending:      v.pending(),
+				LoadDuration: v.loadDuration,
 			})
 		}
 	}
@@ -174,14 +162,5 @@ func (m *Manager) Index(_ context.Context, readyOnly bool) []IndexEntry {
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-func batchStats(b map[int]scheduler.BatchCounters) []BatchStats {
-	out := make([]BatchStats, 0, len(b))
-	for size, c := range b {
-		out = append(out, BatchStats{Size: size, ComputeInput: Duration(c.ComputeInput), ComputeInfer: Duration(c.ComputeInfer), ComputeOutput: Duration(c.ComputeOutput)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Size < out[j].Size })
 	return out
 }

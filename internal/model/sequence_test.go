@@ -3,8 +3,6 @@ package model
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/vigilhq/vigil/internal/apierr"
@@ -16,25 +14,13 @@ import (
 // sequenceRepo writes a repository with one sequence batching model m.
 func sequenceRepo(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	md := filepath.Join(dir, "m")
-	if err := os.MkdirAll(filepath.Join(md, "1"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cfg := `name: "m"
+	return oneModelRepo(t, `name: "m"
 backend: "python"
 max_batch_size: 0
 sequence_batching { }
 input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 1 ] } ]
 output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 1 ] } ]
-`
-	if err := os.WriteFile(filepath.Join(md, "config.pbtxt"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(md, "1", "model.py"), []byte("class TritonPythonModel:\n    pass\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+`, "")
 }
 
 // A BLS call (or an ensemble step) to a sequence batching model goes

@@ -3,6 +3,7 @@ package model
 import (
 	"time"
 
+	"github.com/vigilhq/vigil/internal/scheduler"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -33,42 +34,26 @@ type IndexEntry struct {
 	Reason  string
 }
 
-// Duration is a count and a total time, as in Triton's statistics.
-type Duration struct {
-	Count int64
-	Total time.Duration
-}
+// The statistics' types are the scheduler's, which counts them.
+type (
+	// Duration is a count and a total time, as in Triton's statistics.
+	Duration = scheduler.Duration
+	// Counters are a version's cumulative statistics.
+	Counters = scheduler.Counters
+	// BatchStats are the executions of one batch size.
+	BatchStats = scheduler.BatchCounters
+)
 
 // Stats are one model version's inference statistics (Triton's statistics
 // extension).
 type Stats struct {
-	Name           string
-	Version        string
-	LastInference  time.Time
-	InferenceCount int64 // inferences, counting each batch element
-	ExecutionCount int64 // executes (batches)
-	Success        Duration
-	Fail           Duration
-	Queue          Duration
-	ComputeInput   Duration
-	ComputeInfer   Duration
-	ComputeOutput  Duration
-	// FailReasons counts failures by Triton's reason (REJECTED, CANCELED,
-	// BACKEND, OTHER).
-	FailReasons map[string]int64
-	// Batches are the executions per batch size, ascending (Triton's
-	// batch_stats).
-	Batches []BatchStats
+	Name    string
+	Version string
+	Counters
 	// Pending is the number of requests waiting in the queue now.
 	Pending int
 	// LoadDuration is how long the load that made the version serve took:
 	// from the start of the load (configuration read, auto-complete
 	// included) until every instance had initialized and warmed up.
 	LoadDuration time.Duration
-}
-
-// BatchStats are the executions of one batch size.
-type BatchStats struct {
-	Size                                      int
-	ComputeInput, ComputeInfer, ComputeOutput Duration
 }

@@ -288,16 +288,8 @@ func validateConfig(cfg *inferencepb.ModelConfig, file string, partial bool) err
 			return err
 		}
 	}
-	for k, v := range cfg.GetParameters() {
-		if k == "" {
-			return fieldError(file, "parameters", "a parameter key is empty")
-		}
-		if v == nil {
-			cfg.Parameters[k] = &inferencepb.ModelParameter{}
-		}
-	}
-	if cfg.ModelTransactionPolicy == nil {
-		cfg.ModelTransactionPolicy = &inferencepb.ModelTransactionPolicy{}
+	if err := completeParameters(cfg, file); err != nil {
+		return err
 	}
 	if cfg.GetDefaultModelFilename() == "" {
 		cfg.DefaultModelFilename = DefaultModelFilename
@@ -536,6 +528,24 @@ func validateVersionPolicy(cfg *inferencepb.ModelConfig, file string) error {
 			}
 			seen[v] = true
 		}
+	}
+	return nil
+}
+
+// completeParameters checks the parameters' keys and fills in what every
+// configuration, a Python model's or an ensemble's, has once read: an empty
+// value for a parameter given none, the default transaction policy.
+func completeParameters(cfg *inferencepb.ModelConfig, file string) error {
+	for k, v := range cfg.GetParameters() {
+		if k == "" {
+			return fieldError(file, "parameters", "a parameter key is empty")
+		}
+		if v == nil {
+			cfg.Parameters[k] = &inferencepb.ModelParameter{}
+		}
+	}
+	if cfg.ModelTransactionPolicy == nil {
+		cfg.ModelTransactionPolicy = &inferencepb.ModelTransactionPolicy{}
 	}
 	return nil
 }

@@ -47,18 +47,7 @@ func validateEnsemble(cfg *inferencepb.ModelConfig, file string) error {
 	if err := validateVersionPolicy(cfg, file); err != nil {
 		return err
 	}
-	for k, v := range cfg.GetParameters() {
-		if k == "" {
-			return fieldError(file, "parameters", "a parameter key is empty")
-		}
-		if v == nil {
-			cfg.Parameters[k] = &inferencepb.ModelParameter{}
-		}
-	}
-	if cfg.ModelTransactionPolicy == nil {
-		cfg.ModelTransactionPolicy = &inferencepb.ModelTransactionPolicy{}
-	}
-	return nil
+	return completeParameters(cfg, file)
 }
 
 // loadEnsemble builds and checks an ensemble's plan from its configuration.

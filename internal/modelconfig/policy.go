@@ -273,21 +273,15 @@ func atLeast(lo int, dst func(*health.Policy) *int) func(*yaml.Node, string, str
 }
 
 func setErrorPatterns(n *yaml.Node, field, file string, p *health.Policy) error {
-	if n.Kind != yaml.SequenceNode {
-		return nodeError(file, n, field, "%s: must be a list of substrings, got %s", field, describe(n))
-	}
-	patterns := make([]string, 0, len(n.Content))
-	for i, item := range n.Content {
-		item = resolve(item)
-		f := fmt.Sprintf("%s[%d]", field, i)
-		// Any scalar is taken as written: error_patterns: [503] means "503".
-		if item.Kind != yaml.ScalarNode || isNull(item) {
-			return nodeError(file, item, f, "%s: must be a string, got %s", f, describe(item))
+	// Any scalar is taken as written: error_patterns: [503] means "503".
+	patterns, err := scalarList(n, field, file, "a list of substrings", "a string", func(v string, _ []string) string {
+		if v == "" {
+			return "must not be empty (it would match every error)"
 		}
-		if item.Value == "" {
-			return nodeError(file, item, f, "%s: must not be empty (it would match every error)", f)
-		}
-		patterns = append(patterns, item.Value)
+		return ""
+	})
+	if err != nil {
+		return err
 	}
 	p.ErrorPatterns = patterns
 	return nil
@@ -296,26 +290,43 @@ func setErrorPatterns(n *yaml.Node, field, file string, p *health.Policy) error 
 // setDependsOn reads depends_on: the models a model's readiness follows
 // (the models it calls through BLS).
 func setDependsOn(n *yaml.Node, field, file string, p *health.Policy) error {
-	if n.Kind != yaml.SequenceNode {
-		return nodeError(file, n, field, "%s: must be a list of model names, got %s", field, describe(n))
+	names, err := scalarList(n, field, file, "a list of model names", "a model name", func(v string, before []string) string {
+		if err := repository.ValidName(v); err != nil {
+			return err.Error()
+		}
+		if slices.Contains(before, v) {
+			return fmt.Sprintf("model %q is listed twice", v)
+		}
+		return ""
+	})
+	if err != nil {
+		return err
 	}
-	names := make([]string, 0, len(n.Content))
+	p.DependsOn = names
+	return nil
+}
+
+// scalarList reads a list of scalars, each as written. list and elem say
+// what the list and an element must be ("a list of model names", "a model
+// name"); check refuses an element with a reason, given the elements
+// before it.
+func scalarList(n *yaml.Node, field, file, list, elem string, check func(v string, before []string) string) ([]string, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, nodeError(file, n, field, "%s: must be %s, got %s", field, list, describe(n))
+	}
+	out := make([]string, 0, len(n.Content))
 	for i, item := range n.Content {
 		item = resolve(item)
 		f := fmt.Sprintf("%s[%d]", field, i)
 		if item.Kind != yaml.ScalarNode || isNull(item) {
-			return nodeError(file, item, f, "%s: must be a model name, got %s", f, describe(item))
+			return nil, nodeError(file, item, f, "%s: must be %s, got %s", f, elem, describe(item))
 		}
-		if err := repository.ValidName(item.Value); err != nil {
-			return nodeError(file, item, f, "%s: %v", f, err)
+		if reason := check(item.Value, out); reason != "" {
+			return nil, nodeError(file, item, f, "%s: %s", f, reason)
 		}
-		if slices.Contains(names, item.Value) {
-			return nodeError(file, item, f, "%s: model %q is listed twice", f, item.Value)
-		}
-		names = append(names, item.Value)
+		out = append(out, item.Value)
 	}
-	p.DependsOn = names
-	return nil
+	return out, nil
 }
 
 // MinBackoffInitial is the floor of restart_backoff.initial_seconds.

@@ -24,22 +24,7 @@ func (q *Queue) SubmitIdle(ctx context.Context, req *inference.Request, size int
 	if err := q.admitIdle(t); err != nil {
 		return nil, err
 	}
-	for !t.ended() {
-		select {
-		case <-t.wake:
-		case <-ctx.Done():
-			if t.Finish(nil, ctx.Err()) {
-				q.stats.record(t, Result{Err: ctx.Err()})
-				return nil, q.ctxError(ctx)
-			}
-		}
-	}
-	r := t.result()
-	q.stats.record(t, r)
-	if r.Err == nil && r.Response == nil {
-		return nil, apierr.New(apierr.Internal, "model %s ended the request without a response", q.name)
-	}
-	return r.Response, r.Err
+	return q.wait(ctx, t)
 }
 
 // HasIdle reports whether a routable worker is idle now. A stream cannot be
@@ -55,14 +40,9 @@ func (q *Queue) HasIdle() bool {
 // admitIdle is admit for SubmitIdle.
 func (q *Queue) admitIdle(t *Task) error {
 	q.mu.Lock()
-	switch {
-	case q.closed != nil:
-		err := q.closed
+	if err := q.refusalLocked(); err != nil {
 		q.mu.Unlock()
 		return err
-	case q.routable == 0:
-		q.mu.Unlock()
-		return apierr.Unavailablef("model %s has no routable instance", q.name)
 	}
 	var w *waiter
 	for k := len(q.idle) - 1; k >= 0 && len(q.tasks) == 0; k-- {

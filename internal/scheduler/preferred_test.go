@@ -3,7 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"sync"
+	"slices"
 	"testing"
 	"time"
 
@@ -97,52 +97,77 @@ func TestPreferredCut(t *testing.T) {
 	}
 }
 
+// A ticket's Turn returns only once every earlier ticket's has: one that
+// arrives first waits, and an earlier ticket's turn releases the waiting
+// ones one after the other. Turn returning is the release; what its caller
+// does afterwards runs concurrently with the next ticket's, so the test
+// checks the Ordering's state between steps rather than the order in which
+// goroutines go on after Turn.
 func TestOrderingReleasesInArrivalOrder(t *testing.T) {
 	ctx := testCtx(t)
 	o := NewOrdering()
-	tickets := []uint64{o.Issue(), o.Issue(), o.Issue()}
-	var mu sync.Mutex
-	var order []uint64
-	var wg sync.WaitGroup
+	for range 4 {
+		o.Issue()
+	}
+	returned := map[uint64]chan error{}
 	turn := func(tk uint64) {
-		defer wg.Done()
-		if err := o.Turn(ctx, tk); err != nil {
-			t.Error(err)
-			return
-		}
-		mu.Lock()
-		order = append(order, tk)
-		mu.Unlock()
+		ch := make(chan error, 1)
+		returned[tk] = ch
+		go func() { ch <- o.Turn(ctx, tk) }()
 	}
-	// The last finishes first, then the middle one, then the first.
-	wg.Add(2)
-	go turn(tickets[2])
-	go turn(tickets[1])
-	// Both wait for their turn.
-	deadline := time.Now().Add(testTimeout)
-	for {
+	wait := func(tk uint64) {
+		t.Helper()
+		select {
+		case err := <-returned[tk]:
+			if err != nil {
+				t.Fatalf("ticket %d: %v", tk, err)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("ticket %d was not released", tk)
+		}
+	}
+	// held reports the tickets waiting for their turn and whose turn it is.
+	held := func() ([]uint64, uint64) {
 		o.mu.Lock()
-		n := len(o.waiting)
-		o.mu.Unlock()
-		if n == 2 {
-			break
+		defer o.mu.Unlock()
+		var ws []uint64
+		for tk := range o.waiting {
+			ws = append(ws, tk)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tickets waiting, want 2", n)
+		slices.Sort(ws)
+		return ws, o.next
+	}
+	waitHeld := func(want []uint64, next uint64) {
+		t.Helper()
+		deadline := time.Now().Add(testTimeout)
+		for {
+			ws, n := held()
+			if slices.Equal(ws, want) && n == next {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting %v with ticket %d next; want %v with %d next", ws, n, want, next)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
 	}
-	mu.Lock()
-	if len(order) != 0 {
-		t.Fatalf("released %v before the first ticket's turn", order)
+
+	// Tickets 3 and 1 finish first: both wait for ticket 0.
+	turn(3)
+	turn(1)
+	waitHeld([]uint64{1, 3}, 0)
+	// Ticket 0's turn releases ticket 1; ticket 3 still waits for 2.
+	if err := o.Turn(ctx, 0); err != nil {
+		t.Fatal(err)
 	}
-	mu.Unlock()
-	wg.Add(1)
-	go turn(tickets[0])
-	wg.Wait()
-	if len(order) != 3 || order[0] != 0 || order[1] != 1 || order[2] != 2 {
-		t.Fatalf("release order %v, want [0 1 2]", order)
+	wait(1)
+	waitHeld([]uint64{3}, 2)
+	// Ticket 2's turn comes at once and releases ticket 3.
+	if err := o.Turn(ctx, 2); err != nil {
+		t.Fatal(err)
 	}
+	wait(3)
+	waitHeld(nil, 4)
 }
 
 func TestOrderingSkipsAbandonedTickets(t *testing.T) {

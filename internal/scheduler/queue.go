@@ -130,6 +130,12 @@ func (q *Queue) Submit(ctx context.Context, req *inference.Request, size int) (*
 	if err := q.admit(t); err != nil {
 		return nil, err
 	}
+	return q.wait(ctx, t)
+}
+
+// wait waits for an admitted task's result or for ctx to end, and counts
+// the request in the statistics.
+func (q *Queue) wait(ctx context.Context, t *Task) (*inference.Response, error) {
 	for !t.ended() {
 		select {
 		case <-t.wake:
@@ -215,19 +221,27 @@ func noRoutable(name string) error {
 		Msg: fmt.Sprintf("model %s has no routable instance", name)}
 }
 
+// refusalLocked is why the queue takes no request at all now, or nil: it
+// is closed, or no instance is routable (counted as a rejection).
+func (q *Queue) refusalLocked() error {
+	switch {
+	case q.closed != nil:
+		return q.closed
+	case q.routable == 0:
+		q.stats.reject()
+		return noRoutable(q.name)
+	}
+	return nil
+}
+
 // admit queues t, or runs it directly on an idle instance, or refuses it.
 func (q *Queue) admit(t *Task) error {
 	q.mu.Lock()
-	switch {
-	case q.closed != nil:
-		err := q.closed
+	if err := q.refusalLocked(); err != nil {
 		q.mu.Unlock()
 		return err
-	case q.routable == 0:
-		q.mu.Unlock()
-		q.stats.reject()
-		return noRoutable(q.name)
-	case q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue:
+	}
+	if q.batching.MaxQueue > 0 && len(q.tasks) >= q.batching.MaxQueue {
 		q.mu.Unlock()
 		q.stats.reject()
 		return &apierr.Error{Code: apierr.ResourceExhausted, RetryAfter: time.Second,

@@ -262,6 +262,19 @@ func directCtx(t *testing.T) context.Context {
 // idleWorker runs Next in a goroutine with run as its direct runner and
 // waits until the worker is idle. Batches Next hands out arrive on the
 // returned channel.
+// blockingIdleWorker is an idleWorker whose direct run closes started, then
+// waits for release before it answers the request.
+func blockingIdleWorker(t *testing.T, ctx context.Context, q *Queue) (started, release chan struct{}, batches <-chan []*Task) {
+	t.Helper()
+	started, release = make(chan struct{}), make(chan struct{})
+	batches = idleWorker(t, ctx, q, func(b []*Task) {
+		close(started)
+		<-release
+		b[0].Finish(&inference.Response{}, nil)
+	})
+	return started, release, batches
+}
+
 func idleWorker(t *testing.T, ctx context.Context, q *Queue, run func([]*Task)) <-chan []*Task {
 	t.Helper()
 	q.mu.Lock()
@@ -351,12 +364,7 @@ func TestRequestQueuedDuringADirectRunGoesToThatWorkerAfterwards(t *testing.T) {
 	ctx := testCtx(t)
 	q := NewQueue("m", Batching{}, &Stats{})
 	q.SetRoutable(1)
-	started, release := make(chan struct{}), make(chan struct{})
-	batches := idleWorker(t, ctx, q, func(b []*Task) {
-		close(started)
-		<-release
-		b[0].Finish(&inference.Response{}, nil)
-	})
+	started, release, batches := blockingIdleWorker(t, ctx, q)
 	first := submit(directCtx(t), q, "a", 1)
 	<-started
 	second := submit(directCtx(t), q, "b", 1)
@@ -372,12 +380,7 @@ func TestNextDoesNotReturnDuringADirectRun(t *testing.T) {
 	q := NewQueue("m", Batching{}, &Stats{})
 	q.SetRoutable(1)
 	wctx, stopWorker := context.WithCancel(ctx)
-	started, release := make(chan struct{}), make(chan struct{})
-	batches := idleWorker(t, wctx, q, func(b []*Task) {
-		close(started)
-		<-release
-		b[0].Finish(&inference.Response{}, nil)
-	})
+	started, release, batches := blockingIdleWorker(t, wctx, q)
 	q.mu.Lock()
 	w := q.idle[0]
 	q.mu.Unlock()
@@ -512,12 +515,7 @@ func TestCloseDuringADirectRunReleasesTheWorkerAfterIt(t *testing.T) {
 	ctx := testCtx(t)
 	q := NewQueue("m", Batching{}, &Stats{})
 	q.SetRoutable(1)
-	started, release := make(chan struct{}), make(chan struct{})
-	batches := idleWorker(t, ctx, q, func(b []*Task) {
-		close(started)
-		<-release
-		b[0].Finish(&inference.Response{}, nil)
-	})
+	started, release, batches := blockingIdleWorker(t, ctx, q)
 	done := submit(directCtx(t), q, "a", 1)
 	<-started
 	q.Close(errors.New("closed"))

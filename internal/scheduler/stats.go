@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -36,6 +37,7 @@ const (
 // BatchCounters are the executions of one batch size (Triton's
 // batch_stats).
 type BatchCounters struct {
+	Size                                      int
 	ComputeInput, ComputeInfer, ComputeOutput Duration
 }
 
@@ -50,10 +52,12 @@ type Counters struct {
 	ComputeInput   Duration
 	ComputeInfer   Duration
 	ComputeOutput  Duration
-	// FailReasons counts failures by Triton's reason.
+	// FailReasons counts failures by Triton's reason (REJECTED, CANCELED,
+	// BACKEND, OTHER).
 	FailReasons map[string]int64
-	// Batches holds the executions per batch size.
-	Batches map[int]BatchCounters
+	// Batches are the executions per batch size, by ascending size
+	// (Triton's batch_stats).
+	Batches []BatchCounters
 }
 
 // Observation is one successful request's times.
@@ -75,8 +79,9 @@ type Stats struct {
 	// successful request's times.
 	Observer Observer
 
-	mu sync.Mutex
-	s  Counters
+	mu      sync.Mutex
+	s       Counters // without Batches
+	batches map[int]BatchCounters
 }
 
 // record counts a task whose result was delivered: the worker that ran it
@@ -187,14 +192,15 @@ func (s *Stats) RecordExecution() {
 func (s *Stats) RecordBatch(size int, tm Timing) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.s.Batches == nil {
-		s.s.Batches = map[int]BatchCounters{}
+	if s.batches == nil {
+		s.batches = map[int]BatchCounters{}
 	}
-	b := s.s.Batches[size]
+	b := s.batches[size]
+	b.Size = size
 	b.ComputeInput.add(tm.Input)
 	b.ComputeInfer.add(tm.Infer)
 	b.ComputeOutput.add(tm.Output)
-	s.s.Batches[size] = b
+	s.batches[size] = b
 }
 
 // Snapshot returns a copy of the statistics.
@@ -203,6 +209,6 @@ func (s *Stats) Snapshot() Counters {
 	defer s.mu.Unlock()
 	c := s.s
 	c.FailReasons = maps.Clone(s.s.FailReasons)
-	c.Batches = maps.Clone(s.s.Batches)
+	c.Batches = slices.SortedFunc(maps.Values(s.batches), func(a, b BatchCounters) int { return a.Size - b.Size })
 	return c
 }

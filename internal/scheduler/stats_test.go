@@ -33,8 +33,10 @@ func TestStatsFailReasonsAndPhases(t *testing.T) {
 	if c.ComputeInput.Total != time.Millisecond || c.ComputeInfer.Total != 5*time.Millisecond || c.ComputeOutput.Total != 2*time.Millisecond {
 		t.Errorf("phases = %v %v %v", c.ComputeInput, c.ComputeInfer, c.ComputeOutput)
 	}
-	b := c.Batches[2]
-	if b.ComputeInput.Count != 2 || b.ComputeInfer.Total != 5*time.Millisecond || len(c.Batches) != 1 {
+	if len(c.Batches) != 1 {
+		t.Fatalf("batches = %+v, want one batch size", c.Batches)
+	}
+	if b := c.Batches[0]; b.Size != 2 || b.ComputeInput.Count != 2 || b.ComputeInfer.Total != 5*time.Millisecond {
 		t.Errorf("batches = %+v", c.Batches)
 	}
 	c.FailReasons[ReasonOther] = 99

@@ -3,6 +3,8 @@ package sharedmemory
 import (
 	"context"
 	"maps"
+	"sync"
+	"unsafe"
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
@@ -103,8 +105,14 @@ func withoutRef(p map[string]any) map[string]any {
 // leased for the whole request, so an unregister in the meantime waits.
 // Requests that name no region go to next untouched.
 //
-// Input bytes are copied out of the region into the request for now: the
-// server hands them to the stub over its socket like any other input.
+// Inputs of at least ShareThreshold bytes (not BYTES) are not copied: their
+// Data is the server's mapping of the region, and their tensor.Shared lets
+// a model stub map the region itself; requested outputs with at least as
+// much room get a Dest that lets the stub write them there. Whoever hands a
+// region's descriptor to a stub takes a Hold, which keeps every lease of
+// the request until the stub's reply is in, also when the request itself
+// ended first (its caller gave up). Smaller inputs, and BYTES ones (whose
+// layout the server checks), are copied out of the region, faults caught.
 func (r *Registry) Infer(ctx context.Context, req *inference.Request, next InferFunc) (*inference.Response, error) {
 	if !usesSharedMemory(req) {
 		return next(ctx, req)
@@ -165,12 +173,51 @@ func usesSharedMemory(req *inference.Request) bool {
 	return false
 }
 
+// ShareThreshold is the size from which a region's tensor reaches a model
+// stub as the region's descriptor rather than as a copy: below it, copying
+// costs less than the stub's mapping (the same size from which the stub
+// protocol sends tensors out of band, ipc.DefaultShmThreshold).
+const ShareThreshold = 256 << 10
+
 // Binding is a request with its regions leased and its inputs read.
 type Binding struct {
 	req       *inference.Request
 	leases    []*Lease
 	outs      map[string]*Lease
 	outParams map[string]map[string]any
+	// shared are the leases whose bytes inputs alias (Data not copied).
+	shared []*Lease
+
+	mu sync.Mutex
+	// refs counts the binding's own hold (until Release) and every Hold
+	// not yet released; the leases end with the last.
+	refs     int
+	released bool
+}
+
+// hold is tensor.Shared.Hold: the leases stay until the returned function
+// is called.
+func (b *Binding) hold() func() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.refs == 0 {
+		return func() {} // over already; nothing handed out may use it
+	}
+	b.refs++
+	var once sync.Once
+	return func() { once.Do(b.unref) }
+}
+
+func (b *Binding) unref() {
+	b.mu.Lock()
+	b.refs--
+	last := b.refs == 0
+	b.mu.Unlock()
+	if last {
+		for _, l := range b.leases {
+			l.Release()
+		}
+	}
 }
 
 // lease acquires the region a tensor's parameters name, if they name one,
@@ -193,7 +240,7 @@ func (b *Binding) lease(r *Registry, name string, params map[string]any) (*Lease
 // a copy of req and strips the shared memory parameters from it. The
 // binding must be released, even when bind fails.
 func (r *Registry) bind(req *inference.Request) (*Binding, error) {
-	b := &Binding{outs: map[string]*Lease{}, outParams: map[string]map[string]any{}}
+	b := &Binding{outs: map[string]*Lease{}, outParams: map[string]map[string]any{}, refs: 1}
 	r2 := *req
 	r2.Inputs = make([]tensor.Tensor, len(req.Inputs))
 	for i, t := range req.Inputs {
@@ -202,7 +249,10 @@ func (r *Registry) bind(req *inference.Request) (*Binding, error) {
 			return b, err
 		}
 		if l != nil {
-			if t.Data, err = l.Read(); err != nil {
+			if t.Datatype != tensor.Bytes && l.Len() >= ShareThreshold {
+				t.Data, t.Shared = l.data, l.share(false, b.hold)
+				b.shared = append(b.shared, l)
+			} else if t.Data, err = l.Read(); err != nil {
 				return b, err
 			}
 			t.Parameters = withoutRef(t.Parameters)
@@ -225,6 +275,9 @@ func (r *Registry) bind(req *inference.Request) (*Binding, error) {
 			b.outs[o.Name] = l
 			b.outParams[o.Name] = o.Parameters
 			o.Parameters = withoutRef(o.Parameters)
+			if l.Len() >= ShareThreshold {
+				o.Dest = l.share(true, b.hold)
+			}
 		}
 		r2.Outputs[i] = o
 	}
@@ -240,6 +293,9 @@ func (b *Binding) writeOutputs(resp *inference.Response) error {
 		t := &resp.Outputs[i]
 		l, ok := b.outs[t.Name]
 		if !ok {
+			if err := b.detach(t); err != nil {
+				return err
+			}
 			continue
 		}
 		if len(t.Data) > l.Len() {
@@ -247,8 +303,12 @@ func (b *Binding) writeOutputs(resp *inference.Response) error {
 				"shared memory size specified with the request for output '%s' (%d bytes) should be at least %d bytes to hold the results",
 				t.Name, l.Len(), len(t.Data))
 		}
-		if err := l.Write(t.Data); err != nil {
-			return err
+		// A stub that had the region's descriptor wrote the output there
+		// itself: its Data is the leased bytes.
+		if len(t.Data) == 0 || unsafe.SliceData(t.Data) != unsafe.SliceData(l.data) {
+			if err := l.Write(t.Data); err != nil {
+				return err
+			}
 		}
 		p := maps.Clone(t.Parameters)
 		if p == nil {
@@ -263,9 +323,39 @@ func (b *Binding) writeOutputs(resp *inference.Response) error {
 	return nil
 }
 
+// detach copies an output whose Data is a region's bytes that an input
+// was given without a copy (a model, such as an ensemble, that passes an
+// input through as an output), since the region may be unmapped once the
+// request ends.
+func (b *Binding) detach(t *tensor.Tensor) error {
+	if len(t.Data) == 0 {
+		return nil
+	}
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(t.Data)))
+	for _, l := range b.shared {
+		lo := uintptr(unsafe.Pointer(unsafe.SliceData(l.data)))
+		if p >= lo && p < lo+uintptr(len(l.data)) {
+			src := t.Data
+			out := make([]byte, len(src))
+			if err := guard(l.reg.status.Name, func() { copy(out, src) }); err != nil {
+				return err
+			}
+			t.Data = out
+			return nil
+		}
+	}
+	return nil
+}
+
+// release drops the binding's own hold; the leases end when the holds
+// handed to stubs are released too.
 func (b *Binding) release() {
-	for _, l := range b.leases {
-		l.Release()
+	b.mu.Lock()
+	done := b.released
+	b.released = true
+	b.mu.Unlock()
+	if !done {
+		b.unref()
 	}
 }
 

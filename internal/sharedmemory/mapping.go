@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 
 	"github.com/vigilhq/vigil/internal/apierr"
@@ -11,9 +12,14 @@ import (
 
 // mapping is one mmap of a shared memory object: whole pages from the page
 // that holds the region's first byte, and data, the region's bytes within.
+// It keeps two descriptors of the object open for model stubs, which map
+// the region themselves (tensor.Shared): rw, read-write, for outputs a stub
+// writes, and ro, read-only, for inputs, so that a stub can never write into
+// a client's input region.
 type mapping struct {
-	pages []byte
-	data  []byte
+	pages  []byte
+	data   []byte
+	rw, ro int
 }
 
 // mapObject opens object in dir read-write and maps byteSize bytes at
@@ -27,7 +33,12 @@ func mapObject(dir, name, key, object string, offset, byteSize uint64) (*mapping
 	if err != nil {
 		return nil, apierr.Wrap(apierr.Internal, err, "Unable to open shared memory region: '%s'", key)
 	}
-	defer syscall.Close(fd)
+	keep := false
+	defer func() {
+		if !keep {
+			syscall.Close(fd)
+		}
+	}()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, apierr.Wrap(apierr.Internal, err, "Invalid shared memory region: '%s'", key)
@@ -51,8 +62,16 @@ func mapObject(dir, name, key, object string, offset, byteSize uint64) (*mapping
 	if err != nil {
 		return nil, apierr.Wrap(apierr.InvalidArgument, err, "failed to register shared memory region '%s': unable to process address space", name)
 	}
+	// The same object, read-only (through the descriptor, so that no
+	// rename or unlink in between can make it another file).
+	ro, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(fd), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		_ = syscall.Munmap(pages)
+		return nil, apierr.Wrap(apierr.Internal, err, "Unable to open shared memory region: '%s' read-only", key)
+	}
+	keep = true
 	lo := offset - start
-	return &mapping{pages: pages, data: pages[lo : lo+byteSize : lo+byteSize]}, nil
+	return &mapping{pages: pages, data: pages[lo : lo+byteSize : lo+byteSize], rw: fd, ro: ro}, nil
 }
 
 func (m *mapping) unmap() error {
@@ -60,6 +79,8 @@ func (m *mapping) unmap() error {
 		return nil
 	}
 	err := syscall.Munmap(m.pages)
+	_ = syscall.Close(m.rw)
+	_ = syscall.Close(m.ro)
 	m.pages, m.data = nil, nil
 	return err
 }

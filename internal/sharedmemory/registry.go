@@ -15,6 +15,7 @@
 package sharedmemory
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -22,6 +23,7 @@ import (
 	"sync"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/tensor"
 )
 
 // DefaultDir is where Linux keeps POSIX shared memory objects: shm_open
@@ -72,6 +74,8 @@ type Registry struct {
 	// draining holds unregistered regions that requests still lease.
 	draining map[*region]struct{}
 	closed   bool
+	// lastID numbers registrations (region.id).
+	lastID uint64
 }
 
 // New returns an empty Registry.
@@ -118,7 +122,8 @@ func (r *Registry) Register(name, key string, offset, byteSize uint64) error {
 	if err != nil {
 		return err
 	}
-	r.regions[name] = &region{status: Status{Name: name, Key: key, Offset: offset, ByteSize: byteSize}, m: m}
+	r.lastID++
+	r.regions[name] = &region{status: Status{Name: name, Key: key, Offset: offset, ByteSize: byteSize}, m: m, id: r.lastID}
 	r.log.Info("shared memory region registered", "region", name, "key", key, "offset", offset, "byte_size", byteSize)
 	return nil
 }
@@ -210,6 +215,7 @@ func (r *Registry) Mapped() int {
 type region struct {
 	status  Status
 	m       *mapping
+	id      uint64 // this registration's number, never reused
 	leases  int
 	removed bool
 }
@@ -260,6 +266,17 @@ func (l *Lease) ObjectOffset() uint64 {
 	return l.reg.status.Offset + l.offset
 }
 
+// share describes the leased bytes for a model stub that maps them itself:
+// through the read-only descriptor, or the read-write one for an output's
+// room. hold must keep the lease.
+func (l *Lease) share(write bool, hold func() func()) *tensor.Shared {
+	fd := l.reg.m.ro
+	if write {
+		fd = l.reg.m.rw
+	}
+	return &tensor.Shared{FD: fd, Offset: l.ObjectOffset(), ID: l.reg.id, Mem: l.data, Hold: hold}
+}
+
 // Len is the number of leased bytes.
 func (l *Lease) Len() int { return len(l.data) }
 
@@ -267,8 +284,10 @@ func (l *Lease) Len() int { return len(l.data) }
 // (the client truncated the object under the mapping) is an error, not a
 // crash.
 func (l *Lease) Read() ([]byte, error) {
-	out := make([]byte, len(l.data))
-	if err := guard(l.reg.status.Name, func() { copy(out, l.data) }); err != nil {
+	var out []byte
+	// Cloned rather than made and copied: the runtime does not zero what
+	// the copy overwrites.
+	if err := guard(l.reg.status.Name, func() { out = bytes.Clone(l.data) }); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -62,6 +62,32 @@ type Tensor struct {
 	Data []byte
 	// Parameters are the tensor's protocol parameters, if any.
 	Parameters map[string]any
+	// Shared, when set, says that Data is a client's shared memory that a
+	// model stub may map itself instead of receiving a copy.
+	Shared *Shared
+}
+
+// Shared is memory that another process can map: bytes of a client's
+// registered system shared memory region, reachable through a descriptor
+// that the server may pass to a model stub. The one who sets it (the
+// shared memory registry) keeps FD open and Mem mapped while any Hold is
+// unreleased.
+type Shared struct {
+	// FD is a descriptor of the whole memory object: read-only for an
+	// input's bytes, read-write for an output's room.
+	FD int
+	// Offset is where the bytes start within the object.
+	Offset uint64
+	// ID names the registration: unique for the server's life, so that a
+	// mapping cached under it is never a later registration's.
+	ID uint64
+	// Mem is the server's own mapping of the bytes: an input's data, or the
+	// room an output may take.
+	Mem []byte
+	// Hold keeps the region registered and mapped until the returned
+	// function is called (once); a stub that was given FD holds it until
+	// its reply is in.
+	Hold func() (release func())
 }
 
 // ElementCount is the product of the shape's dimensions. It returns an error

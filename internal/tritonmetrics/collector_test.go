@@ -36,15 +36,17 @@ const fakeMeminfo = "MemTotal:       8000 kB\nMemFree:        1000 kB\nMemAvaila
 func sample() model.Stats {
 	return model.Stats{
 		Name: "add_sub", Version: "1",
-		InferenceCount: 12, ExecutionCount: 5,
-		Success:       model.Duration{Count: 10, Total: 10 * time.Millisecond},
-		Queue:         model.Duration{Count: 10, Total: 2 * time.Millisecond},
-		ComputeInput:  model.Duration{Count: 10, Total: 300 * time.Microsecond},
-		ComputeInfer:  model.Duration{Count: 10, Total: 7 * time.Millisecond},
-		ComputeOutput: model.Duration{Count: 10, Total: 150 * time.Microsecond},
-		FailReasons:   map[string]int64{"BACKEND": 2, "REJECTED": 1},
-		Pending:       3,
-		LoadDuration:  1500 * time.Millisecond,
+		Counters: model.Counters{
+			InferenceCount: 12, ExecutionCount: 5,
+			Success:       model.Duration{Count: 10, Total: 10 * time.Millisecond},
+			Queue:         model.Duration{Count: 10, Total: 2 * time.Millisecond},
+			ComputeInput:  model.Duration{Count: 10, Total: 300 * time.Microsecond},
+			ComputeInfer:  model.Duration{Count: 10, Total: 7 * time.Millisecond},
+			ComputeOutput: model.Duration{Count: 10, Total: 150 * time.Microsecond},
+			FailReasons:   map[string]int64{"BACKEND": 2, "REJECTED": 1},
+		},
+		Pending:      3,
+		LoadDuration: 1500 * time.Millisecond,
 	}
 }
 

@@ -165,3 +165,87 @@ def test_bf16_passthrough():
     out = pb.Tensor("H_OUT", h.as_numpy(), triton_dtype=h.triton_dtype())
     ((_, _, tensors),) = parse_reply(Codec().encode_responses([pb.InferenceResponse([out])], [req]))
     assert tensors == [("H_OUT", 14, [2], bits.tobytes())]
+
+
+def test_client_regions():
+    """A batch passing client regions (internal/ipc/regions.go): inputs are
+    read-only views of the region, an output that fits its room is written
+    there, one that is a view of an input region is pointed at, and the
+    mappings are kept under the registration id until the object is unlinked."""
+    import mmap
+    import os
+    import tempfile
+
+    from vigil_stub.wire import FrameBody
+
+    n = 1 << 17  # bytes of each FP32 tensor (over the size copied with tobytes)
+    d = tempfile.mkdtemp()
+    paths = [os.path.join(d, "in"), os.path.join(d, "out")]
+    with open(paths[0], "wb") as f:
+        f.write(b"\0" * 64 + np.arange(n // 4, dtype=np.float32).tobytes())
+    with open(paths[1], "wb") as f:
+        f.write(b"\0" * (2 * n))
+
+    def body(rid_in=1, rid_out=2):
+        meta = struct.pack("<I", 2) + struct.pack("<IQB", 0, rid_in, 0) + struct.pack("<IQB", 1, rid_out, 1)
+        meta += struct.pack("<I", 1)
+        meta += struct.pack("<IIII", 1, 0, 1, 2) + b"r"
+        meta += tensor_record("A", 11 | 0x80, (n // 4,), n) + struct.pack("<IQ", 0, 64)
+        meta += struct.pack("<I", 1) + b"O" + struct.pack("<IQQ", 1, 128, n)
+        meta += struct.pack("<I", 1) + b"V" + struct.pack("<IQQ", 0xFFFFFFFF, 0, 0)
+        meta += sequence_record()
+        b = FrameBody(struct.pack("<I", len(meta)) + meta)
+        b.fds = [os.open(paths[0], os.O_RDONLY), os.open(paths[1], os.O_RDWR)]
+        b.out_region = None
+        b.regions = True
+        return b
+
+    codec = Codec(shm_threshold=1024)
+    (req,) = codec.decode_requests(body())
+    regions = codec.take_regions()
+    assert codec.take_regions() is None
+    a = req.inputs()[0].as_numpy()
+    np.testing.assert_array_equal(a, np.arange(n // 4, dtype=np.float32))
+    assert not a.flags.writeable, "a client's input region must not be writable by the model"
+    with pytest.raises(ValueError):
+        a[0] = 1
+    resp = pb.InferenceResponse(output_tensors=[pb.Tensor("O", a * 2), pb.Tensor("V", a)])
+    out = parse_reply_locations(codec.encode_responses([resp], [req], None, regions))
+    assert out == [("O", 0x80000000 + 1, 128, n), ("V", 0x80000000 + 0, 64, n)]
+    with open(paths[1], "rb") as f:
+        f.seek(128)
+        np.testing.assert_array_equal(np.frombuffer(f.read(n), np.float32), a * 2)
+
+    # The same registrations again: the cached mappings; a new id maps anew.
+    codec.decode_requests(body())
+    assert len(codec._client) == 2
+    codec.decode_requests(body(rid_in=3))
+    assert len(codec._client) == 3
+    # Unlinked by the client: the mappings go at the next prune.
+    del req, a, resp, regions
+    for p in paths:
+        os.unlink(p)
+    codec.take_regions()
+    codec.prune_regions()
+    assert len(codec._client) == 0
+
+
+def parse_reply_locations(parts):
+    """(name, descriptor index, offset, bytes) of a reply's out-of-band outputs."""
+    body = b"".join(bytes(p) for p in parts)
+    p = 8
+    status, a, b = struct.unpack_from("<BII", body, p)
+    p += 9 + a
+    out = []
+    for _ in range(b):
+        nlen, code, ndim = struct.unpack_from("<IBB", body, p)
+        p += 6
+        name = body[p:p + nlen].decode()
+        p += nlen
+        *_shape, nbytes = struct.unpack_from("<%dqQ" % ndim, body, p)
+        p += 8 * ndim + 8
+        assert code & 0x80, (name, code)
+        idx, off = struct.unpack_from("<IQ", body, p)
+        p += 12
+        out.append((name, idx, off, nbytes))
+    return out

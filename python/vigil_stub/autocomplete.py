@@ -8,11 +8,12 @@ stdout: {"config": {...}, "called": bool} or {"error": {"op", "type",
 "message", "traceback"}}. Whatever the model prints goes to stderr.
 """
 
-import importlib.util
 import json
 import os
 import sys
 import traceback
+
+from .modelfile import NoModelClass, model_class, numpy_missing
 
 
 def _failure(op, message, exc=None):
@@ -27,29 +28,18 @@ def _complete(req):
     try:
         import numpy  # noqa: F401, PLC0415
     except BaseException as e:  # noqa: BLE001
-        return _failure("import numpy", "%s (python %s; install it with: %s -m pip install numpy)"
-                        % (e, sys.executable, sys.executable), e)
+        return _failure("import numpy", numpy_missing(e), e)
     try:
         import triton_python_backend_utils as pb  # noqa: PLC0415
     except BaseException as e:  # noqa: BLE001
         return _failure("import triton_python_backend_utils", str(e), e)
     pb._stub["model_dir"] = req.get("model_dir", "")
-    model_file = req["model_file"]
-    version_dir = os.path.dirname(model_file)
-    if version_dir not in sys.path:
-        sys.path.insert(0, version_dir)
     try:
-        spec = importlib.util.spec_from_file_location("model", model_file)
-        if spec is None:
-            raise ImportError("cannot load %s as a Python module" % model_file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["model"] = module
-        spec.loader.exec_module(module)
+        cls = model_class(req["model_file"])
+    except NoModelClass as e:
+        return _failure("import model.py", str(e))
     except BaseException as e:  # noqa: BLE001
         return _failure("import model.py", str(e), e)
-    cls = getattr(module, "TritonPythonModel", None)
-    if cls is None:
-        return _failure("import model.py", "%s defines no class TritonPythonModel" % model_file)
     config = req["config"]
     fn = getattr(cls, "auto_complete_config", None)
     if fn is None:

@@ -18,6 +18,9 @@ from . import tensors
 from .wire import FLAG_ERROR, KIND_BLS_CANCEL, KIND_BLS_INFER, KIND_MODEL_CONTROL, U32
 
 _U32X4 = struct.Struct("<IIII")
+_U32X2_FROM = struct.Struct("<II").unpack_from
+_ONE = U32.pack(1)
+_LAYOUT_CACHE = 64
 _CALL_FINAL = 0x01
 _CALL_TAIL = struct.Struct("<QIB")  # timeout µs, parent EXECUTE seq, decoupled
 _U32_FROM = U32.unpack_from
@@ -42,6 +45,12 @@ class Calls:
         self._parent = contextvars.ContextVar("vigil_parent", default=0)
         self._executing = []
         self.live = False  # initialize returned and finalize has not begun
+        # A model calls the same few models with the same few layouts, call
+        # after call: the bytes that depend only on the layout are built
+        # once (bounded, like the codec's record cache).
+        self._call_heads = {}  # (model, version) -> header's model and version fields
+        self._request_metas = {}  # input layout, outputs, sequence -> the meta after params
+        self._response_plans = {}  # a BLS_RESPONSE's meta bytes -> its decoded outputs' layout
 
     # --- execute bookkeeping (runtime) -----------------------------------
 
@@ -80,11 +89,16 @@ class Calls:
             raise pb.TritonModelException("BLS is only supported during the 'execute' function.")
         if parent is None:
             parent = self.parent()
-        model = request._model_name.encode()
-        version = b"" if request._model_version in (-1, None) else str(request._model_version).encode()
-        header = b"".join((U32.pack(len(model)), model, U32.pack(len(version)), version,
-                           _CALL_TAIL.pack(request._timeout, parent, 1 if decoupled else 0)))
-        parts = [U32.pack(len(header)), header]
+        key = (request._model_name, request._model_version)
+        head = self._call_heads.get(key)
+        if head is None:
+            model = request._model_name.encode()
+            version = b"" if request._model_version in (-1, None) else str(request._model_version).encode()
+            head = b"".join((U32.pack(len(model) + len(version) + 8 + _CALL_TAIL.size),
+                             U32.pack(len(model)), model, U32.pack(len(version)), version))
+            if len(self._call_heads) < _LAYOUT_CACHE:
+                self._call_heads[key] = head
+        parts = [head, _CALL_TAIL.pack(request._timeout, parent, 1 if decoupled else 0)]
         parts.extend(self._encode_request(request))
         seq = self._next_seq()
         demux = self._demux
@@ -109,83 +123,119 @@ class Calls:
 
     def _encode_request(self, request):
         """EXECUTE request body parts for one request (internal/ipc/codec.go)."""
-        rid = str(request._request_id).encode()
-        params = request._wire_parameters()
-        params = json.dumps(params).encode() if params else b""
-        outs = [n.encode() for n in request._requested_output_names]
-        meta = [U32.pack(1), _U32X4.pack(len(rid), len(params), len(request._inputs), len(outs)), rid, params]
-        blobs = []
+        rid = request._request_id
+        rid = str(rid).encode() if rid else b""
+        params = request._parameters
+        if params:
+            params = request._wire_parameters()
+            params = json.dumps(params).encode() if params else b""
+        else:
+            params = b""
         encode = self._codec._encode_tensor
+        blobs = []
+        layout = []
         for t in request._inputs:
             code, shape, data = encode(t)
-            name = t.name().encode()
-            ndim = len(shape)
-            nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
-            meta.append(tensors._TENSOR_HEAD.pack(len(name), code, ndim) + name + tensors._tail(ndim).pack(*shape, nbytes))
             blobs.append(data)
+            layout.append((t._name, code, shape, data.nbytes if isinstance(data, memoryview) else len(data)))
+        outs = request._requested_output_names
+        key = (tuple(layout), tuple(outs), request._correlation_id, request._flags)
+        rest = self._request_metas.get(key)
+        if rest is None:
+            rest = self._request_rest(layout, outs, request._correlation_id, request._flags)
+            if len(self._request_metas) < _LAYOUT_CACHE:
+                self._request_metas[key] = rest
+        head = _U32X4.pack(len(rid), len(params), len(layout), len(outs))
+        return [U32.pack(len(head) + len(rid) + len(params) + len(rest) + 4), _ONE, head, rid, params, rest, *blobs]
+
+    @staticmethod
+    def _request_rest(layout, outs, corr, flags):
+        """The part of a request's meta after its parameters: tensor
+        records, requested outputs, sequence record."""
+        meta = []
+        for name, code, shape, nbytes in layout:
+            name = name.encode()
+            ndim = len(shape)
+            meta.append(tensors._TENSOR_HEAD.pack(len(name), code, ndim) + name + tensors._tail(ndim).pack(*shape, nbytes))
         for n in outs:
+            n = n.encode()
             meta.append(U32.pack(len(n)) + n)
-        corr = request._correlation_id
         if isinstance(corr, str):
             c = corr.encode()
-            meta.append(tensors._SEQUENCE.pack(request._flags, 2 if c else 0, 0, len(c)) + c)
+            meta.append(tensors._SEQUENCE.pack(flags, 2 if c else 0, 0, len(c)) + c)
         else:
-            meta.append(tensors._SEQUENCE.pack(request._flags, 1 if corr else 0, corr, 0))
-        meta = b"".join(meta)
-        return [U32.pack(len(meta)), meta, *blobs]
+            meta.append(tensors._SEQUENCE.pack(flags, 1 if corr else 0, corr, 0))
+        return b"".join(meta)
 
     def _decode_response(self, body):
         """A BLS_RESPONSE body as (pb.InferenceResponse, final); a flag-only
         final is an empty response, as Triton yields it."""
-        (flags, mlen) = struct.unpack_from("<II", body, 0)
+        (flags, mlen) = _U32X2_FROM(body, 0)
         final = bool(flags & _CALL_FINAL)
-        return self._decode_entry(body, mlen), final
-
-    def _decode_entry(self, body, mlen):
-        p = 8
+        meta = bytes(memoryview(body)[8:8 + mlen])
+        plan = self._response_plans.get(meta)
+        if plan is None:
+            plan = self._response_plan(meta, len(body) - 8 - mlen)
+            if not isinstance(plan, pb.InferenceResponse) and len(self._response_plans) < _LAYOUT_CACHE:
+                self._response_plans[meta] = plan
+        if isinstance(plan, pb.InferenceResponse):
+            return plan, final  # an error or an empty response, built anew each time
+        params, outputs = plan
+        wrap = pb.Tensor._wrap
         data = 8 + mlen
-        end = len(body)
-        (n,) = _U32_FROM(body, p)
-        p += 4
+        tensors_out = []
+        for name, shape, dt, datatype, at, nbytes, whole in outputs:
+            if dt is None:
+                arr = pb._deserialize_bytes(memoryview(body)[data + at:data + at + nbytes]).reshape(shape)
+            elif whole:
+                # One array of its shape over the frame (tensors.py).
+                arr = np.ndarray(shape, dt, body, data + at)
+            else:
+                arr = np.frombuffer(body, dtype=dt, count=nbytes // dt.itemsize, offset=data + at).reshape(shape)
+            tensors_out.append(wrap(name, arr, datatype))
+        return pb.InferenceResponse._wrap(tensors_out, None, json.loads(params) if params else None), final
+
+    def _response_plan(self, meta, room):
+        """Decode a BLS_RESPONSE meta (an EXECUTE reply meta holding 0 or 1
+        responses; room is the data bytes after it) into (parameters JSON,
+        outputs' layout), or the response itself for an error or no
+        response."""
+        (n,) = _U32_FROM(meta, 0)
         if n == 0:
             return pb.InferenceResponse._wrap([])
-        status, a, b = _RESPONSE_HEAD_FROM(body, p)
-        p += 9
+        status, a, b = _RESPONSE_HEAD_FROM(meta, 4)
+        p = 13
         if status != 0:
-            msg = body[p:p + a].decode(errors="replace")
-            code = body[p + a:p + a + b].decode()
+            msg = meta[p:p + a].decode(errors="replace")
+            code = meta[p + a:p + a + b].decode()
             return _error_response(msg, _CODES.get(code, pb.TritonError.INTERNAL))
-        params = json.loads(body[p:p + a].decode()) if a else None
+        params = meta[p:p + a] if a else b""
         p += a
         numpy_types = self._codec._numpy
-        wrap = pb.Tensor._wrap
         outputs = []
+        at = 0
         for _ in range(b):
-            name_len, code, ndim = _TENSOR_HEAD_FROM(body, p)
+            name_len, code, ndim = _TENSOR_HEAD_FROM(meta, p)
             p += 6
-            name = body[p:p + name_len].decode()
+            name = meta[p:p + name_len].decode()
             p += name_len
             tail = _tail(ndim)
-            *shape, nbytes = tail.unpack_from(body, p)
+            *shape, nbytes = tail.unpack_from(meta, p)
             p += tail.size
-            if nbytes > end - data:
+            if nbytes > room - at:
                 raise pb.TritonModelException("BLS response: output %r declares %d bytes, %d remain" % (
-                    name, nbytes, end - data))
+                    name, nbytes, room - at))
+            shape = tuple(shape)
             if code == 13:
-                arr = pb._deserialize_bytes(memoryview(body)[data:data + nbytes]).reshape(shape)
+                dt, whole = None, False
             else:
                 dt = numpy_types[code] if 0 < code < len(numpy_types) else None
                 if dt is None:
                     dt = numpy_types[14] = tensors._bf16_dtype()
-                count = nbytes // dt.itemsize
-                if prod(shape) == count:
-                    # One array of its shape over the frame (tensors.py).
-                    arr = np.ndarray(shape, dt, body, data)
-                else:
-                    arr = np.frombuffer(body, dtype=dt, count=count, offset=data).reshape(shape)
-            data += nbytes
-            outputs.append(wrap(name, arr, _DATATYPES[code]))
-        return pb.InferenceResponse._wrap(outputs, None, params)
+                whole = prod(shape) * dt.itemsize == nbytes
+            outputs.append((name, shape, dt, _DATATYPES[code], at, nbytes, whole))
+            at += nbytes
+        return params, outputs
 
     # --- model control ---------------------------------------------------
 

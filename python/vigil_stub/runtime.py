@@ -26,7 +26,6 @@ Writes to each socket are serialized by its Conn's lock. The stub exits on
 end of stream on either socket, and after answering FINALIZE.
 """
 
-import importlib.util
 import json
 import os
 import queue
@@ -37,6 +36,7 @@ import traceback
 from . import wire
 from .servercalls import ServerCalls
 from .batch import Batch, Registry
+from .modelfile import NoModelClass, model_class, numpy_missing
 from .wire import FLAG_ERROR, FLAG_REPLY, Demux
 
 _HOOK_NAMES = ("is_healthy", "is_ready")  # Baseten's name wins over Triton's
@@ -156,6 +156,11 @@ class Stub:
                 self._server_calls.deliver(flags, seq, body)
             elif kind == wire.KIND_PING:
                 control.send(wire.KIND_PING, FLAG_REPLY, seq)
+                codec = self._codec
+                if codec is not None:
+                    # Between batches too: a region the client unregistered
+                    # and unlinked is unmapped here once no array uses it.
+                    codec.prune_regions()
             elif kind == wire.KIND_HEALTH:
                 self._request_health(seq)
             elif kind == wire.KIND_CANCEL:
@@ -202,11 +207,7 @@ class Stub:
         try:
             import numpy  # noqa: F401, PLC0415
         except BaseException as e:  # noqa: BLE001
-            raise ModelFailure(
-                "import numpy",
-                "%s (python %s; install it with: %s -m pip install numpy)" % (e, sys.executable, sys.executable),
-                e,
-            ) from None
+            raise ModelFailure("import numpy", numpy_missing(e), e) from None
         try:
             from .tensors import Codec  # noqa: PLC0415 - needs numpy
 
@@ -219,22 +220,12 @@ class Stub:
         except BaseException as e:  # noqa: BLE001
             raise _raised("import triton_python_backend_utils", e) from None
 
-        version_dir = os.path.dirname(model_file)
-        if version_dir not in sys.path:
-            sys.path.insert(0, version_dir)
         try:
-            spec = importlib.util.spec_from_file_location("model", model_file)
-            if spec is None:
-                raise ImportError("cannot load %s as a Python module" % model_file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules["model"] = module
-            spec.loader.exec_module(module)
+            cls = model_class(model_file)
+        except NoModelClass as e:
+            raise ModelFailure("import model.py", str(e)) from None
         except BaseException as e:  # noqa: BLE001
             raise _raised("import model.py", e) from None
-
-        cls = getattr(module, "TritonPythonModel", None)
-        if cls is None:
-            raise ModelFailure("import model.py", "%s defines no class TritonPythonModel" % model_file)
         if not callable(getattr(cls, "execute", None)):
             raise ModelFailure("import model.py", "TritonPythonModel in %s has no execute method" % model_file)
         model = self._call("TritonPythonModel()", cls)
@@ -270,13 +261,15 @@ class Stub:
             requests = self._codec.decode_requests(body)
         except Exception as e:  # noqa: BLE001
             raise _raised("decode requests", e) from None
+        # The client regions the batch passed (outputs may go straight there).
+        regions = self._codec.take_regions()
         batch = Batch(seq, requests, self._decoupled, self._conn, self._codec, self._batches)
         self._batches.add(batch)
         try:
             if self._decoupled:
                 self._execute_decoupled(seq, batch, requests)
                 return
-            parts = self._execute_default(seq, batch, requests, region)
+            parts = self._execute_default(seq, batch, requests, region, regions)
         except BaseException:
             # The error reply ends every request of the batch.
             batch.close_all()
@@ -308,7 +301,7 @@ class Stub:
         return ("Python model '%s' is using the decoupled mode and the execute function must return None."
                 % self._instance_name)
 
-    def _execute_default(self, seq, batch, requests, region):
+    def _execute_default(self, seq, batch, requests, region, regions=None):
         n = len(requests)
         calls = self._calls
         token = calls.enter(seq)
@@ -352,7 +345,7 @@ class Stub:
                 continue
             batch.answered(i)
         try:
-            parts = self._codec.encode_responses(out, requests, region)
+            parts = self._codec.encode_responses(out, requests, region, regions)
         except Exception as e:  # noqa: BLE001
             raise _raised("encode responses", e) from None
         return parts

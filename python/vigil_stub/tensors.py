@@ -17,12 +17,27 @@ least shm_threshold bytes are copied into the output arena the request lent
 (index 0xFFFFFFFF in the reply) when they fit. Both mappings are kept from
 batch to batch while the server reuses its arenas, so that their pages are
 faulted in once.
+
+A client's system shared memory regions arrive as their own descriptors
+(flag FLAG_REGIONS; internal/ipc/regions.go): the meta starts with a table
+of them (descriptor index, registration id, access), inputs point into them,
+and requested outputs may name a room in one. Inputs are read-only numpy
+views of a read-only mapping: the model reads the client's bytes in place,
+and cannot write into the client's input region (np.array(x) makes a
+writable copy). An output that fits its room is written there by the stub;
+one that is a view of an input region is pointed at, not copied. Mappings
+are kept under the registration id (never reused by the server, so a later
+registration of the same name never gets an old mapping), at most
+_CLIENT_MAPS of them, and dropped once the client has unlinked the object,
+at the next batch or ping; an array still using one keeps it mapped.
 """
 
+import collections
 import json
 import mmap
 import os
 import struct
+import threading
 import weakref
 from math import prod
 
@@ -40,6 +55,13 @@ _OUT_OF_BAND = 0x80
 _LOCATION = struct.Struct("<IQ")  # descriptor index, offset
 _REGION = 0xFFFFFFFF  # descriptor index of the output arena the request lent
 _INPUT_ARENA = 0xFFFFFFFE  # ... and of its input arena
+_REGION_ENTRY = struct.Struct("<IQB")  # descriptor index, registration id, access
+_DEST = struct.Struct("<IQQ")  # a requested output's room: descriptor index, offset, size
+_NO_DEST = 0xFFFFFFFF
+_REQUEST_FD = 0x80000000  # reply descriptor indexes from here name the request's own
+_ACCESS_WRITE = 1
+# Client region mappings kept from batch to batch.
+_CLIENT_MAPS = 16
 _TAILS = tuple(struct.Struct("<%dqQ" % n) for n in range(9))  # dims, data length
 
 
@@ -114,12 +136,19 @@ class Codec:
         self._records = {}
         # numpy dtype -> wire datatype code, for the dtypes seen.
         self._dtype_codes = {}
+        # (registration id, access) -> (descriptor, mmap): client regions'
+        # mappings, least recently used first; the control thread prunes it.
+        self._client = collections.OrderedDict()
+        self._client_lock = threading.Lock()
+        # The client regions of the last decoded batch, or None.
+        self.last_regions = None
 
     def decode_requests(self, body):
         """Turn an EXECUTE body (a bytearray, or a wire.FrameBody with
         descriptors) into a list of pb.InferenceRequest."""
         fds = getattr(body, "fds", None)
         self._views = []
+        self.last_regions = None
         if not fds:
             return self._decode_requests(body, ())
         try:
@@ -137,13 +166,17 @@ class Codec:
             raise ValueError("meta of %d bytes overruns the %d-byte body" % (mlen, end))
         if not fds and self._plan is not None and end == self._plan_end and body[4:data] == self._plan_key:
             return self._from_plan(body)
-        view = memoryview(body)
         wrap = pb.Tensor._wrap
         tensor_head = _TENSOR_HEAD.unpack_from
         numpy_types = self._numpy
         ndarray = np.ndarray
-        (nreq,) = U32.unpack_from(body, 4)
-        p = 8
+        p = 4
+        regions = None
+        if getattr(body, "regions", False):
+            regions, p = self._region_table(body, fds, p)
+            self.last_regions = regions
+        (nreq,) = U32.unpack_from(body, p)
+        p += 4
         requests = []
         # What the next batch with the same meta needs: requests whose
         # inputs are all numeric and in the frame.
@@ -172,7 +205,10 @@ class Codec:
                     code &= ~_OUT_OF_BAND
                     idx, at = _LOCATION.unpack_from(body, p)
                     p += _LOCATION.size
-                    src = self._input_region(fds, idx, at, nbytes, name)
+                    if regions is not None and idx in regions.maps:
+                        src = regions.input(idx, at, nbytes, name)
+                    else:
+                        src = self._input_region(fds, idx, at, nbytes, name)
                 elif nbytes > end - data:
                     raise ValueError("input %r: %d bytes declared, %d remain" % (name, nbytes, end - data))
                 else:
@@ -196,17 +232,29 @@ class Codec:
                     # One array of the right shape over the bytes, no copy
                     # (frombuffer and reshape would make two).
                     arr = ndarray(shape, dt, src, at)
-                    if src is not body:
+                    if regions is not None and src is not body and regions.holds(src):
+                        plan = None  # a client region's: not the arena's
+                    elif src is not body:
                         self._views.append(weakref.ref(arr))
                         plan = None
                     elif plan is not None:
                         input_plan.append((name, shape, dt, _DATATYPES[code], at))
                 inputs.append(wrap(name, arr, _DATATYPES[code]))
             outputs = []
+            dests = None
             for _ in range(nout):
                 (n,) = U32.unpack_from(body, p)
                 outputs.append(body[p + 4:p + 4 + n].decode())
                 p += 4 + n
+                if regions is not None:
+                    idx, at, room = _DEST.unpack_from(body, p)
+                    p += _DEST.size
+                    if idx != _NO_DEST:
+                        if dests is None:
+                            dests = {}
+                        dests[outputs[-1]] = regions.room(idx, at, room, outputs[-1])
+            if regions is not None:
+                regions.dests.append(dests)
             flags, kind, num, slen = _SEQUENCE.unpack_from(body, p)
             p += _SEQUENCE.size
             if kind == 2:
@@ -240,7 +288,67 @@ class Codec:
         views, self._views = self._views, []
         return all(ref() is None for ref in views)
 
-    def encode_responses(self, responses, requests, region=None):
+    def take_regions(self):
+        """The client regions of the batch just decoded (None without);
+        the codec keeps no reference, so their mappings go with the batch."""
+        regions, self.last_regions = self.last_regions, None
+        return regions
+
+    def _region_table(self, body, fds, p):
+        """Read the client region table at p: the batch's Regions, and where
+        the meta goes on."""
+        (n,) = U32.unpack_from(body, p)
+        p += 4
+        regions = Regions()
+        for _ in range(n):
+            idx, rid, access = _REGION_ENTRY.unpack_from(body, p)
+            p += _REGION_ENTRY.size
+            if idx >= len(fds):
+                raise ValueError("client region in descriptor %d, %d came with the frame" % (idx, len(fds)))
+            regions.add(idx, self._client_map(fds[idx], rid, access), access)
+        self.prune_regions(keep=regions)
+        return regions, p
+
+    def _client_map(self, fd, rid, access):
+        """The mapping of a client region's object, kept under its
+        registration id; fd stays the caller's."""
+        key = (rid, access)
+        with self._client_lock:
+            hit = self._client.get(key)
+            if hit is not None:
+                self._client.move_to_end(key)
+                return hit[1]
+        size = os.fstat(fd).st_size
+        if access == _ACCESS_WRITE:
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        kept = os.dup(fd)
+        with self._client_lock:
+            self._client[key] = (kept, mm)
+            while len(self._client) > _CLIENT_MAPS:
+                _, (old, _) = self._client.popitem(last=False)
+                os.close(old)
+        return mm
+
+    def prune_regions(self, keep=None):
+        """Forget the mappings of client objects that have been unlinked
+        (the client destroyed the region), but for keep's; an array still
+        over one keeps it mapped until the array goes."""
+        in_use = keep.mapped if keep is not None else ()
+        with self._client_lock:
+            for key, (fd, mm) in list(self._client.items()):
+                if any(mm is m for m in in_use):
+                    continue
+                try:
+                    gone = os.fstat(fd).st_nlink == 0
+                except OSError:
+                    gone = True
+                if gone:
+                    del self._client[key]
+                    os.close(fd)
+
+    def encode_responses(self, responses, requests, region=None, regions=None):
         """Turn execute()'s responses into EXECUTE reply body parts.
 
         Outputs the request did not ask for are left out when it named any.
@@ -248,7 +356,9 @@ class Codec:
         None stands for a request that answers through its response sender.
         region is the descriptor of the output arena the request lent, or
         None: outputs of at least shm_threshold bytes are copied into it
-        while they fit.
+        while they fit. regions are the client regions the batch passed
+        (the execute reply only): outputs go into the rooms requested for
+        them, and views of input regions are pointed at.
         """
         big = self.shm_threshold if region is not None and self.shm_threshold > 0 else 0
         out, off = (self._mapping("out", region), 0) if big else (None, 0)
@@ -259,7 +369,8 @@ class Codec:
         meta = [U32.pack(len(responses))]
         blobs = []
         records = self._records
-        for resp, req in zip(responses, requests):
+        for i, (resp, req) in enumerate(zip(responses, requests)):
+            dests = regions.dests[i] if regions is not None and i < len(regions.dests) else None
             if resp is None:
                 # Answered through the request's response sender.
                 meta.append(_STREAMED)
@@ -280,6 +391,12 @@ class Codec:
                     name = tname.encode()
                     ndim = len(shape)
                     nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+                    if regions is not None and nbytes:
+                        loc = regions.place(data, nbytes, dests.get(tname) if dests else None)
+                        if loc is not None:
+                            out_meta.append(_TENSOR_HEAD.pack(len(name), code | _OUT_OF_BAND, ndim) + name +
+                                            _tail(ndim).pack(*shape, nbytes) + _LOCATION.pack(*loc))
+                            continue
                     if in_lo and nbytes >= big and isinstance(data, memoryview):
                         at = np.frombuffer(data, dtype=np.uint8, count=1).ctypes.data
                         if in_lo <= at and at + nbytes <= in_hi:
@@ -364,6 +481,63 @@ class Codec:
         if arr.nbytes <= _COPY_LIMIT:
             return code, shape, arr.tobytes()
         return code, shape, memoryview(arr.reshape(-1).view(np.uint8))
+
+
+class Regions:
+    """The client regions one EXECUTE passed: mappings by frame descriptor
+    index, and per request the rooms its outputs may go into."""
+
+    __slots__ = ("maps", "mapped", "dests", "_bounds")
+
+    def __init__(self):
+        self.maps = {}  # descriptor index -> (mmap, access)
+        self.mapped = []
+        self.dests = []  # per request: {output name: (mmap, index, offset, size)} or None
+        self._bounds = []  # (lo, hi, index) of the input regions, by address
+
+    def add(self, idx, mm, access):
+        self.maps[idx] = (mm, access)
+        self.mapped.append(mm)
+        if access != _ACCESS_WRITE and len(mm):
+            lo = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
+            self._bounds.append((lo, lo + len(mm), idx))
+
+    def holds(self, mm):
+        return any(mm is m for m in self.mapped)
+
+    def input(self, idx, at, nbytes, name):
+        mm, access = self.maps[idx]
+        if access == _ACCESS_WRITE:
+            raise ValueError("input %r: in descriptor %d, an output room" % (name, idx))
+        if at + nbytes > len(mm):
+            raise ValueError("input %r: %d bytes at offset %d overrun the %d-byte client region" % (
+                name, nbytes, at, len(mm)))
+        return mm
+
+    def room(self, idx, at, size, name):
+        entry = self.maps.get(idx)
+        if entry is None or entry[1] != _ACCESS_WRITE:
+            raise ValueError("output %r: room in descriptor %d, which is no output region" % (name, idx))
+        if at + size > len(entry[0]):
+            raise ValueError("output %r: %d bytes at offset %d overrun the %d-byte client region" % (
+                name, size, at, len(entry[0])))
+        return entry[0], idx, at, size
+
+    def place(self, data, nbytes, dest):
+        """Where an output of nbytes goes: (descriptor index, offset) of the
+        room it was written into, or of the input region it is a view of;
+        None to send it as usual."""
+        if dest is not None:
+            mm, idx, at, size = dest
+            if nbytes <= size:
+                mm[at:at + nbytes] = data
+                return _REQUEST_FD + idx, at
+        if self._bounds and isinstance(data, memoryview):
+            addr = np.frombuffer(data, dtype=np.uint8, count=1).ctypes.data
+            for lo, hi, idx in self._bounds:
+                if lo <= addr and addr + nbytes <= hi:
+                    return _REQUEST_FD + idx, addr - lo
+        return None
 
 
 _STREAMED = _RESPONSE_HEAD.pack(2, 0, 0)

@@ -44,6 +44,9 @@ FLAG_ERROR = 0x02
 FLAG_OUT_REGION = 0x04
 # EXECUTE reply: the stub holds no view of the batch's input arena.
 FLAG_INPUTS_RELEASED = 0x04
+# EXECUTE request: the frame passes a client's shared memory regions; its
+# meta starts with the region table (internal/ipc/regions.go).
+FLAG_REGIONS = 0x08
 
 # Bodies up to this size are joined and sent with one sendall; bigger ones
 # are sent part by part so that large tensors are not copied again.
@@ -66,10 +69,11 @@ _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 
 class FrameBody(bytearray):
     """A frame body that came with descriptors: fds, in the order sent, and
-    out_region, the output arena an EXECUTE lent (or None). The frame's
-    consumer closes them."""
+    out_region, the output arena an EXECUTE lent (or None); regions says
+    whether an EXECUTE passes client regions. The frame's consumer closes
+    the descriptors."""
 
-    __slots__ = ("fds", "out_region")
+    __slots__ = ("fds", "out_region", "regions")
 
 
 # The buffer a connection receives into: a header and the small bodies
@@ -156,6 +160,7 @@ class _Reader:
         if nfds:
             body.fds = [queued.popleft() for _ in range(nfds)]
             body.out_region = body.fds.pop() if kind == KIND_EXECUTE and flags & FLAG_OUT_REGION else None
+            body.regions = kind == KIND_EXECUTE and bool(flags & FLAG_REGIONS)
         return kind, flags, seq, body
 
 

@@ -28,10 +28,11 @@ BLS_MODELS = Path(__file__).resolve().parent / "models" / "bls"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
 FROM_EXAMPLES = ["square_int32"]
 # Models that run another model's code under their own config: sleeper is slow
-# with two instances (the parallel ensemble runs two of its steps at once).
-SAME_CODE = {"sleeper": "slow"}
+# with two instances (the parallel ensemble runs two of its steps at once);
+# add_sub_wide and bls_call_wide take tensors of any length.
+SAME_CODE = {"sleeper": "slow", "add_sub_wide": "add_sub", "bls_call_wide": "bls_call"}
 LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
-          "square_int32", "bls_decoupled_sync", "bls_decoupled_async"]
+          "square_int32", "bls_decoupled_sync", "bls_decoupled_async", "add_sub_wide", "bls_call_wide"]
 
 
 def bls_server(tmp_path_factory, label, mode_args, only=None):
@@ -94,6 +95,18 @@ def test_bls_sync_example(proto, target):
     r = proto.infer("bls_sync", inputs(proto, a, b, target), request_id="1")
     assert np.allclose(r.as_numpy("OUTPUT0"), a + b)
     assert np.allclose(r.as_numpy("OUTPUT1"), a - b)
+
+
+def test_large_tensors_cross_a_bls_call(proto):
+    # 4 MiB per tensor: the BLS frames carry them in band, the callee's
+    # EXECUTE and reply through memory files (internal/ipc/doc.go).
+    n = 1 << 20
+    a = np.arange(n, dtype=np.float32)
+    b = np.full(n, 0.5, dtype=np.float32)
+    r = proto.infer("bls_call_wide", inputs(proto, a, b, "add_sub_wide"))
+    assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+    assert np.array_equal(r.as_numpy("OUTPUT0"), a + b)
+    assert np.array_equal(r.as_numpy("OUTPUT1"), a - b)
 
 
 def test_bls_sync_example_undefined_model(proto):

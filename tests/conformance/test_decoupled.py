@@ -6,7 +6,6 @@ square_int32, written as Triton's decoupled examples are."""
 
 import asyncio
 import json
-import queue
 import subprocess
 
 import numpy as np
@@ -15,35 +14,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
-from vigil_testlib import CALL_TIMEOUT_S, http_request
-
-
-class Stream:
-    """A tritonclient.grpc stream on its own client; callbacks land in a queue."""
-
-    def __init__(self, server):
-        self.client = server.grpc_client()
-        self.q = queue.Queue()
-        self.client.start_stream(callback=lambda result, error: self.q.put((result, error)))
-
-    def get(self):
-        return self.q.get(timeout=CALL_TIMEOUT_S)
-
-    def none_within(self, seconds):
-        try:
-            item = self.q.get(timeout=seconds)
-        except queue.Empty:
-            return True
-        raise AssertionError(f"unexpected extra callback {item}")
-
-    def close(self):
-        self.client.stop_stream()
-        self.client.close()
+from vigil_testlib import CALL_TIMEOUT_S, GRPCStream, http_request
 
 
 @pytest.fixture
 def stream(server):
-    s = Stream(server)
+    s = GRPCStream(server)
     yield s
     s.close()
 

@@ -241,3 +241,208 @@ def test_grpc_stream_with_shared_memory(shm_server, regions):
         c.stop_stream()
         c.unregister_system_shared_memory()
         c.close()
+
+
+# Tensors of at least 256 KiB in a region reach the model's stub as the
+# region's own descriptor (internal/ipc/regions.go): the stub maps the
+# client's object, reads inputs in place and writes outputs into their
+# rooms. The tests below see that in /proc (which processes map the object)
+# as well as in the bytes.
+LARGE = 1 << 20  # bytes of one FP32 tensor
+SLOW_MODEL = '''
+import time
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(1.5)  # long enough to unregister while it runs
+        return [pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("OUTPUT_FP32", pb_utils.get_input_tensor_by_name(r, "INPUT_FP32").as_numpy())]) for r in requests]
+'''
+SLOW_CONFIG = '''
+name: "slow_identity"
+backend: "python"
+max_batch_size: 0
+input [ { name: "INPUT_FP32" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT_FP32" data_type: TYPE_FP32 dims: [ -1 ] } ]
+'''
+
+
+@pytest.fixture(scope="module")
+def large_server(tmp_path_factory):
+    from vigil_testlib import VigilServer, copy_example_models
+    base = tmp_path_factory.mktemp("vigil-shm-large")
+    repo = copy_example_models(base)
+    (repo / "slow_identity" / "1").mkdir(parents=True)
+    (repo / "slow_identity" / "config.pbtxt").write_text(SLOW_CONFIG)
+    (repo / "slow_identity" / "1" / "model.py").write_text(SLOW_MODEL)
+    srv = VigilServer(repo, base / "server.log", ["--allow-client-shm"], label="vigil-shm-large").start()
+    yield srv
+    srv.stop()
+    assert srv.returncode == 0, srv.log_tail()
+
+
+def family(pid):
+    """The server's pid and its children's (the model stubs)."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def mapping_pids(srv, key):
+    """Which of the server's processes map the shared memory object key."""
+    path = "/dev/shm/" + key.lstrip("/")
+    found = []
+    for pid in family(srv.proc.pid):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                if any(line.split(maxsplit=5)[-1].startswith(path) for line in f if len(line.split()) >= 6):
+                    found.append(pid)
+        except FileNotFoundError:
+            pass  # a stub that just exited
+    return found
+
+
+def wait_for(what, cond, timeout=15.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def large_infer(kind, c, model, n, out_room=None, in_offset=0, out_offset=0):
+    m = mod(kind)
+    inp = m.InferInput("INPUT_FP32", [n], "FP32")
+    inp.set_shared_memory("big_in", 4 * n, offset=in_offset)
+    out = m.InferRequestedOutput("OUTPUT_FP32")
+    if out_room is not None:
+        out.set_shared_memory("big_out", out_room, offset=out_offset)
+    return c.infer(model, [inp], outputs=[out])
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_large_tensors_reach_the_stub_as_the_region(kind, large_server, regions):
+    c = thttp.InferenceServerClient(large_server.http_addr, network_timeout=CALL_TIMEOUT_S) if kind == "http" \
+        else tgrpc.InferenceServerClient(large_server.grpc_addr)
+    c.unregister_system_shared_memory()
+    n = LARGE // 4
+    ih, ikey = regions("big_in", 2 * LARGE)
+    oh, okey = regions("big_out", 2 * LARGE)
+    c.register_system_shared_memory("big_in", ikey, 2 * LARGE)
+    c.register_system_shared_memory("big_out", okey, 2 * LARGE)
+    try:
+        for round_ in range(3):  # the client rewrites the region: the stub sees each round's bytes
+            x = (np.arange(n, dtype=np.float32) + round_ * 0.25)
+            shm.set_shared_memory_region(ih, [x], offset=4096 + 64)
+            large_infer(kind, c, "identity", n, out_room=LARGE, in_offset=4096 + 64, out_offset=128)
+            np.testing.assert_array_equal(shm.get_contents_as_numpy(oh, np.float32, [n], offset=128), x,
+                                          err_msg=f"round {round_}")
+        stubs = [p for p in mapping_pids(large_server, ikey) if p != large_server.proc.pid]
+        assert stubs, "no stub maps the client's input region: its bytes were copied"
+        assert [p for p in mapping_pids(large_server, okey) if p != large_server.proc.pid], \
+            "no stub maps the client's output region: the server wrote the output"
+
+        # An input in a region, the output in the response: a view of the input.
+        res = large_infer(kind, c, "identity", n, in_offset=4096 + 64)
+        np.testing.assert_array_equal(res.as_numpy("OUTPUT_FP32"), x)
+
+        # A room too small for the output: Triton's text, as for small tensors.
+        err = error_of(large_infer, kind, c, "identity", n, out_room=LARGE - 4)
+        assert (f"shared memory size specified with the request for output 'OUTPUT_FP32' ({LARGE - 4} bytes) "
+                f"should be at least {LARGE} bytes to hold the results") in err.message()
+
+        # The same name registered again over another object: the stub maps the new
+        # object, never the old registration's mapping.
+        c.unregister_system_shared_memory("big_in")
+        ih2, ikey2 = regions("big_in2", 2 * LARGE)
+        y = np.full(n, 7.5, np.float32)
+        shm.set_shared_memory_region(ih2, [y])
+        c.register_system_shared_memory("big_in", ikey2, 2 * LARGE)
+        res = large_infer(kind, c, "identity", n)
+        np.testing.assert_array_equal(res.as_numpy("OUTPUT_FP32"), y)
+    finally:
+        c.unregister_system_shared_memory()
+        c.close()
+
+
+def test_unregister_while_in_flight_then_nothing_stays_mapped(large_server, regions):
+    """A request in flight keeps its regions; unregistered meanwhile, they go when it ends, and
+    once the client unlinks the objects no process of the server maps them (memory returns)."""
+    import threading
+    c = thttp.InferenceServerClient(large_server.http_addr, network_timeout=CALL_TIMEOUT_S)
+    c.unregister_system_shared_memory()
+    n = LARGE // 4
+    tag = uuid.uuid4().hex[:8]
+    ikey, okey = f"/conf_{tag}_fin", f"/conf_{tag}_fout"
+    ih = shm.create_shared_memory_region("fin", ikey, LARGE)
+    oh = shm.create_shared_memory_region("fout", okey, LARGE)
+    try:
+        x = np.linspace(0, 1, n, dtype=np.float32)
+        shm.set_shared_memory_region(ih, [x])
+        c.register_system_shared_memory("big_in", ikey, LARGE)
+        c.register_system_shared_memory("big_out", okey, LARGE)
+        result = {}
+        gc = tgrpc.InferenceServerClient(large_server.grpc_addr)  # usable from another thread
+        t = threading.Thread(target=lambda: result.update(r=large_infer("grpc", gc, "slow_identity", n, out_room=LARGE)))
+        t.start()
+        wait_for("the stub to map the input region",
+                 lambda: any(p != large_server.proc.pid for p in mapping_pids(large_server, ikey)))
+        hc = thttp.InferenceServerClient(large_server.http_addr, network_timeout=CALL_TIMEOUT_S)
+        hc.unregister_system_shared_memory()
+        assert hc.get_system_shared_memory_status() == []
+        t.join(CALL_TIMEOUT_S)
+        assert "r" in result, "the in-flight request failed"
+        gc.close()
+        np.testing.assert_array_equal(shm.get_contents_as_numpy(oh, np.float32, [n]), x)
+        wait_for("the server to unmap the regions",
+                 lambda: large_server.proc.pid not in mapping_pids(large_server, ikey) + mapping_pids(large_server, okey))
+        hc.close()
+    finally:
+        shm.destroy_shared_memory_region(ih)  # unmaps here and unlinks
+        shm.destroy_shared_memory_region(oh)
+    wait_for("every stub to let the unlinked objects go",
+             lambda: not mapping_pids(large_server, ikey) and not mapping_pids(large_server, okey))
+    assert c.is_server_ready()
+    c.close()
+
+
+def test_stub_killed_holding_a_region_leaks_nothing(large_server, regions):
+    """SIGKILL the stub that maps a client's region: the server stays up, serves the region
+    again from the restarted stub, and after unregister and unlink nothing maps it."""
+    import signal
+    c = thttp.InferenceServerClient(large_server.http_addr, network_timeout=CALL_TIMEOUT_S)
+    c.unregister_system_shared_memory()
+    n = LARGE // 4
+    tag = uuid.uuid4().hex[:8]
+    ikey = f"/conf_{tag}_kin"
+    ih = shm.create_shared_memory_region("kin", ikey, LARGE)
+    try:
+        x = np.arange(n, dtype=np.float32)
+        shm.set_shared_memory_region(ih, [x])
+        c.register_system_shared_memory("big_in", ikey, LARGE)
+        np.testing.assert_array_equal(large_infer("http", c, "identity", n).as_numpy("OUTPUT_FP32"), x)
+        holders = [p for p in mapping_pids(large_server, ikey) if p != large_server.proc.pid]
+        assert holders
+        for p in holders:
+            os.kill(p, signal.SIGKILL)
+        wait_for("the killed stub to be gone", lambda: not set(holders) & set(mapping_pids(large_server, ikey)))
+
+        def served():
+            try:
+                return np.array_equal(large_infer("http", c, "identity", n).as_numpy("OUTPUT_FP32"), x)
+            except InferenceServerException:
+                return False  # the instance is restarting
+        wait_for("the restarted stub to serve the region", served, timeout=30)
+        c.unregister_system_shared_memory()
+        fds = [os.readlink(f"/proc/{large_server.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{large_server.proc.pid}/fd")]
+        assert not [f for f in fds if ikey.lstrip("/") in f], "the server kept a descriptor of the region"
+    finally:
+        shm.destroy_shared_memory_region(ih)
+    wait_for("nothing to map the region", lambda: not mapping_pids(large_server, ikey))
+    assert c.is_server_ready()
+    c.close()

@@ -1,38 +1,14 @@
 """gRPC ModelStreamInfer through tritonclient.grpc start_stream/async_stream_infer."""
 
-import queue
-
 import numpy as np
 import pytest
 
-from vigil_testlib import CALL_TIMEOUT_S
-
-
-class Stream:
-    """A tritonclient.grpc stream on its own client; responses land in a queue."""
-
-    def __init__(self, server):
-        self.client = server.grpc_client()
-        self.q = queue.Queue()
-        self.client.start_stream(callback=lambda result, error: self.q.put((result, error)))
-
-    def send(self, model, inputs, request_id):
-        self.client.async_stream_infer(model, inputs, request_id=request_id)
-
-    def get(self):
-        return self.q.get(timeout=CALL_TIMEOUT_S)
-
-    def collect(self, n):
-        return [self.get() for _ in range(n)]
-
-    def close(self):
-        self.client.stop_stream()
-        self.client.close()
+from vigil_testlib import GRPCStream
 
 
 @pytest.fixture
 def stream(server):
-    s = Stream(server)
+    s = GRPCStream(server)
     yield s
     s.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -320,6 +321,35 @@ class Proto:
             self.client.close()
         except Exception:
             pass
+
+
+class GRPCStream:
+    """A tritonclient.grpc stream on its own client; callbacks land in a queue."""
+
+    def __init__(self, server):
+        self.client = server.grpc_client()
+        self.q = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: self.q.put((result, error)))
+
+    def send(self, model, inputs, request_id):
+        self.client.async_stream_infer(model, inputs, request_id=request_id)
+
+    def get(self):
+        return self.q.get(timeout=CALL_TIMEOUT_S)
+
+    def collect(self, n):
+        return [self.get() for _ in range(n)]
+
+    def none_within(self, seconds):
+        try:
+            item = self.q.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        raise AssertionError(f"unexpected extra callback {item}")
+
+    def close(self):
+        self.client.stop_stream()
+        self.client.close()
 
 
 def error_of(fn, *args, **kw) -> InferenceServerException:

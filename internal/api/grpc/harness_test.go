@@ -204,11 +204,13 @@ func (f *fakeModels) Stats(name, version string) ([]model.Stats, error) {
 	}
 	return []model.Stats{{
 		Name: "m", Version: "1",
-		LastInference:  time.UnixMilli(1700000000123),
-		InferenceCount: 10, ExecutionCount: 4,
-		Success: model.Duration{Count: 9, Total: 9 * time.Millisecond},
-		Fail:    model.Duration{Count: 1, Total: time.Microsecond},
-		Queue:   model.Duration{Count: 10, Total: 2 * time.Millisecond},
+		Counters: model.Counters{
+			LastInference:  time.UnixMilli(1700000000123),
+			InferenceCount: 10, ExecutionCount: 4,
+			Success: model.Duration{Count: 9, Total: 9 * time.Millisecond},
+			Fail:    model.Duration{Count: 1, Total: time.Microsecond},
+			Queue:   model.Duration{Count: 10, Total: 2 * time.Millisecond},
+		},
 	}, {Name: "m", Version: "2"}}, nil
 }
 

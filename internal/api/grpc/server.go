@@ -155,6 +155,9 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 	opts := []gogrpc.ServerOption{
 		gogrpc.ChainUnaryInterceptor(recoverUnary(log), s.adminUnary()),
 		gogrpc.ChainStreamInterceptor(recoverStream(log), s.adminStream()),
+		// Large raw tensor contents are neither copied out of requests nor
+		// into responses (codec.go).
+		gogrpc.ForceServerCodecV2(newTensorCodec()),
 	}
 	if cfg.MaxRecvBytes > 0 {
 		opts = append(opts, gogrpc.MaxRecvMsgSize(cfg.MaxRecvBytes))

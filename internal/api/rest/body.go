@@ -16,7 +16,9 @@ import (
 // requests at once when Config.MaxConcurrentRequestBytes is zero.
 const DefaultMaxConcurrentRequestBytes int64 = 256 << 20
 
-// firstChunk is the buffer a body starts with; it doubles as bytes arrive.
+// firstChunk is the buffer a body starts with. Once it is full, a body
+// whose length was announced (Content-Length) gets a buffer of that length
+// at once; one of unknown length doubles as bytes arrive.
 const firstChunk = 64 << 10
 
 // byteBudget bounds the request body bytes buffered by all requests at once.
@@ -105,11 +107,13 @@ func (b *byteBudget) inUse() int64 {
 
 // readBody reads the whole request body within the server's limit. A body
 // over the limit is a TooLarge error (413), refused before reading when
-// Content-Length already says so. The buffer grows as bytes arrive (never
-// from Content-Length alone: a client announcing a large body and sending
-// nothing holds only the first chunk), never beyond the limit, and every
-// byte of it is reserved from the server-wide budget until the handler
-// returns.
+// Content-Length already says so. The buffer grows as bytes arrive, never
+// from Content-Length alone (a client announcing a large body and sending
+// nothing holds only the first chunk), and never beyond the limit: once the
+// first chunk is full, an announced body's buffer is sized to its
+// Content-Length in one step, so that a large body is neither copied from
+// buffer to buffer nor allocated several times. Every byte of the buffer is
+// reserved from the server-wide budget until the handler returns.
 func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, _, err := s.readBodyLease(r)
 	return body, err
@@ -136,7 +140,7 @@ func (s *server) readBodyLease(r *http.Request) ([]byte, *lease, error) {
 	case s.maxBytes > 0:
 		capacity = s.maxBytes + 1
 	}
-	buf, err := readGrowing(r.Body, l, capacity, s.maxBytes, func() error {
+	buf, err := readGrowing(r.Body, l, capacity, r.ContentLength > 0, s.maxBytes, func() error {
 		return apierr.New(apierr.TooLarge, "request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
 	}, func(err error) error { return bodyReadError(err, r.ContentLength) })
 	if err != nil {
@@ -156,9 +160,11 @@ func errBudget() error {
 
 // readGrowing reads rd to its end into a buffer that starts at firstChunk
 // and doubles as bytes arrive, up to capacity (< 0: no cap), reserving
-// every byte of it from l. More than limit bytes (> 0) is tooLarge(); a
-// failed reservation is errBudget; a read error goes through readErr.
-func readGrowing(rd io.Reader, l *lease, capacity, limit int64, tooLarge func() error, readErr func(error) error) ([]byte, error) {
+// every byte of it from l. With announced, capacity is the body's announced
+// length: the buffer goes from the full first chunk to capacity in one
+// step. More than limit bytes (> 0) is tooLarge(); a failed reservation is
+// errBudget; a read error goes through readErr.
+func readGrowing(rd io.Reader, l *lease, capacity int64, announced bool, limit int64, tooLarge func() error, readErr func(error) error) ([]byte, error) {
 	grow := func(buf []byte, want int64) ([]byte, error) {
 		if capacity > 0 && want > capacity {
 			want = capacity
@@ -183,7 +189,11 @@ func readGrowing(rd io.Reader, l *lease, capacity, limit int64, tooLarge func() 
 			if capacity > 0 && int64(len(buf)) >= capacity {
 				break
 			}
-			if buf, err = grow(buf, 2*int64(cap(buf))); err != nil {
+			want := 2 * int64(cap(buf))
+			if announced && capacity > 0 {
+				want = capacity
+			}
+			if buf, err = grow(buf, want); err != nil {
 				return nil, err
 			}
 		}

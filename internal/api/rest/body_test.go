@@ -64,6 +64,22 @@ func TestAnnouncedBodyIsNotPreallocated(t *testing.T) {
 	waitBudget(t, s, 0)
 }
 
+// Once the first chunk of an announced body is full, its buffer is sized
+// to the announced length in one step (reserved from the budget), rather
+// than doubling and copying on the way there.
+func TestAnnouncedBodyGrowsToItsLengthInOneStep(t *testing.T) {
+	ts, s := restServer(t, &fakeModels{}, Config{})
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const announced = 4 << 20
+	fmt.Fprintf(c, "POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{%s", announced, strings.Repeat(" ", firstChunk))
+	waitBudget(t, s, announced)
+	c.Close()
+	waitBudget(t, s, 0)
+}
+
 // The bytes all requests hold at once are bounded: past the budget a request
 // gets 503 with Retry-After, and the budget is whole again afterwards.
 func TestConcurrentRequestBytesAreBounded(t *testing.T) {

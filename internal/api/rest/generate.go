@@ -115,10 +115,10 @@ func (s *server) generateStream(w http.ResponseWriter, r *http.Request) {
 		ev.Write(body)
 		ev.WriteString("\n\n")
 		if _, err := w.Write(ev.Bytes()); err != nil {
-			return err
+			return clientGone(err)
 		}
 		if err := rc.Flush(); err != nil {
-			return err
+			return clientGone(err)
 		}
 		if rep.Err != nil {
 			return errSSEErrorSent // an error ends the stream
@@ -132,6 +132,13 @@ func (s *server) generateStream(w http.ResponseWriter, r *http.Request) {
 	case !started && err == nil:
 		start(http.StatusOK) // zero responses: an empty stream
 	}
+}
+
+// clientGone is the error of an event the client's connection did not
+// take: the client went away, which ends the request as cancelled (as when
+// the request's context ends, whichever of the two the server sees first).
+func clientGone(err error) error {
+	return apierr.Wrap(apierr.Cancelled, err, "the client went away: writing the event stream")
 }
 
 // errSSEErrorSent ends a stream after its error event.

@@ -1,9 +1,15 @@
 package rest
 
 import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/tensor"
@@ -84,5 +90,35 @@ func TestGenerateResponseIsFlatAndSorted(t *testing.T) {
 	}
 	if want := `{"B":[1,2],"model_name":"m","model_version":"1","p":true,"text_output":"hello"}`; string(b) != want {
 		t.Errorf("got %s\nwant %s", b, want)
+	}
+}
+
+// failingWriter is a client connection that has gone: every write fails.
+type failingWriter struct{ header http.Header }
+
+func (w *failingWriter) Header() http.Header       { return w.header }
+func (w *failingWriter) WriteHeader(int)           {}
+func (w *failingWriter) Write([]byte) (int, error) { return 0, syscall.EPIPE }
+func (w *failingWriter) Flush()                    {}
+
+// An event the client's connection does not take ends the stream as a
+// cancellation (the client went away), not as a model error, whether the
+// server sees the closed connection through the write or through the
+// request's context.
+func TestGenerateStreamWriteFailureIsACancellation(t *testing.T) {
+	e := newEnv(t, readySnapshot(), Config{})
+	e.models.MetaFunc = func(name, _ string) (*model.Metadata, error) {
+		return &model.Metadata{Name: name, Versions: []string{"1"},
+			Inputs: []model.TensorMetadata{{Name: "text_input", Datatype: "BYTES", Shape: []int64{1}}}}, nil
+	}
+	var emitted error
+	e.models.StreamFunc = func(_ context.Context, req *inference.Request, emit func(model.Reply) error) error {
+		emitted = emit(model.Reply{Response: &inference.Response{Model: req.Model, Version: "1"}})
+		return emitted
+	}
+	req := httptest.NewRequest(http.MethodPost, "/v2/models/m/generate_stream", strings.NewReader(`{"text_input":"x"}`))
+	e.h.ServeHTTP(&failingWriter{header: http.Header{}}, req)
+	if emitted == nil || apierr.CodeOf(emitted) != apierr.Cancelled || !errors.Is(emitted, syscall.EPIPE) {
+		t.Fatalf("emit returned %v, want a cancellation wrapping the write error", emitted)
 	}
 }

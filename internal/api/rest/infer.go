@@ -121,7 +121,7 @@ func (s *server) decompress(body []byte, encoding string, l *lease) ([]byte, err
 	if s.maxBytes > 0 {
 		capacity = s.maxBytes + 1
 	}
-	return readGrowing(rd, l, capacity, s.maxBytes, func() error {
+	return readGrowing(rd, l, capacity, false, s.maxBytes, func() error {
 		return apierr.New(apierr.TooLarge, "decompressed request body is over the limit of %d bytes (--max-request-bytes)", s.maxBytes)
 	}, func(err error) error {
 		return apierr.Wrap(apierr.InvalidArgument, err, "cannot decompress the %s request body", encoding)

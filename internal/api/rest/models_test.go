@@ -87,10 +87,12 @@ func TestModelStats(t *testing.T) {
 	e.models.StatsFunc = func(name, version string) ([]model.Stats, error) {
 		calls = append(calls, name+"@"+version)
 		return []model.Stats{{
-			Name: "add_sub", Version: "1", LastInference: last, InferenceCount: 64, ExecutionCount: 2,
-			Success: model.Duration{Count: 2, Total: 3 * time.Millisecond},
-			Fail:    model.Duration{Count: 1, Total: time.Microsecond},
-			Queue:   model.Duration{Count: 2, Total: 5 * time.Nanosecond},
+			Name: "add_sub", Version: "1", Counters: model.Counters{
+				LastInference: last, InferenceCount: 64, ExecutionCount: 2,
+				Success: model.Duration{Count: 2, Total: 3 * time.Millisecond},
+				Fail:    model.Duration{Count: 1, Total: time.Microsecond},
+				Queue:   model.Duration{Count: 2, Total: 5 * time.Nanosecond},
+			},
 		}, {Name: "identity", Version: "1"}}, nil
 	}
 	want := `{"model_stats":[{"name":"add_sub","version":"1","last_inference":1767225600123,"inference_count":64,"execution_count":2,` +

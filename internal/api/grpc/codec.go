@@ -1,0 +1,117 @@
+package grpc
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/vigilhq/vigil/internal/inferencepb"
+)
+
+// tensorCodec is the server's protobuf codec, made for large tensors: the
+// raw_input_contents of a ModelInferRequest alias the received message
+// instead of being copied out of it by proto.Unmarshal, and the
+// raw_output_contents of a ModelInferResponse are handed to the transport
+// as they are instead of being copied into one marshalled buffer. Every
+// other message, and the rest of these two, go through the protobuf
+// library; the bytes on the wire are a valid encoding of the same message
+// (the raw contents come last, which protobuf allows for any field order).
+type tensorCodec struct {
+	fallback encoding.CodecV2
+}
+
+func newTensorCodec() *tensorCodec {
+	return &tensorCodec{fallback: encoding.GetCodecV2("proto")}
+}
+
+// Name is the content subtype the codec serves: protobuf's.
+func (c *tensorCodec) Name() string { return "proto" }
+
+// Field numbers in grpc_service.proto.
+const (
+	fieldRawInputContents  = 7 // ModelInferRequest
+	fieldRawOutputContents = 6 // ModelInferResponse
+)
+
+// rawThreshold is the raw content size from which the codec avoids the
+// copy; smaller messages gain nothing from it.
+const rawThreshold = 64 << 10
+
+func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(*pb.ModelInferResponse)
+	if !ok || rawBytes(m.RawOutputContents) < rawThreshold {
+		return c.fallback.Marshal(v)
+	}
+	raw := m.RawOutputContents
+	m.RawOutputContents = nil
+	head, err := proto.MarshalOptions{}.Marshal(m)
+	m.RawOutputContents = raw
+	if err != nil {
+		return nil, err
+	}
+	out := make(mem.BufferSlice, 0, 1+2*len(raw))
+	for _, r := range raw {
+		head = protowire.AppendTag(head, fieldRawOutputContents, protowire.BytesType)
+		head = protowire.AppendVarint(head, uint64(len(r)))
+		if len(r) < rawThreshold {
+			head = append(head, r...)
+			continue
+		}
+		out = append(out, mem.SliceBuffer(head), mem.SliceBuffer(r))
+		head = nil
+	}
+	if len(head) > 0 {
+		out = append(out, mem.SliceBuffer(head))
+	}
+	return out, nil
+}
+
+func (c *tensorCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(*pb.ModelInferRequest)
+	if !ok || data.Len() < rawThreshold {
+		return c.fallback.Unmarshal(data, v)
+	}
+	// One contiguous copy of the message, which the raw contents then
+	// alias (grpc-go frees data after Unmarshal returns; this copy is the
+	// request's own).
+	buf := data.Materialize()
+	rest := make([]byte, 0, 1024)
+	var raw [][]byte
+	for b := buf; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("ModelInferRequest: %w", protowire.ParseError(n))
+		}
+		if num == fieldRawInputContents && typ == protowire.BytesType {
+			val, m := protowire.ConsumeBytes(b[n:])
+			if m < 0 {
+				return fmt.Errorf("ModelInferRequest raw_input_contents: %w", protowire.ParseError(m))
+			}
+			raw = append(raw, val[:len(val):len(val)])
+			b = b[n+m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return fmt.Errorf("ModelInferRequest: %w", protowire.ParseError(m))
+		}
+		rest = append(rest, b[:n+m]...)
+		b = b[n+m:]
+	}
+	if err := proto.Unmarshal(rest, m); err != nil {
+		return err
+	}
+	m.RawInputContents = raw
+	return nil
+}
+
+func rawBytes(raw [][]byte) int {
+	n := 0
+	for _, r := range raw {
+		n += len(r)
+	}
+	return n
+}

@@ -1,0 +1,136 @@
+"""BLS call frames: the request a model builds is encoded as the EXECUTE
+codec reads it, and BLS_RESPONSE bodies decode to responses, also when the
+layout caches (one request or response after another with the same layout)
+are in play."""
+
+import json
+import struct
+
+import numpy as np
+
+import triton_python_backend_utils as pb
+from vigil_stub.calls import Calls
+from vigil_stub.tensors import Codec
+
+
+class FakeConn:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, kind, flags, seq, parts=(), fds=()):
+        self.sent.append(b"".join(bytes(p) for p in parts))
+        return True
+
+
+class FakeDemux:
+    def __init__(self):
+        self.replies = []
+
+    def expect(self, seq):
+        pass
+
+    def forget(self, seq):
+        pass
+
+    def next_reply(self, seq):
+        return (9, 1, seq, self.replies.pop(0))
+
+
+def calls():
+    c = Calls(FakeConn(), FakeDemux(), Codec())
+    c.live = True
+    return c
+
+
+def record(name, code, shape, nbytes):
+    n = name.encode()
+    return struct.pack("<IBB", len(n), code, len(shape)) + n + struct.pack("<%dqQ" % len(shape), *shape, nbytes)
+
+
+def response_body(outputs, params=b"", final=True):
+    """A BLS_RESPONSE body with one response: outputs are (name, code, array)."""
+    meta = struct.pack("<I", 1) + struct.pack("<BII", 0, len(params), len(outputs)) + params
+    data = []
+    for name, code, arr in outputs:
+        raw = arr.tobytes()
+        meta += record(name, code, arr.shape, len(raw))
+        data.append(raw)
+    return bytearray(struct.pack("<II", 1 if final else 0, len(meta)) + meta + b"".join(data))
+
+
+def error_body(msg, code):
+    m, c = msg.encode(), code.encode()
+    meta = struct.pack("<I", 1) + struct.pack("<BII", 1, len(m), len(c)) + m + c
+    return bytearray(struct.pack("<II", 1, len(meta)) + meta)
+
+
+def sent_request(c):
+    """The last BLS_INFER: (model, version, timeout µs, parent, decoupled, request)."""
+    body = bytearray(c._conn.sent[-1])
+    (hlen,) = struct.unpack_from("<I", body, 0)
+    p = 4
+    (n,) = struct.unpack_from("<I", body, p)
+    model = bytes(body[p + 4:p + 4 + n]).decode()
+    p += 4 + n
+    (n,) = struct.unpack_from("<I", body, p)
+    version = bytes(body[p + 4:p + 4 + n]).decode()
+    p += 4 + n
+    timeout, parent, decoupled = struct.unpack_from("<QIB", body, p)
+    assert p + 13 == 4 + hlen
+    [req] = Codec().decode_requests(body[4 + hlen:])
+    return model, version, timeout, parent, decoupled, req
+
+
+def test_requests_with_one_layout_carry_their_own_values():
+    c = calls()
+    for i, (rid, corr, flags) in enumerate([("a", 7, 1), ("b", 7, 1), ("", "s", 2)]):
+        x = np.arange(4, dtype=np.float32) + i
+        y = np.full((2, 2), i, dtype=np.int64)
+        c._demux.replies.append(response_body([]))
+        c.infer(pb.InferenceRequest(model_name="target", model_version=3, inputs=[pb.Tensor("X", x), pb.Tensor("Y", y)],
+                                    requested_output_names=["O1", "O2", "O1"], request_id=rid, correlation_id=corr,
+                                    flags=flags, timeout=1500, parameters={"k": i}), parent=9)
+        model, version, timeout, parent, decoupled, req = sent_request(c)
+        assert (model, version, timeout, parent, decoupled) == ("target", "3", 1500, 9, 0)
+        assert req.request_id() == rid and req.correlation_id() == corr and req.flags() == flags
+        assert json.loads(req.parameters()) == {"k": i}
+        assert req.requested_output_names() == ["O1", "O2"]
+        got = {t.name(): t.as_numpy() for t in req.inputs()}
+        assert np.array_equal(got["X"], x) and got["X"].dtype == np.float32
+        assert np.array_equal(got["Y"], y) and got["Y"].shape == (2, 2)
+    # Another model and another layout use their own cached bytes.
+    c._demux.replies.append(response_body([]))
+    c.infer(pb.InferenceRequest(model_name="other", inputs=[pb.Tensor("Z", np.array([b"ab", b""], dtype=np.object_))],
+                                requested_output_names=[]))
+    model, version, _, _, _, req = sent_request(c)
+    assert (model, version) == ("other", "")
+    assert [bytes(v) for v in req.inputs()[0].as_numpy()] == [b"ab", b""]
+
+
+def test_responses_with_one_layout_decode_their_own_values():
+    c = calls()
+    for i in range(3):
+        a = np.arange(6, dtype=np.float32).reshape(2, 3) * (i + 1)
+        b = np.array([i, -i], dtype=np.int32)
+        c._demux.replies.append(response_body([("A", 11, a), ("B", 8, b)], params=b'{"n": %d}' % i))
+        resp = c.infer(pb.InferenceRequest(model_name="m", inputs=[], requested_output_names=[]))
+        assert not resp.has_error()
+        got = {t.name(): t for t in resp.output_tensors()}
+        assert np.array_equal(got["A"].as_numpy(), a) and got["A"].as_numpy().dtype == np.float32
+        assert np.array_equal(got["B"].as_numpy(), b) and got["B"].as_numpy().dtype == np.int32
+        assert json.loads(resp.parameters()) == {"n": i}
+    for msg in ("first", "second"):
+        c._demux.replies.append(error_body(msg, "NOT_FOUND"))
+        resp = c.infer(pb.InferenceRequest(model_name="m", inputs=[], requested_output_names=[]))
+        assert resp.has_error() and resp.error().message() == msg
+        assert resp.error().code() == pb.TritonError.NOT_FOUND
+
+
+def test_caches_stay_bounded():
+    c = calls()
+    for n in range(1, 200):
+        c._demux.replies.append(response_body([("A", 8, np.zeros(n, dtype=np.int32))]))
+        resp = c.infer(pb.InferenceRequest(model_name="m%d" % n, inputs=[pb.Tensor("X", np.zeros(n, dtype=np.int32))],
+                                           requested_output_names=[]))
+        assert resp.output_tensors()[0].as_numpy().shape == (n,)
+    assert len(c._call_heads) <= 64 and len(c._request_metas) <= 64 and len(c._response_plans) <= 64
