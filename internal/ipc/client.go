@@ -455,6 +455,9 @@ func (c *Client) writeOn(ctx context.Context, l *link, k kind, bufs [][]byte, fd
 		m, err := tryWrite(l.raw, bufs)
 		if err != nil {
 			c.shutdown(fmt.Errorf("writing %s frame: %w", k, err))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return c.Err()
 		}
 		if m == totalLen(bufs) {

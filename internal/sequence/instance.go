@@ -29,6 +29,10 @@ type Instance struct {
 	idleRun func([]*scheduler.Task)
 	idleCtx context.Context
 	claimed bool
+	// claimWaiter is set while the worker waits for a claim to end; only
+	// then does the claim's end wake it (an idle worker left asleep costs
+	// nothing, a woken one a thread wake-up per request).
+	claimWaiter bool
 }
 
 func (in *Instance) signal() {
@@ -84,9 +88,11 @@ func (in *Instance) Next(ctx context.Context, run func([]*scheduler.Task)) ([]*s
 		if in.claimed {
 			// A request runs on the instance from its submitter: nothing
 			// else goes to the instance until it is over (it signals).
+			in.claimWaiter = true
 			b.mu.Unlock()
 			<-in.wake
 			b.mu.Lock()
+			in.claimWaiter = false
 			continue
 		}
 		if b.closeErr != nil {
@@ -152,10 +158,13 @@ func (in *Instance) runClaimed(batch []*scheduler.Task, run func([]*scheduler.Ta
 	defer func() {
 		in.b.mu.Lock()
 		in.claimed = false
+		wake := in.claimWaiter
 		in.b.mu.Unlock()
-		// The worker looks again: requests may have come meanwhile, or its
-		// Next is leaving.
-		in.signal()
+		if wake {
+			// The worker woke during the run (requests came meanwhile, its
+			// Next is leaving, or the batcher closed): it looks again.
+			in.signal()
+		}
 	}()
 	run(batch)
 }
