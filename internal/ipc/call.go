@@ -43,6 +43,7 @@ type Call struct {
 	c      *Client
 	seq    uint32
 	parent uint32 // seq of the EXECUTE named by the stub
+	files  *callFiles // memory files holding the request's large inputs
 	ctx    context.Context
 	cancel context.CancelFunc
 	mu     sync.Mutex
@@ -129,6 +130,7 @@ func (c *Client) serveStubFrame(f frame) bool {
 		call, err := c.decodeCall(f)
 		if err != nil {
 			call = &Call{c: c, seq: f.seq}
+			call.files = newCallFiles(f.fds)
 			call.ctx, call.cancel = context.WithCancel(context.Background())
 			call.Respond(nil, apierr.Wrap(apierr.InvalidArgument, err, "BLS request"), true)
 			return true
@@ -185,6 +187,7 @@ func (c *Client) startCall(call *Call) bool {
 
 func (c *Client) endCall(call *Call) {
 	call.cancel()
+	call.files.release()
 	c.mu.Lock()
 	if c.calls[call.seq] == call {
 		delete(c.calls, call.seq)
@@ -224,6 +227,9 @@ type wireControlReply struct {
 // decodeCall decodes a BLS_INFER body:
 //
 //	u32 header length | header (wireCall) | an EXECUTE request body holding one request
+//
+// Inputs may be out of band, in the frame's descriptors (callfiles.go);
+// the call owns them (so does the error path's caller when decoding fails).
 func (c *Client) decodeCall(f frame) (*Call, error) {
 	b := f.body
 	if len(b) < 4 {
@@ -249,7 +255,8 @@ func (c *Client) decodeCall(f frame) (*Call, error) {
 	if w.TimeoutUS < 0 {
 		return nil, fmt.Errorf("timeout %d µs is out of range", w.TimeoutUS)
 	}
-	reqs, err := decodeRequests(b[4+n:])
+	files := newCallFiles(f.fds)
+	reqs, err := decodeRequests(b[4+n:], files)
 	if err != nil {
 		return nil, err
 	}
@@ -259,12 +266,13 @@ func (c *Client) decodeCall(f frame) (*Call, error) {
 	r := reqs[0]
 	r.Model, r.Version = w.Model, w.Version
 	return &Call{c: c, seq: f.seq, Request: r, Timeout: time.Duration(w.TimeoutUS) * time.Microsecond,
-		Decoupled: w.Decoupled, parent: w.Parent}, nil
+		Decoupled: w.Decoupled, parent: w.Parent, files: files}, nil
 }
 
 // decodeRequests decodes an EXECUTE request body (the layout encodeExecute
-// writes). Tensor data aliases body.
-func decodeRequests(body []byte) ([]*inference.Request, error) {
+// writes). Tensor data aliases body, or for an out-of-band input a
+// mapping of one of files (the input is then Shared).
+func decodeRequests(body []byte, files *callFiles) ([]*inference.Request, error) {
 	if len(body) < 4 {
 		return nil, errors.New("request body has no meta length")
 	}
@@ -300,8 +308,17 @@ func decodeRequests(body []byte) ([]*inference.Request, error) {
 			t := &r.Inputs[j]
 			oob, size := c.tensorRecord("input", t)
 			if oob {
-				// BLS frames travel through the socket with no descriptors.
-				c.fail(fmt.Errorf("input %q: out-of-band data in a BLS request", t.Name))
+				idx, off := c.u32(), c.u64()
+				if c.err != nil {
+					break
+				}
+				s, err := files.view(idx, off, size)
+				if err != nil {
+					c.fail(fmt.Errorf("input %q: out-of-band data: %w", t.Name, err))
+					break
+				}
+				t.Data, t.Shared = s.Mem, s
+				continue
 			}
 			if c.err != nil {
 				break

@@ -560,8 +560,8 @@ func (c *Client) readLoop(l *link) {
 			c.shutdown(err)
 			return
 		}
-		if len(f.fds) > 0 && f.kind != kindExecute {
-			// Only execute replies carry tensors.
+		if len(f.fds) > 0 && f.kind != kindExecute && f.kind != kindBLSInfer {
+			// Only execute replies and BLS calls carry tensors.
 			closeFDs(f.fds)
 			f.fds = nil
 		}

@@ -193,7 +193,7 @@ func TestDecodeRequestsRoundTripAndRefusesOutOfBand(t *testing.T) {
 		body = append(body, b...)
 	}
 	body = body[headerSize:]
-	got, err := decodeRequests(body)
+	got, err := decodeRequests(body, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestDecodeRequestsRoundTripAndRefusesOutOfBand(t *testing.T) {
 		t.Fatalf("byte %d is %d, not A's datatype code", code, body[code])
 	}
 	body[code] |= outOfBand
-	if _, err := decodeRequests(body); err == nil || !strings.Contains(err.Error(), `input "A": out-of-band data`) {
+	if _, err := decodeRequests(body, nil); err == nil || !strings.Contains(err.Error(), `input "A": out-of-band data`) {
 		t.Fatalf("out-of-band input: %v", err)
 	}
 }

@@ -3,7 +3,9 @@ codec reads it, and BLS_RESPONSE bodies decode to responses, also when the
 layout caches (one request or response after another with the same layout)
 are in play."""
 
+import fcntl
 import json
+import os
 import struct
 
 import numpy as np
@@ -11,14 +13,18 @@ import numpy as np
 import triton_python_backend_utils as pb
 from vigil_stub.calls import Calls
 from vigil_stub.tensors import Codec
+from vigil_stub.wire import FrameBody
 
 
 class FakeConn:
-    def __init__(self):
+    def __init__(self, passes_fds=False):
         self.sent = []
+        self.fds = []
+        self.passes_fds = passes_fds
 
     def send(self, kind, flags, seq, parts=(), fds=()):
         self.sent.append(b"".join(bytes(p) for p in parts))
+        self.fds.append(list(fds))  # closed by the test, as send closes them
         return True
 
 
@@ -64,9 +70,21 @@ def error_body(msg, code):
     return bytearray(struct.pack("<II", 1, len(meta)) + meta)
 
 
+def unsealed_copy(fd):
+    """A writable copy of a sealed call file (closing fd): the EXECUTE codec
+    maps descriptor 0 as its input arena, read-write."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, size, 0)
+    os.close(fd)
+    copy = os.memfd_create("copy")
+    os.write(copy, data)
+    return copy
+
+
 def sent_request(c):
     """The last BLS_INFER: (model, version, timeout µs, parent, decoupled, request)."""
-    body = bytearray(c._conn.sent[-1])
+    body = FrameBody(c._conn.sent[-1])
+    body.fds, body.out_region, body.regions = c._conn.fds[-1], None, False
     (hlen,) = struct.unpack_from("<I", body, 0)
     p = 4
     (n,) = struct.unpack_from("<I", body, p)
@@ -77,7 +95,9 @@ def sent_request(c):
     p += 4 + n
     timeout, parent, decoupled = struct.unpack_from("<QIB", body, p)
     assert p + 13 == 4 + hlen
-    [req] = Codec().decode_requests(body[4 + hlen:])
+    rest = FrameBody(body[4 + hlen:])
+    rest.fds, rest.out_region, rest.regions = [unsealed_copy(fd) for fd in body.fds], None, False
+    [req] = Codec().decode_requests(rest)
     return model, version, timeout, parent, decoupled, req
 
 
@@ -134,3 +154,28 @@ def test_caches_stay_bounded():
                                            requested_output_names=[]))
         assert resp.output_tensors()[0].as_numpy().shape == (n,)
     assert len(c._call_heads) <= 64 and len(c._request_metas) <= 64 and len(c._response_plans) <= 64
+
+
+def test_large_inputs_travel_in_one_sealed_memory_file():
+    c = Calls(FakeConn(passes_fds=True), FakeDemux(), Codec(shm_threshold=1024))
+    c.live = True
+    big1 = np.arange(1000, dtype=np.float32)
+    big2 = np.arange(300, dtype=np.int64).reshape(3, 100)
+    small = np.arange(4, dtype=np.int32)
+    c._demux.replies.append(response_body([]))
+    c.infer(pb.InferenceRequest(model_name="m", inputs=[pb.Tensor("A", big1), pb.Tensor("S", small), pb.Tensor("B", big2)],
+                                requested_output_names=[]))
+    [fd] = c._conn.fds[-1]
+    seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SHRINK
+    # Only the small input is in the frame.
+    assert big1.tobytes() not in c._conn.sent[-1] and small.tobytes() in c._conn.sent[-1]
+    *_, req = sent_request(c)
+    got = {t.name(): t.as_numpy() for t in req.inputs()}
+    assert np.array_equal(got["A"], big1) and np.array_equal(got["B"], big2) and np.array_equal(got["S"], small)
+    # Without descriptor passing every input is in the frame.
+    c = Calls(FakeConn(), FakeDemux(), Codec(shm_threshold=1024))
+    c.live = True
+    c._demux.replies.append(response_body([]))
+    c.infer(pb.InferenceRequest(model_name="m", inputs=[pb.Tensor("A", big1)], requested_output_names=[]))
+    assert c._conn.fds[-1] == [] and big1.tobytes() in c._conn.sent[-1]

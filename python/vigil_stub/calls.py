@@ -4,8 +4,10 @@ data socket, read through wire.Demux.
 """
 
 import contextvars
+import fcntl
 import itertools
 import json
+import os
 import struct
 import threading
 from math import prod
@@ -28,6 +30,8 @@ _RESPONSE_HEAD_FROM = tensors._RESPONSE_HEAD.unpack_from
 _TENSOR_HEAD_FROM = tensors._TENSOR_HEAD.unpack_from
 _tail = tensors._tail
 _DATATYPES = tensors._DATATYPES
+# A call's memory file: sealed once written, so the server may map it.
+_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
 class Calls:
@@ -99,17 +103,18 @@ class Calls:
             if len(self._call_heads) < _LAYOUT_CACHE:
                 self._call_heads[key] = head
         parts = [head, _CALL_TAIL.pack(request._timeout, parent, 1 if decoupled else 0)]
-        parts.extend(self._encode_request(request))
+        body, fds = self._encode_request(request)
+        parts.extend(body)
         seq = self._next_seq()
         demux = self._demux
         demux.expect(seq)
         if decoupled:
-            if not self._conn.send(KIND_BLS_INFER, 0, seq, parts):
+            if not self._conn.send(KIND_BLS_INFER, 0, seq, parts, fds):  # send closes fds
                 demux.forget(seq)
                 return ResponseIterator(self, seq, closed=True)
             return ResponseIterator(self, seq)
         try:
-            if not self._conn.send(KIND_BLS_INFER, 0, seq, parts):
+            if not self._conn.send(KIND_BLS_INFER, 0, seq, parts, fds):
                 return _error_response("the connection to the server is closed", pb.TritonError.UNAVAILABLE)
             frame = demux.next_reply(seq)
         finally:
@@ -122,7 +127,11 @@ class Calls:
         self._conn.send(KIND_BLS_CANCEL, 0, seq)
 
     def _encode_request(self, request):
-        """EXECUTE request body parts for one request (internal/ipc/codec.go)."""
+        """EXECUTE request body parts for one request (internal/ipc/codec.go),
+        and the descriptors to send with them: inputs of at least the
+        codec's shm_threshold bytes go out of band, in one sealed memory
+        file for the call (descriptor 0), when the connection passes
+        descriptors (internal/ipc/callfiles.go)."""
         rid = request._request_id
         rid = str(rid).encode() if rid else b""
         params = request._parameters
@@ -132,12 +141,22 @@ class Calls:
         else:
             params = b""
         encode = self._codec._encode_tensor
+        big = self._codec.shm_threshold if self._conn.passes_fds else 0
         blobs = []
         layout = []
+        large = []  # (offset in the call's file, data)
+        off = 0
         for t in request._inputs:
             code, shape, data = encode(t)
+            nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+            if big > 0 and nbytes >= big:
+                layout.append((t._name, code, shape, nbytes, off))
+                large.append((off, data))
+                off += (nbytes + 63) & ~63
+                continue
             blobs.append(data)
-            layout.append((t._name, code, shape, data.nbytes if isinstance(data, memoryview) else len(data)))
+            layout.append((t._name, code, shape, nbytes, None))
+        fds = [self._call_file(large, off)] if large else []
         outs = request._requested_output_names
         key = (tuple(layout), tuple(outs), request._correlation_id, request._flags)
         rest = self._request_metas.get(key)
@@ -146,17 +165,38 @@ class Calls:
             if len(self._request_metas) < _LAYOUT_CACHE:
                 self._request_metas[key] = rest
         head = _U32X4.pack(len(rid), len(params), len(layout), len(outs))
-        return [U32.pack(len(head) + len(rid) + len(params) + len(rest) + 4), _ONE, head, rid, params, rest, *blobs]
+        return [U32.pack(len(head) + len(rid) + len(params) + len(rest) + 4), _ONE, head, rid, params, rest, *blobs], fds
+
+    @staticmethod
+    def _call_file(large, size):
+        """A sealed memory file of size bytes holding large's (offset, data)."""
+        fd = os.memfd_create("vigil-bls", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, size)
+            for at, data in large:
+                view = memoryview(data).cast("B")
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    view, at = view[n:], at + n
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     @staticmethod
     def _request_rest(layout, outs, corr, flags):
         """The part of a request's meta after its parameters: tensor
         records, requested outputs, sequence record."""
         meta = []
-        for name, code, shape, nbytes in layout:
+        for name, code, shape, nbytes, off in layout:
             name = name.encode()
             ndim = len(shape)
-            meta.append(tensors._TENSOR_HEAD.pack(len(name), code, ndim) + name + tensors._tail(ndim).pack(*shape, nbytes))
+            if off is None:
+                meta.append(tensors._TENSOR_HEAD.pack(len(name), code, ndim) + name + tensors._tail(ndim).pack(*shape, nbytes))
+                continue
+            meta.append(tensors._TENSOR_HEAD.pack(len(name), code | tensors._OUT_OF_BAND, ndim) + name
+                        + tensors._tail(ndim).pack(*shape, nbytes) + tensors._LOCATION.pack(0, off))
         for n in outs:
             n = n.encode()
             meta.append(U32.pack(len(n)) + n)

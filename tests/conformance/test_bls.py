@@ -10,6 +10,7 @@ free instance, a callee that dies, a client that goes away.
 """
 
 import json
+import os
 import queue
 import shutil
 import threading
@@ -32,7 +33,7 @@ FROM_EXAMPLES = ["square_int32"]
 # add_sub_wide and bls_call_wide take tensors of any length.
 SAME_CODE = {"sleeper": "slow", "add_sub_wide": "add_sub", "bls_call_wide": "bls_call"}
 LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
-          "square_int32", "bls_decoupled_sync", "bls_decoupled_async", "add_sub_wide", "bls_call_wide"]
+          "square_int32", "bls_decoupled_sync", "bls_decoupled_async", "add_sub_wide", "bls_call_wide", "add_sub_mapped"]
 
 
 def bls_server(tmp_path_factory, label, mode_args, only=None):
@@ -97,16 +98,39 @@ def test_bls_sync_example(proto, target):
     assert np.allclose(r.as_numpy("OUTPUT1"), a - b)
 
 
-def test_large_tensors_cross_a_bls_call(proto):
-    # 4 MiB per tensor: the BLS frames carry them in band, the callee's
-    # EXECUTE and reply through memory files (internal/ipc/doc.go).
+def server_fds(srv):
+    return len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+
+
+def test_large_tensors_cross_a_bls_call(proto, server):
+    # 4 MiB per tensor: the caller stub puts them in a memory file whose
+    # descriptor goes with the BLS_INFER frame; the server passes it on to
+    # the callee's stub, which maps it: add_sub_mapped answers with an error
+    # unless its inputs are views of that file (internal/ipc/doc.go).
     n = 1 << 20
     a = np.arange(n, dtype=np.float32)
     b = np.full(n, 0.5, dtype=np.float32)
-    r = proto.infer("bls_call_wide", inputs(proto, a, b, "add_sub_wide"))
-    assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
-    assert np.array_equal(r.as_numpy("OUTPUT0"), a + b)
-    assert np.array_equal(r.as_numpy("OUTPUT1"), a - b)
+    for target in ("add_sub_wide", "add_sub_mapped"):
+        r = proto.infer("bls_call_wide", inputs(proto, a, b, target))
+        assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+        assert np.array_equal(r.as_numpy("OUTPUT0"), a + b)
+        assert np.array_equal(r.as_numpy("OUTPUT1"), a - b)
+    # Each call's file is closed once the call is over: the server's
+    # descriptors stay flat over many calls.
+    before = server_fds(server)
+    for i in range(30):
+        r = proto.infer("bls_call_wide", inputs(proto, a + i, b, "add_sub_mapped"))
+        assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+        assert r.as_numpy("OUTPUT0")[-1] == a[-1] + i + 0.5
+    assert server_fds(server) <= before + 2, (before, server_fds(server))
+
+
+def test_small_bls_inputs_stay_in_the_frame(proto):
+    # Below the memory file threshold the inputs travel in band, so
+    # add_sub_mapped finds them outside any memory file.
+    a, b = pair()
+    r = proto.infer("bls_call", inputs(proto, a, b, "add_sub_mapped"))
+    assert "INPUT0, INPUT1 not in a mapping" in str(r.as_numpy("ERROR")[0])
 
 
 def test_bls_sync_example_undefined_model(proto):
