@@ -42,7 +42,7 @@ type Call struct {
 
 	c      *Client
 	seq    uint32
-	parent uint32 // seq of the EXECUTE named by the stub
+	parent uint32     // seq of the EXECUTE named by the stub
 	files  *callFiles // memory files holding the request's large inputs
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -239,9 +239,20 @@
 // message and Triton error code), or none for a flag-only final. A call
 // without decoupled gets exactly one, final.
 //
-// BLS_INFER and BLS_RESPONSE carry every tensor in band, with no
-// descriptors, whatever its size; the callee's EXECUTE and its reply move
-// the large ones through the arenas as for any request.
+// A BLS_INFER's inputs of at least the shm threshold (INIT's
+// shm_threshold) travel out of band when the data socket passes
+// descriptors: the stub writes them into one memory file for the call, at
+// 64-byte aligned offsets, seals it (F_SEAL_SHRINK, F_SEAL_GROW,
+// F_SEAL_WRITE) and sends its descriptor with the frame (descriptor 0);
+// their records are out of band as in an EXECUTE. The server refuses a
+// file without the write and shrink seals, maps it read-only and passes it
+// on to the callee's stub as a client region (read-only, with a
+// registration id of the top bit and the file's inode number), so the
+// callee's model reads the caller's bytes in place; the server closes and
+// unmaps it once the call has ended and the callee's reply is in
+// (callfiles.go). Smaller inputs, and every tensor of a BLS_RESPONSE, are
+// in band; the callee's reply moves its large outputs through the arenas
+// as for any request.
 //
 // BLS_CANCEL (stub to server): empty body, the call's sequence id; the
 // server cancels the call.
