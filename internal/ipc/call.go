@@ -69,7 +69,7 @@ func (c *Call) Respond(resp *inference.Response, err error, final bool) bool {
 	}
 	c.mu.Unlock()
 	if final {
-		defer c.c.endCall(c)
+		defer c.c.endCall(c, err)
 	}
 	bufs, n := encodeCallResponse(resp, err, final)
 	putHeader(bufs[0], n, kindBLSResponse, flagReply, c.seq)
@@ -185,9 +185,16 @@ func (c *Client) startCall(call *Call) bool {
 	return true
 }
 
-func (c *Client) endCall(call *Call) {
+// endCall ends a call whose final response was sent; err is the
+// response's error.
+func (c *Client) endCall(call *Call, err error) {
 	call.cancel()
-	call.files.release()
+	if err != nil && call.Request != nil {
+		// The callee may not be done with the request (callfiles.go).
+		call.files.releaseAfter(call.Request)
+	} else {
+		call.files.release()
+	}
 	c.mu.Lock()
 	if c.calls[call.seq] == call {
 		delete(c.calls, call.seq)

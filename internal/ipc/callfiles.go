@@ -2,10 +2,12 @@ package ipc
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -16,7 +18,11 @@ import (
 // passes the same file to the callee's stub as a client region
 // (regions.go): no byte of them is copied in Go. The files are closed and
 // unmapped when the call has ended and every Hold a batch took on them is
-// released (the callee's reply is in).
+// released (the callee's reply is in). A call that ended with an error
+// (cancelled, timed out, its stub gone) may have ended while the callee's
+// queue still held its request, or a worker was about to start it: the
+// call's reference then goes only once the request is unreachable, so that
+// no batch can take a Hold on a closed descriptor.
 
 // callFileID marks the registration ids of call files, apart from the
 // shared memory registry's (which count from 1). The rest is the file's
@@ -92,6 +98,14 @@ func (f *callFiles) hold() func() {
 	f.mu.Unlock()
 	var once sync.Once
 	return func() { once.Do(f.release) }
+}
+
+// releaseAfter drops the call's reference once r is unreachable.
+func (f *callFiles) releaseAfter(r *inference.Request) {
+	if f == nil {
+		return
+	}
+	runtime.AddCleanup(r, func(f *callFiles) { f.release() }, f)
 }
 
 // release drops one reference (the call's, once it ended, or a Hold's);

@@ -1,10 +1,14 @@
 package ipc
 
 import (
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigilhq/vigil/internal/inference"
 )
 
 func memFile(t *testing.T, data []byte, seals int) int {
@@ -58,5 +62,31 @@ func TestCallFilesRefuseUnsealed(t *testing.T) {
 	defer f.release()
 	if _, err := f.view(0, 0, 4); err == nil || !strings.Contains(err.Error(), "sealed") {
 		t.Fatalf("unsealed file: %v", err)
+	}
+}
+
+func TestCallFilesReleaseAfterTheRequestIsUnreachable(t *testing.T) {
+	fd := memFile(t, []byte("0123456789"), requiredSeals)
+	f := newCallFiles([]int{fd})
+	r := &inference.Request{ID: "r"}
+	if _, err := f.view(0, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	f.releaseAfter(r)
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("closed while the request is reachable: %v", err)
+	}
+	runtime.KeepAlive(r)
+	r = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("descriptor still open after the request became unreachable")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
