@@ -249,8 +249,9 @@
 // on to the callee's stub as a client region (read-only, with a
 // registration id of the top bit and the file's inode number), so the
 // callee's model reads the caller's bytes in place; the server closes and
-// unmaps it once the call has ended and the callee's reply is in
-// (callfiles.go). Smaller inputs, and every tensor of a BLS_RESPONSE, are
+// unmaps it once the call has ended and the callee's reply is in, or, for a
+// call that ended with an error (which the callee may not be done with),
+// once the request is unreachable (callfiles.go). Smaller inputs, and every tensor of a BLS_RESPONSE, are
 // in band; the callee's reply moves its large outputs through the arenas
 // as for any request.
 //
