@@ -191,7 +191,7 @@ func (c *Client) endCall(call *Call, err error) {
 	call.cancel()
 	if err != nil && call.Request != nil {
 		// The callee may not be done with the request (callfiles.go).
-		call.files.releaseAfter(call.Request)
+		call.files.releaseWhenUnused()
 	} else {
 		call.files.release()
 	}

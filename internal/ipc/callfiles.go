@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"weak"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -21,8 +21,10 @@ import (
 // released (the callee's reply is in). A call that ended with an error
 // (cancelled, timed out, its stub gone) may have ended while the callee's
 // queue still held its request, or a worker was about to start it: the
-// call's reference then goes only once the request is unreachable, so that
-// no batch can take a Hold on a closed descriptor.
+// call's reference then goes only once no tensor that views the files is
+// reachable any more (the request's, or a copy of one in a request made
+// from it, such as an ensemble step's), so that no batch can take a Hold on
+// a closed descriptor.
 
 // callFileID marks the registration ids of call files, apart from the
 // shared memory registry's (which count from 1). The rest is the file's
@@ -43,7 +45,16 @@ type callFiles struct {
 	maps [][]byte // by descriptor index, nil until an input needs it
 	ids  []uint64
 	refs int // the call's own reference plus unreleased Holds
+	// anchor is what every Shared view holds on to (its Hold): reachable
+	// exactly while a view is. Weak, so that the files never keep it alive.
+	anchor weak.Pointer[filesAnchor]
 }
+
+// filesAnchor is referenced by every Shared view of the files and by
+// nothing else, so that its reachability says whether a view still is.
+type filesAnchor struct{ f *callFiles }
+
+func (a *filesAnchor) hold() func() { return a.f.hold() }
 
 func newCallFiles(fds []int) *callFiles {
 	if len(fds) == 0 {
@@ -87,7 +98,12 @@ func (f *callFiles) view(idx uint32, off, size uint64) (*tensor.Shared, error) {
 		return nil, fmt.Errorf("%d bytes at offset %d overrun the %d-byte file", size, off, len(mem))
 	}
 	data := mem[off : off+size : off+size]
-	return &tensor.Shared{FD: f.fds[idx], Offset: off, ID: f.ids[idx], Mem: data, Hold: f.hold}, nil
+	a := f.anchor.Value()
+	if a == nil {
+		a = &filesAnchor{f: f}
+		f.anchor = weak.Make(a)
+	}
+	return &tensor.Shared{FD: f.fds[idx], Offset: off, ID: f.ids[idx], Mem: data, Hold: a.hold}, nil
 }
 
 // hold keeps the files open and mapped until the returned function is
@@ -100,12 +116,20 @@ func (f *callFiles) hold() func() {
 	return func() { once.Do(f.release) }
 }
 
-// releaseAfter drops the call's reference once r is unreachable.
-func (f *callFiles) releaseAfter(r *inference.Request) {
+// releaseWhenUnused drops the call's reference once no view of the files
+// is reachable (at once when none is).
+func (f *callFiles) releaseWhenUnused() {
 	if f == nil {
 		return
 	}
-	runtime.AddCleanup(r, func(f *callFiles) { f.release() }, f)
+	f.mu.Lock()
+	a := f.anchor.Value()
+	f.mu.Unlock()
+	if a == nil {
+		f.release()
+		return
+	}
+	runtime.AddCleanup(a, func(f *callFiles) { f.release() }, f)
 }
 
 // release drops one reference (the call's, once it ended, or a Hold's);

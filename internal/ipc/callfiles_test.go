@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/tensor"
 )
 
 func memFile(t *testing.T, data []byte, seals int) int {
@@ -68,24 +69,42 @@ func TestCallFilesRefuseUnsealed(t *testing.T) {
 func TestCallFilesReleaseAfterTheRequestIsUnreachable(t *testing.T) {
 	fd := memFile(t, []byte("0123456789"), requiredSeals)
 	f := newCallFiles([]int{fd})
-	r := &inference.Request{ID: "r"}
-	if _, err := f.view(0, 0, 4); err != nil {
+	s, err := f.view(0, 0, 4)
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.releaseAfter(r)
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-		t.Fatalf("closed while the request is reachable: %v", err)
+	r := &inference.Request{ID: "r", Inputs: []tensor.Tensor{{Name: "IN", Data: s.Mem, Shared: s}}}
+	s = nil
+	f.releaseWhenUnused()
+	open := func() bool {
+		_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		return err == nil
 	}
+	if !open() {
+		t.Fatal("closed while the request is reachable")
+	}
+	// A request made from it (an ensemble step's) keeps a copy of the
+	// tensor: the files stay while the copy is reachable.
+	step := &inference.Request{ID: "step", Inputs: []tensor.Tensor{r.Inputs[0]}}
 	runtime.KeepAlive(r)
 	r = nil
+	for range 5 {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+		if !open() {
+			t.Fatal("closed while a copy of the request's tensor is reachable")
+		}
+	}
+	runtime.KeepAlive(step)
+	step = nil
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		runtime.GC()
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		if !open() {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("descriptor still open after the request became unreachable")
+			t.Fatal("descriptor still open after no tensor viewing it was reachable")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -251,9 +251,9 @@
 // callee's model reads the caller's bytes in place; the server closes and
 // unmaps it once the call has ended and the callee's reply is in, or, for a
 // call that ended with an error (which the callee may not be done with),
-// once the request is unreachable (callfiles.go). Smaller inputs, and every tensor of a BLS_RESPONSE, are
-// in band; the callee's reply moves its large outputs through the arenas
-// as for any request.
+// once no tensor viewing it is reachable (callfiles.go). Smaller inputs,
+// and every tensor of a BLS_RESPONSE, are in band; the callee's reply
+// moves its large outputs through the arenas as for any request.
 //
 // BLS_CANCEL (stub to server): empty body, the call's sequence id; the
 // server cancels the call.
