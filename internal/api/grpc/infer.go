@@ -168,13 +168,23 @@ func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInf
 		}
 		if err != nil {
 			sendFailed = err
+			return streamGone(err)
 		}
-		return err
+		return nil
 	})
 	if err == nil || sent || sendFailed != nil || ctx.Err() != nil {
 		return // answered, or nobody is listening any more
 	}
 	_ = sendErr(err, true)
+}
+
+// streamGone is the error that ends a streamed request whose response the
+// stream did not take. The server sets no send size limit, so a failed send
+// means the stream or its transport has ended: the client went away, which
+// ends the request as cancelled (as generate_stream's event stream does),
+// whichever of the two the server sees first.
+func streamGone(err error) error {
+	return apierr.Wrap(apierr.Cancelled, err, "the client went away: sending on the stream")
 }
 
 // takeEmptyFinal removes triton_enable_empty_final_response from the

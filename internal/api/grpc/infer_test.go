@@ -18,6 +18,7 @@ import (
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
+	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -408,5 +409,47 @@ func TestHandlerPanicBecomesInternal(t *testing.T) {
 		func(context.Context, any) (any, error) { panic("boom") })
 	if status.Code(err) != codes.Internal || !strings.Contains(buf.String(), "boom") {
 		t.Fatalf("err %v, log %q", err, buf.String())
+	}
+}
+
+// A response the stream can no longer take (the client went away) ends
+// the request as cancelled, not as the model's error, whichever the server
+// sees first: the send failing or the stream's context ending.
+func TestModelStreamInferClientGoneIsCancelled(t *testing.T) {
+	h := newHarness(t, Config{}, snap(map[string]bool{"m": true}))
+	ended := make(chan error, 1)
+	h.models.mu.Lock()
+	h.models.streamFn = func(_ context.Context, req *inference.Request, emit func(model.Reply) error) error {
+		for {
+			// Responses until the stream refuses one; the test's deadline
+			// bounds the loop.
+			if err := emit(model.Reply{Response: echo(req)}); err != nil {
+				ended <- err
+				return err
+			}
+		}
+	}
+	h.models.mu.Unlock()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	stream, err := h.client.ModelStreamInfer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.ModelInferRequest{ModelName: "m", Id: "gone", Inputs: []*pb.ModelInferRequest_InferInputTensor{
+		{Name: "X", Datatype: "FP32", Shape: []int64{1}, Contents: &pb.InferTensorContents{Fp32Contents: []float32{1}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-ended:
+		if got := apierr.CodeOf(err); got != apierr.Cancelled {
+			t.Fatalf("emit after the client went away = %v (code %v), want %v", err, got, apierr.Cancelled)
+		}
+	case <-testCtx(t).Done():
+		t.Fatal("the model's responses were never refused")
 	}
 }
