@@ -24,6 +24,12 @@ type Request struct {
 	// from the reserved parameters sequence_id, sequence_start and
 	// sequence_end (which are not in Parameters).
 	Sequence Sequence
+	// OutputFiles says that the response's consumer takes large outputs in
+	// memory files, as a BLS call's caller stub does: the model's stub may
+	// answer with outputs that are tensor.Shared views of a sealed memory
+	// file it made for the response, which the consumer passes on rather
+	// than copies, calling the response's Release once done.
+	OutputFiles bool
 }
 
 // RequestedOutput names one output the client asked for.
@@ -43,4 +49,17 @@ type Response struct {
 	ID         string
 	Parameters map[string]any
 	Outputs    []tensor.Tensor
+	// Release, when set, frees the memory the outputs' Shared views are of
+	// (see Request.OutputFiles). Whoever consumes the response calls it once
+	// no output is read any more, or drops the response: without a call the
+	// memory goes once no output viewing it is reachable. Carried whenever
+	// a response is rebuilt around the same outputs.
+	Release func()
+}
+
+// Done calls r.Release, if any; it is nil-safe.
+func (r *Response) Done() {
+	if r != nil && r.Release != nil {
+		r.Release()
+	}
 }

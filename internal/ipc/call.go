@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -58,7 +59,13 @@ func (c *Call) Context() context.Context { return c.ctx }
 // response (its message and Triton error code). final marks the call's last
 // response; nothing may follow it. It reports whether the stub was sent the
 // response (false once the call ended or the connection is gone).
+//
+// Outputs that are tensor.Shared views (memory files: replyfiles.go) go out
+// of band, their files' descriptors with the frame; the response is
+// released (inference.Response.Release) once written, or at once when it
+// cannot be sent.
 func (c *Call) Respond(resp *inference.Response, err error, final bool) bool {
+	defer resp.Done()
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
@@ -71,9 +78,37 @@ func (c *Call) Respond(resp *inference.Response, err error, final bool) bool {
 	if final {
 		defer c.c.endCall(c, err)
 	}
-	bufs, n := encodeCallResponse(resp, err, final)
+	var shared []*tensor.Shared
+	if c.c.shmThreshold.Load() > 0 {
+		shared = sharedOutputs(resp)
+	}
+	bufs, n, fds := encodeCallResponse(resp, err, final, shared)
+	for _, s := range shared {
+		if s.Hold != nil {
+			defer s.Hold()()
+		}
+	}
 	putHeader(bufs[0], n, kindBLSResponse, flagReply, c.seq)
-	return c.c.write(context.Background(), kindBLSResponse, bufs, nil) == nil
+	putFDCount(bufs[0], len(fds))
+	return c.c.write(context.Background(), kindBLSResponse, bufs, fds) == nil
+}
+
+// sharedOutputs are the Shared views among resp's outputs, by output
+// index (nil for those in the frame).
+func sharedOutputs(resp *inference.Response) []*tensor.Shared {
+	if resp == nil {
+		return nil
+	}
+	var out []*tensor.Shared
+	for i := range resp.Outputs {
+		if s := resp.Outputs[i].Shared; s != nil && len(resp.Outputs[i].Data) > 0 {
+			if out == nil {
+				out = make([]*tensor.Shared, len(resp.Outputs))
+			}
+			out[i] = s
+		}
+	}
+	return out
 }
 
 // ControlCall is one model-control request from a stub.
@@ -272,6 +307,8 @@ func (c *Client) decodeCall(f frame) (*Call, error) {
 	}
 	r := reqs[0]
 	r.Model, r.Version = w.Model, w.Version
+	// The stub maps memory files passed with BLS_RESPONSE (replyfiles.go).
+	r.OutputFiles = c.shmThreshold.Load() > 0
 	return &Call{c: c, seq: f.seq, Request: r, Timeout: time.Duration(w.TimeoutUS) * time.Microsecond,
 		Decoupled: w.Decoupled, parent: w.Parent, files: files}, nil
 }
@@ -414,8 +451,10 @@ const callFinal uint32 = 0x01
 //
 // A final response with neither resp nor err holds none (a decoupled
 // callee's flag-only end). bufs[0] starts with headerSize bytes of room;
-// the rest alias the outputs' data.
-func encodeCallResponse(resp *inference.Response, err error, final bool) (bufs [][]byte, bodyLen int) {
+// the rest alias the outputs' data. An output with a Shared view in shared
+// (by output index; nil for none) is out of band instead: its record
+// points at the view's descriptor, one of fds, which go with the frame.
+func encodeCallResponse(resp *inference.Response, err error, final bool, shared []*tensor.Shared) (bufs [][]byte, bodyLen int, fds []int) {
 	var flags uint32
 	if final {
 		flags |= callFinal
@@ -446,6 +485,17 @@ func encodeCallResponse(resp *inference.Response, err error, final bool) (bufs [
 		b = append(b, params...)
 		for i := range resp.Outputs {
 			o := &resp.Outputs[i]
+			if shared != nil && shared[i] != nil {
+				s := shared[i]
+				idx := slices.Index(fds, s.FD)
+				if idx < 0 {
+					idx = len(fds)
+					fds = append(fds, s.FD)
+				}
+				b = appendTensorRecord(b, o.Name, datatypeCodes[o.Datatype]|outOfBand, o.Shape, len(o.Data))
+				b = appendOutOfBand(b, idx, s.Offset)
+				continue
+			}
 			b = appendTensorRecord(b, o.Name, datatypeCodes[o.Datatype], o.Shape, len(o.Data))
 			if len(o.Data) > 0 {
 				bufs = append(bufs, o.Data)
@@ -458,7 +508,7 @@ func encodeCallResponse(resp *inference.Response, err error, final bool) (bufs [
 	binary.LittleEndian.PutUint32(b[metaStart-4:], uint32(len(b)-metaStart))
 	bufs[0] = b
 	bodyLen += len(b) - headerSize
-	return bufs, bodyLen
+	return bufs, bodyLen, fds
 }
 
 // TritonCode names err's class as a Triton error code, as a stub's

@@ -295,16 +295,18 @@ func (c *cursor) fail(err error) {
 // decodeExecuteReply turns an EXECUTE reply body into one Result per
 // request. Output data aliases body.
 func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error) {
-	results, _, err := decodeExecuteReplyArena(body, nil, lease{}, 0, reqs)
+	results, _, err := decodeExecuteReplyArena(body, nil, lease{}, nil, 0, reqs)
 	return results, err
 }
 
 // decodeExecuteReplyArena is decodeExecuteReply for a frame that may have
 // out-of-band outputs: in the arenas of the request's lease, or in
 // descriptors that came with the reply (shm.go). Their bytes are copied
-// out. large is the total size of the outputs of at least threshold bytes
-// (threshold > 0), which the next output arena should hold.
-func decodeExecuteReplyArena(body []byte, fds []int, l lease, threshold int, reqs []*inference.Request) (_ []Result, large int, _ error) {
+// out, but for a batch that takes output files (rf non-nil), whose outputs
+// in the stub's files are Shared views of them (replyfiles.go). large is
+// the total size of the outputs of at least threshold bytes (threshold >
+// 0) that were not in such files, which the next output arena should hold.
+func decodeExecuteReplyArena(body []byte, fds []int, l lease, rf *replyFiles, threshold int, reqs []*inference.Request) (_ []Result, large int, _ error) {
 	if len(body) < 4 {
 		return nil, 0, fmt.Errorf("execute reply of %d bytes has no meta length", len(body))
 	}
@@ -356,7 +358,7 @@ func decodeExecuteReplyArena(body []byte, fds []int, l lease, threshold int, req
 			}
 			if oob {
 				// Its bytes are in a descriptor, not in the data section.
-				t.Data = outOfBandData(&c, fds, l, size)
+				t.Data, t.Shared = replyData(&c, fds, l, rf, i, size)
 			} else if c.err == nil {
 				if size > uint64(len(data)) {
 					return nil, 0, fmt.Errorf("execute reply: output %q declares %d bytes, %d remain", t.Name, size, len(data))
@@ -367,7 +369,7 @@ func decodeExecuteReplyArena(body []byte, fds []int, l lease, threshold int, req
 			if c.err != nil {
 				break
 			}
-			if threshold > 0 && len(t.Data) >= threshold {
+			if threshold > 0 && len(t.Data) >= threshold && t.Shared == nil {
 				large += alignUp(len(t.Data))
 			}
 			if err := t.Validate(); err != nil && bad == nil {
@@ -377,8 +379,14 @@ func decodeExecuteReplyArena(body []byte, fds []int, l lease, threshold int, req
 		if bad != nil {
 			// The stub and the server disagree about a tensor: a bug, but one
 			// that concerns this request only.
+			if rf != nil {
+				rf.drop(i)
+			}
 			results[i] = Result{Err: &ModelError{Op: "encode responses", Message: "the stub sent an invalid output: " + bad.Error(), Code: "INTERNAL"}}
 			continue
+		}
+		if rf != nil {
+			resp.Release = rf.releaser(i)
 		}
 		results[i] = Result{Response: resp}
 	}

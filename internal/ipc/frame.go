@@ -79,6 +79,10 @@ const (
 	// flagInputsReleased (EXECUTE reply): the stub holds no view of the
 	// batch's input arena, which may be reused.
 	flagInputsReleased uint8 = 0x04
+	// flagOutFiles (EXECUTE request): every request of the batch takes its
+	// large outputs in memory files (replyfiles.go), so the stub may answer
+	// with one sealed memory file of its own per response.
+	flagOutFiles uint8 = 0x10
 )
 
 // frame is one decoded frame.

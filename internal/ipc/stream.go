@@ -108,6 +108,9 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 		b.fds = append(b.fds, l.out.fd)
 		b.flags |= flagOutRegion
 	}
+	if threshold > 0 && outputFiles(reqs) {
+		b.flags |= flagOutFiles
+	}
 	if sink != nil {
 		b.route = &route{reqs: reqs, sink: sink, final: make([]bool, len(reqs)), open: len(reqs)}
 		c.mu.Lock()
@@ -143,7 +146,14 @@ func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 		// hung, and the connection's end closes the route.
 		return nil, fmt.Errorf("execute: %w", err)
 	}
-	defer closeFDs(f.fds)
+	// The stub's own memory files holding outputs are the responses' from
+	// here on (replyfiles.go); other descriptors are closed.
+	var rf *replyFiles
+	if b.flags&flagOutFiles != 0 && f.flags&flagError == 0 {
+		rf = newReplyFiles(f.fds)
+	} else {
+		defer closeFDs(f.fds)
+	}
 	// After decoding: outputs the stub wrote into a client's room alias the
 	// region, which the request's own hold keeps from here on.
 	defer c.replyIn(b.seq)
@@ -153,7 +163,8 @@ func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 		b.closeAll()
 		return nil, err
 	}
-	results, large, err := decodeExecuteReplyArena(f.body, f.fds, b.lease, int(c.shmThreshold.Load()), b.reqs)
+	results, large, err := decodeExecuteReplyArena(f.body, f.fds, b.lease, rf, int(c.shmThreshold.Load()), b.reqs)
+	rf.finish(err != nil)
 	b.timing.Output = time.Since(received)
 	c.arenas.release(b.lease, released, large)
 	if err != nil {

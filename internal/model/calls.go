@@ -98,9 +98,14 @@ func (m *Manager) callOn(ctx context.Context, v *version, req *inference.Request
 		return nil, err
 	}
 	if err := m.holdOutputs(v, resp, size); err != nil {
+		resp.Done()
 		return nil, err
 	}
-	return selectOutputs(v, req, resp)
+	out, err := selectOutputs(v, req, resp)
+	if err != nil {
+		resp.Done()
+	}
+	return out, err
 }
 
 // cycleMessage explains a refused cyclic call, e.g. "BLS call cycle

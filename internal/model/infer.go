@@ -225,7 +225,7 @@ func describeDims(dims []int64, batching bool) string {
 // selectOutputs keeps the outputs the client asked for, in its order, and
 // labels the response.
 func selectOutputs(v *version, req *inference.Request, resp *inference.Response) (*inference.Response, error) {
-	out := &inference.Response{Model: v.key.Model, Version: v.key.Version, ID: req.ID, Parameters: resp.Parameters}
+	out := &inference.Response{Model: v.key.Model, Version: v.key.Version, ID: req.ID, Parameters: resp.Parameters, Release: resp.Release}
 	if len(req.Outputs) == 0 {
 		out.Outputs = resp.Outputs
 		return out, nil

@@ -97,6 +97,7 @@ func (t *Task) Deliver(r Reply) bool {
 		t.dropped++
 		drop := t.onDrop
 		t.mu.Unlock()
+		r.Response.Done() // nobody will read it
 		if drop != nil && (r.Response != nil || r.Err != nil) {
 			drop()
 		}
@@ -108,6 +109,7 @@ func (t *Task) Deliver(r Reply) bool {
 	}
 	if t.stream && len(t.replies) >= MaxBacklog && !r.Final {
 		t.mu.Unlock()
+		r.Response.Done()
 		t.Finish(nil, &apierr.Error{Code: apierr.ResourceExhausted, Msg: fmt.Sprintf(
 			"the client did not read the responses of request %q: %d were waiting", t.Req.ID, MaxBacklog)})
 		return false
@@ -143,6 +145,7 @@ func (t *Task) Finish(resp *inference.Response, err error) bool {
 	t.mu.Lock()
 	if t.finished {
 		t.mu.Unlock()
+		resp.Done() // nobody will read it
 		return false
 	}
 	if resp != nil {

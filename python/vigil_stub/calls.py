@@ -4,9 +4,9 @@ data socket, read through wire.Demux.
 """
 
 import contextvars
-import fcntl
 import itertools
 import json
+import mmap
 import os
 import struct
 import threading
@@ -30,8 +30,6 @@ _RESPONSE_HEAD_FROM = tensors._RESPONSE_HEAD.unpack_from
 _TENSOR_HEAD_FROM = tensors._TENSOR_HEAD.unpack_from
 _tail = tensors._tail
 _DATATYPES = tensors._DATATYPES
-# A call's memory file: sealed once written, so the server may map it.
-_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
 class Calls:
@@ -170,19 +168,7 @@ class Calls:
     @staticmethod
     def _call_file(large, size):
         """A sealed memory file of size bytes holding large's (offset, data)."""
-        fd = os.memfd_create("vigil-bls", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(fd, size)
-            for at, data in large:
-                view = memoryview(data).cast("B")
-                while view:
-                    n = os.pwrite(fd, view, at)
-                    view, at = view[n:], at + n
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return tensors.sealed_file("vigil-bls", large, size)
 
     @staticmethod
     def _request_rest(layout, outs, corr, flags):
@@ -209,7 +195,25 @@ class Calls:
 
     def _decode_response(self, body):
         """A BLS_RESPONSE body as (pb.InferenceResponse, final); a flag-only
-        final is an empty response, as Triton yields it."""
+        final is an empty response, as Triton yields it.
+
+        Outputs out of band are in memory files that came with the frame
+        (the callee stub's, or the caller's own input file for an output
+        that is a view of an input; internal/ipc/replyfiles.go): the model
+        gets read-only numpy views of a read-only mapping, and the file is
+        freed once its arrays are gone."""
+        fds = getattr(body, "fds", None)
+        if not fds:
+            return self._decode_frame(body, None)
+        maps = [None] * len(fds)
+        try:
+            return self._decode_frame(body, (fds, maps))
+        finally:
+            # A mapping keeps its file; the descriptors are not needed.
+            for fd in fds:
+                os.close(fd)
+
+    def _decode_frame(self, body, files):
         (flags, mlen) = _U32X2_FROM(body, 0)
         final = bool(flags & _CALL_FINAL)
         meta = bytes(memoryview(body)[8:8 + mlen])
@@ -224,14 +228,17 @@ class Calls:
         wrap = pb.Tensor._wrap
         data = 8 + mlen
         tensors_out = []
-        for name, shape, dt, datatype, at, nbytes, whole in outputs:
+        for name, shape, dt, datatype, at, nbytes, whole, idx in outputs:
+            src, start = body, data + at
+            if idx is not None:
+                src, start = _mapped(files, idx, at, nbytes, name), at
             if dt is None:
-                arr = pb._deserialize_bytes(memoryview(body)[data + at:data + at + nbytes]).reshape(shape)
+                arr = pb._deserialize_bytes(memoryview(src)[start:start + nbytes]).reshape(shape)
             elif whole:
-                # One array of its shape over the frame (tensors.py).
-                arr = np.ndarray(shape, dt, body, data + at)
+                # One array of its shape over the frame or the file (tensors.py).
+                arr = np.ndarray(shape, dt, src, start)
             else:
-                arr = np.frombuffer(body, dtype=dt, count=nbytes // dt.itemsize, offset=data + at).reshape(shape)
+                arr = np.frombuffer(src, dtype=dt, count=nbytes // dt.itemsize, offset=start).reshape(shape)
             tensors_out.append(wrap(name, arr, datatype))
         return pb.InferenceResponse._wrap(tensors_out, None, json.loads(params) if params else None), final
 
@@ -262,7 +269,12 @@ class Calls:
             tail = _tail(ndim)
             *shape, nbytes = tail.unpack_from(meta, p)
             p += tail.size
-            if nbytes > room - at:
+            idx = None
+            if code & tensors._OUT_OF_BAND:
+                code &= ~tensors._OUT_OF_BAND
+                idx, off = tensors._LOCATION.unpack_from(meta, p)
+                p += tensors._LOCATION.size
+            elif nbytes > room - at:
                 raise pb.TritonModelException("BLS response: output %r declares %d bytes, %d remain" % (
                     name, nbytes, room - at))
             shape = tuple(shape)
@@ -273,7 +285,10 @@ class Calls:
                 if dt is None:
                     dt = numpy_types[14] = tensors._bf16_dtype()
                 whole = prod(shape) * dt.itemsize == nbytes
-            outputs.append((name, shape, dt, _DATATYPES[code], at, nbytes, whole))
+            if idx is not None:
+                outputs.append((name, shape, dt, _DATATYPES[code], off, nbytes, whole, idx))
+                continue
+            outputs.append((name, shape, dt, _DATATYPES[code], at, nbytes, whole, None))
             at += nbytes
         return params, outputs
 
@@ -362,6 +377,22 @@ class ResponseIterator:
 
 
 _CODES = {name: code for code, name in pb.TritonError._NAMES.items()}
+
+
+def _mapped(files, idx, at, nbytes, name):
+    """The read-only mapping of a BLS_RESPONSE's descriptor idx, which must
+    hold nbytes at offset at."""
+    if files is None or idx >= len(files[0]):
+        raise pb.TritonModelException("BLS response: output %r in descriptor %d, %d came with the frame" % (
+            name, idx, 0 if files is None else len(files[0])))
+    fds, maps = files
+    mm = maps[idx]
+    if mm is None:
+        mm = maps[idx] = mmap.mmap(fds[idx], 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    if at + nbytes > len(mm):
+        raise pb.TritonModelException("BLS response: output %r: %d bytes at offset %d overrun the %d-byte file" % (
+            name, nbytes, at, len(mm)))
+    return mm
 
 
 def _error_response(msg, code):

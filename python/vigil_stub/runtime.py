@@ -101,6 +101,7 @@ class Stub:
         # threads waiting for BLS responses can read it while execute runs.
         self._demux = Demux(conn)
         self._calls = None  # calls.Calls, once numpy is importable
+        self._flags = 0  # of the frame being handled
 
     # --- reader -----------------------------------------------------------
 
@@ -122,7 +123,8 @@ class Stub:
                 return 1
             if frame is None:
                 return 0
-            kind, _flags, seq, body = frame
+            kind, flags, seq, body = frame
+            self._flags = flags
             handler = handlers.get(kind)
             try:
                 if handler is None:
@@ -263,16 +265,20 @@ class Stub:
             raise _raised("decode requests", e) from None
         # The client regions the batch passed (outputs may go straight there).
         regions = self._codec.take_regions()
+        # Large outputs in memory files of the stub's own, sent with the reply.
+        files = [] if self._flags & wire.FLAG_OUT_FILES and self._conn.passes_fds else None
         batch = Batch(seq, requests, self._decoupled, self._conn, self._codec, self._batches)
         self._batches.add(batch)
         try:
             if self._decoupled:
                 self._execute_decoupled(seq, batch, requests)
                 return
-            parts = self._execute_default(seq, batch, requests, region, regions)
+            parts = self._execute_default(seq, batch, requests, region, regions, files)
         except BaseException:
             # The error reply ends every request of the batch.
             batch.close_all()
+            for fd in files or ():
+                os.close(fd)
             raise
         # The batch's arrays die here unless the model, or a response sender
         # still open, kept some; only then may the server reuse its input
@@ -281,7 +287,7 @@ class Stub:
         flags = FLAG_REPLY
         if self._codec.inputs_released():
             flags |= wire.FLAG_INPUTS_RELEASED
-        self._conn.send(wire.KIND_EXECUTE, flags, seq, parts)
+        self._conn.send(wire.KIND_EXECUTE, flags, seq, parts, files or ())  # send closes files
 
     def _execute_decoupled(self, seq, batch, requests):
         try:
@@ -301,7 +307,7 @@ class Stub:
         return ("Python model '%s' is using the decoupled mode and the execute function must return None."
                 % self._instance_name)
 
-    def _execute_default(self, seq, batch, requests, region, regions=None):
+    def _execute_default(self, seq, batch, requests, region, regions=None, files=None):
         n = len(requests)
         calls = self._calls
         token = calls.enter(seq)
@@ -345,7 +351,7 @@ class Stub:
                 continue
             batch.answered(i)
         try:
-            parts = self._codec.encode_responses(out, requests, region, regions)
+            parts = self._codec.encode_responses(out, requests, region, regions, files)
         except Exception as e:  # noqa: BLE001
             raise _raised("encode responses", e) from None
         return parts

@@ -33,6 +33,7 @@ at the next batch or ping; an array still using one keeps it mapped.
 """
 
 import collections
+import fcntl
 import json
 import mmap
 import os
@@ -113,6 +114,27 @@ _COPY_LIMIT = 1 << 16
 
 # Bound of the codec's small caches (output records, dtype codes).
 _RECORD_CACHE = 256
+# A memory file the stub makes for the server (a BLS call's inputs, a
+# response's outputs) is sealed once written, so that the server may map it.
+_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+_OUT_FILE = "vigil-bls-out"
+
+
+def sealed_file(name, large, size):
+    """A sealed memory file of size bytes holding large's (offset, data)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        for at, data in large:
+            view = memoryview(data).cast("B")
+            while view:
+                n = os.pwrite(fd, view, at)
+                view, at = view[n:], at + n
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class Codec:
@@ -348,7 +370,7 @@ class Codec:
                     del self._client[key]
                     os.close(fd)
 
-    def encode_responses(self, responses, requests, region=None, regions=None):
+    def encode_responses(self, responses, requests, region=None, regions=None, files=None):
         """Turn execute()'s responses into EXECUTE reply body parts.
 
         Outputs the request did not ask for are left out when it named any.
@@ -358,9 +380,14 @@ class Codec:
         None: outputs of at least shm_threshold bytes are copied into it
         while they fit. regions are the client regions the batch passed
         (the execute reply only): outputs go into the rooms requested for
-        them, and views of input regions are pointed at.
+        them, and views of input regions are pointed at. files, a list, says
+        that the batch takes output files (FLAG_OUT_FILES;
+        internal/ipc/replyfiles.go): each response's numeric outputs of at
+        least shm_threshold bytes go into one sealed memory file made for
+        it, whose descriptor is appended to files, to send with the reply.
         """
         big = self.shm_threshold if region is not None and self.shm_threshold > 0 else 0
+        fbig = self.shm_threshold if files is not None and self.shm_threshold > 0 else 0
         out, off = (self._mapping("out", region), 0) if big else (None, 0)
         # An output that is a view of an input stays where it is.
         inp = self._maps.get("in") if big and self._views else None
@@ -382,6 +409,8 @@ class Codec:
             wanted = req._requested_output_names
             out_meta = []
             out_blobs = []
+            in_file = []  # (offset, data) of the outputs for this response's file
+            foff = 0
             try:
                 for t in resp._output_tensors:
                     tname = t.name()
@@ -403,6 +432,12 @@ class Codec:
                             out_meta.append(_TENSOR_HEAD.pack(len(name), code | _OUT_OF_BAND, ndim) + name +
                                             _tail(ndim).pack(*shape, nbytes) + _LOCATION.pack(_INPUT_ARENA, at - in_lo))
                             continue
+                    if fbig and nbytes >= fbig and code != 13:
+                        out_meta.append(_TENSOR_HEAD.pack(len(name), code | _OUT_OF_BAND, ndim) + name +
+                                        _tail(ndim).pack(*shape, nbytes) + _LOCATION.pack(len(files), foff))
+                        in_file.append((foff, data))
+                        foff += (nbytes + 63) & ~63
+                        continue
                     if big and nbytes >= big and off + nbytes <= len(out):
                         out[off:off + nbytes] = data
                         out_meta.append(_TENSOR_HEAD.pack(len(name), code | _OUT_OF_BAND, ndim) + name +
@@ -418,6 +453,8 @@ class Codec:
                         records[key] = record
                     out_meta.append(record)
                     out_blobs.append(data)
+                if in_file:
+                    files.append(sealed_file(_OUT_FILE, in_file, foff))
             except Exception as e:  # noqa: BLE001 - reported to the client
                 meta.append(_error_meta(pb.TritonError("cannot send the response: %s" % e)))
                 continue

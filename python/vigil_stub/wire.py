@@ -47,6 +47,10 @@ FLAG_INPUTS_RELEASED = 0x04
 # EXECUTE request: the frame passes a client's shared memory regions; its
 # meta starts with the region table (internal/ipc/regions.go).
 FLAG_REGIONS = 0x08
+# EXECUTE request: every request takes its large outputs in memory files
+# (internal/ipc/replyfiles.go): the stub may send one of its own per
+# response with the reply.
+FLAG_OUT_FILES = 0x10
 
 # Bodies up to this size are joined and sent with one sendall; bigger ones
 # are sent part by part so that large tensors are not copied again.

@@ -33,7 +33,8 @@ FROM_EXAMPLES = ["square_int32"]
 # add_sub_wide and bls_call_wide take tensors of any length.
 SAME_CODE = {"sleeper": "slow", "add_sub_wide": "add_sub", "bls_call_wide": "bls_call"}
 LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
-          "square_int32", "bls_decoupled_sync", "bls_decoupled_async", "add_sub_wide", "bls_call_wide", "add_sub_mapped"]
+          "square_int32", "bls_decoupled_sync", "bls_decoupled_async", "add_sub_wide", "bls_call_wide", "add_sub_mapped",
+          "bls_call_mapped", "pass_through", "crasher_wide"]
 
 
 def bls_server(tmp_path_factory, label, mode_args, only=None):
@@ -122,6 +123,63 @@ def test_large_tensors_cross_a_bls_call(proto, server):
         r = proto.infer("bls_call_wide", inputs(proto, a + i, b, "add_sub_mapped"))
         assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
         assert r.as_numpy("OUTPUT0")[-1] == a[-1] + i + 0.5
+    assert server_fds(server) <= before + 2, (before, server_fds(server))
+
+
+def test_large_bls_outputs_reach_the_caller_in_a_memory_file(proto, server):
+    # The callee's stub writes its large outputs into a sealed memory file
+    # of its own, whose descriptor the server passes on with BLS_RESPONSE:
+    # bls_call_mapped answers with an error unless the callee's outputs are
+    # read-only views of a memfd:vigil-bls-out mapping of its own process.
+    n = 1 << 20
+    a = np.arange(n, dtype=np.float32)
+    b = np.full(n, 0.5, dtype=np.float32)
+    r = proto.infer("bls_call_mapped", inputs(proto, a, b, "add_sub_wide"))
+    assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+    assert np.array_equal(r.as_numpy("OUTPUT0"), a + b)
+    assert np.array_equal(r.as_numpy("OUTPUT1"), a - b)
+    # An identity callee's outputs are views of its inputs, in the caller's
+    # own input file (memfd:vigil-bls): that file comes back, not a copy.
+    r = proto.infer("bls_call_mapped", inputs(proto, a, b, "pass_through"), parameters={"file": "vigil-bls"})
+    assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+    assert np.array_equal(r.as_numpy("OUTPUT0"), a)
+    assert np.array_equal(r.as_numpy("OUTPUT1"), b)
+    # The server closes each file once it has passed it on: its descriptors
+    # stay flat over many calls.
+    before = server_fds(server)
+    for i in range(40):
+        target = "pass_through" if i % 4 == 3 else "add_sub_wide"
+        file = "vigil-bls" if target == "pass_through" else "vigil-bls-out"
+        r = proto.infer("bls_call_mapped", inputs(proto, a + i, b, target), parameters={"file": file})
+        assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+        assert r.as_numpy("OUTPUT0")[-1] == a[-1] + i + (0.5 if target == "add_sub_wide" else 0)
+    assert server_fds(server) <= before + 2, (before, server_fds(server))
+
+
+def test_small_bls_outputs_stay_in_the_frame(proto):
+    a, b = pair()
+    r = proto.infer("bls_call_mapped", inputs(proto, a, b, "add_sub_wide"))
+    assert "OUTPUT0, OUTPUT1 not read-only views" in str(r.as_numpy("ERROR")[0])
+
+
+def test_callee_killed_while_encoding_large_outputs_leaves_no_descriptor(proto, server):
+    n = 1 << 20
+    a = np.arange(n, dtype=np.float32)
+    b = np.full(n, 0.5, dtype=np.float32)
+    r = proto.infer("bls_call_wide", inputs(proto, a, b, "crasher_wide"))  # warm: its files exist once
+    assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+    before = server_fds(server)
+    r = proto.infer("bls_call_wide", inputs(proto, a, b, "crasher_wide"), parameters={"crash": True})
+    msg = as_bytes_array(r.as_numpy("ERROR"))[0].decode()
+    assert "crasher_wide_0" in msg and "SIGKILL" in msg, msg
+    c = server.http_client()
+    try:
+        wait_until(lambda: c.is_model_ready("crasher_wide"), timeout=30, what="crasher_wide restarted")
+    finally:
+        c.close()
+    r = proto.infer("bls_call_wide", inputs(proto, a, b, "crasher_wide"))
+    assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+    assert np.array_equal(r.as_numpy("OUTPUT1"), a - b)
     assert server_fds(server) <= before + 2, (before, server_fds(server))
 
 
