@@ -244,6 +244,7 @@ func (b *Batcher) takeStateLocked(seq *sequence, r scheduler.Result) scheduler.R
 		}
 		out.Name = st.Input
 		out.Data = slices.Clone(out.Data) // the reply buffer is not ours to keep
+		out.Shared = nil                  // nor, then, its memory file
 		out.Parameters = nil
 		seq.state[st.Input] = out
 	}

@@ -62,16 +62,20 @@ type Tensor struct {
 	Data []byte
 	// Parameters are the tensor's protocol parameters, if any.
 	Parameters map[string]any
-	// Shared, when set, says that Data is a client's shared memory that a
-	// model stub may map itself instead of receiving a copy.
+	// Shared, when set, says that Data is memory another process can map
+	// (a client's shared memory, or a memory file a stub made) that the
+	// server may pass on as a descriptor instead of copying it. Whoever
+	// replaces Data clears it.
 	Shared *Shared
 }
 
-// Shared is memory that another process can map: bytes of a client's
-// registered system shared memory region, reachable through a descriptor
-// that the server may pass to a model stub. The one who sets it (the
-// shared memory registry) keeps FD open and Mem mapped while any Hold is
-// unreleased.
+// Shared is memory that another process can map, reachable through a
+// descriptor that the server may pass to a model stub: bytes of a client's
+// registered system shared memory region, or of a sealed memory file a
+// stub made (a BLS call's inputs, or a BLS callee's outputs, which the
+// server passes on to the calling stub). The one who sets it (the shared
+// memory registry, package ipc) keeps FD open and Mem mapped while any
+// Hold is unreleased.
 type Shared struct {
 	// FD is a descriptor of the whole memory object: read-only for an
 	// input's bytes, read-write for an output's room.
@@ -81,8 +85,8 @@ type Shared struct {
 	// ID names the registration: unique for the server's life, so that a
 	// mapping cached under it is never a later registration's.
 	ID uint64
-	// Mem is the server's own mapping of the bytes: an input's data, or the
-	// room an output may take.
+	// Mem is the server's own mapping of the bytes: an input's or an
+	// output's data, or the room an output may take.
 	Mem []byte
 	// Hold keeps the region registered and mapped until the returned
 	// function is called (once); a stub that was given FD holds it until

@@ -4,11 +4,13 @@ layout caches (one request or response after another with the same layout)
 are in play."""
 
 import fcntl
+import gc
 import json
 import os
 import struct
 
 import numpy as np
+import pytest
 
 import triton_python_backend_utils as pb
 from vigil_stub.calls import Calls
@@ -179,3 +181,51 @@ def test_large_inputs_travel_in_one_sealed_memory_file():
     c._demux.replies.append(response_body([]))
     c.infer(pb.InferenceRequest(model_name="m", inputs=[pb.Tensor("A", big1)], requested_output_names=[]))
     assert c._conn.fds[-1] == [] and big1.tobytes() in c._conn.sent[-1]
+
+
+def file_response_body(outputs, fds):
+    """A BLS_RESPONSE body with one response whose outputs (name, code,
+    shape, nbytes, descriptor index, offset) are in descriptors fds."""
+    meta = struct.pack("<I", 1) + struct.pack("<BII", 0, 0, len(outputs))
+    for name, code, shape, nbytes, idx, off in outputs:
+        meta += record(name, code | 0x80, shape, nbytes) + struct.pack("<IQ", idx, off)
+    body = FrameBody(struct.pack("<II", 1, len(meta)) + meta)
+    body.fds, body.out_region, body.regions = fds, None, False
+    return body
+
+
+def mapped(name):
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if "/memfd:%s " % name in line)
+
+
+def test_large_outputs_are_read_only_views_of_the_files_that_came():
+    a = np.arange(1000, dtype=np.float32)
+    b = np.arange(64, dtype=np.int64).reshape(8, 8)
+    fd = os.memfd_create("vigil-test-out")
+    os.pwrite(fd, a.tobytes(), 0)
+    os.pwrite(fd, b.tobytes(), 4032)
+    c = calls()
+    for _ in range(2):  # the second through the cached plan
+        fd2 = os.dup(fd)
+        c._demux.replies.append(file_response_body([("A", 11, (1000,), 4000, 0, 0), ("B", 9, (8, 8), 512, 0, 4032)], [fd2]))
+        resp = c.infer(pb.InferenceRequest(model_name="m", inputs=[], requested_output_names=[]))
+        assert not resp.has_error()
+        got = {t.name(): t.as_numpy() for t in resp.output_tensors()}
+        assert np.array_equal(got["A"], a) and np.array_equal(got["B"], b) and got["B"].dtype == np.int64
+        assert not got["A"].flags.writeable and not got["B"].flags.writeable
+        with pytest.raises(OSError):
+            os.fstat(fd2)  # the descriptor was closed once mapped
+        assert mapped("vigil-test-out") == 1
+        # The mapping goes with the arrays.
+        del resp, got
+        gc.collect()
+        assert mapped("vigil-test-out") == 0
+    # An output past the file's end is an error, not a fault.
+    c._demux.replies.append(file_response_body([("A", 11, (1000,), 4000, 0, 8192)], [os.dup(fd)]))
+    with pytest.raises(pb.TritonModelException, match="overrun"):
+        c.infer(pb.InferenceRequest(model_name="m", inputs=[], requested_output_names=[]))
+    c._demux.replies.append(file_response_body([("A", 11, (1000,), 4000, 1, 0)], [os.dup(fd)]))
+    with pytest.raises(pb.TritonModelException, match="descriptor 1, 1 came"):
+        c.infer(pb.InferenceRequest(model_name="m", inputs=[], requested_output_names=[]))
+    os.close(fd)

@@ -249,3 +249,60 @@ def parse_reply_locations(parts):
         p += 12
         out.append((name, idx, off, nbytes))
     return out
+
+
+def test_large_outputs_in_a_sealed_file_per_response():
+    """A batch that takes output files (FLAG_OUT_FILES;
+    internal/ipc/replyfiles.go): each response's numeric outputs of at least
+    shm_threshold bytes go into one sealed memory file of its own, at
+    64-byte aligned offsets; small and BYTES outputs stay in the frame."""
+    import fcntl
+    import os
+
+    codec = Codec(shm_threshold=1024)
+    reqs = [pb.InferenceRequest._incoming([], "r%d" % i, [], None, 0, 0) for i in range(3)]
+    big = [np.arange(1000, dtype=np.float32) + i for i in range(2)]
+    odd = np.arange(301, dtype=np.int32)  # 1204 bytes: the next offset is aligned up
+    words = np.array([b"x" * 2000], dtype=np.object_)
+    resps = [
+        pb.InferenceResponse([pb.Tensor("A", big[0]), pb.Tensor("ODD", odd), pb.Tensor("B", big[0] * 2),
+                              pb.Tensor("S", np.arange(3, dtype=np.int8)), pb.Tensor("W", words)]),
+        pb.InferenceResponse([pb.Tensor("S", np.arange(3, dtype=np.int8))]),  # nothing large: no file
+        pb.InferenceResponse([pb.Tensor("A", big[1])]),
+    ]
+    files = []
+    parts = codec.encode_responses(resps, reqs, files=files)
+    try:
+        assert len(files) == 2
+        for fd in files:
+            assert os.readlink("/proc/self/fd/%d" % fd).startswith("/memfd:vigil-bls-out")
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SHRINK and seals & fcntl.F_SEAL_GROW
+        body = b"".join(bytes(p) for p in parts)
+        assert big[0].tobytes() not in body and words[0] in body
+        (mlen,) = struct.unpack_from("<I", body, 0)
+        meta = body[4:4 + mlen]
+        locs = {}
+        p = 4
+        for r in range(3):
+            status, a, b = struct.unpack_from("<BII", meta, p)
+            p += 9 + a
+            for _ in range(b):
+                nlen, code, ndim = struct.unpack_from("<IBB", meta, p)
+                p += 6
+                name = meta[p:p + nlen].decode()
+                p += nlen + 8 * ndim + 8
+                if code & 0x80:
+                    locs[(r, name)] = struct.unpack_from("<IQ", meta, p)
+                    p += 12
+        # Descriptor index i is the i-th file; 4000 bytes take 4032, 1204 take 1216.
+        assert locs == {(0, "A"): (0, 0), (0, "ODD"): (0, 4032), (0, "B"): (0, 5248), (2, "A"): (1, 0)}
+        assert os.pread(files[0], 4000, 0) == big[0].tobytes()
+        assert os.pread(files[0], odd.nbytes, 4032) == odd.tobytes()
+        assert os.pread(files[0], 4000, 5248) == (big[0] * 2).tobytes()
+        assert os.pread(files[1], 4000, 0) == big[1].tobytes()
+    finally:
+        for fd in files:
+            os.close(fd)
+    # Without files (a batch that does not take them) nothing changes.
+    assert b"".join(bytes(p) for p in codec.encode_responses(resps[:1], reqs[:1])).count(big[0].tobytes()) == 1
