@@ -88,8 +88,15 @@ func TestTaskEndsOnceAndLateRepliesAreDropped(t *testing.T) {
 	if tk.Finish(nil, errors.New("again")) {
 		t.Error("a second Finish ended the task again")
 	}
-	if tk.Deliver(Reply{Response: &inference.Response{}, Final: true}) {
+	var released atomic.Int32
+	if tk.Deliver(Reply{Response: &inference.Response{Release: func() { released.Add(1) }}, Final: true}) {
 		t.Error("a reply after the end was delivered")
+	}
+	if tk.Finish(&inference.Response{Release: func() { released.Add(1) }}, nil) {
+		t.Error("a Finish after the end ended the task")
+	}
+	if released.Load() != 2 {
+		t.Errorf("%d of the 2 dropped responses were released", released.Load())
 	}
 	if d, dr := tk.Responses(); d != 1 || dr != 1 {
 		t.Errorf("Responses = %d delivered, %d dropped; want 1, 1", d, dr)

@@ -31,10 +31,10 @@ FROM_EXAMPLES = ["square_int32"]
 # Models that run another model's code under their own config: sleeper is slow
 # with two instances (the parallel ensemble runs two of its steps at once);
 # add_sub_wide and bls_call_wide take tensors of any length.
-SAME_CODE = {"sleeper": "slow", "add_sub_wide": "add_sub", "bls_call_wide": "bls_call"}
+SAME_CODE = {"sleeper": "slow", "add_sub_wide": "add_sub", "bls_call_wide": "bls_call", "slow_wide": "slow"}
 LOADED = ["add_sub", "pytorch", "bls_sync", "bls_async", "bls_call", "slow", "crasher", "loader",
           "square_int32", "bls_decoupled_sync", "bls_decoupled_async", "add_sub_wide", "bls_call_wide", "add_sub_mapped",
-          "bls_call_mapped", "pass_through", "crasher_wide"]
+          "bls_call_mapped", "pass_through", "crasher_wide", "slow_wide"]
 
 
 def bls_server(tmp_path_factory, label, mode_args, only=None):
@@ -103,6 +103,18 @@ def server_fds(srv):
     return len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
 
 
+def server_out_files(srv):
+    """The callee stubs' output files the server holds open."""
+    d = f"/proc/{srv.proc.pid}/fd"
+    n = 0
+    for fd in os.listdir(d):
+        try:
+            n += os.readlink(f"{d}/{fd}").startswith("/memfd:vigil-bls-out")
+        except OSError:
+            pass
+    return n
+
+
 def test_large_tensors_cross_a_bls_call(proto, server):
     # 4 MiB per tensor: the caller stub puts them in a memory file whose
     # descriptor goes with the BLS_INFER frame; the server passes it on to
@@ -153,6 +165,7 @@ def test_large_bls_outputs_reach_the_caller_in_a_memory_file(proto, server):
         r = proto.infer("bls_call_mapped", inputs(proto, a + i, b, target), parameters={"file": file})
         assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
         assert r.as_numpy("OUTPUT0")[-1] == a[-1] + i + (0.5 if target == "add_sub_wide" else 0)
+    assert server_out_files(server) == 0
     assert server_fds(server) <= before + 2, (before, server_fds(server))
 
 
@@ -181,6 +194,35 @@ def test_callee_killed_while_encoding_large_outputs_leaves_no_descriptor(proto, 
     assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
     assert np.array_equal(r.as_numpy("OUTPUT1"), a - b)
     assert server_fds(server) <= before + 2, (before, server_fds(server))
+
+
+def test_caller_killed_before_its_large_outputs_come_leaves_no_descriptor(server):
+    # bls_call_mapped dies 300 ms into its call to slow_wide, which answers
+    # with its large outputs 1.5 s in: the server drops that response, and
+    # its memory file with it.
+    p = Proto("http", server)
+    try:
+        n = 1 << 20
+        a = np.arange(n, dtype=np.float32)
+        b = np.full(n, 0.5, dtype=np.float32)
+        r = p.infer("bls_call_mapped", inputs(p, a, b, "slow_wide"))  # warm
+        assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+        before = server_fds(server)
+        e = error_of(p.infer, "bls_call_mapped", inputs(p, a, b, "slow_wide"), parameters={"delay_ms": 1500, "die_ms": 300})
+        assert "bls_call_mapped_0" in e.message(), e.message()
+        c = server.http_client()
+        try:
+            wait_until(lambda: c.is_model_ready("bls_call_mapped"), timeout=30, what="bls_call_mapped restarted")
+        finally:
+            c.close()
+        # slow_wide's one instance takes this call once it has answered the
+        # dead caller's.
+        r = p.infer("bls_call_mapped", inputs(p, a, b, "slow_wide"))
+        assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
+        assert server_out_files(server) == 0
+        assert server_fds(server) <= before + 2, (before, server_fds(server))
+    finally:
+        p.close()
 
 
 def test_small_bls_inputs_stay_in_the_frame(proto):

@@ -3,10 +3,16 @@ the callee's large outputs landed: each must be a read-only view inside a
 mapping of a memory file of this process (/proc/self/maps) named by the
 request parameter file ("vigil-bls-out", the callee stub's file for its
 outputs, unless given). Otherwise, or when the call fails, ERROR says why;
-else the outputs are returned."""
+else the outputs are returned. With the parameter die_ms, the process kills
+itself with SIGKILL that many milliseconds into the call. Other parameters
+are the call's."""
 
 import json
+import os
 import re
+import signal
+import threading
+import time
 
 import numpy as np
 
@@ -24,6 +30,11 @@ def _memfd_ranges(name):
     return ranges
 
 
+def _die_in(ms):
+    time.sleep(ms / 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _error(message):
     return pb_utils.InferenceResponse([pb_utils.Tensor("ERROR", np.array([message], dtype=np.object_))])
 
@@ -33,12 +44,17 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             target = pb_utils.get_input_tensor_by_name(request, "MODEL_NAME").as_numpy()[0].decode()
-            want = json.loads(request.parameters()).get("file", "vigil-bls-out")
+            params = json.loads(request.parameters())
+            want = params.pop("file", "vigil-bls-out")
+            die_ms = params.pop("die_ms", None)
             call = pb_utils.InferenceRequest(
                 model_name=target,
                 inputs=[pb_utils.get_input_tensor_by_name(request, "INPUT0"),
                         pb_utils.get_input_tensor_by_name(request, "INPUT1")],
-                requested_output_names=["OUTPUT0", "OUTPUT1"])
+                requested_output_names=["OUTPUT0", "OUTPUT1"],
+                parameters=params)
+            if die_ms is not None:
+                threading.Thread(target=_die_in, args=(die_ms,), daemon=True).start()
             result = call.exec()
             if result.has_error():
                 responses.append(_error(result.error().message()))
