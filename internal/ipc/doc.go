@@ -32,8 +32,8 @@
 //	4      1    kind: 1 INIT, 2 EXECUTE, 3 PING, 4 HEALTH, 5 FINALIZE,
 //	            6 RESPONSE (stub → server), 7 CANCEL (server → stub),
 //	            8 BLS_INFER, 9 BLS_RESPONSE, 10 BLS_CANCEL, 11 MODEL_CONTROL
-//	5      1    flags: 0x01 reply, 0x02 error (only with reply), 0x04 and
-//	            0x08 see "Large tensors"
+//	5      1    flags: 0x01 reply, 0x02 error (only with reply), 0x04,
+//	            0x08 and 0x10 see "Large tensors"
 //	6      2    number of file descriptors sent with the frame (SCM_RIGHTS,
 //	            with its first byte; data socket only)
 //	8      4    sequence id
@@ -170,6 +170,22 @@
 // server) and drops them once the object is unlinked; the server holds the
 // request's regions until the reply is in.
 //
+// A batch whose every request takes its large outputs in memory files
+// (a BLS call's, whose caller stub receives descriptors; replyfiles.go)
+// has flag 0x10 on its EXECUTE. The stub then writes each response's
+// numeric outputs of at least the threshold into one memory file it makes
+// for that response (memfd "vigil-bls-out", 64-byte aligned offsets,
+// sealed F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE), sends the files with
+// the reply in response order and points those records at their file's
+// descriptor index; BYTES and smaller outputs stay in the frame, and an
+// output that is a view of an input region is pointed at as above. The
+// server refuses a file without the write and shrink seals, or one that
+// two responses share, as a protocol error of the batch; it maps each
+// read-only and never copies its bytes (the outputs are tensor.Shared
+// views of it). A view of an input region that is a sealed memory file (a
+// BLS caller's) is a Shared view of that file, not a copy. The stub's
+// RESPONSE frames (response senders) keep their tensors in band.
+//
 // A status 1 entry is a per-request error: the model returned
 // InferenceResponse(error=TritonError(msg, code)), or the response's tensors
 // could not be sent. code is a Triton error code name: UNKNOWN, INTERNAL,
@@ -237,7 +253,9 @@
 // BLS_RESPONSE (server to stub, reply flag): u32 flags (0x01 final) | an
 // EXECUTE reply body holding one response (outputs, or an error entry with
 // message and Triton error code), or none for a flag-only final. A call
-// without decoupled gets exactly one, final.
+// without decoupled gets exactly one, final. Outputs that reached the
+// server as memory files (below) are out of band: their records point at
+// the frame's descriptors, one per file.
 //
 // A BLS_INFER's inputs of at least the shm threshold (INIT's
 // shm_threshold) travel out of band when the data socket passes
@@ -251,9 +269,26 @@
 // callee's model reads the caller's bytes in place; the server closes and
 // unmaps it once the call has ended and the callee's reply is in, or, for a
 // call that ended with an error (which the callee may not be done with),
-// once no tensor viewing it is reachable (callfiles.go). Smaller inputs,
-// and every tensor of a BLS_RESPONSE, are in band; the callee's reply
-// moves its large outputs through the arenas as for any request.
+// once no tensor viewing it is reachable (callfiles.go). Smaller inputs
+// are in band.
+//
+// The call's large outputs come back the same way (replyfiles.go): the
+// callee's EXECUTE has flag 0x10 when every request of its batch is such a
+// call, so the callee's stub writes them into sealed memory files of its
+// own, one per response; the server maps each read-only and hands it on
+// with the BLS_RESPONSE, closing its own descriptor and mapping once the
+// frame is written (or could not be: the caller is gone) or the response
+// is dropped, so its descriptors stay flat. An identity callee's outputs,
+// views of the caller's input file, come back as that file. The caller's
+// stub maps each file read-only and hands the model read-only numpy views
+// (np.array(x) makes a writable copy); the kernel frees the file once the
+// model has dropped them, with no frame to release it. A callee that dies
+// mid-reply leaves nothing: the files it made die with it, and those of a
+// frame the server did not read whole are closed. Requests that reach a
+// stub other than through a stub's call (a client's, an ensemble step's,
+// also one a BLS call to an ensemble makes), batches that mix them with
+// calls, a decoupled callee's responses (RESPONSE frames) and BYTES
+// outputs keep the arenas and the frame as for any request.
 //
 // BLS_CANCEL (stub to server): empty body, the call's sequence id; the
 // server cancels the call.
