@@ -81,7 +81,7 @@ func main() {
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
 	flag.BoolVar(&o.peers, "peers", false, "compare vigil with Triton and the floor server instead (make bench-peers)")
 	flag.StringVar(&o.tritonVenv, "triton-venv", "bin/triton-venv", "with -peers: virtual environment holding nvidia-pytriton")
-	flag.StringVar(&o.vigilBaseline, "vigil-baseline", "", "with -peers or -calls-only: another vigil binary run in the same rounds as vigil-base, for before/after ratios")
+	flag.StringVar(&o.vigilBaseline, "vigil-baseline", "", "with -peers, -calls-only or -transfer-only: another vigil binary run in the same rounds as vigil-base, for before/after ratios")
 	flag.IntVar(&o.rounds, "rounds", 3, "with -peers: interleaved rounds")
 	flag.DurationVar(&o.stepDuration, "step", 3*time.Second, "with -peers: length of each load step")
 	flag.IntVar(&o.largeSamples, "large-samples", 10, "with -peers: 16 MiB round trips per server, protocol and round")
@@ -154,7 +154,18 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	if o.transferOnly {
-		if err := measureTransfer(ctx, srv, r); err != nil {
+		var base *vigilServer
+		if o.vigilBaseline != "" {
+			if base, err = startServer(o.vigilBaseline, repo, python, append(strings.Fields(o.extra), "--allow-client-shm")...); err != nil {
+				return err
+			}
+			defer base.stop()
+			if err := base.waitReady(60 * time.Second); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "vigil-base: %s, same serve args\n\n", o.vigilBaseline)
+		}
+		if err := measureTransfer(ctx, srv, base, r); err != nil {
 			return fmt.Errorf("transfer: %w", err)
 		}
 		r.print()
@@ -191,7 +202,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := measureSequences(ctx, srv, o, r); err != nil {
 		return fmt.Errorf("sequences: %w", err)
 	}
-	if err := measureTransfer(ctx, srv, r); err != nil {
+	if err := measureTransfer(ctx, srv, nil, r); err != nil {
 		return fmt.Errorf("transfer: %w", err)
 	}
 	if err := measureCalls(ctx, srv, o, r, ipc); err != nil {

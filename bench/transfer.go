@@ -36,13 +36,81 @@ const transferRounds = 20
 // one interleaved run — HTTP with the binary tensor extension, gRPC with
 // raw contents, and system shared memory (the input read from a region and
 // the output written to one, registered over HTTP) — and reports each as
-// GB/s of tensor data moved (input plus output bytes per round trip). Each
-// call checks the bytes it got back.
-func measureTransfer(ctx context.Context, srv *vigilServer, r *report) error {
+// GB/s of tensor data moved (input plus output bytes per round trip), with
+// the CPU time the server and its stubs spent per round trip (/proc). With
+// a baseline server (base non-nil) both servers take every call in the
+// same rounds, in alternating order, and the baseline's rows say how the
+// server compares. Each call checks the bytes it got back.
+func measureTransfer(ctx context.Context, srv, base *vigilServer, r *report) error {
 	input := make([]byte, transferBytes)
 	for i := range transferFloats {
 		binary.LittleEndian.PutUint32(input[4*i:], math.Float32bits(float32(i%1000)*0.5))
 	}
+	type target struct {
+		name  string
+		srv   *vigilServer
+		calls []call
+		ds    [][]time.Duration
+		cpu   []time.Duration
+	}
+	targets := []*target{{name: "vigil", srv: srv}}
+	if base != nil {
+		targets = append(targets, &target{name: "vigil-base", srv: base})
+	}
+	for i, t := range targets {
+		calls, closeCalls, err := transferCalls(t.srv, input, strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		defer closeCalls()
+		t.calls, t.ds, t.cpu = calls, make([][]time.Duration, len(calls)), make([]time.Duration, len(calls))
+	}
+
+	const warmup = 2
+	for round := range transferRounds + warmup {
+		for k := range targets {
+			// Alternate which server goes first (the second reads faster).
+			t := targets[(k+round)%len(targets)]
+			for i, f := range t.calls {
+				c0, _ := treeCPU(t.srv.cmd.Process.Pid)
+				t0 := time.Now()
+				if err := f(ctx); err != nil {
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+				d := time.Since(t0)
+				c1, _ := treeCPU(t.srv.cmd.Process.Pid)
+				if round >= warmup {
+					t.ds[i] = append(t.ds[i], d)
+					t.cpu[i] += c1 - c0
+				}
+			}
+		}
+	}
+	names := []string{"16 MiB FP32 identity, HTTP binary", "16 MiB FP32 identity, gRPC raw", "16 MiB FP32 identity, system shared memory"}
+	for _, t := range targets {
+		base := summarize(t.ds[0]).p50
+		for i, name := range names {
+			d := summarize(t.ds[i])
+			extra := fmt.Sprintf("%.2f GB/s (in+out at p50), CPU %s per call", gbps(d.p50), us(t.cpu[i]/transferRounds))
+			if i > 0 {
+				extra += fmt.Sprintf(", %.2f× HTTP binary's", gbps(d.p50)/gbps(base))
+			}
+			if t != targets[0] {
+				v := summarize(targets[0].ds[i]).p50
+				extra += fmt.Sprintf("; vigil %.2f× this, CPU %.2f×", gbps(v)/gbps(d.p50),
+					float64(targets[0].cpu[i])/float64(max(t.cpu[i], 1)))
+				name = t.name + ": " + name
+			}
+			r.add(name, d, extra)
+		}
+	}
+	return nil
+}
+
+// transferCalls returns the HTTP binary, gRPC and shared memory calls of
+// the transfer figures against srv, and what closes their connection and
+// regions; tag keeps two servers' regions apart.
+func transferCalls(srv *vigilServer, input []byte, tag string) ([]call, func(), error) {
 	client := &http.Client{Timeout: time.Minute}
 
 	httpBody, headerLen := transferHTTPBody(input)
@@ -74,9 +142,8 @@ func measureTransfer(ctx context.Context, srv *vigilServer, r *report) error {
 	conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer conn.Close()
 	gc := inferencepb.NewGRPCInferenceServiceClient(conn)
 	grpcReq := &inferencepb.ModelInferRequest{ModelName: "identity",
 		Inputs:           []*inferencepb.ModelInferRequest_InferInputTensor{{Name: "INPUT_FP32", Datatype: "FP32", Shape: []int64{transferFloats}}},
@@ -93,11 +160,11 @@ func measureTransfer(ctx context.Context, srv *vigilServer, r *report) error {
 		return sameTensor("gRPC", resp.GetRawOutputContents()[0], input)
 	}
 
-	shm, err := newTransferRegions(client, srv.http)
+	shm, err := newTransferRegions(client, srv.http, tag)
 	if err != nil {
-		return err
+		conn.Close()
+		return nil, nil, err
 	}
-	defer shm.close()
 	shmBody := []byte(`{"inputs":[{"name":"INPUT_FP32","datatype":"FP32","shape":[` + strconv.Itoa(transferFloats) +
 		`],"parameters":{"shared_memory_region":"bench_in","shared_memory_byte_size":` + strconv.Itoa(transferBytes) +
 		`}}],"outputs":[{"name":"OUTPUT_FP32","parameters":{"shared_memory_region":"bench_out","shared_memory_byte_size":` +
@@ -120,32 +187,7 @@ func measureTransfer(ctx context.Context, srv *vigilServer, r *report) error {
 		}
 		return sameTensor("shared memory", shm.out, input)
 	}
-
-	const warmup = 2
-	calls := []call{httpCall, grpcCall, shmCall}
-	ds := make([][]time.Duration, len(calls))
-	for round := range transferRounds + warmup {
-		for i, f := range calls {
-			t0 := time.Now()
-			if err := f(ctx); err != nil {
-				return err
-			}
-			if round >= warmup {
-				ds[i] = append(ds[i], time.Since(t0))
-			}
-		}
-	}
-	names := []string{"16 MiB FP32 identity, HTTP binary", "16 MiB FP32 identity, gRPC raw", "16 MiB FP32 identity, system shared memory"}
-	base := summarize(ds[0]).p50
-	for i, name := range names {
-		d := summarize(ds[i])
-		extra := fmt.Sprintf("%.2f GB/s (in+out at p50)", gbps(d.p50))
-		if i > 0 {
-			extra += fmt.Sprintf(", %.2f× HTTP binary's", gbps(d.p50)/gbps(base))
-		}
-		r.add(name, d, extra)
-	}
-	return nil
+	return []call{httpCall, grpcCall, shmCall}, func() { shm.close(); conn.Close() }, nil
 }
 
 // gbps is the tensor bytes of one round trip (in and out) per second, in
@@ -189,9 +231,9 @@ type transferRegions struct {
 	serverURL string
 }
 
-func newTransferRegions(client *http.Client, serverURL string) (*transferRegions, error) {
+func newTransferRegions(client *http.Client, serverURL, tag string) (*transferRegions, error) {
 	t := &transferRegions{client: client, serverURL: serverURL}
-	tag := strconv.Itoa(os.Getpid())
+	tag = strconv.Itoa(os.Getpid()) + "_" + tag
 	for _, name := range []string{"in", "out"} {
 		key := "bench_" + name + "_" + tag
 		path := filepath.Join("/dev/shm", key)
