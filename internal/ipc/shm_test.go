@@ -153,17 +153,7 @@ func TestStubKilledHoldingRegionsLeaksNothing(t *testing.T) {
 // serverArenas counts this process's open arena descriptors.
 func serverArenas(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(l, "/memfd:vigil-arena") {
-			n++
-		}
-	}
-	return n
+	return openFiles(t, "vigil-arena")
 }
 
 // stubArenas counts the distinct arenas a process maps.

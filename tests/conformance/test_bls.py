@@ -99,6 +99,15 @@ def test_bls_sync_example(proto, target):
     assert np.allclose(r.as_numpy("OUTPUT1"), a - b)
 
 
+def wait_restarted(srv, name):
+    """Waits until name, whose instance was killed, is ready again."""
+    c = srv.http_client()
+    try:
+        wait_until(lambda: c.is_model_ready(name), timeout=30, what=f"{name} restarted")
+    finally:
+        c.close()
+
+
 def server_fds(srv):
     return len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
 
@@ -185,11 +194,7 @@ def test_callee_killed_while_encoding_large_outputs_leaves_no_descriptor(proto, 
     r = proto.infer("bls_call_wide", inputs(proto, a, b, "crasher_wide"), parameters={"crash": True})
     msg = as_bytes_array(r.as_numpy("ERROR"))[0].decode()
     assert "crasher_wide_0" in msg and "SIGKILL" in msg, msg
-    c = server.http_client()
-    try:
-        wait_until(lambda: c.is_model_ready("crasher_wide"), timeout=30, what="crasher_wide restarted")
-    finally:
-        c.close()
+    wait_restarted(server, "crasher_wide")
     r = proto.infer("bls_call_wide", inputs(proto, a, b, "crasher_wide"))
     assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
     assert np.array_equal(r.as_numpy("OUTPUT1"), a - b)
@@ -210,11 +215,7 @@ def test_caller_killed_before_its_large_outputs_come_leaves_no_descriptor(server
         before = server_fds(server)
         e = error_of(p.infer, "bls_call_mapped", inputs(p, a, b, "slow_wide"), parameters={"delay_ms": 1500, "die_ms": 300})
         assert "bls_call_mapped_0" in e.message(), e.message()
-        c = server.http_client()
-        try:
-            wait_until(lambda: c.is_model_ready("bls_call_mapped"), timeout=30, what="bls_call_mapped restarted")
-        finally:
-            c.close()
+        wait_restarted(server, "bls_call_mapped")
         # slow_wide's one instance takes this call once it has answered the
         # dead caller's.
         r = p.infer("bls_call_mapped", inputs(p, a, b, "slow_wide"))
@@ -298,11 +299,7 @@ def test_callee_death_names_the_instance_and_the_exit(proto, server):
     msg, code = call_error(proto, "crasher", crash=True)
     assert "crasher_0" in msg and "SIGKILL" in msg, msg
     assert code == "UNAVAILABLE"
-    c = server.http_client()
-    try:
-        wait_until(lambda: c.is_model_ready("crasher"), timeout=30, what="crasher restarted")
-    finally:
-        c.close()
+    wait_restarted(server, "crasher")
 
 
 def test_decoupled_exec_of_a_default_model_yields_its_one_response(proto):
