@@ -348,7 +348,7 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 // caller keeps, and closes, its own copies of them.
 func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
 	if err := ctx.Err(); err != nil {
-		c.replyIn(seq) // nothing sent: no reply will come
+		c.replyIn(seq, true) // nothing sent: no reply will come
 		return frame{}, err
 	}
 	// Buffered so that the reader never blocks on a caller that gave up.
@@ -356,7 +356,7 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	c.mu.Lock()
 	if c.cause != nil {
 		c.mu.Unlock()
-		c.replyIn(seq)
+		c.replyIn(seq, true)
 		return frame{}, c.Err()
 	}
 	c.pending[seq] = ch
@@ -372,7 +372,7 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 		c.forget(seq)
 		// Nothing went out, or the connection is being shut down: either
 		// way no reply will come.
-		c.replyIn(seq)
+		c.replyIn(seq, true)
 		return frame{}, err
 	}
 	select {
@@ -589,7 +589,7 @@ func (c *Client) readLoop(l *link) {
 			// The caller gave up (its context ended); the reply is late.
 			c.log.Debug("dropped late stub reply", LogKeyKind, f.kind.String(), LogKeySeq, f.seq)
 			closeFDs(f.fds)
-			c.replyIn(f.seq)
+			c.replyIn(f.seq, f.flags&flagFilesReleased != 0)
 		}
 	}
 }

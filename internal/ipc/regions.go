@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -18,9 +19,15 @@ import (
 //	u32 number of regions | per region: u32 descriptor index | u64 registration id | u8 access
 //
 // access 0 is a read-only descriptor holding inputs, 1 a read-write one
-// holding room for requested outputs. The registration id is unique for
-// the server's life, so the stub may keep a mapping under it from batch to
-// batch and never hands a later registration's request an old one. With
+// holding room for requested outputs, 2 a read-only descriptor of a memory
+// file the server reuses (a large request body's, package memfile). The
+// registration id is unique for the server's life, so the stub may keep a
+// mapping of a client's region under it from batch to batch and never
+// hands a later registration's request an old one. A reused file the stub
+// maps privately for the batch alone (a model may write its inputs, as in
+// Triton, without the file changing) and unmaps after execute: the reply's
+// flag flagFilesReleased says none of its arrays outlived the batch, and
+// without it the server never reuses the file (tensor.Shared.Kept). With
 // the flag, every requested output record is followed by
 //
 //	u32 descriptor index (0xFFFFFFFF: none) | u64 offset | u64 room
@@ -34,7 +41,8 @@ import (
 // output must lie within its room (its Data is then the server's own
 // mapping of that room, so nothing is copied), a view within an input's
 // bytes (read with pread, so that a region the client shrank is an error,
-// not a fault).
+// not a fault; a reused file cannot shrink, so a view of the same
+// request's input in one is its bytes, not a copy).
 
 // flagRegions (EXECUTE request): the frame passes client shared memory and
 // its meta has the region table.
@@ -48,7 +56,12 @@ const requestFDBase = 0x80000000
 const (
 	accessRead  = 0
 	accessWrite = 1
+	accessFile  = 2
 )
+
+// flagFilesReleased (EXECUTE reply): no array over the batch's reused
+// memory files (access 2) outlived the batch in the stub.
+const flagFilesReleased uint8 = 0x08
 
 // noDest is the descriptor index of a requested output without a room.
 const noDest = 0xFFFFFFFF
@@ -66,14 +79,24 @@ type regionEntry struct {
 	id         uint64
 	// spans are the tensors' bytes in the object: inputs' (a reply's view
 	// must lie within one) or rooms for outputs.
-	spans []*tensor.Shared
+	spans []span
+}
+
+// span is one tensor's bytes in a region, and the batch index of the
+// request they belong to.
+type span struct {
+	s   *tensor.Shared
+	req int
 }
 
 // collectRegions lists the regions reqs use and takes a Hold on each, or
 // returns nil when they use none.
 func collectRegions(reqs []*inference.Request) *regionTable {
 	var t *regionTable
-	add := func(s *tensor.Shared, access int) {
+	add := func(s *tensor.Shared, access, req int) {
+		if access == accessRead && s.Kept != nil {
+			access = accessFile
+		}
 		if t == nil {
 			t = &regionTable{byFD: map[int]int{}}
 		}
@@ -83,20 +106,20 @@ func collectRegions(reqs []*inference.Request) *regionTable {
 			t.byFD[s.FD] = i
 			t.entries = append(t.entries, regionEntry{fd: s.FD, access: access, id: s.ID})
 		}
-		t.entries[i].spans = append(t.entries[i].spans, s)
+		t.entries[i].spans = append(t.entries[i].spans, span{s, req})
 		if s.Hold != nil {
 			t.holds = append(t.holds, s.Hold())
 		}
 	}
-	for _, r := range reqs {
+	for i, r := range reqs {
 		for j := range r.Inputs {
 			if s := r.Inputs[j].Shared; s != nil {
-				add(s, accessRead)
+				add(s, accessRead, i)
 			}
 		}
 		for j := range r.Outputs {
 			if d := r.Outputs[j].Dest; d != nil {
-				add(d, accessWrite)
+				add(d, accessWrite, i)
 			}
 		}
 	}
@@ -104,9 +127,20 @@ func collectRegions(reqs []*inference.Request) *regionTable {
 }
 
 // release ends the batch's Holds; it is nil-safe and idempotent.
-func (t *regionTable) release() {
+// filesFree says the stub holds no array over the batch's reused files;
+// without it each is marked kept (never reused) first.
+func (t *regionTable) release(filesFree bool) {
 	if t == nil {
 		return
+	}
+	if !filesFree {
+		for _, e := range t.entries {
+			if e.access == accessFile {
+				for _, sp := range e.spans {
+					sp.s.Kept()
+				}
+			}
+		}
 	}
 	holds := t.holds
 	t.holds = nil
@@ -152,21 +186,32 @@ func (t *regionTable) appendDest(b []byte, d *tensor.Shared) []byte {
 
 // regionData resolves a reply's out-of-band record that points at the
 // request's descriptor i: the output's bytes, checked against what the
-// request passed there.
-func (t *regionTable) regionData(i int, off, size uint64) ([]byte, error) {
+// request passed there. resp is the batch index of the response.
+func (t *regionTable) regionData(i int, off, size uint64, resp int) ([]byte, error) {
 	if t == nil || i-t.base < 0 || i-t.base >= len(t.entries) {
 		return nil, fmt.Errorf("tensor in the request's descriptor %d, which is no client region", i)
 	}
 	e := &t.entries[i-t.base]
-	for _, s := range e.spans {
+	for _, sp := range e.spans {
+		s := sp.s
 		if off < s.Offset || off-s.Offset > uint64(len(s.Mem)) || size > uint64(len(s.Mem))-(off-s.Offset) {
 			continue
 		}
-		if e.access == accessWrite {
+		at := off - s.Offset
+		switch {
+		case e.access == accessWrite:
 			// Written by the stub into the client's room: the server's
 			// mapping of it holds the bytes already.
-			at := off - s.Offset
 			return s.Mem[at : at+size : at+size], nil
+		case e.access == accessFile && sp.req == resp:
+			// A view of the same request's input in a reused file, which
+			// cannot shrink and is not reused before the request is
+			// answered: its bytes as they are.
+			return s.Mem[at : at+size : at+size], nil
+		case e.access == accessFile:
+			// Another request's: that one may be answered, and its file
+			// reused, first.
+			return bytes.Clone(s.Mem[at : at+size]), nil
 		}
 		// A view of an input: its bytes are copied by the kernel, so that
 		// a region the client shrank meanwhile is an error, not a fault.
@@ -200,17 +245,19 @@ func (c *Client) holdUntilReply(seq uint32, t *regionTable) {
 		t = nil
 	}
 	c.mu.Unlock()
-	t.release() // the connection is gone: nothing will be read
+	t.release(true) // the connection is gone: nothing will be read
 }
 
 // replyIn releases the Holds of the batch whose reply came in (or will
-// never come: it was not sent). It does nothing for a seq without Holds.
-func (c *Client) replyIn(seq uint32) {
+// never come: it was not sent). filesFree is the reply's
+// flagFilesReleased (true when nothing was sent). It does nothing for a
+// seq without Holds.
+func (c *Client) replyIn(seq uint32, filesFree bool) {
 	c.mu.Lock()
 	t := c.regionHolds[seq]
 	delete(c.regionHolds, seq)
 	c.mu.Unlock()
-	t.release()
+	t.release(filesFree)
 }
 
 // releaseAllRegions releases every batch's Holds (the connection ended).
@@ -219,7 +266,8 @@ func (c *Client) releaseAllRegions() {
 	held := c.regionHolds
 	c.regionHolds = nil
 	c.mu.Unlock()
+	// The stub is gone: none of its arrays is left.
 	for _, t := range held {
-		t.release()
+		t.release(true)
 	}
 }

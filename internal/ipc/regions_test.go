@@ -77,12 +77,12 @@ func TestRegionTable(t *testing.T) {
 	}
 
 	// An output written into its room is the server's mapping of it.
-	got, err := rt.regionData(2, 512, 100)
+	got, err := rt.regionData(2, 512, 100, 0)
 	if err != nil || unsafe.SliceData(got) != unsafe.SliceData(room.Mem) || len(got) != 100 {
 		t.Errorf("written output: %v, aliases the room %v", err, err == nil && unsafe.SliceData(got) == unsafe.SliceData(room.Mem))
 	}
 	// A view of an input is read from the object.
-	if got, err := rt.regionData(1, 4096+10, 20); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{5}, 20)) {
+	if got, err := rt.regionData(1, 4096+10, 20, 0); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{5}, 20)) {
 		t.Errorf("input view: %v %v", got, err)
 	}
 	for _, tc := range []struct {
@@ -97,12 +97,12 @@ func TestRegionTable(t *testing.T) {
 		{1, 2048, 1, "outside every input"},
 		{1, 1024, 1 << 40, "outside every input"},
 	} {
-		if _, err := rt.regionData(tc.idx, tc.off, tc.size); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := rt.regionData(tc.idx, tc.off, tc.size, 0); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("regionData(%d, %d, %d) = %v, want %q", tc.idx, tc.off, tc.size, err, tc.want)
 		}
 	}
-	rt.release()
-	rt.release()
+	rt.release(true)
+	rt.release(true)
 	if released != 3 {
 		t.Errorf("%d holds released, want 3", released)
 	}

@@ -124,7 +124,7 @@ func (r *replyFiles) finish(failed bool) {
 // view; anything else is outOfBandData's.
 func replyData(c *cursor, fds []int, l lease, rf *replyFiles, resp int, size uint64) ([]byte, *tensor.Shared) {
 	if rf == nil || c.err != nil || len(c.b) < 12 {
-		return outOfBandData(c, fds, l, size), nil
+		return outOfBandData(c, fds, l, resp, size), nil
 	}
 	idx := binary.LittleEndian.Uint32(c.b)
 	var s *tensor.Shared
@@ -135,10 +135,10 @@ func replyData(c *cursor, fds []int, l lease, rf *replyFiles, resp int, size uin
 	case idx >= requestFDBase && idx < inputArenaIndex:
 		s = l.regions.sealedView(int(idx-requestFDBase), binary.LittleEndian.Uint64(c.b[4:]), size)
 		if s == nil {
-			return outOfBandData(c, fds, l, size), nil
+			return outOfBandData(c, fds, l, resp, size), nil
 		}
 	default:
-		return outOfBandData(c, fds, l, size), nil
+		return outOfBandData(c, fds, l, resp, size), nil
 	}
 	c.take(12)
 	if err != nil {
@@ -161,7 +161,8 @@ func (t *regionTable) sealedView(i int, off, size uint64) *tensor.Shared {
 	if e.access != accessRead || e.id&callFileID == 0 {
 		return nil
 	}
-	for _, s := range e.spans {
+	for _, sp := range e.spans {
+		s := sp.s
 		if off < s.Offset || off-s.Offset > uint64(len(s.Mem)) || size > uint64(len(s.Mem))-(off-s.Offset) {
 			continue
 		}

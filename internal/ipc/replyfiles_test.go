@@ -148,7 +148,7 @@ func TestReplyViewOfASealedInputFile(t *testing.T) {
 	}
 	req := &inference.Request{OutputFiles: true, Inputs: []tensor.Tensor{{Name: "IN", Datatype: tensor.Uint8, Shape: []int64{8}, Data: in.Mem, Shared: in}}}
 	rt := collectRegions([]*inference.Request{req})
-	defer rt.release()
+	defer rt.release(true)
 	body := newReply(1).fileOutputs(fileOut{"OUT", requestFDBase, 16, 8}).body()
 	results, _, err := decodeExecuteReplyArena(body, nil, lease{regions: rt}, newReplyFiles(nil), 4, []*inference.Request{req})
 	if err != nil {

@@ -142,13 +142,13 @@ const (
 
 // outOfBandData copies out an out-of-band tensor record's data: the
 // descriptor index and offset follow the record in the meta.
-func outOfBandData(c *cursor, fds []int, l lease, size uint64) []byte {
+func outOfBandData(c *cursor, fds []int, l lease, resp int, size uint64) []byte {
 	idx, off := c.u32(), c.u64()
 	if c.err != nil {
 		return nil
 	}
 	if idx >= requestFDBase && idx < inputArenaIndex {
-		b, err := l.regions.regionData(int(idx-requestFDBase), off, size)
+		b, err := l.regions.regionData(int(idx-requestFDBase), off, size, resp)
 		if err != nil {
 			c.fail(fmt.Errorf("out-of-band tensor: %w", err))
 		}

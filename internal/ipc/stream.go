@@ -92,7 +92,7 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 	bufs, n, used, err := encodeExecuteArena(reqs, threshold, l.in, rt)
 	if err != nil {
 		c.arenas.release(l, true, 0)
-		rt.release()
+		rt.release(true)
 		return nil, fmt.Errorf("execute: %w", err)
 	}
 	b := &Batch{c: c, seq: c.seq.Add(1), reqs: reqs, bufs: bufs, n: n, lease: l}
@@ -117,7 +117,7 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 		if c.cause != nil {
 			c.mu.Unlock()
 			c.arenas.abandon(l)
-			rt.release()
+			rt.release(true)
 			return nil, fmt.Errorf("execute: %w", c.Err())
 		}
 		c.routes[b.seq] = b.route
@@ -156,7 +156,7 @@ func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 	}
 	// After decoding: outputs the stub wrote into a client's room alias the
 	// region, which the request's own hold keeps from here on.
-	defer c.replyIn(b.seq)
+	defer c.replyIn(b.seq, f.flags&flagFilesReleased != 0)
 	released := f.flags&flagInputsReleased != 0
 	if err := replyError(f); err != nil {
 		c.arenas.release(b.lease, released, 0)

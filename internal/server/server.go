@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/instance"
+	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
 	"github.com/vigilhq/vigil/internal/status"
@@ -244,7 +245,12 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:      log.With("component", "status"),
 	})
 	defer page.Close()
+	// Large binary HTTP bodies are read into reused memory files whose
+	// pages the stubs map (package memfile).
+	bodyFiles := memfile.NewPool(0)
+	defer bodyFiles.Close()
 	restCfg := rest.Config{
+		BodyFiles:                 bodyFiles,
 		ServerName:                Name,
 		ServerVersion:             cfg.Version,
 		Extensions:                protocolExtensions(cfg.AllowClientShm),

@@ -92,6 +92,12 @@ type Shared struct {
 	// function is called (once); a stub that was given FD holds it until
 	// its reply is in.
 	Hold func() (release func())
+	// Kept, when set, says the bytes are a memory file the server reuses
+	// for later requests (package memfile): a stub is passed it to map
+	// privately for one batch, and Kept is called when the stub reports
+	// that an array over it outlived its reply, so that the file is never
+	// written again.
+	Kept func()
 }
 
 // ElementCount is the product of the shape's dimensions. It returns an error

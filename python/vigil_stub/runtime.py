@@ -287,6 +287,8 @@ class Stub:
         flags = FLAG_REPLY
         if self._codec.inputs_released():
             flags |= wire.FLAG_INPUTS_RELEASED
+        if regions is None or regions.release_files():
+            flags |= wire.FLAG_FILES_RELEASED
         self._conn.send(wire.KIND_EXECUTE, flags, seq, parts, files or ())  # send closes files
 
     def _execute_decoupled(self, seq, batch, requests):

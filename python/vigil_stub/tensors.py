@@ -30,6 +30,16 @@ are kept under the registration id (never reused by the server, so a later
 registration of the same name never gets an old mapping), at most
 _CLIENT_MAPS of them, and dropped once the client has unlinked the object,
 at the next batch or ping; an array still using one keeps it mapped.
+
+A large HTTP request body reaches the stub the same way, as a memory file
+the server reuses for later requests (access 2, internal/memfile): it is
+mapped privately for the batch alone, so that the model gets writable
+arrays over the body's pages (writes go to pages of the stub's own, as
+inputs are writable in Triton) and the file never changes under the
+server. An output that is an unwritten view of it is pointed at, not
+copied; after execute the stub lets go of the mapping, and the reply
+says (FLAG_FILES_RELEASED) whether it went: an array the model kept keeps
+the mapping alive, and the server then never reuses the file.
 """
 
 import collections
@@ -61,6 +71,7 @@ _DEST = struct.Struct("<IQQ")  # a requested output's room: descriptor index, of
 _NO_DEST = 0xFFFFFFFF
 _REQUEST_FD = 0x80000000  # reply descriptor indexes from here name the request's own
 _ACCESS_WRITE = 1
+_ACCESS_FILE = 2
 # Client region mappings kept from batch to batch.
 _CLIENT_MAPS = 16
 _TAILS = tuple(struct.Struct("<%dqQ" % n) for n in range(9))  # dims, data length
@@ -327,6 +338,12 @@ class Codec:
             p += _REGION_ENTRY.size
             if idx >= len(fds):
                 raise ValueError("client region in descriptor %d, %d came with the frame" % (idx, len(fds)))
+            if access == _ACCESS_FILE:
+                # The server's reused file: this batch's, private, not kept.
+                mm = mmap.mmap(fds[idx], os.fstat(fds[idx]).st_size, flags=mmap.MAP_PRIVATE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+                regions.add(idx, mm, access)
+                continue
             regions.add(idx, self._client_map(fds[idx], rid, access), access)
         self.prune_regions(keep=regions)
         return regions, p
@@ -524,20 +541,32 @@ class Regions:
     """The client regions one EXECUTE passed: mappings by frame descriptor
     index, and per request the rooms its outputs may go into."""
 
-    __slots__ = ("maps", "mapped", "dests", "_bounds")
+    __slots__ = ("maps", "mapped", "dests", "files", "_bounds")
 
     def __init__(self):
         self.maps = {}  # descriptor index -> (mmap, access)
         self.mapped = []
         self.dests = []  # per request: {output name: (mmap, index, offset, size)} or None
-        self._bounds = []  # (lo, hi, index) of the input regions, by address
+        self.files = []  # the private mappings of the server's reused files
+        self._bounds = []  # (lo, hi, index, private) of the input regions, by address
 
     def add(self, idx, mm, access):
         self.maps[idx] = (mm, access)
         self.mapped.append(mm)
+        if access == _ACCESS_FILE:
+            self.files.append(mm)
         if access != _ACCESS_WRITE and len(mm):
             lo = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
-            self._bounds.append((lo, lo + len(mm), idx))
+            self._bounds.append((lo, lo + len(mm), idx, access == _ACCESS_FILE))
+
+    def release_files(self):
+        """Let go of the batch's mappings; whether those of the reused files
+        went with them: an array over one (numpy holds its mapping as the
+        array's base) that outlived the batch keeps it alive. Called once
+        execute's arrays are gone; the Regions are unusable after."""
+        refs = [weakref.ref(mm) for mm in self.files]
+        self.files, self.mapped, self.maps, self.dests = [], [], {}, []
+        return all(ref() is None for ref in refs)
 
     def holds(self, mm):
         return any(mm is m for m in self.mapped)
@@ -571,10 +600,38 @@ class Regions:
                 return _REQUEST_FD + idx, at
         if self._bounds and isinstance(data, memoryview):
             addr = np.frombuffer(data, dtype=np.uint8, count=1).ctypes.data
-            for lo, hi, idx in self._bounds:
+            for lo, hi, idx, private in self._bounds:
                 if lo <= addr and addr + nbytes <= hi:
+                    if private and not _unwritten(addr, nbytes):
+                        return None  # the model wrote it: its own pages, not the file's
                     return _REQUEST_FD + idx, addr - lo
         return None
+
+
+_PAGE = mmap.PAGESIZE
+_pagemap = None
+
+
+def _unwritten(addr, nbytes):
+    """Whether no page of [addr, addr+nbytes) in a private file mapping was
+    written (copied on write into a page of the process's own), read from
+    /proc/self/pagemap: a written page is present or swapped and no longer
+    the file's (bit 61). False when pagemap cannot be read."""
+    global _pagemap
+    if nbytes <= 0:
+        return True
+    first, last = addr // _PAGE, (addr + nbytes - 1) // _PAGE
+    try:
+        if _pagemap is None:
+            _pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        raw = os.pread(_pagemap, (last - first + 1) * 8, first * 8)
+    except OSError:
+        return False
+    entries = np.frombuffer(raw, dtype="<u8")
+    if len(entries) != last - first + 1:
+        return False
+    own = ((entries >> np.uint64(62)) != 0) & ((entries >> np.uint64(61)) & np.uint64(1) == 0)
+    return not own.any()
 
 
 _STREAMED = _RESPONSE_HEAD.pack(2, 0, 0)

@@ -44,6 +44,9 @@ FLAG_ERROR = 0x02
 FLAG_OUT_REGION = 0x04
 # EXECUTE reply: the stub holds no view of the batch's input arena.
 FLAG_INPUTS_RELEASED = 0x04
+# EXECUTE reply: no array over the batch's reused memory files (region
+# access 2, internal/ipc/regions.go) outlived the batch.
+FLAG_FILES_RELEASED = 0x08
 # EXECUTE request: the frame passes a client's shared memory regions; its
 # meta starts with the region table (internal/ipc/regions.go).
 FLAG_REGIONS = 0x08

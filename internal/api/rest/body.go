@@ -5,11 +5,18 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/memfile"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
+	"github.com/vigilhq/vigil/internal/tensor"
 )
 
 // DefaultMaxConcurrentRequestBytes bounds the request body bytes held by all
@@ -105,6 +112,14 @@ func (b *byteBudget) inUse() int64 {
 	return b.used
 }
 
+// newLease starts a request's share of the budget, given back when the
+// request's context ends or by lease.end.
+func (s *server) newLease(r *http.Request) *lease {
+	l := &lease{b: s.budget}
+	l.stop = context.AfterFunc(r.Context(), l.release)
+	return l
+}
+
 // readBody reads the whole request body within the server's limit. A body
 // over the limit is a TooLarge error (413), refused before reading when
 // Content-Length already says so. The buffer grows as bytes arrive, never
@@ -123,8 +138,7 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 // what the handler derives from the body (a decompressed copy) is counted
 // in the budget too.
 func (s *server) readBodyLease(r *http.Request) ([]byte, *lease, error) {
-	l := &lease{b: s.budget}
-	l.stop = context.AfterFunc(r.Context(), l.release)
+	l := s.newLease(r)
 	if s.maxBytes > 0 && r.ContentLength > s.maxBytes {
 		return nil, l, apierr.New(apierr.TooLarge, "request body of %d bytes is over the limit of %d bytes (--max-request-bytes)", r.ContentLength, s.maxBytes)
 	}
@@ -240,4 +254,81 @@ func checkUTF8(b []byte, what string) error {
 		at += size
 	}
 	return apierr.New(apierr.InvalidArgument, "%s is not valid UTF-8 (invalid byte 0x%02x at offset %d)", what, b[at], at)
+}
+
+// fileBody reports whether an inference request's body goes into a memory
+// file (bodyFile) rather than Go memory: a binary body (the JSON header's
+// length announced) of at least sharedmemory.ShareThreshold bytes,
+// announced and within the limit, not compressed, and the server keeps
+// body files (and its pool takes them now). It returns the header's length.
+func (s *server) fileBody(r *http.Request) (headerLen int64, ok bool) {
+	if s.files == nil || r.ContentLength < sharedmemory.ShareThreshold || (s.maxBytes > 0 && r.ContentLength > s.maxBytes) || !s.files.Accepting() {
+		return 0, false
+	}
+	if enc := strings.TrimSpace(r.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(r.Header.Get(headerContentLength)), 10, 64)
+	if err != nil || n <= 0 || n > r.ContentLength {
+		return 0, false // splitInferBody names what is wrong
+	}
+	return n, true
+}
+
+// bodyFile reads a body that fileBody accepted into a memory file of the
+// server's pool, placed so that the binary data after the JSON header of
+// headerLen bytes starts 64-byte aligned (numpy's aligned loops, and the
+// alignment of the stub's arenas). The buffer is reserved from l as
+// readBody's is: the first chunk, then the rest once it is full. The
+// caller owns the file (memfile.File.Release) unless err is set.
+func (s *server) bodyFile(r *http.Request, l *lease, headerLen int64) ([]byte, *memfile.File, error) {
+	size := r.ContentLength
+	pad := (64 - headerLen%64) % 64
+	first := min(size, firstChunk)
+	if !l.grow(first) {
+		return nil, nil, errBudget()
+	}
+	f, err := s.files.Get(int(pad + size))
+	if err != nil {
+		return nil, nil, apierr.Wrap(apierr.Internal, err, "no memory file for the request body")
+	}
+	body := f.Bytes()[pad : pad+size : pad+size]
+	n, err := io.ReadFull(r.Body, body[:first])
+	if err == nil && size > first {
+		if !l.grow(size - first) {
+			f.Release()
+			return nil, nil, errBudget()
+		}
+		var m int
+		m, err = io.ReadFull(r.Body, body[first:])
+		n += m
+	}
+	if err != nil {
+		f.Release()
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, nil, apierr.New(apierr.InvalidArgument, "cannot read request body of %d bytes: only %d arrived", size, n)
+		}
+		return nil, nil, bodyReadError(err, size)
+	}
+	return body, f, nil
+}
+
+// shareBodyInputs marks the large numeric inputs whose bytes lie in body,
+// which is in memory file f, as Shared views of f, so that they reach the
+// stub as the file's descriptor.
+func shareBodyInputs(req *inference.Request, f *memfile.File, body []byte) {
+	file := uintptr(unsafe.Pointer(unsafe.SliceData(f.Bytes())))
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(body)))
+	hi := lo + uintptr(len(body))
+	for i := range req.Inputs {
+		in := &req.Inputs[i]
+		if in.Shared != nil || in.Datatype == tensor.Bytes || len(in.Data) < sharedmemory.ShareThreshold {
+			continue
+		}
+		p := uintptr(unsafe.Pointer(unsafe.SliceData(in.Data)))
+		if p < lo || p+uintptr(len(in.Data)) > hi {
+			continue
+		}
+		in.Shared = f.Share(int(p-file), len(in.Data))
+	}
 }

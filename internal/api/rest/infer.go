@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/vigilhq/vigil/internal/apierr"
+	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/model"
 )
 
@@ -18,10 +20,35 @@ import (
 // body within the limit, decode it, run it, encode the answer.
 func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	name, version := r.PathValue("model"), r.PathValue("version")
-	body, l, err := s.readBodyLease(r)
+	var (
+		body []byte
+		l    *lease
+		file *memfile.File
+		req  *inference.Request
+		err  error
+	)
+	if hlen, ok := s.fileBody(r); ok {
+		l = s.newLease(r)
+		body, file, err = s.bodyFile(r, l, hlen)
+	} else {
+		body, l, err = s.readBodyLease(r)
+		if err == nil {
+			body, err = s.decompress(body, r.Header.Get("Content-Encoding"), l)
+		}
+	}
 	defer l.end()
-	if err == nil {
-		body, err = s.decompress(body, r.Header.Get("Content-Encoding"), l)
+	// The file goes back for reuse once the response is written, if the
+	// request was answered; one that failed may still be queued.
+	answered := false
+	if file != nil {
+		defer func() {
+			if answered {
+				file.Release()
+				return
+			}
+			body, req = nil, nil // so that its views may become unreachable
+			file.ReleaseWhenUnused()
+		}()
 	}
 	if err != nil {
 		s.writeError(w, r, apierr.Wrap(apierr.CodeOf(err), err, "model %q", name))
@@ -33,18 +60,23 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 		hvalue = hv[0]
 	}
 	header, bin, err := splitInferBody(body, hvalue, present)
+	var format outputFormat
 	if err != nil {
 		s.writeError(w, r, apierr.Wrap(apierr.InvalidArgument, err, "model %q", name))
 		return
 	}
-	req, format, err := decodeInferRequest(header, bin)
+	req, format, err = decodeInferRequest(header, bin)
 	if err != nil {
 		s.writeError(w, r, apierr.Wrap(apierr.InvalidArgument, err, "model %q", name))
 		return
 	}
 	req.Model, req.Version = name, version
+	if file != nil {
+		shareBodyInputs(req, file, body)
+	}
 
 	resp, err := s.models.Infer(r.Context(), req)
+	answered = err == nil
 	if err != nil {
 		if errors.Is(err, model.ErrDecoupled) {
 			// Triton's wording first, then what to do instead.

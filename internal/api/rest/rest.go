@@ -7,6 +7,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
@@ -75,6 +76,10 @@ type Config struct {
 	InFlight func(health.InstanceKey) (requests, streams int)
 	// Logger receives request failures that are vigil's fault; nil discards.
 	Logger *slog.Logger
+	// BodyFiles, when set, receives large binary inference bodies, whose
+	// large inputs then reach the stub as a descriptor of the pages they
+	// were read into (package memfile); nil reads them into Go memory.
+	BodyFiles *memfile.Pool
 }
 
 // server holds the handlers' dependencies; it has no mutable state, so one
@@ -86,6 +91,7 @@ type server struct {
 	log      *slog.Logger
 	maxBytes int64
 	budget   *byteBudget
+	files    *memfile.Pool
 }
 
 func newServer(m Models, h HealthSource, cfg Config) *server {
@@ -107,7 +113,7 @@ func newServer(m Models, h HealthSource, cfg Config) *server {
 	if budget > 0 && maxBytes > 0 && budget <= maxBytes {
 		budget = maxBytes + 1 // room for one body of the largest size at least
 	}
-	return &server{models: m, health: h, cfg: cfg, log: log, maxBytes: maxBytes, budget: &byteBudget{limit: budget}}
+	return &server{models: m, health: h, cfg: cfg, log: log, maxBytes: maxBytes, budget: &byteBudget{limit: budget}, files: cfg.BodyFiles}
 }
 
 // NewHandler returns the full REST API: inference, metadata, statistics,

@@ -1,0 +1,286 @@
+// Package memfile keeps memory files (memfd) that hold large request
+// bodies, so that a body's tensors reach a model stub as a descriptor of
+// the very pages the body was read into: the server copies none of their
+// bytes and zeroes no buffer for them.
+//
+// A file is reused from request to request (its pages are allocated once),
+// which is safe only while nobody may still read the bytes of the request
+// before: a File is handed back to its Pool when the request that owns it
+// was answered and every Hold a batch took on it was released, unless a
+// stub reported that it kept an array over the bytes past its reply
+// (tensor.Shared.Kept) — such a file is closed instead, and lives on in the
+// stub's mapping for as long as the model keeps the array. A request that
+// ended with an error (cancelled, timed out, its instance gone) may still
+// sit in a queue: its file goes back only once no tensor that views it is
+// reachable any more, so that no batch can take a Hold on a file another
+// request is writing. Such files wait for the garbage collector, whose
+// pacing does not see them: while more than the idle bound of them wait,
+// the pool takes no new body (Accepting), and bodies go to Go memory.
+package memfile
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"weak"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vigilhq/vigil/internal/tensor"
+)
+
+// IDBit marks the registration ids of pooled files (tensor.Shared.ID),
+// apart from the shared memory registry's (which count from 1) and BLS
+// call files' (bit 63). The rest is the file's inode number, unique among
+// live memory files.
+const IDBit = 1 << 62
+
+// minFile is the smallest file made; sizes go up in powers of two, so
+// that files are reused across bodies of similar sizes.
+const minFile = 1 << 20
+
+// DefaultMaxIdle bounds the bytes of files kept idle for reuse.
+const DefaultMaxIdle = 128 << 20
+
+// Pool keeps idle files for reuse. Its methods are safe for concurrent use.
+type Pool struct {
+	maxIdle int64
+
+	mu        sync.Mutex
+	idle      []*File
+	idleBytes int64
+	open      int   // files made and not yet closed, in use or idle
+	waiting   int64 // bytes of files waiting for their views to go (ReleaseWhenUnused)
+	closed    bool
+}
+
+// Accepting reports whether the pool takes new bodies: not while more
+// than its idle bound of files wait for the garbage collector.
+func (p *Pool) Accepting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.closed && p.waiting <= p.maxIdle
+}
+
+// NewPool returns a pool that keeps at most maxIdle bytes of idle files
+// (≤ 0: DefaultMaxIdle).
+func NewPool(maxIdle int64) *Pool {
+	if maxIdle <= 0 {
+		maxIdle = DefaultMaxIdle
+	}
+	return &Pool{maxIdle: maxIdle}
+}
+
+// File is one memory file: read-write in the server, passed to stubs as a
+// read-only descriptor. The request that got it from Get owns it and ends
+// that ownership with Release or ReleaseWhenUnused.
+type File struct {
+	pool *Pool
+	fd   int // read-write, the server's
+	ro   int // read-only, the one stubs get
+	mem  []byte
+	id   uint64
+
+	mu sync.Mutex
+	// refs counts the owner's reference and every unreleased Hold.
+	refs int
+	// kept says a stub may still read the bytes: the file is never reused.
+	kept bool
+	// anchor is what every Shared view holds on to: reachable exactly while
+	// a view is. Weak, so that the file never keeps it alive.
+	anchor weak.Pointer[anchor]
+}
+
+// anchor is referenced by the Shared views of a file and nothing else.
+type anchor struct{ f *File }
+
+func (a *anchor) hold() func() { return a.f.hold() }
+func (a *anchor) keep()        { a.f.keep() }
+
+// Get returns a file of at least size bytes, owned by the caller: an idle
+// one if one is big enough, else a new one.
+func (p *Pool) Get(size int) (*File, error) {
+	p.mu.Lock()
+	best := -1
+	for i, f := range p.idle {
+		if len(f.mem) >= size && (best < 0 || len(f.mem) < len(p.idle[best].mem)) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		f := p.idle[best]
+		p.idle = append(p.idle[:best], p.idle[best+1:]...)
+		p.idleBytes -= int64(len(f.mem))
+		p.mu.Unlock()
+		f.mu.Lock()
+		f.refs = 1
+		f.mu.Unlock()
+		return f, nil
+	}
+	p.mu.Unlock()
+	f, err := newFile(size)
+	if err != nil {
+		return nil, err
+	}
+	f.pool = p
+	p.mu.Lock()
+	p.open++
+	p.mu.Unlock()
+	return f, nil
+}
+
+func newFile(size int) (*File, error) {
+	n := minFile
+	for n < size {
+		n *= 2
+	}
+	fd, err := unix.MemfdCreate("vigil-body", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	fail := func(what string, err error) (*File, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s a %d-byte memory file: %w", what, n, err)
+	}
+	if err := unix.Ftruncate(fd, int64(n)); err != nil {
+		return fail("sizing", err)
+	}
+	// Sealed at its size: a stub cannot shrink it under the server's
+	// mapping, so the server reads views of it without a fault's risk.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		return fail("sealing", err)
+	}
+	ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail("opening read-only", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(ro)
+		return fail("stat of", err)
+	}
+	mem, err := unix.Mmap(fd, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(ro)
+		return fail("mapping", err)
+	}
+	return &File{fd: fd, ro: ro, mem: mem, id: IDBit | st.Ino, refs: 1}, nil
+}
+
+// Bytes is the whole file, writable (its owner fills it).
+func (f *File) Bytes() []byte { return f.mem }
+
+// Share is a Shared view of n bytes at off, for a tensor whose Data they
+// are: a stub is passed the read-only descriptor.
+func (f *File) Share(off, n int) *tensor.Shared {
+	f.mu.Lock()
+	a := f.anchor.Value()
+	if a == nil {
+		a = &anchor{f: f}
+		f.anchor = weak.Make(a)
+	}
+	f.mu.Unlock()
+	return &tensor.Shared{FD: f.ro, Offset: uint64(off), ID: f.id, Mem: f.mem[off : off+n : off+n], Hold: a.hold, Kept: a.keep}
+}
+
+func (f *File) hold() func() {
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(f.unref) }
+}
+
+func (f *File) keep() {
+	f.mu.Lock()
+	f.kept = true
+	f.mu.Unlock()
+}
+
+// Release ends the owner's reference once its request was answered:
+// nothing will take a Hold on the file any more.
+func (f *File) Release() { f.unref() }
+
+// ReleaseWhenUnused ends the owner's reference once no view of the file is
+// reachable (at once when none is): for a request that ended with an error
+// and may still be queued.
+func (f *File) ReleaseWhenUnused() {
+	f.mu.Lock()
+	a := f.anchor.Value()
+	f.mu.Unlock()
+	if a == nil {
+		f.unref()
+		return
+	}
+	n := int64(len(f.mem))
+	f.pool.mu.Lock()
+	f.pool.waiting += n
+	f.pool.mu.Unlock()
+	runtime.AddCleanup(a, func(f *File) {
+		f.pool.mu.Lock()
+		f.pool.waiting -= n
+		f.pool.mu.Unlock()
+		f.unref()
+	}, f)
+}
+
+func (f *File) unref() {
+	f.mu.Lock()
+	f.refs--
+	if f.refs > 0 {
+		f.mu.Unlock()
+		return
+	}
+	kept := f.kept
+	f.kept = false
+	f.anchor = weak.Pointer[anchor]{}
+	f.mu.Unlock()
+	f.pool.put(f, kept)
+}
+
+// put takes back a file nobody uses: idle for reuse, or closed when a stub
+// kept an array over it, the pool is closed or has enough idle bytes.
+func (p *Pool) put(f *File, kept bool) {
+	p.mu.Lock()
+	if !kept && !p.closed && p.idleBytes+int64(len(f.mem)) <= p.maxIdle {
+		p.idle = append(p.idle, f)
+		p.idleBytes += int64(len(f.mem))
+		p.mu.Unlock()
+		return
+	}
+	p.open--
+	p.mu.Unlock()
+	f.close()
+}
+
+func (f *File) close() {
+	_ = unix.Munmap(f.mem)
+	unix.Close(f.ro)
+	unix.Close(f.fd)
+	f.mem = nil
+}
+
+// Close closes the idle files; files in use are closed when they come back.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.idleBytes, p.closed = nil, 0, true
+	p.open -= len(idle)
+	p.mu.Unlock()
+	for _, f := range idle {
+		f.close()
+	}
+}
+
+// Stats are a pool's counts, for tests and metrics.
+type Stats struct {
+	Open, Idle            int
+	IdleBytes, WaitingBytes int64
+}
+
+// Stats reports the files open (in use or idle) and idle.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{Open: p.open, Idle: len(p.idle), IdleBytes: p.idleBytes, WaitingBytes: p.waiting}
+}
