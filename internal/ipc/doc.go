@@ -158,7 +158,8 @@
 // EXECUTE with flag 0x08 passes each region object's descriptor (after the
 // input arena's, before the output arena's), its meta starts with a region
 // table (u32 count | per region: u32 descriptor index | u64 registration
-// id | u8 access, 0 read-only inputs, 1 read-write output rooms), inputs
+// id | u8 access, 0 read-only inputs, 1 read-write output rooms, 2 a
+// reused server memory file, below), inputs
 // in a region point at its descriptor at their offset in the object, and
 // every requested output record is followed by u32 descriptor index
 // (0xFFFFFFFF: none) | u64 offset | u64 room. The stub hands numpy
@@ -169,6 +170,20 @@
 // stub keeps mappings under the registration id (never reused by the
 // server) and drops them once the object is unlinked; the server holds the
 // request's regions until the reply is in.
+//
+// A large HTTP request body travels the same way, as a region of access 2:
+// a memory file of the server's (internal/memfile) that it reuses for later
+// bodies, passed as a read-only descriptor. The stub maps it privately
+// (MAP_PRIVATE, read-write) for the batch alone, so the model gets
+// writable arrays whose writes land in pages of the stub's own; an output
+// that is a view of it is pointed at only if /proc/self/pagemap shows none
+// of its pages written, else sent as usual. After execute the stub lets go
+// of the mapping, and the reply's flag 0x08 says no array over any such
+// file outlived the batch; without it (the model kept an input, or the
+// batch failed) the server never reuses the file, which then lives on in
+// the stub's mapping alone. The server reads a view of the same request's
+// input in such a file from its own mapping (the file is sealed against
+// shrinking), and copies one of another request's.
 //
 // A batch whose every request takes its large outputs in memory files
 // (a BLS call's, whose caller stub receives descriptors; replyfiles.go)

@@ -119,3 +119,45 @@ func TestRegionTable(t *testing.T) {
 		t.Errorf("shared inputs were counted for the input arena")
 	}
 }
+
+// A reused memory file (Shared.Kept set, a large HTTP body's) is a region
+// of access 2: a view of the same request's input in it is its bytes, of
+// another request's a copy, and a reply without flagFilesReleased marks it
+// kept.
+func TestReusedFileRegion(t *testing.T) {
+	fd, mem := MemObject(t, 8192, 3)
+	kept := 0
+	share := func(off int) *tensor.Shared {
+		return &tensor.Shared{FD: fd, Offset: uint64(off), ID: 1 << 62, Mem: mem[off : off+1024],
+			Hold: func() func() { return func() {} }, Kept: func() { kept++ }}
+	}
+	a, b := share(0), share(4096)
+	reqs := []*inference.Request{
+		{Inputs: []tensor.Tensor{{Name: "A", Datatype: tensor.Uint8, Shape: []int64{1024}, Data: a.Mem, Shared: a}}},
+		{Inputs: []tensor.Tensor{{Name: "B", Datatype: tensor.Uint8, Shape: []int64{1024}, Data: b.Mem, Shared: b}}},
+	}
+	rt := collectRegions(reqs)
+	if len(rt.entries) != 1 || rt.entries[0].access != accessFile {
+		t.Fatalf("entries %+v, want one of access %d", rt.entries, accessFile)
+	}
+	if meta := rt.appendMeta(nil); meta[16] != accessFile {
+		t.Errorf("region table meta %v: access %d", meta, meta[16])
+	}
+	own, err := rt.regionData(0, 10, 100, 0)
+	if err != nil || unsafe.SliceData(own) != &mem[10] {
+		t.Errorf("a view of the request's own input: %v, aliases the file %v", err, err == nil && unsafe.SliceData(own) == &mem[10])
+	}
+	other, err := rt.regionData(0, 4096, 100, 0)
+	if err != nil || unsafe.SliceData(other) == &mem[4096] || !bytes.Equal(other, mem[4096:4196]) {
+		t.Errorf("a view of another request's input must be a copy: %v", err)
+	}
+	rt.release(true)
+	if kept != 0 {
+		t.Fatalf("released files were marked kept %d times", kept)
+	}
+	rt = collectRegions(reqs)
+	rt.release(false)
+	if kept != 2 {
+		t.Fatalf("a reply without flagFilesReleased marked %d views kept, want 2", kept)
+	}
+}

@@ -274,7 +274,7 @@ func (p *Pool) Close() {
 
 // Stats are a pool's counts, for tests and metrics.
 type Stats struct {
-	Open, Idle            int
+	Open, Idle              int
 	IdleBytes, WaitingBytes int64
 }
 

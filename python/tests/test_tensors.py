@@ -230,6 +230,60 @@ def test_client_regions():
     assert len(codec._client) == 0
 
 
+def test_reused_body_file():
+    """A large HTTP body's memory file (region access 2, internal/memfile):
+    inputs are writable views of a private mapping, so a model's write stays
+    in the stub; an unwritten output view is pointed at, a written one is
+    not; release_files says whether an array over the file outlived the
+    batch."""
+    import os
+
+    from vigil_stub.wire import FrameBody
+
+    n = 1 << 17
+    fd = os.memfd_create("body")
+    os.write(fd, b"\0" * 64 + np.arange(n // 4, dtype=np.float32).tobytes())
+
+    def body():
+        meta = struct.pack("<I", 1) + struct.pack("<IQB", 0, 1 << 62, 2)
+        meta += struct.pack("<I", 1)
+        meta += struct.pack("<IIII", 1, 0, 1, 1) + b"r"
+        meta += tensor_record("A", 11 | 0x80, (n // 4,), n) + struct.pack("<IQ", 0, 64)
+        meta += struct.pack("<I", 1) + b"V" + struct.pack("<IQQ", 0xFFFFFFFF, 0, 0)
+        meta += sequence_record()
+        b = FrameBody(struct.pack("<I", len(meta)) + meta)
+        b.fds = [os.open("/proc/self/fd/%d" % fd, os.O_RDONLY)]
+        b.out_region = None
+        b.regions = True
+        return b
+
+    codec = Codec(shm_threshold=1024)
+    (req,) = codec.decode_requests(body())
+    regions = codec.take_regions()
+    a = req.inputs()[0].as_numpy()
+    np.testing.assert_array_equal(a, np.arange(n // 4, dtype=np.float32))
+    assert a.flags.writeable
+    resp = pb.InferenceResponse(output_tensors=[pb.Tensor("V", a)])
+    assert parse_reply_locations(codec.encode_responses([resp], [req], None, regions)) == [
+        ("V", 0x80000000, 64, n)]
+    del resp
+    a[5] = -1  # the model's own page now
+    assert os.pread(fd, 4, 64 + 20) == np.float32(5).tobytes(), "the write reached the file"
+    resp = pb.InferenceResponse(output_tensors=[pb.Tensor("V", a)])
+    ((_, _, tensors),) = parse_reply(codec.encode_responses([resp], [req], None, regions))
+    assert tensors[0][0] == "V" and np.frombuffer(tensors[0][3], np.float32)[5] == -1
+    # The model kept an array: not released.
+    kept = a
+    del req, a, resp
+    assert not regions.release_files()
+    del kept
+    (req,) = codec.decode_requests(body())
+    regions = codec.take_regions()
+    del req
+    assert regions.release_files()
+    os.close(fd)
+
+
 def parse_reply_locations(parts):
     """(name, descriptor index, offset, bytes) of a reply's out-of-band outputs."""
     body = b"".join(bytes(p) for p in parts)
