@@ -150,8 +150,8 @@ def body_mappings(srv):
         try:
             with open(f"/proc/{pid}/maps") as f:
                 n = sum("memfd:vigil-body" in line for line in f)
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a stub that just exited
         if n:
             found[pid] = n
     return found

@@ -301,7 +301,7 @@ def mapping_pids(srv, key):
             with open(f"/proc/{pid}/maps") as f:
                 if any(line.split(maxsplit=5)[-1].startswith(path) for line in f if len(line.split()) >= 6):
                     found.append(pid)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass  # a stub that just exited
     return found
 
