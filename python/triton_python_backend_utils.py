@@ -123,6 +123,11 @@ _DTYPE_STR_TO_DATATYPE["|O"] = "BYTES"
 del _kind, _size, _name, _order
 
 
+# The datatypes of the dtypes seen by Tensor(), keyed by the dtype itself
+# (bounded: a model uses a few).
+_DTYPE_TO_DATATYPE = {}
+
+
 def _datatype_of(dtype):
     """The OIP datatype name for a numpy dtype, or None if it has none."""
     if not isinstance(dtype, np.dtype):
@@ -286,10 +291,15 @@ class Tensor:
         bytes as that type; with TYPE_BF16 the array holds the raw 16-bit
         patterns (any 2-byte dtype), since numpy has no bfloat16.
         """
-        if not isinstance(numpy_array, np.ndarray):
+        if type(numpy_array) is not np.ndarray and not isinstance(numpy_array, np.ndarray):
             numpy_array = np.asarray(numpy_array)
         if triton_dtype is None:
-            datatype = _datatype_of(numpy_array.dtype)
+            dtype = numpy_array.dtype
+            datatype = _DTYPE_TO_DATATYPE.get(dtype)
+            if datatype is None:
+                datatype = _datatype_of(dtype)
+                if datatype is not None and len(_DTYPE_TO_DATATYPE) < 64:
+                    _DTYPE_TO_DATATYPE[dtype] = datatype
         else:
             datatype = _CODE_TO_DATATYPE.get(triton_dtype)
             if datatype == "BF16":
@@ -671,7 +681,7 @@ class InferenceResponse:
 def get_input_tensor_by_name(inference_request, name):
     """The input tensor with this name, or None."""
     for t in inference_request.inputs():
-        if t.name() == name:
+        if (t._name if type(t) is Tensor else t.name()) == name:
             return t
     return None
 

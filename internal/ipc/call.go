@@ -298,7 +298,7 @@ func (c *Client) decodeCall(f frame) (*Call, error) {
 		return nil, fmt.Errorf("timeout %d µs is out of range", w.TimeoutUS)
 	}
 	files := newCallFiles(f.fds)
-	reqs, err := decodeRequests(b[4+n:], files)
+	reqs, err := decodeRequests(b[4+n:], 4+int(n), files)
 	if err != nil {
 		return nil, err
 	}
@@ -314,9 +314,9 @@ func (c *Client) decodeCall(f frame) (*Call, error) {
 }
 
 // decodeRequests decodes an EXECUTE request body (the layout encodeExecute
-// writes). Tensor data aliases body, or for an out-of-band input a
+// writes) at offset base of its frame's body. Tensor data aliases body, or for an out-of-band input a
 // mapping of one of files (the input is then Shared).
-func decodeRequests(body []byte, files *callFiles) ([]*inference.Request, error) {
+func decodeRequests(body []byte, base int, files *callFiles) ([]*inference.Request, error) {
 	if len(body) < 4 {
 		return nil, errors.New("request body has no meta length")
 	}
@@ -325,7 +325,7 @@ func decodeRequests(body []byte, files *callFiles) ([]*inference.Request, error)
 		return nil, fmt.Errorf("request meta of %d bytes overruns the %d-byte body", n, len(body))
 	}
 	c := cursor{b: body[4 : 4+n]}
-	data := body[4+n:]
+	data := dataReader{b: body[4+n:], off: base + 4 + int(n)}
 	count := c.u32()
 	if uint64(count) > uint64(len(c.b)) {
 		c.fail(errShort)
@@ -367,11 +367,11 @@ func decodeRequests(body []byte, files *callFiles) ([]*inference.Request, error)
 			if c.err != nil {
 				break
 			}
-			if size > uint64(len(data)) {
-				return nil, fmt.Errorf("input %q declares %d bytes, %d remain", t.Name, size, len(data))
+			d, ok := data.next(size)
+			if !ok {
+				return nil, fmt.Errorf("input %q declares %d bytes, %d remain", t.Name, size, len(data.b))
 			}
-			t.Data = data[:size:size]
-			data = data[size:]
+			t.Data = d
 		}
 		for j := uint32(0); j < nout && c.err == nil; j++ {
 			r.Outputs = append(r.Outputs, inference.RequestedOutput{Name: c.str(c.u32())})
@@ -382,8 +382,8 @@ func decodeRequests(body []byte, files *callFiles) ([]*inference.Request, error)
 	if c.err != nil {
 		return nil, fmt.Errorf("decode request: %w", c.err)
 	}
-	if len(c.b) != 0 || len(data) != 0 {
-		return nil, fmt.Errorf("request body: %d meta and %d data bytes left over", len(c.b), len(data))
+	if len(c.b) != 0 || len(data.b) != 0 {
+		return nil, fmt.Errorf("request body: %d meta and %d data bytes left over", len(c.b), len(data.b))
 	}
 	return reqs, nil
 }
@@ -464,6 +464,7 @@ func encodeCallResponse(resp *inference.Response, err error, final bool, shared 
 	b = binary.LittleEndian.AppendUint32(b, 0) // meta length, set below
 	metaStart := len(b)
 	bufs = [][]byte{nil}
+	var data dataWriter
 	switch {
 	case err != nil:
 		b = binary.LittleEndian.AppendUint32(b, 1)
@@ -497,17 +498,17 @@ func encodeCallResponse(resp *inference.Response, err error, final bool, shared 
 				continue
 			}
 			b = appendTensorRecord(b, o.Name, datatypeCodes[o.Datatype], o.Shape, len(o.Data))
-			if len(o.Data) > 0 {
-				bufs = append(bufs, o.Data)
-				bodyLen += len(o.Data)
-			}
+			bufs = data.add(bufs, o.Data)
 		}
 	default:
 		b = binary.LittleEndian.AppendUint32(b, 0)
 	}
 	binary.LittleEndian.PutUint32(b[metaStart-4:], uint32(len(b)-metaStart))
+	if data.n > 0 {
+		b = append(b, zeros[:padding(len(b)-headerSize)]...)
+	}
 	bufs[0] = b
-	bodyLen += len(b) - headerSize
+	bodyLen = len(b) - headerSize + data.n
 	return bufs, bodyLen, fds
 }
 

@@ -87,12 +87,13 @@ func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena
 		size += sequenceRecordSize(r.Sequence)
 	}
 
-	b := make([]byte, headerSize+4, size)
+	b := make([]byte, headerSize+4, size+dataAlign)
 	if rt != nil {
 		b = rt.appendMeta(b)
 	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(reqs)))
-	bufs = make([][]byte, 1, 1+nData)
+	bufs = make([][]byte, 1, 1+2*nData)
+	var data dataWriter // the in-band tensor data, from the data section's aligned start
 	for i, r := range reqs {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(r.ID)))
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(params[i])))
@@ -116,10 +117,7 @@ func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena
 				continue
 			}
 			b = appendTensorRecord(b, in.Name, datatypeCodes[in.Datatype], in.Shape, len(in.Data))
-			if len(in.Data) > 0 {
-				bufs = append(bufs, in.Data)
-				bodyLen += len(in.Data)
-			}
+			bufs = data.add(bufs, in.Data)
 		}
 		for _, o := range r.Outputs {
 			b = appendString(b, o.Name)
@@ -130,9 +128,67 @@ func encodeExecuteArena(reqs []*inference.Request, threshold int, inArena *arena
 		b = appendSequenceRecord(b, r.Sequence)
 	}
 	binary.LittleEndian.PutUint32(b[headerSize:], uint32(len(b)-headerSize-4))
+	if data.n > 0 {
+		b = append(b, zeros[:padding(len(b)-headerSize)]...)
+	}
 	bufs[0] = b
-	bodyLen += len(b) - headerSize
+	bodyLen += len(b) - headerSize + data.n
 	return bufs, bodyLen, used, nil
+}
+
+// dataAlign is the alignment of in-band tensor data in a frame body: each
+// tensor's data starts at an offset from the body's first byte that is a
+// multiple of it, so that the stub's numpy arrays over the frame are
+// aligned (see the package documentation).
+const dataAlign = 16
+
+// zeros is the padding before an in-band tensor's data.
+var zeros [dataAlign]byte
+
+// padding is the number of zero bytes that take offset n to the next
+// multiple of dataAlign.
+func padding(n int) int { return -n & (dataAlign - 1) }
+
+// dataWriter lays out the data section of an EXECUTE-layout body: n
+// counts its bytes so far, from its start, which the meta's padding
+// aligns.
+type dataWriter struct{ n int }
+
+// add appends d to bufs, after the padding that aligns it; an empty d
+// takes no room.
+func (w *dataWriter) add(bufs [][]byte, d []byte) [][]byte {
+	if len(d) == 0 {
+		return bufs
+	}
+	if p := padding(w.n); p > 0 {
+		bufs = append(bufs, zeros[:p])
+		w.n += p
+	}
+	w.n += len(d)
+	return append(bufs, d)
+}
+
+// dataReader reads the data section of an EXECUTE-layout body in meta
+// order, skipping the padding before each tensor's data.
+type dataReader struct {
+	b   []byte
+	off int // offset of b[0] from the start of the frame body
+}
+
+// next returns the next tensor's n bytes; false if the body ends first.
+func (r *dataReader) next(n uint64) ([]byte, bool) {
+	if n == 0 {
+		return r.b[:0:0], true
+	}
+	p := padding(r.off)
+	if uint64(p)+n > uint64(len(r.b)) {
+		return nil, false
+	}
+	end := p + int(n)
+	v := r.b[p:end:end]
+	r.b = r.b[end:]
+	r.off += end
+	return v, true
 }
 
 // largeInputBytes is the input arena room reqs need: their inputs of at
@@ -293,9 +349,10 @@ func (c *cursor) fail(err error) {
 }
 
 // decodeExecuteReply turns an EXECUTE reply body into one Result per
-// request. Output data aliases body.
-func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error) {
-	results, _, err := decodeExecuteReplyArena(body, nil, lease{}, nil, 0, reqs)
+// request; base is its offset in its frame's body (which the data's
+// alignment counts from). Output data aliases body.
+func decodeExecuteReply(body []byte, base int, reqs []*inference.Request) ([]Result, error) {
+	results, _, err := decodeExecuteReplyArena(body, base, nil, lease{}, nil, 0, reqs)
 	return results, err
 }
 
@@ -306,7 +363,7 @@ func decodeExecuteReply(body []byte, reqs []*inference.Request) ([]Result, error
 // in the stub's files are Shared views of them (replyfiles.go). large is
 // the total size of the outputs of at least threshold bytes (threshold >
 // 0) that were not in such files, which the next output arena should hold.
-func decodeExecuteReplyArena(body []byte, fds []int, l lease, rf *replyFiles, threshold int, reqs []*inference.Request) (_ []Result, large int, _ error) {
+func decodeExecuteReplyArena(body []byte, base int, fds []int, l lease, rf *replyFiles, threshold int, reqs []*inference.Request) (_ []Result, large int, _ error) {
 	if len(body) < 4 {
 		return nil, 0, fmt.Errorf("execute reply of %d bytes has no meta length", len(body))
 	}
@@ -315,7 +372,7 @@ func decodeExecuteReplyArena(body []byte, fds []int, l lease, rf *replyFiles, th
 		return nil, 0, fmt.Errorf("execute reply meta of %d bytes overruns the %d-byte body", n, len(body))
 	}
 	c := cursor{b: body[4 : 4+n]}
-	data := body[4+n:]
+	data := dataReader{b: body[4+n:], off: base + 4 + int(n)}
 
 	if got := c.u32(); c.err == nil && int(got) != len(reqs) {
 		return nil, 0, fmt.Errorf("execute reply has %d responses for %d requests", got, len(reqs))
@@ -360,11 +417,11 @@ func decodeExecuteReplyArena(body []byte, fds []int, l lease, rf *replyFiles, th
 				// Its bytes are in a descriptor, not in the data section.
 				t.Data, t.Shared = replyData(&c, fds, l, rf, i, size)
 			} else if c.err == nil {
-				if size > uint64(len(data)) {
-					return nil, 0, fmt.Errorf("execute reply: output %q declares %d bytes, %d remain", t.Name, size, len(data))
+				d, ok := data.next(size)
+				if !ok {
+					return nil, 0, fmt.Errorf("execute reply: output %q declares %d bytes, %d remain", t.Name, size, len(data.b))
 				}
-				t.Data = data[:size:size]
-				data = data[size:]
+				t.Data = d
 			}
 			if c.err != nil {
 				break
@@ -393,8 +450,8 @@ func decodeExecuteReplyArena(body []byte, fds []int, l lease, rf *replyFiles, th
 	if c.err != nil {
 		return nil, 0, fmt.Errorf("decode execute reply: %w", c.err)
 	}
-	if len(c.b) != 0 || len(data) != 0 {
-		return nil, 0, fmt.Errorf("execute reply: %d meta and %d data bytes left over", len(c.b), len(data))
+	if len(c.b) != 0 || len(data.b) != 0 {
+		return nil, 0, fmt.Errorf("execute reply: %d meta and %d data bytes left over", len(c.b), len(data.b))
 	}
 	return results, large, nil
 }

@@ -1,11 +1,13 @@
 package ipc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/tensor"
@@ -13,7 +15,8 @@ import (
 
 // replyBuilder builds EXECUTE reply bodies the way the stub does.
 type replyBuilder struct {
-	meta, data []byte
+	meta []byte
+	data [][]byte // the outputs' data, in meta order
 }
 
 func newReply(n int) *replyBuilder {
@@ -27,7 +30,7 @@ func (r *replyBuilder) ok(params string, outs ...tensor.Tensor) *replyBuilder {
 	r.meta = append(r.meta, params...)
 	for _, t := range outs {
 		r.meta = appendTensorRecord(r.meta, t.Name, datatypeCodes[t.Datatype], t.Shape, len(t.Data))
-		r.data = append(r.data, t.Data...)
+		r.data = append(r.data, t.Data)
 	}
 	return r
 }
@@ -41,10 +44,18 @@ func (r *replyBuilder) fail(msg, code string) *replyBuilder {
 	return r
 }
 
+// body lays the reply out at the start of a frame body: each output's
+// data at an aligned offset.
 func (r *replyBuilder) body() []byte {
 	b := binary.LittleEndian.AppendUint32(nil, uint32(len(r.meta)))
 	b = append(b, r.meta...)
-	return append(b, r.data...)
+	for _, d := range r.data {
+		if len(d) > 0 {
+			b = append(b, zeros[:padding(len(b))]...)
+			b = append(b, d...)
+		}
+	}
+	return b
 }
 
 func TestEncodeExecute(t *testing.T) {
@@ -69,9 +80,11 @@ func TestEncodeExecute(t *testing.T) {
 		t.Errorf("body length = %d, buffers hold %d", n, got)
 	}
 	c := cursor{b: bufs[0][headerSize:]}
-	if mlen := c.u32(); int(mlen) != len(bufs[0])-headerSize-4 {
-		t.Errorf("meta length = %d, want %d", mlen, len(bufs[0])-headerSize-4)
+	mlen := int(c.u32())
+	if pad := len(bufs[0]) - headerSize - 4 - mlen; pad < 0 || pad >= dataAlign || (len(bufs[0])-headerSize)%dataAlign != 0 {
+		t.Fatalf("meta length = %d and %d bytes after it: want the padding that aligns A's data", mlen, pad)
 	}
+	c.b = c.b[:mlen]
 	if c.u32() != 1 || c.u32() != 2 || c.u32() != 9 || c.u32() != 2 || c.u32() != 1 || c.str(2) != "r1" || c.str(9) != `{"k":"v"}` {
 		t.Fatal("request header mismatch")
 	}
@@ -115,7 +128,7 @@ func TestDecodeExecuteReply(t *testing.T) {
 	reqs := []*inference.Request{{Model: "m", Version: "2", ID: "a"}, {Model: "m", ID: "b"}}
 	y := tensor.Tensor{Name: "Y", Datatype: tensor.Int16, Shape: []int64{1, 2}, Data: []byte{1, 0, 2, 0}}
 	body := newReply(2).ok(`{"p":1}`, y).fail("bad input", "INVALID_ARG").body()
-	results, err := decodeExecuteReply(body, reqs)
+	results, err := decodeExecuteReply(body, 0, reqs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,19 +147,19 @@ func TestDecodeExecuteReply(t *testing.T) {
 		want string
 	}{
 		{"count", newReply(1).ok("").body(), "1 responses for 2 requests"},
-		{"truncated", body[:len(body)-2], "declares 4 bytes, 2 remain"},
+		{"truncated", body[:len(body)-2], "declares 4 bytes"},
 		{"short meta", []byte{3, 0, 0, 0, 2, 0}, "overruns"},
 		{"leftover", append(body, 0), "left over"},
 	}
 	for _, tc := range bad {
-		if _, err := decodeExecuteReply(tc.body, reqs); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := decodeExecuteReply(tc.body, 0, reqs); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
 		}
 	}
 
 	// A tensor whose data does not match its shape fails its request only.
 	wrong := tensor.Tensor{Name: "W", Datatype: tensor.FP32, Shape: []int64{2}, Data: []byte{1, 2, 3, 4}}
-	results, err = decodeExecuteReply(newReply(2).ok("", wrong).ok("").body(), reqs)
+	results, err = decodeExecuteReply(newReply(2).ok("", wrong).ok("").body(), 0, reqs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +182,7 @@ func BenchmarkCodecAddSub(b *testing.B) {
 		if _, _, err := encodeExecute(reqs); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := decodeExecuteReply(body, reqs); err != nil {
+		if _, err := decodeExecuteReply(body, 0, reqs); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -193,7 +206,7 @@ func TestDecodeRequestsRoundTripAndRefusesOutOfBand(t *testing.T) {
 		body = append(body, b...)
 	}
 	body = body[headerSize:]
-	got, err := decodeRequests(body, nil)
+	got, err := decodeRequests(body, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +220,93 @@ func TestDecodeRequestsRoundTripAndRefusesOutOfBand(t *testing.T) {
 		t.Fatalf("byte %d is %d, not A's datatype code", code, body[code])
 	}
 	body[code] |= outOfBand
-	if _, err := decodeRequests(body, nil); err == nil || !strings.Contains(err.Error(), `input "A": out-of-band data`) {
+	if _, err := decodeRequests(body, 0, nil); err == nil || !strings.Contains(err.Error(), `input "A": out-of-band data`) {
 		t.Fatalf("out-of-band input: %v", err)
+	}
+}
+
+// Every in-band tensor's data starts 16-byte aligned in the frame body,
+// whatever the tensors before it, so that the stub's numpy arrays over
+// the frame take numpy's aligned loops.
+func TestEncodeExecuteAlignsData(t *testing.T) {
+	odd := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i + 1)
+		}
+		return b
+	}
+	words := tensor.Tensor{Name: "S", Datatype: tensor.Bytes, Shape: []int64{2}, Data: []byte{1, 0, 0, 0, 'a', 2, 0, 0, 0, 'b', 'c'}}
+	reqs := []*inference.Request{
+		{ID: "a", Inputs: []tensor.Tensor{
+			{Name: "B", Datatype: tensor.Bool, Shape: []int64{3}, Data: odd(3)},
+			{Name: "I", Datatype: tensor.Int32, Shape: []int64{1, 16}, Data: odd(64)},
+			words,
+			{Name: "E", Datatype: tensor.FP32, Shape: []int64{0}},
+			{Name: "D", Datatype: tensor.FP64, Shape: []int64{3}, Data: odd(24)},
+		}},
+		{ID: "request-b", Parameters: map[string]any{"x": "yz"}, Inputs: []tensor.Tensor{
+			{Name: "H", Datatype: tensor.BF16, Shape: []int64{5}, Data: odd(10)},
+			{Name: "U", Datatype: tensor.Uint8, Shape: []int64{1}, Data: odd(1)},
+			{Name: "F", Datatype: tensor.FP32, Shape: []int64{2, 2}, Data: odd(16)},
+		}, Outputs: []inference.RequestedOutput{{Name: "Y"}}},
+		{Inputs: []tensor.Tensor{{Name: "I8", Datatype: tensor.Int8, Shape: []int64{7}, Data: odd(7)}, words}},
+	}
+	for n := 1; n <= len(reqs); n++ {
+		bufs, bodyLen, err := encodeExecute(reqs[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := bytes.Join(bufs, nil)[headerSize:]
+		if len(body) != bodyLen {
+			t.Fatalf("%d requests: body of %d bytes, length says %d", n, len(body), bodyLen)
+		}
+		got, err := decodeRequests(body, 0, nil)
+		if err != nil {
+			t.Fatalf("%d requests: %v", n, err)
+		}
+		for i, r := range got {
+			for j, in := range r.Inputs {
+				want := reqs[i].Inputs[j].Data
+				if string(in.Data) != string(want) {
+					t.Errorf("%d requests: request %d input %s = %v, want %v", n, i, in.Name, in.Data, want)
+				}
+				if len(in.Data) == 0 {
+					continue
+				}
+				if off := uintptr(unsafe.Pointer(&in.Data[0])) - uintptr(unsafe.Pointer(&body[0])); off%dataAlign != 0 {
+					t.Errorf("%d requests: request %d input %s at body offset %d, not %d-byte aligned", n, i, in.Name, off, dataAlign)
+				}
+			}
+		}
+	}
+}
+
+// The reply decoder finds data at the aligned offsets, counted from the
+// start of the frame body the reply sits in (a RESPONSE frame's is at 8).
+func TestDecodeExecuteReplyAlignsFromTheFrameBody(t *testing.T) {
+	a := tensor.Tensor{Name: "A", Datatype: tensor.Uint8, Shape: []int64{3}, Data: []byte{1, 2, 3}}
+	b := tensor.Tensor{Name: "B", Datatype: tensor.Int32, Shape: []int64{1}, Data: []byte{4, 5, 6, 7}}
+	reply := newReply(1).ok("", a, b)
+	meta := binary.LittleEndian.AppendUint32(nil, uint32(len(reply.meta)))
+	meta = append(meta, reply.meta...)
+	for _, base := range []int{0, 4, 8, 13} {
+		frame := append(make([]byte, base), meta...)
+		for _, d := range reply.data {
+			frame = append(frame, zeros[:padding(len(frame))]...)
+			frame = append(frame, d...)
+		}
+		results, err := decodeExecuteReply(frame[base:], base, []*inference.Request{{}})
+		if err != nil {
+			t.Fatalf("base %d: %v", base, err)
+		}
+		outs := results[0].Response.Outputs
+		if string(outs[0].Data) != string(a.Data) || string(outs[1].Data) != string(b.Data) {
+			t.Errorf("base %d: outputs %v %v", base, outs[0].Data, outs[1].Data)
+		}
+		// Without the padding the data is not where the rule puts it.
+		if _, err := decodeExecuteReply(append(append([]byte(nil), meta...), 1, 2, 3, 4, 5, 6, 7), base, []*inference.Request{{}}); err == nil && (base+len(meta))%dataAlign != 0 {
+			t.Errorf("base %d: unpadded data accepted", base)
+		}
 	}
 }

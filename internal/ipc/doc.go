@@ -76,7 +76,20 @@
 // in arrival order. It is the hot path, so its meta is binary rather than
 // JSON. Request and reply bodies have the same outline:
 //
-//	uint32 meta length | meta | tensor data, concatenated in meta order
+//	uint32 meta length | meta | tensor data, in meta order
+//
+// Each tensor's data in the frame starts at an offset from the first byte
+// of the frame's body that is a multiple of 16: zero bytes pad the data
+// section before it (after the meta, or after the previous tensor's data)
+// up to the next multiple of 16. An empty tensor takes no room and no
+// padding, nothing follows the last tensor's data, and the data lengths
+// in the meta do not count the padding. The offsets count from the frame
+// body also where such a body sits inside another (a RESPONSE's after its
+// 8-byte prefix, a BLS_INFER's after its header, a BLS_RESPONSE's after
+// its flags), so a reader finds the data from the meta alone, and the
+// stub's numpy arrays over a received body (whose storage is 16-byte
+// aligned) start aligned for every datatype, which numpy's fast loops
+// need.
 //
 // Request meta (u32 = uint32, u8 = uint8, i64 = int64, u64 = uint64):
 //
@@ -110,14 +123,15 @@
 // 4 UINT32, 5 UINT64, 6 INT8, 7 INT16, 8 INT32, 9 INT64, 10 FP16, 11 FP32,
 // 12 FP64, 13 BYTES, 14 BF16. Tensor data is the raw little-endian element
 // bytes of tensor.Tensor.Data; BYTES tensors use the serialized form (a
-// uint32 length before each element). The stub wraps numeric data with
-// numpy.frombuffer (no per-element work) and turns BYTES into numpy object
-// arrays of bytes; outputs go back the same way, with numpy object, bytes
-// and str arrays sent as BYTES (str encoded as UTF-8). BF16 inputs are
-// ml_dtypes.bfloat16 arrays when ml_dtypes is installed, else uint16 arrays
-// of the raw bit patterns; a model returns BF16 with an ml_dtypes array or
-// with Tensor(name, raw_uint16_array, triton_dtype=TYPE_BF16). When a request
-// names outputs, the stub sends only those.
+// uint32 length before each element). The stub wraps numeric data in numpy
+// arrays over the frame (no copy, no per-element work) and turns BYTES
+// into numpy object arrays of bytes; outputs go back the same way, with
+// numpy object, bytes and str arrays sent as BYTES (str encoded as UTF-8).
+// BF16 inputs are ml_dtypes.bfloat16 arrays when ml_dtypes is installed,
+// else uint16 arrays of the raw bit patterns; a model returns BF16 with an
+// ml_dtypes array or with Tensor(name, raw_uint16_array,
+// triton_dtype=TYPE_BF16). When a request names outputs, the stub sends
+// only those.
 //
 // # Large tensors
 //

@@ -44,7 +44,7 @@ func TestReplyFileOutputsAreViewsOfTheFile(t *testing.T) {
 	body := newReply(1).fileOutputs(fileOut{"A", 0, 0, 4}, fileOut{"B", 0, 8, 8}).body()
 	reqs := []*inference.Request{{ID: "r", OutputFiles: true}}
 	rf := newReplyFiles([]int{fd})
-	results, large, err := decodeExecuteReplyArena(body, []int{fd}, lease{}, rf, 4, reqs)
+	results, large, err := decodeExecuteReplyArena(body, 0, []int{fd}, lease{}, rf, 4, reqs)
 	rf.finish(err != nil)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestReplyFilesRefuseAnUnsealedFile(t *testing.T) {
 	fd := memFile(t, []byte("0123456789"), unix.F_SEAL_SHRINK)
 	body := newReply(1).fileOutputs(fileOut{"A", 0, 0, 4}).body()
 	rf := newReplyFiles([]int{fd})
-	_, _, err := decodeExecuteReplyArena(body, []int{fd}, lease{}, rf, 4, []*inference.Request{{OutputFiles: true}})
+	_, _, err := decodeExecuteReplyArena(body, 0, []int{fd}, lease{}, rf, 4, []*inference.Request{{OutputFiles: true}})
 	rf.finish(err != nil)
 	if err == nil || !strings.Contains(err.Error(), "not a memory file sealed against writing and shrinking") {
 		t.Fatalf("unsealed file: %v", err)
@@ -102,7 +102,7 @@ func TestReplyFilesAreOneResponsesEach(t *testing.T) {
 	fd := memFile(t, []byte("0123456789"), requiredSeals)
 	body := newReply(2).fileOutputs(fileOut{"A", 0, 0, 4}).fileOutputs(fileOut{"A", 0, 4, 4}).body()
 	rf := newReplyFiles([]int{fd})
-	_, _, err := decodeExecuteReplyArena(body, []int{fd}, lease{}, rf, 4, []*inference.Request{{}, {}})
+	_, _, err := decodeExecuteReplyArena(body, 0, []int{fd}, lease{}, rf, 4, []*inference.Request{{}, {}})
 	rf.finish(err != nil)
 	if err == nil || !strings.Contains(err.Error(), "each response has a file of its own") {
 		t.Fatalf("shared file: %v", err)
@@ -117,7 +117,7 @@ func TestReplyFilesCloseWhatNoResponseTook(t *testing.T) {
 	unused := memFile(t, []byte("x"), 0)
 	body := newReply(2).fileOutputs(fileOut{"A", 0, 0, 4}).fail("no", "INTERNAL").body()
 	rf := newReplyFiles([]int{used, unused})
-	results, _, err := decodeExecuteReplyArena(body, []int{used, unused}, lease{}, rf, 4, []*inference.Request{{}, {}})
+	results, _, err := decodeExecuteReplyArena(body, 0, []int{used, unused}, lease{}, rf, 4, []*inference.Request{{}, {}})
 	rf.finish(err != nil)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestReplyViewOfASealedInputFile(t *testing.T) {
 	rt := collectRegions([]*inference.Request{req})
 	defer rt.release(true)
 	body := newReply(1).fileOutputs(fileOut{"OUT", requestFDBase, 16, 8}).body()
-	results, _, err := decodeExecuteReplyArena(body, nil, lease{regions: rt}, newReplyFiles(nil), 4, []*inference.Request{req})
+	results, _, err := decodeExecuteReplyArena(body, 0, nil, lease{regions: rt}, newReplyFiles(nil), 4, []*inference.Request{req})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestReplyViewOfASealedInputFile(t *testing.T) {
 		t.Error("the output is a copy of the input")
 	}
 	// Without output files (a consumer that is not a stub), a copy.
-	results, _, err = decodeExecuteReplyArena(body, nil, lease{regions: rt}, nil, 4, []*inference.Request{req})
+	results, _, err = decodeExecuteReplyArena(body, 0, nil, lease{regions: rt}, nil, 4, []*inference.Request{req})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,13 +211,28 @@ func TestCallResponseSendsSharedOutputsOutOfBand(t *testing.T) {
 			}
 		}
 	}
-	if data := body[8+binary.LittleEndian.Uint32(body[4:]):]; string(data) != "zz" {
-		t.Fatalf("data section %q, want only T's", data)
+	if data := body[8+binary.LittleEndian.Uint32(body[4:]):]; string(bytes.TrimLeft(data, "\x00")) != "zz" || (len(body)-2)%dataAlign != 0 {
+		t.Fatalf("data section %q, want only T's, aligned", data)
 	}
 	// Without descriptors (the caller's connection cannot pass them) every
 	// output is in the frame.
 	bufs, _, fds = encodeCallResponse(resp, nil, true, nil)
-	if len(fds) != 0 || !bytes.HasSuffix(bytes.Join(bufs, nil), []byte("abcdzzabcd")) {
+	if len(fds) != 0 {
 		t.Fatalf("in band: fds %v", fds)
+	}
+	body = bytes.Join(bufs, nil)[headerSize:]
+	results, err := decodeExecuteReply(body[4:], 4, []*inference.Request{{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range results[0].Response.Outputs {
+		got = append(got, string(o.Data))
+		if addr := uintptr(unsafe.Pointer(&o.Data[0])) - uintptr(unsafe.Pointer(&body[0])); addr%dataAlign != 0 {
+			t.Errorf("output %s at body offset %d, not aligned", o.Name, addr)
+		}
+	}
+	if strings.Join(got, ",") != "abcd,zz,abcd" {
+		t.Fatalf("in band: outputs %q", got)
 	}
 }

@@ -163,7 +163,7 @@ func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
 		b.closeAll()
 		return nil, err
 	}
-	results, large, err := decodeExecuteReplyArena(f.body, f.fds, b.lease, rf, int(c.shmThreshold.Load()), b.reqs)
+	results, large, err := decodeExecuteReplyArena(f.body, 0, f.fds, b.lease, rf, int(c.shmThreshold.Load()), b.reqs)
 	rf.finish(err != nil)
 	b.timing.Output = time.Since(received)
 	c.arenas.release(b.lease, released, large)
@@ -307,7 +307,7 @@ func (c *Client) onResponse(f frame) error {
 		r.sink.Response(index, Result{}, true)
 		return nil
 	}
-	results, err := decodeExecuteReply(body, r.reqs[index:index+1])
+	results, err := decodeExecuteReply(body, 8, r.reqs[index:index+1])
 	if err != nil {
 		res = Result{Err: &ModelError{Op: "encode responses", Code: "INTERNAL", Message: "the stub sent an undecodable response: " + err.Error()}}
 	} else {

@@ -56,14 +56,19 @@ def record(name, code, shape, nbytes):
 
 
 def response_body(outputs, params=b"", final=True):
-    """A BLS_RESPONSE body with one response: outputs are (name, code, array)."""
+    """A BLS_RESPONSE body with one response: outputs are (name, code,
+    array), each's data 16-byte aligned in the body, as the server sends it."""
     meta = struct.pack("<I", 1) + struct.pack("<BII", 0, len(params), len(outputs)) + params
     data = []
     for name, code, arr in outputs:
         raw = arr.tobytes()
         meta += record(name, code, arr.shape, len(raw))
         data.append(raw)
-    return bytearray(struct.pack("<II", 1 if final else 0, len(meta)) + meta + b"".join(data))
+    body = bytearray(struct.pack("<II", 1 if final else 0, len(meta)) + meta)
+    for raw in data:
+        if raw:
+            body += bytes(-len(body) % 16) + raw
+    return body
 
 
 def error_body(msg, code):
@@ -99,7 +104,7 @@ def sent_request(c):
     assert p + 13 == 4 + hlen
     rest = FrameBody(body[4 + hlen:])
     rest.fds, rest.out_region, rest.regions = [unsealed_copy(fd) for fd in body.fds], None, False
-    [req] = Codec().decode_requests(rest)
+    [req] = Codec().decode_requests(rest, 4 + hlen)
     return model, version, timeout, parent, decoupled, req
 
 
@@ -229,3 +234,25 @@ def test_large_outputs_are_read_only_views_of_the_files_that_came():
     with pytest.raises(pb.TritonModelException, match="descriptor 1, 1 came"):
         c.infer(pb.InferenceRequest(model_name="m", inputs=[], requested_output_names=[]))
     os.close(fd)
+
+
+def test_call_data_is_16_byte_aligned_both_ways():
+    """A BLS_INFER's in-band inputs start 16-byte aligned in the frame
+    body (after the call header), and a BLS_RESPONSE's outputs decode to
+    aligned arrays."""
+    c = calls()
+    ins = [pb.Tensor("A", np.arange(3, dtype=np.int8)), pb.Tensor("S", np.array([b"xy"], dtype=object)),
+           pb.Tensor("B", np.arange(5, dtype=np.float64)), pb.Tensor("C", np.arange(16, dtype=np.int32))]
+    for model in ("m", "a-longer-model-name"):
+        c._demux.replies.append(response_body([("X", 6, np.arange(3, dtype=np.int8)), ("Y", 9, np.arange(5, dtype=np.int64)),
+                                               ("Z", 8, np.arange(16, dtype=np.int32).reshape(1, 16))]))
+        resp = c.infer(pb.InferenceRequest(model_name=model, inputs=ins, requested_output_names=[]))
+        for t in resp.output_tensors():
+            assert t.as_numpy().ctypes.data % 16 == 0, t.name()
+        *_, req = sent_request(c)
+        got = {t.name(): t.as_numpy() for t in req.inputs()}
+        assert np.array_equal(got["B"], ins[2].as_numpy()) and np.array_equal(got["C"], ins[3].as_numpy())
+        body = c._conn.sent[-1]
+        for name in ("A", "B", "C"):
+            raw = [t for t in ins if t.name() == name][0].as_numpy().tobytes()
+            assert body.index(raw) % 16 == 0, name

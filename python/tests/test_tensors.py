@@ -23,7 +23,8 @@ def sequence_record(flags=0, corr=0):
 
 
 def request_body(requests):
-    """requests: list of (id, params, [(name, code, shape, data)], [output names][, (flags, correlation id)])."""
+    """requests: list of (id, params, [(name, code, shape, data)], [output names][, (flags, correlation id)]).
+    Each input's data starts 16-byte aligned in the body, as the server lays it out."""
     meta = [struct.pack("<I", len(requests))]
     data = []
     for rid, params, inputs, outputs, *seq in requests:
@@ -37,7 +38,11 @@ def request_body(requests):
             meta.append(struct.pack("<I", len(o)) + o)
         meta.append(sequence_record(*(seq[0] if seq else ())))
     meta = b"".join(meta)
-    return bytearray(struct.pack("<I", len(meta)) + meta + b"".join(data))
+    body = bytearray(struct.pack("<I", len(meta)) + meta)
+    for raw in data:
+        if raw:
+            body += bytes(-len(body) % 16) + raw
+    return body
 
 
 def parse_reply(parts):
@@ -63,6 +68,9 @@ def parse_reply(parts):
             p += nlen
             *shape, nbytes = struct.unpack_from("<%dqQ" % ndim, body, p)
             p += 8 * ndim + 8
+            if nbytes:
+                assert not any(body[data:data + (-data % 16)]), "padding is zeros"
+                data += -data % 16
             tensors.append((name, code, shape, body[data:data + nbytes]))
             data += nbytes
         out.append(("ok", params, tensors))
@@ -360,3 +368,98 @@ def test_large_outputs_in_a_sealed_file_per_response():
             os.close(fd)
     # Without files (a batch that does not take them) nothing changes.
     assert b"".join(bytes(p) for p in codec.encode_responses(resps[:1], reqs[:1])).count(big[0].tobytes()) == 1
+
+
+_ALIGN_INPUTS = [
+    ("B", 1, [3], np.array([1, 0, 1], dtype=np.bool_)),
+    ("U8", 2, [5], np.arange(5, dtype=np.uint8)),
+    ("U16", 3, [3], np.arange(3, dtype="<u2")),
+    ("U32", 4, [1], np.arange(1, dtype="<u4")),
+    ("U64", 5, [2], np.arange(2, dtype="<u8")),
+    ("I8", 6, [7], np.arange(7, dtype=np.int8)),
+    ("I16", 7, [1], np.arange(1, dtype="<i2")),
+    ("I32", 8, [1, 16], np.arange(16, dtype="<i4").reshape(1, 16)),
+    ("I64", 9, [3], np.arange(3, dtype="<i8")),
+    ("F16", 10, [3], np.arange(3, dtype="<f2")),
+    ("F32", 11, [2, 3], np.arange(6, dtype="<f4").reshape(2, 3)),
+    ("F64", 12, [1], np.arange(1, dtype="<f8")),
+    ("H", 14, [5], np.arange(5, dtype="<u2")),  # BF16 bits
+    ("E", 11, [0, 4], np.zeros((0, 4), dtype="<f4")),
+]
+_WORDS = np.array([b"a", b"bcd", b""], dtype=object)
+
+
+@pytest.mark.parametrize("nreq", [1, 2, 5])
+@pytest.mark.parametrize("words_at", [None, 0, 3, len(_ALIGN_INPUTS)])
+def test_inputs_are_16_byte_aligned(nreq, words_at):
+    """Every numeric input's array starts 16-byte aligned, for every dtype,
+    whatever came before it in the batch (odd sizes, BYTES, empty tensors),
+    on the first decode and on the cached plan's."""
+    words = ("S", 13, [3], pb.serialize_byte_tensor(_WORDS).tobytes())
+    reqs = []
+    for r in range(nreq):
+        # Each request a different rotation, so that offsets differ.
+        ins = [(name, code, shape, arr.tobytes()) for name, code, shape, arr in
+               _ALIGN_INPUTS[r:] + _ALIGN_INPUTS[:r]]
+        if words_at is not None:
+            ins.insert(words_at, words)
+        reqs.append(("r%d" % r, "", ins, []))
+    want = {name: arr for name, _, _, arr in _ALIGN_INPUTS}
+    codec = Codec()
+    for _ in range(2):  # the second decode takes the plan, unless BYTES came
+        got = codec.decode_requests(request_body(reqs))
+        assert len(got) == nreq
+        for req in got:
+            for t in req.inputs():
+                arr = t.as_numpy()
+                if t.name() == "S":
+                    assert list(arr) == list(_WORDS)
+                    continue
+                assert arr.ctypes.data % 16 == 0 or not arr.nbytes, (t.name(), arr.ctypes.data % 16)
+                assert np.array_equal(arr.view(want[t.name()].dtype) if t.name() == "H" else arr, want[t.name()])
+
+
+def test_unaligned_data_is_not_where_the_decoder_looks():
+    # A body laid out without the padding is refused (its data is not
+    # where the rule puts it), rather than read askew.
+    arr = np.arange(3, dtype="<i4")
+    good = request_body([("", "", [("A", 2, [1], b"\x07"), ("X", 8, [3], arr.tobytes())], [])])
+    (mlen,) = struct.unpack_from("<I", good, 0)
+    unpadded = good[:4 + mlen] + b"\x07" + arr.tobytes()
+    assert len(unpadded) != len(good)
+    with pytest.raises(ValueError):
+        Codec().decode_requests(bytearray(unpadded))
+
+
+@pytest.mark.parametrize("base", [0, 8])
+def test_output_data_is_16_byte_aligned(base):
+    """encode_responses pads each in-band output's data to a multiple of 16
+    from the frame body's start (base: where the reply sits in it)."""
+    outs = [pb.Tensor("A", np.arange(3, dtype=np.int8)), pb.Tensor("S", _WORDS),
+            pb.Tensor("B", np.arange(5, dtype=np.float64)), pb.Tensor("E", np.zeros(0, dtype=np.float32)),
+            pb.Tensor("C", np.arange(16, dtype=np.int32))]
+    resps = [pb.InferenceResponse(outs), pb.InferenceResponse(error=pb.TritonError("no")), pb.InferenceResponse(outs[::-1])]
+    reqs = [pb.InferenceRequest._incoming([], "", [], None) for _ in resps]
+    parts = Codec().encode_responses(resps, reqs, base=base)
+    body = bytes(base) + b"".join(bytes(p) for p in parts)
+    (mlen,) = struct.unpack_from("<I", body, base)
+    p, data = base + 8, base + 4 + mlen
+    seen = 0
+    for _ in range(3):
+        status, a, b = struct.unpack_from("<BII", body, p)
+        p += 9
+        if status:
+            p += a + b
+            continue
+        for _ in range(b):
+            nlen, code, ndim = struct.unpack_from("<IBB", body, p)
+            p += 6 + nlen
+            *shape, nbytes = struct.unpack_from("<%dqQ" % ndim, body, p)
+            p += 8 * ndim + 8
+            if nbytes:
+                assert not any(body[data:data + (-data % 16)])
+                data += -data % 16
+                assert data % 16 == 0
+                seen += 1
+            data += nbytes
+    assert seen == 8 and data == len(body)

@@ -87,7 +87,8 @@ class Batch:
         if response is None:
             parts = (prefix, *_EMPTY)
         else:
-            parts = (prefix, *self._codec.encode_responses([response], [self._requests[index]]))
+            # The reply body sits after the prefix (the data's alignment counts from the frame body).
+            parts = (prefix, *self._codec.encode_responses([response], [self._requests[index]], base=_PREFIX.size))
         return self._conn.send(KIND_RESPONSE, 0, self.seq, parts)
 
     def _close_locked(self, index):
@@ -118,10 +119,14 @@ class Batch:
             self._close_locked(index)
 
     def close_all(self):
-        """Close every sender: the whole batch failed."""
+        """Close every sender: the whole batch failed, or execute's return
+        value answers every request."""
         with self._lock:
-            for i in range(len(self._closed)):
-                self._close_locked(i)
+            if self._open:
+                self._closed = [True] * len(self._closed)
+                self._open = 0
+                self._registry.release(self)
+                self._requests = ()  # see _close_locked
 
     def fail_open(self, message):
         """Send an error as the FINAL response of every request whose sender
@@ -151,7 +156,7 @@ class Registry:
         with self._lock:
             self._batches[batch.seq] = batch
             self._last = batch.seq
-            early = self._early.pop(batch.seq, None)
+            early = self._early.pop(batch.seq, None) if self._early else None
             if self._early:
                 # A CANCEL for a sequence id that was skipped will never match.
                 self._early = {s: v for s, v in self._early.items() if s > batch.seq}

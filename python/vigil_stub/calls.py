@@ -101,7 +101,7 @@ class Calls:
             if len(self._call_heads) < _LAYOUT_CACHE:
                 self._call_heads[key] = head
         parts = [head, _CALL_TAIL.pack(request._timeout, parent, 1 if decoupled else 0)]
-        body, fds = self._encode_request(request)
+        body, fds = self._encode_request(request, len(head) + _CALL_TAIL.size)
         parts.extend(body)
         seq = self._next_seq()
         demux = self._demux
@@ -124,9 +124,10 @@ class Calls:
     def _cancel(self, seq):
         self._conn.send(KIND_BLS_CANCEL, 0, seq)
 
-    def _encode_request(self, request):
-        """EXECUTE request body parts for one request (internal/ipc/codec.go),
-        and the descriptors to send with them: inputs of at least the
+    def _encode_request(self, request, base):
+        """EXECUTE request body parts for one request (internal/ipc/codec.go)
+        at offset base of the frame body, and the descriptors to send with
+        them: inputs of at least the
         codec's shm_threshold bytes go out of band, in one sealed memory
         file for the call (descriptor 0), when the connection passes
         descriptors (internal/ipc/callfiles.go)."""
@@ -141,6 +142,7 @@ class Calls:
         encode = self._codec._encode_tensor
         big = self._codec.shm_threshold if self._conn.passes_fds else 0
         blobs = []
+        rel = 0  # in-band data bytes so far, from the data section's aligned start
         layout = []
         large = []  # (offset in the call's file, data)
         off = 0
@@ -152,7 +154,12 @@ class Calls:
                 large.append((off, data))
                 off += (nbytes + 63) & ~63
                 continue
-            blobs.append(data)
+            if nbytes:
+                if rel & 15:
+                    blobs.append(tensors._PADS[-rel & 15])
+                    rel += -rel & 15
+                blobs.append(data)
+                rel += nbytes
             layout.append((t._name, code, shape, nbytes, None))
         fds = [self._call_file(large, off)] if large else []
         outs = request._requested_output_names
@@ -163,7 +170,10 @@ class Calls:
             if len(self._request_metas) < _LAYOUT_CACHE:
                 self._request_metas[key] = rest
         head = _U32X4.pack(len(rid), len(params), len(layout), len(outs))
-        return [U32.pack(len(head) + len(rid) + len(params) + len(rest) + 4), _ONE, head, rid, params, rest, *blobs], fds
+        mlen = len(head) + len(rid) + len(params) + len(rest) + 4
+        if not blobs:
+            return [U32.pack(mlen), _ONE, head, rid, params, rest], fds
+        return [U32.pack(mlen), _ONE, head, rid, params, rest, tensors._PADS[-(base + 4 + mlen) & 15], *blobs], fds
 
     @staticmethod
     def _call_file(large, size):
@@ -219,17 +229,16 @@ class Calls:
         meta = bytes(memoryview(body)[8:8 + mlen])
         plan = self._response_plans.get(meta)
         if plan is None:
-            plan = self._response_plan(meta, len(body) - 8 - mlen)
+            plan = self._response_plan(meta, 8 + mlen, len(body))
             if not isinstance(plan, pb.InferenceResponse) and len(self._response_plans) < _LAYOUT_CACHE:
                 self._response_plans[meta] = plan
         if isinstance(plan, pb.InferenceResponse):
             return plan, final  # an error or an empty response, built anew each time
         params, outputs = plan
         wrap = pb.Tensor._wrap
-        data = 8 + mlen
         tensors_out = []
         for name, shape, dt, datatype, at, nbytes, whole, idx in outputs:
-            src, start = body, data + at
+            src, start = body, at
             if idx is not None:
                 src, start = _mapped(files, idx, at, nbytes, name), at
             if dt is None:
@@ -242,11 +251,11 @@ class Calls:
             tensors_out.append(wrap(name, arr, datatype))
         return pb.InferenceResponse._wrap(tensors_out, None, json.loads(params) if params else None), final
 
-    def _response_plan(self, meta, room):
+    def _response_plan(self, meta, data, end):
         """Decode a BLS_RESPONSE meta (an EXECUTE reply meta holding 0 or 1
-        responses; room is the data bytes after it) into (parameters JSON,
-        outputs' layout), or the response itself for an error or no
-        response."""
+        responses, whose data section spans body[data:end]) into (parameters
+        JSON, outputs' layout: in-band data at its offset in the body), or
+        the response itself for an error or no response."""
         (n,) = _U32_FROM(meta, 0)
         if n == 0:
             return pb.InferenceResponse._wrap([])
@@ -260,7 +269,7 @@ class Calls:
         p += a
         numpy_types = self._codec._numpy
         outputs = []
-        at = 0
+        at = data
         for _ in range(b):
             name_len, code, ndim = _TENSOR_HEAD_FROM(meta, p)
             p += 6
@@ -274,9 +283,11 @@ class Calls:
                 code &= ~tensors._OUT_OF_BAND
                 idx, off = tensors._LOCATION.unpack_from(meta, p)
                 p += tensors._LOCATION.size
-            elif nbytes > room - at:
-                raise pb.TritonModelException("BLS response: output %r declares %d bytes, %d remain" % (
-                    name, nbytes, room - at))
+            elif nbytes:
+                at += -at & 15  # aligned in the frame body (internal/ipc/doc.go)
+                if nbytes > end - at:
+                    raise pb.TritonModelException("BLS response: output %r declares %d bytes, %d remain" % (
+                        name, nbytes, end - at))
             shape = tuple(shape)
             if code == 13:
                 dt, whole = None, False

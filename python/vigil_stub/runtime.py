@@ -187,7 +187,7 @@ class Stub:
         """Call user code; run it on the event loop if it is a coroutine."""
         try:
             result = fn(*args)
-            if _is_awaitable(result):
+            if type(result) is not list and _is_awaitable(result):
                 result = self._run_async(result)
             return result
         except BaseException as e:  # noqa: BLE001 - SystemExit from a model is a failure too
@@ -248,8 +248,9 @@ class Stub:
         self._reply(wire.KIND_INIT, seq, {"has_health_hook": bool(hook_name), "hook_name": hook_name})
 
     def _execute(self, seq, body):
-        # The output arena the server lent with the batch, if any.
-        region = getattr(body, "out_region", None)
+        # The output arena the server lent with the batch, if any (a frame
+        # without descriptors is a plain bytearray).
+        region = None if type(body) is bytearray else body.out_region
         try:
             self._execute_batch(seq, body, region)
         finally:
@@ -326,7 +327,34 @@ class Stub:
         if len(result) != n:
             raise ModelFailure("execute", "execute returned %d responses for %d requests" % (len(result), n))
         resp_type = sys.modules["triton_python_backend_utils"].InferenceResponse
-        out = list(result)
+        for req in requests:
+            if req._sender is not None:
+                out = self._settle_senders(batch, requests, list(result), resp_type)
+                check = None  # checked
+                break
+        else:
+            # No request took its response sender (the common case): every
+            # response must be an InferenceResponse, which encoding checks
+            # as it goes.
+            out, check = result, resp_type
+            batch.close_all()
+        codec = self._codec
+        try:
+            return codec.encode_responses(out, requests, region, regions, files, check=check)
+        except codec.BadResponse as e:
+            if e.response is None:
+                raise ModelFailure(
+                    "execute",
+                    "execute returned None for request %d, which did not take its response sender" % e.index) from None
+            raise ModelFailure(
+                "execute",
+                "execute returned %s at index %d, want InferenceResponse" % (type(e.response).__name__, e.index)) from None
+        except Exception as e:  # noqa: BLE001
+            raise _raised("encode responses", e) from None
+
+    def _settle_senders(self, batch, requests, out, resp_type):
+        """Check execute's responses when requests took their response
+        senders; those that answered through them become None."""
         for i, r in enumerate(out):
             req = requests[i]
             if r is None:
@@ -352,11 +380,7 @@ class Stub:
                         pass
                 continue
             batch.answered(i)
-        try:
-            parts = self._codec.encode_responses(out, requests, region, regions, files)
-        except Exception as e:  # noqa: BLE001
-            raise _raised("encode responses", e) from None
-        return parts
+        return out
 
     def _run_detached(self, batch, coro):
         """Run a decoupled model's coroutine execute without waiting for it.

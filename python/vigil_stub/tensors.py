@@ -7,7 +7,11 @@ Both directions use the same layout:
     uint32 meta length | meta (binary, little-endian) | tensor data, in meta order
 
 Numeric tensors are wrapped with numpy.frombuffer without copying; BYTES
-tensors are split into numpy object arrays of bytes.
+tensors are split into numpy object arrays of bytes. Each tensor's data
+starts at an offset of the frame body that is a multiple of _ALIGN (zero
+bytes pad the data section before it; an empty tensor takes no room), so
+that arrays over a body (a bytearray, whose storage is 16-byte aligned) take
+numpy's aligned loops.
 
 Large tensors travel out of band (internal/ipc/shm.go, arena.go): the
 record's datatype code has 0x80 set and is followed by a descriptor index and
@@ -75,6 +79,10 @@ _ACCESS_FILE = 2
 # Client region mappings kept from batch to batch.
 _CLIENT_MAPS = 16
 _TAILS = tuple(struct.Struct("<%dqQ" % n) for n in range(9))  # dims, data length
+# In-band tensor data starts at a multiple of this from the frame body's
+# start (internal/ipc/doc.go); _PADS[n] is n bytes of padding.
+_ALIGN = 16
+_PADS = tuple(bytes(n) for n in range(_ALIGN))
 
 
 def _tail(ndim):
@@ -148,8 +156,19 @@ def sealed_file(name, large, size):
     return fd
 
 
+class BadResponse(Exception):
+    """encode_responses met a response of the wrong type at index."""
+
+    def __init__(self, index, response):
+        super().__init__(index, response)
+        self.index = index
+        self.response = response
+
+
 class Codec:
     """Decodes EXECUTE requests and encodes their responses."""
+
+    BadResponse = BadResponse
 
     def __init__(self, shm_threshold=0):
         self._numpy = list(_NUMPY)
@@ -169,6 +188,10 @@ class Codec:
         self._records = {}
         # numpy dtype -> wire datatype code, for the dtypes seen.
         self._dtype_codes = {}
+        # The dtypes whose small arrays are sent as their tobytes(): the
+        # numeric little-endian ones whose code says all (a 2-byte array
+        # may be BF16 bits, which the Tensor says).
+        self._fast_codes = {dt: code for code, dt in enumerate(_NUMPY) if dt is not None and dt.itemsize != 2}
         # (registration id, access) -> (descriptor, mmap): client regions'
         # mappings, least recently used first; the control thread prunes it.
         self._client = collections.OrderedDict()
@@ -176,36 +199,41 @@ class Codec:
         # The client regions of the last decoded batch, or None.
         self.last_regions = None
 
-    def decode_requests(self, body):
+    def decode_requests(self, body, base=0):
         """Turn an EXECUTE body (a bytearray, or a wire.FrameBody with
-        descriptors) into a list of pb.InferenceRequest."""
-        fds = getattr(body, "fds", None)
-        self._views = []
+        descriptors) into a list of pb.InferenceRequest; base is the body's
+        offset in its frame's body (a BLS_INFER's), which the data's
+        alignment counts from."""
+        fds = None if type(body) is bytearray else getattr(body, "fds", None)
+        if self._views:
+            self._views = []
         self.last_regions = None
+        if not fds and not base and self._plan is not None and len(body) == self._plan_end:
+            plan_key = self._plan_key
+            if body[4:4 + len(plan_key)] == plan_key and U32.unpack_from(body, 0)[0] == len(plan_key):
+                return self._from_plan(body)
         if not fds:
-            return self._decode_requests(body, ())
+            return self._decode_requests(body, (), base)
         try:
-            return self._decode_requests(body, fds)
+            return self._decode_requests(body, fds, base)
         finally:
             # Mappings keep what they need; the descriptors are not.
             for fd in fds:
                 os.close(fd)
 
-    def _decode_requests(self, body, fds):
+    def _decode_requests(self, body, fds, base):
         (mlen,) = U32.unpack_from(body, 0)
         data = 4 + mlen  # where the next tensor's bytes start
         end = len(body)
         if data > end:
             raise ValueError("meta of %d bytes overruns the %d-byte body" % (mlen, end))
-        if not fds and self._plan is not None and end == self._plan_end and body[4:data] == self._plan_key:
-            return self._from_plan(body)
         wrap = pb.Tensor._wrap
         tensor_head = _TENSOR_HEAD.unpack_from
         numpy_types = self._numpy
         ndarray = np.ndarray
         p = 4
         regions = None
-        if getattr(body, "regions", False):
+        if fds and getattr(body, "regions", False):
             regions, p = self._region_table(body, fds, p)
             self.last_regions = regions
         (nreq,) = U32.unpack_from(body, p)
@@ -213,7 +241,7 @@ class Codec:
         requests = []
         # What the next batch with the same meta needs: requests whose
         # inputs are all numeric and in the frame.
-        plan = [] if not fds else None
+        plan = [] if not fds and not base else None
         for _ in range(nreq):
             id_len, params_len, nin, nout = _U32X4.unpack_from(body, p)
             p += 16
@@ -233,7 +261,7 @@ class Codec:
                 nbytes = shape[ndim]
                 shape = shape[:ndim]
                 p += tail.size
-                src, at = body, data
+                src = body
                 if code & _OUT_OF_BAND:
                     code &= ~_OUT_OF_BAND
                     idx, at = _LOCATION.unpack_from(body, p)
@@ -242,9 +270,12 @@ class Codec:
                         src = regions.input(idx, at, nbytes, name)
                     else:
                         src = self._input_region(fds, idx, at, nbytes, name)
-                elif nbytes > end - data:
-                    raise ValueError("input %r: %d bytes declared, %d remain" % (name, nbytes, end - data))
                 else:
+                    if nbytes:
+                        data += -(base + data) & 15  # _ALIGN
+                        if nbytes > end - data:
+                            raise ValueError("input %r: %d bytes declared, %d remain" % (name, nbytes, end - data))
+                    at = data
                     data += nbytes
                 if code == 13:
                     arr = pb._deserialize_bytes(memoryview(src)[at:at + nbytes]).reshape(shape)
@@ -311,14 +342,21 @@ class Codec:
         wrap = pb.Tensor._wrap
         incoming = pb.InferenceRequest._incoming
         ndarray = np.ndarray
-        return [incoming([wrap(name, ndarray(shape, dt, body, at), datatype) for name, shape, dt, datatype, at in inputs],
-                         rid, list(outputs), params, corr, flags)
-                for rid, params, inputs, outputs, corr, flags in self._plan]
+        requests = []
+        for rid, params, inputs, outputs, corr, flags in self._plan:
+            tensors = []
+            for name, shape, dt, datatype, at in inputs:
+                tensors.append(wrap(name, ndarray(shape, dt, body, at), datatype))
+            requests.append(incoming(tensors, rid, list(outputs), params, corr, flags))
+        return requests
 
     def inputs_released(self):
         """Whether no array over the input arena from the last decoded batch
         is alive (the model kept none), so that the server may reuse it."""
-        views, self._views = self._views, []
+        views = self._views
+        if not views:
+            return True
+        self._views = []
         return all(ref() is None for ref in views)
 
     def take_regions(self):
@@ -387,7 +425,8 @@ class Codec:
                     del self._client[key]
                     os.close(fd)
 
-    def encode_responses(self, responses, requests, region=None, regions=None, files=None):
+    def encode_responses(self, responses, requests, region=None, regions=None, files=None, base=0,
+                         check=None):
         """Turn execute()'s responses into EXECUTE reply body parts.
 
         Outputs the request did not ask for are left out when it named any.
@@ -402,6 +441,9 @@ class Codec:
         internal/ipc/replyfiles.go): each response's numeric outputs of at
         least shm_threshold bytes go into one sealed memory file made for
         it, whose descriptor is appended to files, to send with the reply.
+        base is the body's offset in its frame's body, from which the
+        data's alignment counts. check, if given, is the type every
+        response must be (None included): another raises BadResponse.
         """
         big = self.shm_threshold if region is not None and self.shm_threshold > 0 else 0
         fbig = self.shm_threshold if files is not None and self.shm_threshold > 0 else 0
@@ -410,11 +452,20 @@ class Codec:
         inp = self._maps.get("in") if big and self._views else None
         in_lo = np.frombuffer(inp[1], dtype=np.uint8, count=1).ctypes.data if inp else 0
         in_hi = in_lo + len(inp[1]) if inp else 0
-        meta = [U32.pack(len(responses))]
+        n = len(responses)
+        meta = [_COUNTS[n] if n < len(_COUNTS) else U32.pack(n)]
         blobs = []
+        rel = 0  # in-band data bytes so far, from the data section's aligned start
         records = self._records
+        encode = self._encode_tensor
+        tensor_type = pb.Tensor
+        ndarray = np.ndarray
+        fast = self._fast_codes
+        copy_limit = _COPY_LIMIT
         for i, (resp, req) in enumerate(zip(responses, requests)):
             dests = regions.dests[i] if regions is not None and i < len(regions.dests) else None
+            if check is not None and type(resp) is not check and not isinstance(resp, check):
+                raise BadResponse(i, resp)
             if resp is None:
                 # Answered through the request's response sender.
                 meta.append(_STREAMED)
@@ -428,15 +479,30 @@ class Codec:
             out_blobs = []
             in_file = []  # (offset, data) of the outputs for this response's file
             foff = 0
+            orel = rel
             try:
                 for t in resp._output_tensors:
-                    tname = t.name()
-                    if wanted and tname not in wanted:
-                        continue
-                    code, shape, data = self._encode_tensor(t)
+                    # The common case first: a pb.Tensor over a small
+                    # numeric little-endian numpy array.
+                    if type(t) is tensor_type:
+                        tname = t._name
+                        if wanted and tname not in wanted:
+                            continue
+                        arr = t._array
+                        code = fast.get(arr.dtype) if type(arr) is ndarray else None
+                        if code is not None and arr.nbytes <= copy_limit:
+                            shape = arr.shape
+                            data = arr.tobytes()  # C order, whatever the array's strides
+                        else:
+                            code, shape, data = encode(t)
+                    else:
+                        code, shape, data = encode(t)  # raises for what is not a pb.Tensor
+                        tname = t.name()
+                        if wanted and tname not in wanted:
+                            continue
                     name = tname.encode()
                     ndim = len(shape)
-                    nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+                    nbytes = data.nbytes if type(data) is memoryview else len(data)
                     if regions is not None and nbytes:
                         loc = regions.place(data, nbytes, dests.get(tname) if dests else None)
                         if loc is not None:
@@ -469,18 +535,31 @@ class Codec:
                             records.clear()
                         records[key] = record
                     out_meta.append(record)
-                    out_blobs.append(data)
+                    if nbytes:
+                        if orel & 15:
+                            out_blobs.append(_PADS[-orel & 15])
+                            orel += -orel & 15
+                        out_blobs.append(data)
+                        orel += nbytes
                 if in_file:
                     files.append(sealed_file(_OUT_FILE, in_file, foff))
             except Exception as e:  # noqa: BLE001 - reported to the client
                 meta.append(_error_meta(pb.TritonError("cannot send the response: %s" % e)))
                 continue
-            params = json.dumps(resp._parameters).encode() if resp._parameters else b""
-            meta.append(_RESPONSE_HEAD.pack(0, len(params), len(out_meta)) + params)
+            rel = orel
+            params = resp._parameters
+            if params:
+                params = json.dumps(params).encode()
+                meta.append(_RESPONSE_HEAD.pack(0, len(params), len(out_meta)) + params)
+            else:
+                nout = len(out_meta)
+                meta.append(_OK_HEADS[nout] if nout < len(_OK_HEADS) else _RESPONSE_HEAD.pack(0, 0, nout))
             meta.extend(out_meta)
             blobs.extend(out_blobs)
         meta = b"".join(meta)
-        return [U32.pack(len(meta)), meta, *blobs]
+        if not blobs:
+            return [U32.pack(len(meta)), meta]
+        return [U32.pack(len(meta)), meta, _PADS[-(base + 4 + len(meta)) & 15], *blobs]
 
     def _mapping(self, role, fd):
         """The shared mapping of an arena, kept while the server sends the
@@ -635,6 +714,9 @@ def _unwritten(addr, nbytes):
 
 
 _STREAMED = _RESPONSE_HEAD.pack(2, 0, 0)
+_COUNTS = tuple(U32.pack(n) for n in range(64))
+# The heads of responses with no parameters and n outputs.
+_OK_HEADS = tuple(_RESPONSE_HEAD.pack(0, 0, n) for n in range(16))
 
 
 def _error_meta(err):

@@ -60,10 +60,6 @@ FLAG_OUT_FILES = 0x10
 _JOIN_LIMIT = 1 << 20
 
 
-def _nbytes(part):
-    return part.nbytes if isinstance(part, memoryview) else len(part)
-
-
 # Room for the descriptors of one message (the kernel's limit is 253).
 _ANC_SPACE = socket.CMSG_SPACE(253 * array.array("i").itemsize)
 # Plain ints: the socket module's constants are enum.IntFlag members, whose
@@ -199,7 +195,7 @@ class Conn:
         """
         size = 0
         for p in parts:
-            size += _nbytes(p)
+            size += p.nbytes if type(p) is memoryview else len(p)
         hdr = HEADER.pack(size, kind, flags, len(fds), seq)
         try:
             with self._wlock:
