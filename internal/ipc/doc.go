@@ -185,7 +185,8 @@
 // server) and drops them once the object is unlinked; the server holds the
 // request's regions until the reply is in.
 //
-// A large HTTP request body travels the same way, as a region of access 2:
+// A large HTTP body or gRPC request travels the same way, as a region of
+// access 2:
 // a memory file of the server's (internal/memfile) that it reuses for later
 // bodies, passed as a read-only descriptor. The stub maps it privately
 // (MAP_PRIVATE, read-write) for the batch alone, so the model gets

@@ -1,5 +1,7 @@
 // Package memfile keeps memory files (memfd) that hold large request
-// bodies, so that a body's tensors reach a model stub as a descriptor of
+// bodies (binary HTTP bodies and gRPC ModelInferRequests, read into them
+// instead of Go memory), so that a body's tensors reach a model stub as a
+// descriptor of
 // the very pages the body was read into: the server copies none of their
 // bytes and zeroes no buffer for them.
 //
@@ -22,6 +24,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"unsafe"
 	"weak"
 
 	"golang.org/x/sys/unix"
@@ -182,6 +185,35 @@ func (f *File) Share(off, n int) *tensor.Shared {
 	f.mu.Unlock()
 	return &tensor.Shared{FD: f.ro, Offset: uint64(off), ID: f.id, Mem: f.mem[off : off+n : off+n], Hold: a.hold, Kept: a.keep}
 }
+
+// Contains reports whether b lies within the file's mapping.
+func (f *File) Contains(b []byte) bool {
+	if len(b) == 0 || len(f.mem) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(f.mem)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return p >= lo && p-lo+uintptr(len(b)) <= uintptr(len(f.mem))
+}
+
+// ShareInputs marks the numeric tensors of at least threshold bytes whose
+// Data lies in the file as Shared views of it, so that they reach a stub as
+// the file's descriptor.
+func (f *File) ShareInputs(ts []tensor.Tensor, threshold int) {
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(f.mem)))
+	for i := range ts {
+		t := &ts[i]
+		if t.Shared != nil || t.Datatype == tensor.Bytes || len(t.Data) < threshold || !f.Contains(t.Data) {
+			continue
+		}
+		off := uintptr(unsafe.Pointer(unsafe.SliceData(t.Data))) - lo
+		t.Shared = f.Share(int(off), len(t.Data))
+	}
+}
+
+// Hold keeps the file from being reused or closed until release is called
+// (once): for bytes of it handed to a writer that outlives its request.
+func (f *File) Hold() (release func()) { return f.hold() }
 
 func (f *File) hold() func() {
 	f.mu.Lock()

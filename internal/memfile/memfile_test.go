@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigilhq/vigil/internal/tensor"
 )
 
 func get(t *testing.T, p *Pool, size int) *File {
@@ -156,5 +158,32 @@ func TestNoViewReleasesAtOnce(t *testing.T) {
 	f.ReleaseWhenUnused()
 	if st := p.Stats(); st.Idle != 1 {
 		t.Fatalf("%+v", st)
+	}
+}
+
+func TestShareInputsMarksLargeNumericTensorsInTheFile(t *testing.T) {
+	p := NewPool(0)
+	defer p.Close()
+	f := get(t, p, 1<<20)
+	defer f.Release()
+	b := f.Bytes()
+	outside := make([]byte, 4096)
+	ts := []tensor.Tensor{
+		{Name: "big", Datatype: tensor.FP32, Data: b[128 : 128+4096]},
+		{Name: "small", Datatype: tensor.FP32, Data: b[8192 : 8192+64]},
+		{Name: "bytes", Datatype: tensor.Bytes, Data: b[16384 : 16384+4096]},
+		{Name: "outside", Datatype: tensor.FP32, Data: outside},
+	}
+	f.ShareInputs(ts, 1024)
+	if s := ts[0].Shared; s == nil || s.Offset != 128 || len(s.Mem) != 4096 || s.Kept == nil {
+		t.Fatalf("big: %+v", s)
+	}
+	for _, i := range []int{1, 2, 3} {
+		if ts[i].Shared != nil {
+			t.Errorf("%s was shared", ts[i].Name)
+		}
+	}
+	if !f.Contains(b[len(b)-1:]) || f.Contains(outside) || f.Contains(nil) {
+		t.Error("Contains")
 	}
 }

@@ -245,8 +245,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:      log.With("component", "status"),
 	})
 	defer page.Close()
-	// Large binary HTTP bodies are read into reused memory files whose
-	// pages the stubs map (package memfile).
+	// Large binary HTTP bodies and gRPC inference requests are read into
+	// reused memory files whose pages the stubs map (package memfile).
 	bodyFiles := memfile.NewPool(0)
 	defer bodyFiles.Close()
 	restCfg := rest.Config{
@@ -280,6 +280,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ServerVersion: cfg.Version,
 		Extensions:    protocolExtensions(cfg.AllowClientShm),
 		SharedMemory:  shm,
+		BodyFiles:     bodyFiles,
 		AdminToken:    cfg.AdminToken,
 		HideReasons:   cfg.HideReasons,
 		MaxRecvBytes:  int(cfg.MaxRequestBytes),

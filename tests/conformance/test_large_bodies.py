@@ -1,11 +1,13 @@
-"""Large binary HTTP bodies (internal/memfile): a body of at least 256 KiB is
-read into a memory file the server reuses, and its large inputs reach the
-model's stub as that file's descriptor, mapped privately for the batch.
+"""Large request bodies (internal/memfile): a binary HTTP body or a gRPC
+ModelInferRequest of at least 256 KiB is read into a memory file the server
+reuses, and its large inputs reach the model's stub as that file's
+descriptor, mapped privately for the batch.
 The model gets writable arrays over the body's pages, an output that is an
 unwritten view of them goes back from the same pages, and an array the
 model keeps past execute keeps its bytes: the server never reuses that
 file. Seen in /proc (which mappings hold the inputs, which descriptors the
-server keeps) as well as in the bytes, with tritonclient's HTTP client."""
+server keeps) as well as in the bytes, with tritonclient's HTTP and gRPC
+clients."""
 
 import json
 import os
@@ -15,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
@@ -96,18 +99,37 @@ def body_server(tmp_path_factory):
     assert srv.returncode == 0, srv.log_tail()
 
 
+def connect(srv, kind):
+    if kind == "http":
+        return thttp.InferenceServerClient(srv.http_addr, network_timeout=CALL_TIMEOUT_S)
+    return tgrpc.InferenceServerClient(srv.grpc_addr)
+
+
+@pytest.fixture(params=["http", "grpc"])
+def client(request, body_server):
+    c = connect(body_server, request.param)
+    yield c
+    c.close()
+
+
 @pytest.fixture
-def client(body_server):
-    c = thttp.InferenceServerClient(body_server.http_addr, network_timeout=CALL_TIMEOUT_S)
+def http_client(body_server):
+    c = connect(body_server, "http")
     yield c
     c.close()
 
 
 def infer(c, x, mode="echo", model="body_probe"):
-    inp = thttp.InferInput("IN", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=True)
-    out = thttp.InferRequestedOutput("OUT", binary_data=True)
-    return c.infer(model, [inp], outputs=[out], parameters={"mode": mode}).as_numpy("OUT")
+    m = thttp if isinstance(c, thttp.InferenceServerClient) else tgrpc
+    inp = m.InferInput("IN", list(x.shape), "FP32")
+    if m is thttp:
+        inp.set_data_from_numpy(x, binary_data=True)
+        out = m.InferRequestedOutput("OUT", binary_data=True)
+    else:
+        inp.set_data_from_numpy(x)
+        out = m.InferRequestedOutput("OUT")
+    kw = {"client_timeout": CALL_TIMEOUT_S} if m is tgrpc else {}
+    return c.infer(model, [inp], outputs=[out], parameters={"mode": mode}, **kw).as_numpy("OUT")
 
 
 def body_fds(srv):
@@ -213,7 +235,7 @@ def test_many_large_bodies_keep_descriptors_flat(body_server, client):
     assert len(body_fds(body_server)) <= start, (start, body_fds(body_server))
 
 
-def test_a_short_large_body_is_400_and_loses_nothing(body_server, client):
+def test_a_short_large_body_is_400_and_loses_nothing(body_server, http_client):
     """A client that announces a large binary body and sends less."""
     header = json.dumps({"inputs": [{"name": "IN", "datatype": "FP32", "shape": [N],
                                      "parameters": {"binary_data_size": 4 * N}}]}).encode()
@@ -231,7 +253,7 @@ def test_a_short_large_body_is_400_and_loses_nothing(body_server, client):
     assert b" 400 " in status, reply[:300]
     assert b"only %d arrived" % (len(header) + (300 << 10)) in reply, reply[:400]
     x = np.ones(N, np.float32)
-    np.testing.assert_array_equal(infer(client, x), x)
+    np.testing.assert_array_equal(infer(http_client, x), x)
 
 
 def test_a_stub_killed_mid_request_leaks_nothing(body_server, client):
@@ -242,7 +264,7 @@ def test_a_stub_killed_mid_request_leaks_nothing(body_server, client):
 
     def call():
         # A client of its own: tritonclient's HTTP client stays on its thread.
-        c = thttp.InferenceServerClient(body_server.http_addr, network_timeout=CALL_TIMEOUT_S)
+        c = connect(body_server, "http" if isinstance(client, thttp.InferenceServerClient) else "grpc")
         try:
             result["out"] = infer(c, x, "sleep")
         except InferenceServerException as e:

@@ -2,6 +2,7 @@ package grpc
 
 import (
 	"fmt"
+	"sync"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
+	"github.com/vigilhq/vigil/internal/memfile"
 )
 
 // tensorCodec is the server's protobuf codec, made for large tensors: the
@@ -21,10 +23,15 @@ import (
 // (the raw contents come last, which protobuf allows for any field order).
 type tensorCodec struct {
 	fallback encoding.CodecV2
+	// files, when set, receives large ModelInferRequests (files.go).
+	files *memfile.Pool
+	// requests and responses hold the memory file of a message in
+	// flight, by a weak pointer to the message.
+	requests, responses sync.Map
 }
 
-func newTensorCodec() *tensorCodec {
-	return &tensorCodec{fallback: encoding.GetCodecV2("proto")}
+func newTensorCodec(files *memfile.Pool) *tensorCodec {
+	return &tensorCodec{fallback: encoding.GetCodecV2("proto"), files: files}
 }
 
 // Name is the content subtype the codec serves: protobuf's.
@@ -49,6 +56,12 @@ func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m.RawOutputContents = nil
 	head, err := proto.MarshalOptions{}.Marshal(m)
 	m.RawOutputContents = raw
+	file := c.takeResponseFile(m)
+	if file != nil {
+		// The owner's reference goes here; outputs in the file hold it
+		// until the transport has written them.
+		defer file.Release()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +73,7 @@ func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
 			head = append(head, r...)
 			continue
 		}
-		out = append(out, mem.SliceBuffer(head), mem.SliceBuffer(r))
+		out = append(out, mem.SliceBuffer(head), outputBuffer(r, file))
 		head = nil
 	}
 	if len(head) > 0 {
@@ -74,10 +87,24 @@ func (c *tensorCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok || data.Len() < rawThreshold {
 		return c.fallback.Unmarshal(data, v)
 	}
+	if f := c.fileFor(data); f != nil {
+		buf := f.Bytes()[:data.Len()]
+		data.CopyTo(buf)
+		if err := unmarshalInferRequest(buf, m); err != nil {
+			f.Release()
+			return err
+		}
+		c.adoptRequestFile(m, f)
+		return nil
+	}
 	// One contiguous copy of the message, which the raw contents then
 	// alias (grpc-go frees data after Unmarshal returns; this copy is the
 	// request's own).
-	buf := data.Materialize()
+	return unmarshalInferRequest(data.Materialize(), m)
+}
+
+// unmarshalInferRequest decodes buf into m, the raw contents aliasing buf.
+func unmarshalInferRequest(buf []byte, m *pb.ModelInferRequest) error {
 	rest := make([]byte, 0, 1024)
 	var raw [][]byte
 	for b := buf; len(b) > 0; {

@@ -2,17 +2,20 @@ package grpc
 
 import (
 	"bytes"
+	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
+	"github.com/vigilhq/vigil/internal/memfile"
 )
 
 func TestTensorCodecRoundTrips(t *testing.T) {
-	c := newTensorCodec()
+	c := newTensorCodec(nil)
 	big := bytes.Repeat([]byte{1, 2, 3, 4}, rawThreshold)
 	req := &pb.ModelInferRequest{
 		ModelName: "identity", Id: "r1",
@@ -65,5 +68,78 @@ func TestTensorCodecRoundTrips(t *testing.T) {
 	}
 	if len(resp.RawOutputContents) != 2 {
 		t.Error("Marshal changed the response")
+	}
+}
+
+// A large ModelInferRequest goes into a memory file of the pool: the
+// handler takes it, hands it on with the response, and the transport's
+// free of the output buffer that lies in it gives it back.
+func TestTensorCodecMemoryFiles(t *testing.T) {
+	pool := memfile.NewPool(0)
+	defer pool.Close()
+	c := newTensorCodec(pool)
+	big := bytes.Repeat([]byte{1, 2, 3, 4}, 1<<17) // 512 KiB
+	wire, err := proto.Marshal(&pb.ModelInferRequest{ModelName: "identity",
+		Inputs:           []*pb.ModelInferRequest_InferInputTensor{{Name: "A", Datatype: "UINT8", Shape: []int64{int64(len(big))}}},
+		RawInputContents: [][]byte{big}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got pb.ModelInferRequest
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, &got); err != nil {
+		t.Fatal(err)
+	}
+	f := c.requestFile(&got)
+	if f == nil || !f.Contains(got.RawInputContents[0]) || !bytes.Equal(got.RawInputContents[0], big) {
+		t.Fatalf("the raw input is not in a memory file (file %v)", f)
+	}
+	if c.requestFile(&got) != nil {
+		t.Fatal("a file was taken twice")
+	}
+	// The response's output is a view of the input (an identity model).
+	resp := &pb.ModelInferResponse{ModelName: "identity",
+		Outputs:           []*pb.ModelInferResponse_InferOutputTensor{{Name: "O", Datatype: "UINT8", Shape: []int64{int64(len(big))}}},
+		RawOutputContents: [][]byte{got.RawInputContents[0]}}
+	c.passResponseFile(resp, f)
+	out, err := c.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := pool.Stats(); st.Idle != 0 {
+		t.Fatalf("the file went back while the transport holds its output: %+v", st)
+	}
+	var back pb.ModelInferResponse
+	if err := proto.Unmarshal(out.Materialize(), &back); err != nil || !bytes.Equal(back.RawOutputContents[0], big) {
+		t.Fatalf("marshalled response: %v", err)
+	}
+	out.Free()
+	if st := pool.Stats(); st.Idle != 1 || st.Open != 1 {
+		t.Fatalf("after the transport freed the output: %+v", st)
+	}
+}
+
+// A message whose handler never took its file gives it back once the
+// message is unreachable.
+func TestTensorCodecUntakenFileGoesBack(t *testing.T) {
+	pool := memfile.NewPool(0)
+	defer pool.Close()
+	c := newTensorCodec(pool)
+	wire, err := proto.Marshal(&pb.ModelInferRequest{ModelName: "m", RawInputContents: [][]byte{make([]byte, 300<<10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		var m pb.ModelInferRequest
+		if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, &m); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for pool.Stats().Idle != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the file of an unreachable message did not go back: %+v", pool.Stats())
+		}
+		runtime.GC()
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
 
 // maxStreamInFlight bounds the requests one ModelStreamInfer stream runs at
@@ -23,12 +24,18 @@ const maxStreamInFlight = 64
 
 // ModelInfer runs one inference.
 func (svc *inferenceService) ModelInfer(ctx context.Context, in *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	file := svc.s.codec.requestFile(in) // files.go
 	req, err := requestFromProto(in)
 	if err != nil {
+		endFile(file, false)
 		return nil, toStatus(err)
+	}
+	if file != nil {
+		file.ShareInputs(req.Inputs, sharedmemory.ShareThreshold)
 	}
 	resp, err := svc.s.models.Infer(ctx, req)
 	if err != nil {
+		endFile(file, false)
 		svc.s.log.Debug("grpc infer failed", logKeyModel, req.Model, logKeyErr, err)
 		if errors.Is(err, model.ErrDecoupled) {
 			// Triton's wording first, then what to do instead.
@@ -36,7 +43,11 @@ func (svc *inferenceService) ModelInfer(ctx context.Context, in *pb.ModelInferRe
 		}
 		return nil, toStatus(err)
 	}
-	return responseToProto(req, resp), nil
+	out := responseToProto(req, resp)
+	if file != nil {
+		svc.s.codec.passResponseFile(out, file)
+	}
+	return out, nil
 }
 
 // ModelStreamInfer runs each request on the stream and sends every
@@ -138,10 +149,18 @@ func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInf
 		svc.s.log.Debug("grpc stream infer failed", logKeyModel, in.GetModelName(), logKeyErr, err)
 		return send(&pb.ModelStreamInferResponse{ErrorMessage: err.Error(), InferResponse: header(final)})
 	}
+	// The responses are encoded (copied) as they are sent: the request's
+	// file, if any, is free once the request ended.
+	file := svc.s.codec.requestFile(in)
+	answered := false
+	defer func() { endFile(file, answered) }()
 	req, err := requestFromProto(in)
 	if err != nil {
 		_ = sendErr(err, true)
 		return
+	}
+	if file != nil {
+		file.ShareInputs(req.Inputs, sharedmemory.ShareThreshold)
 	}
 	emptyFinal, err := takeEmptyFinal(req)
 	if err != nil {
@@ -172,6 +191,7 @@ func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInf
 		}
 		return nil
 	})
+	answered = err == nil
 	if err == nil || sent || sendFailed != nil || ctx.Err() != nil {
 		return // answered, or nobody is listening any more
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
+	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
@@ -88,6 +89,10 @@ type Config struct {
 	// SharedMemory serves the system shared memory RPCs; nil means a
 	// registry with client shared memory disabled.
 	SharedMemory SharedMemory
+	// BodyFiles, when set, receives large ModelInferRequests, whose large
+	// raw inputs then reach the stub as a descriptor of the pages they were
+	// received into (files.go); nil keeps them in Go memory.
+	BodyFiles *memfile.Pool
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -109,8 +114,9 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 
-	srv *gogrpc.Server
-	hs  *grpchealth.Server
+	srv   *gogrpc.Server
+	hs    *grpchealth.Server
+	codec *tensorCodec
 
 	// stopping is cancelled when GracefulStop begins: long-lived streams
 	// (health Watch, ModelStreamInfer) end so that the graceful stop does
@@ -151,13 +157,14 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 		stopping: stopping,
 		stop:     stop,
 		statuses: make(map[string]healthpb.HealthCheckResponse_ServingStatus),
+		codec:    newTensorCodec(cfg.BodyFiles),
 	}
 	opts := []gogrpc.ServerOption{
 		gogrpc.ChainUnaryInterceptor(recoverUnary(log), s.adminUnary()),
 		gogrpc.ChainStreamInterceptor(recoverStream(log), s.adminStream()),
 		// Large raw tensor contents are neither copied out of requests nor
 		// into responses (codec.go).
-		gogrpc.ForceServerCodecV2(newTensorCodec()),
+		gogrpc.ForceServerCodecV2(s.codec),
 	}
 	if cfg.MaxRecvBytes > 0 {
 		opts = append(opts, gogrpc.MaxRecvMsgSize(cfg.MaxRecvBytes))

@@ -10,13 +10,10 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/vigilhq/vigil/internal/apierr"
-	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
-	"github.com/vigilhq/vigil/internal/tensor"
 )
 
 // DefaultMaxConcurrentRequestBytes bounds the request body bytes held by all
@@ -311,24 +308,4 @@ func (s *server) bodyFile(r *http.Request, l *lease, headerLen int64) ([]byte, *
 		return nil, nil, bodyReadError(err, size)
 	}
 	return body, f, nil
-}
-
-// shareBodyInputs marks the large numeric inputs whose bytes lie in body,
-// which is in memory file f, as Shared views of f, so that they reach the
-// stub as the file's descriptor.
-func shareBodyInputs(req *inference.Request, f *memfile.File, body []byte) {
-	file := uintptr(unsafe.Pointer(unsafe.SliceData(f.Bytes())))
-	lo := uintptr(unsafe.Pointer(unsafe.SliceData(body)))
-	hi := lo + uintptr(len(body))
-	for i := range req.Inputs {
-		in := &req.Inputs[i]
-		if in.Shared != nil || in.Datatype == tensor.Bytes || len(in.Data) < sharedmemory.ShareThreshold {
-			continue
-		}
-		p := uintptr(unsafe.Pointer(unsafe.SliceData(in.Data)))
-		if p < lo || p+uintptr(len(in.Data)) > hi {
-			continue
-		}
-		in.Shared = f.Share(int(p-file), len(in.Data))
-	}
 }

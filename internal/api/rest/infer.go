@@ -14,6 +14,7 @@ import (
 	"github.com/vigilhq/vigil/internal/inference"
 	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
 
 // infer serves POST /v2/models/{model}[/versions/{version}]/infer: read the
@@ -72,7 +73,7 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Model, req.Version = name, version
 	if file != nil {
-		shareBodyInputs(req, file, body)
+		file.ShareInputs(req.Inputs, sharedmemory.ShareThreshold)
 	}
 
 	resp, err := s.models.Infer(r.Context(), req)

@@ -1,0 +1,108 @@
+package grpc
+
+import (
+	"runtime"
+	"weak"
+
+	"google.golang.org/grpc/mem"
+
+	pb "github.com/vigilhq/vigil/internal/inferencepb"
+	"github.com/vigilhq/vigil/internal/memfile"
+	"github.com/vigilhq/vigil/internal/sharedmemory"
+)
+
+// A ModelInferRequest of at least sharedmemory.ShareThreshold bytes is
+// copied by the codec into a memory file of the server's pool (package
+// memfile) rather than into Go memory, so that its large raw inputs reach
+// the stub as the file's descriptor and an output that is a view of one
+// (an identity model's) goes to the transport from the same pages.
+//
+// The file follows the message: Unmarshal files it under the request,
+// the handler takes it (requestFile) and owns it while the request runs;
+// ModelInfer hands it on with the response (passResponseFile), whose
+// Marshal lets the owner's reference go once every output in the file
+// holds one of its own until the transport has written it. A message that
+// is never taken (a handler that did not run) gives its file back once the
+// message is unreachable.
+
+// fileFor returns a file for a received message of data's size, or nil
+// when the message is small or the pool takes no body now.
+func (c *tensorCodec) fileFor(data mem.BufferSlice) *memfile.File {
+	if c.files == nil || data.Len() < sharedmemory.ShareThreshold || !c.files.Accepting() {
+		return nil
+	}
+	f, err := c.files.Get(data.Len())
+	if err != nil {
+		return nil // Go memory, then
+	}
+	return f
+}
+
+func (c *tensorCodec) adoptRequestFile(m *pb.ModelInferRequest, f *memfile.File) {
+	key := weak.Make(m)
+	c.requests.Store(key, f)
+	runtime.AddCleanup(m, func(key weak.Pointer[pb.ModelInferRequest]) {
+		if f, ok := c.requests.LoadAndDelete(key); ok {
+			f.(*memfile.File).ReleaseWhenUnused()
+		}
+	}, key)
+}
+
+// requestFile takes the file m's raw contents are in, or nil. The caller
+// owns it: Release once the request was answered, ReleaseWhenUnused if it
+// failed (it may still be queued).
+func (c *tensorCodec) requestFile(m *pb.ModelInferRequest) *memfile.File {
+	f, ok := c.requests.LoadAndDelete(weak.Make(m))
+	if !ok {
+		return nil
+	}
+	return f.(*memfile.File)
+}
+
+// passResponseFile hands the ownership of f to m's Marshal.
+func (c *tensorCodec) passResponseFile(m *pb.ModelInferResponse, f *memfile.File) {
+	key := weak.Make(m)
+	c.responses.Store(key, f)
+	runtime.AddCleanup(m, func(key weak.Pointer[pb.ModelInferResponse]) {
+		if f, ok := c.responses.LoadAndDelete(key); ok {
+			f.(*memfile.File).Release() // answered, never sent
+		}
+	}, key)
+}
+
+func (c *tensorCodec) takeResponseFile(m *pb.ModelInferResponse) *memfile.File {
+	f, ok := c.responses.LoadAndDelete(weak.Make(m))
+	if !ok {
+		return nil
+	}
+	return f.(*memfile.File)
+}
+
+// outputBuffer is a raw output handed to the transport: one in file f
+// holds the file until the transport frees the buffer.
+func outputBuffer(r []byte, f *memfile.File) mem.Buffer {
+	if f == nil || !f.Contains(r) {
+		return mem.SliceBuffer(r)
+	}
+	return mem.NewBuffer(&r, heldPool{f.Hold()})
+}
+
+// heldPool is the BufferPool of one output buffer: its Put, called when
+// the transport frees the buffer, releases the file.
+type heldPool struct{ release func() }
+
+func (p heldPool) Get(int) *[]byte { panic("memory file outputs are not pooled") }
+func (p heldPool) Put(*[]byte)     { p.release() }
+
+// endFile ends a request's ownership of its file (nil-safe): back for
+// reuse if the request was answered; once nothing views it if it failed,
+// as it may still be queued.
+func endFile(f *memfile.File, answered bool) {
+	switch {
+	case f == nil:
+	case answered:
+		f.Release()
+	default:
+		f.ReleaseWhenUnused()
+	}
+}
