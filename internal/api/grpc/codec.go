@@ -49,19 +49,28 @@ const rawThreshold = 64 << 10
 
 func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(*pb.ModelInferResponse)
-	if !ok || rawBytes(m.RawOutputContents) < rawThreshold {
+	if !ok {
 		return c.fallback.Marshal(v)
+	}
+	if file := c.takeResponseFile(m); file != nil {
+		// The owner's reference goes here; outputs in the file hold it
+		// until the transport has written them.
+		defer file.Release()
+		return c.marshalInferResponse(m, file)
+	}
+	return c.marshalInferResponse(m, nil)
+}
+
+// marshalInferResponse is Marshal of a ModelInferResponse; outputs in file
+// (nil: none) hold it until the transport frees them.
+func (c *tensorCodec) marshalInferResponse(m *pb.ModelInferResponse, file *memfile.File) (mem.BufferSlice, error) {
+	if rawBytes(m.RawOutputContents) < rawThreshold {
+		return c.fallback.Marshal(m)
 	}
 	raw := m.RawOutputContents
 	m.RawOutputContents = nil
 	head, err := proto.MarshalOptions{}.Marshal(m)
 	m.RawOutputContents = raw
-	file := c.takeResponseFile(m)
-	if file != nil {
-		// The owner's reference goes here; outputs in the file hold it
-		// until the transport has written them.
-		defer file.Release()
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -116,6 +116,21 @@ func TestTensorCodecMemoryFiles(t *testing.T) {
 	if st := pool.Stats(); st.Idle != 1 || st.Open != 1 {
 		t.Fatalf("after the transport freed the output: %+v", st)
 	}
+
+	// A response with no large output (an error in an output, say) lets
+	// the file go at Marshal.
+	g, err := pool.Get(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := &pb.ModelInferResponse{ModelName: "identity", RawOutputContents: [][]byte{{1, 2, 3}}}
+	c.passResponseFile(small, g)
+	if _, err := c.Marshal(small); err != nil {
+		t.Fatal(err)
+	}
+	if st := pool.Stats(); st.Idle != 1 {
+		t.Fatalf("a small response kept its file: %+v", st)
+	}
 }
 
 // A message whose handler never took its file gives it back once the
