@@ -21,6 +21,7 @@
 package memfile
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -104,6 +105,10 @@ func (a *anchor) keep()        { a.f.keep() }
 // one if one is big enough, else a new one.
 func (p *Pool) Get(size int) (*File, error) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errors.New("the memory file pool is closed")
+	}
 	best := -1
 	for i, f := range p.idle {
 		if len(f.mem) >= size && (best < 0 || len(f.mem) < len(p.idle[best].mem)) {

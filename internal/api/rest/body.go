@@ -259,7 +259,7 @@ func checkUTF8(b []byte, what string) error {
 // announced and within the limit, not compressed, and the server keeps
 // body files (and its pool takes them now). It returns the header's length.
 func (s *server) fileBody(r *http.Request) (headerLen int64, ok bool) {
-	if s.files == nil || r.ContentLength < sharedmemory.ShareThreshold || (s.maxBytes > 0 && r.ContentLength > s.maxBytes) || !s.files.Accepting() {
+	if s.files == nil || s.filesFailed.Load() || r.ContentLength < sharedmemory.ShareThreshold || (s.maxBytes > 0 && r.ContentLength > s.maxBytes) || !s.files.Accepting() {
 		return 0, false
 	}
 	if enc := strings.TrimSpace(r.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
@@ -272,22 +272,19 @@ func (s *server) fileBody(r *http.Request) (headerLen int64, ok bool) {
 	return n, true
 }
 
-// bodyFile reads a body that fileBody accepted into a memory file of the
-// server's pool, placed so that the binary data after the JSON header of
+// bodyFile reads a body that fileBody accepted into f, a memory file of
+// the server's pool big enough for bodyFileSize bytes, placed so that the binary data after the JSON header of
 // headerLen bytes starts 64-byte aligned (numpy's aligned loops, and the
 // alignment of the stub's arenas). The buffer is reserved from l as
 // readBody's is: the first chunk, then the rest once it is full. The
 // caller owns the file (memfile.File.Release) unless err is set.
-func (s *server) bodyFile(r *http.Request, l *lease, headerLen int64) ([]byte, *memfile.File, error) {
+func (s *server) bodyFile(r *http.Request, l *lease, f *memfile.File, headerLen int64) ([]byte, *memfile.File, error) {
 	size := r.ContentLength
 	pad := (64 - headerLen%64) % 64
 	first := min(size, firstChunk)
 	if !l.grow(first) {
+		f.Release()
 		return nil, nil, errBudget()
-	}
-	f, err := s.files.Get(int(pad + size))
-	if err != nil {
-		return nil, nil, apierr.Wrap(apierr.Internal, err, "no memory file for the request body")
 	}
 	body := f.Bytes()[pad : pad+size : pad+size]
 	n, err := io.ReadFull(r.Body, body[:first])
@@ -308,4 +305,10 @@ func (s *server) bodyFile(r *http.Request, l *lease, headerLen int64) ([]byte, *
 		return nil, nil, bodyReadError(err, size)
 	}
 	return body, f, nil
+}
+
+// bodyFileSize is the room bodyFile needs: the body, after padding that
+// aligns its binary data.
+func bodyFileSize(r *http.Request, headerLen int64) int {
+	return int((64-headerLen%64)%64 + r.ContentLength)
 }

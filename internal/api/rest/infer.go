@@ -28,9 +28,20 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 		req  *inference.Request
 		err  error
 	)
-	if hlen, ok := s.fileBody(r); ok {
+	hlen, ok := s.fileBody(r)
+	if ok {
+		if file, err = s.files.Get(bodyFileSize(r, hlen)); err != nil {
+			// No memory file (memfd or /proc refused): Go memory, then,
+			// from now on.
+			if !s.filesFailed.Swap(true) {
+				s.log.Warn("no memory file for large request bodies; reading them into memory", "err", err)
+			}
+			ok, file = false, nil
+		}
+	}
+	if ok {
 		l = s.newLease(r)
-		body, file, err = s.bodyFile(r, l, hlen)
+		body, file, err = s.bodyFile(r, l, file, hlen)
 	} else {
 		body, l, err = s.readBodyLease(r)
 		if err == nil {

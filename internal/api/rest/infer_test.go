@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -335,5 +336,40 @@ func TestInferUnclassifiedErrorIsLogged(t *testing.T) {
 	}
 	if e.do("POST", "/v2/models/add_sub/infer", []byte(`{"inputs":[]}`)); logged.Len() != 0 {
 		t.Errorf("a classified error was logged: %q", logged.String())
+	}
+}
+
+// A large binary body is read into a memory file of the pool, placed so
+// that its binary data is 64-byte aligned, and its large input reaches the
+// model as a Shared view of the file; the file goes back once answered.
+// Without a file (the pool refuses), the body is read into memory.
+func TestLargeBinaryBodyInMemoryFile(t *testing.T) {
+	pool := memfile.NewPool(0)
+	e := newEnv(t, readySnapshot(), Config{BodyFiles: pool})
+	xs := bytes.Repeat(f32(1.5), 1<<16) // 256 KiB
+	header := []byte(`{"inputs":[{"name":"X","shape":[65536],"datatype":"FP32","parameters":{"binary_data_size":262144}}]}`)
+	body := append(append([]byte{}, header...), xs...)
+	send := func() *inference.Request {
+		rec := e.do("POST", "/v2/models/add_sub/infer", body,
+			"Content-Type", "application/octet-stream", headerContentLength, strconv.Itoa(len(header)))
+		if rec.Code != 200 {
+			t.Fatalf("infer = %d %s", rec.Code, rec.Body)
+		}
+		return e.models.lastRequest(t)
+	}
+	req := send()
+	in := req.Inputs[0]
+	if in.Shared == nil || in.Shared.Kept == nil || in.Shared.ID&memfile.IDBit == 0 {
+		t.Fatalf("the large input is not a view of a body file: %+v", in.Shared)
+	}
+	if in.Shared.Offset%64 != 0 || !bytes.Equal(in.Data, xs) {
+		t.Errorf("input at offset %d of the file (want 64-byte aligned), bytes equal %v", in.Shared.Offset, bytes.Equal(in.Data, xs))
+	}
+	if st := pool.Stats(); st.Idle != 1 || st.Open != 1 {
+		t.Errorf("after the answer: %+v, want the file idle", st)
+	}
+	pool.Close()
+	if req := send(); req.Inputs[0].Shared != nil || !bytes.Equal(req.Inputs[0].Data, xs) {
+		t.Errorf("without a memory file: %+v", req.Inputs[0].Shared)
 	}
 }

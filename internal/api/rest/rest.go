@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/vigilhq/vigil/internal/health"
 	"github.com/vigilhq/vigil/internal/inference"
@@ -82,8 +83,9 @@ type Config struct {
 	BodyFiles *memfile.Pool
 }
 
-// server holds the handlers' dependencies; it has no mutable state, so one
-// value serves every request concurrently.
+// server holds the handlers' dependencies; its mutable state (the byte
+// budget, filesFailed) is safe for concurrent use, so one value serves
+// every request concurrently.
 type server struct {
 	models   Models
 	health   HealthSource
@@ -92,6 +94,9 @@ type server struct {
 	maxBytes int64
 	budget   *byteBudget
 	files    *memfile.Pool
+	// filesFailed is set once a memory file could not be made: bodies go
+	// to Go memory from then on.
+	filesFailed atomic.Bool
 }
 
 func newServer(m Models, h HealthSource, cfg Config) *server {
