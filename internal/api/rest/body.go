@@ -253,6 +253,29 @@ func checkUTF8(b []byte, what string) error {
 	return apierr.New(apierr.InvalidArgument, "%s is not valid UTF-8 (invalid byte 0x%02x at offset %d)", what, b[at], at)
 }
 
+// readInferBody reads an inference request's body: into a memory file of
+// the server's pool when fileBody says so (file is then set, and the
+// caller owns it), else into Go memory, decompressed. A file that cannot be
+// made sends this body and every later one to Go memory.
+func (s *server) readInferBody(r *http.Request) (body []byte, l *lease, file *memfile.File, err error) {
+	if hlen, ok := s.fileBody(r); ok {
+		f, err := s.files.Get(bodyFileSize(r, hlen))
+		if err == nil {
+			l = s.newLease(r)
+			body, file, err = s.bodyFile(r, l, f, hlen)
+			return body, l, file, err
+		}
+		if !s.filesFailed.Swap(true) {
+			s.log.Warn("no memory file for large request bodies; reading them into memory", "err", err)
+		}
+	}
+	body, l, err = s.readBodyLease(r)
+	if err == nil {
+		body, err = s.decompress(body, r.Header.Get("Content-Encoding"), l)
+	}
+	return body, l, nil, err
+}
+
 // fileBody reports whether an inference request's body goes into a memory
 // file (bodyFile) rather than Go memory: a binary body (the JSON header's
 // length announced) of at least sharedmemory.ShareThreshold bytes,

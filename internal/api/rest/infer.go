@@ -12,7 +12,6 @@ import (
 
 	"github.com/vigilhq/vigil/internal/apierr"
 	"github.com/vigilhq/vigil/internal/inference"
-	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
 )
@@ -22,32 +21,10 @@ import (
 func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	name, version := r.PathValue("model"), r.PathValue("version")
 	var (
-		body []byte
-		l    *lease
-		file *memfile.File
-		req  *inference.Request
-		err  error
+		req    *inference.Request // captured by the file's release below
+		format outputFormat
 	)
-	hlen, ok := s.fileBody(r)
-	if ok {
-		if file, err = s.files.Get(bodyFileSize(r, hlen)); err != nil {
-			// No memory file (memfd or /proc refused): Go memory, then,
-			// from now on.
-			if !s.filesFailed.Swap(true) {
-				s.log.Warn("no memory file for large request bodies; reading them into memory", "err", err)
-			}
-			ok, file = false, nil
-		}
-	}
-	if ok {
-		l = s.newLease(r)
-		body, file, err = s.bodyFile(r, l, file, hlen)
-	} else {
-		body, l, err = s.readBodyLease(r)
-		if err == nil {
-			body, err = s.decompress(body, r.Header.Get("Content-Encoding"), l)
-		}
-	}
+	body, l, file, err := s.readInferBody(r)
 	defer l.end()
 	// The file goes back for reuse once the response is written, if the
 	// request was answered; one that failed may still be queued.
@@ -72,7 +49,6 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 		hvalue = hv[0]
 	}
 	header, bin, err := splitInferBody(body, hvalue, present)
-	var format outputFormat
 	if err != nil {
 		s.writeError(w, r, apierr.Wrap(apierr.InvalidArgument, err, "model %q", name))
 		return
