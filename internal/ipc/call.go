@@ -165,7 +165,7 @@ func (c *Client) serveStubFrame(f frame) bool {
 		call, err := c.decodeCall(f)
 		if err != nil {
 			call = &Call{c: c, seq: f.seq}
-			call.files = newCallFiles(f.fds)
+			call.files = newCallFiles(f.fds, c.reclaim)
 			call.ctx, call.cancel = context.WithCancel(context.Background())
 			call.Respond(nil, apierr.Wrap(apierr.InvalidArgument, err, "BLS request"), true)
 			return true
@@ -297,7 +297,7 @@ func (c *Client) decodeCall(f frame) (*Call, error) {
 	if w.TimeoutUS < 0 {
 		return nil, fmt.Errorf("timeout %d µs is out of range", w.TimeoutUS)
 	}
-	files := newCallFiles(f.fds)
+	files := newCallFiles(f.fds, c.reclaim)
 	reqs, err := decodeRequests(b[4+n:], 4+int(n), files)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/tensor"
 )
 
@@ -24,7 +25,9 @@ import (
 // call's reference then goes only once no tensor that views the files is
 // reachable any more (the request's, or a copy of one in a request made
 // from it, such as an ensemble step's), so that no batch can take a Hold on
-// a closed descriptor.
+// a closed descriptor. The client's Reclaimer runs a collection when more
+// than memfile.DefaultMaxIdle bytes of such files wait, so that a stream
+// of failing calls does not pile them up between collections.
 
 // callFileID marks the registration ids of call files, apart from the
 // shared memory registry's (which count from 1). The rest is the file's
@@ -48,6 +51,10 @@ type callFiles struct {
 	// anchor is what every Shared view holds on to (its Hold): reachable
 	// exactly while a view is. Weak, so that the files never keep it alive.
 	anchor weak.Pointer[filesAnchor]
+	// reclaim, when set, counts the files' bytes while they wait for the
+	// garbage collector (releaseWhenUnused) and collects when too many
+	// wait (memfile.Reclaimer).
+	reclaim *memfile.Reclaimer
 }
 
 // filesAnchor is referenced by every Shared view of the files and by
@@ -56,11 +63,11 @@ type filesAnchor struct{ f *callFiles }
 
 func (a *filesAnchor) hold() func() { return a.f.hold() }
 
-func newCallFiles(fds []int) *callFiles {
+func newCallFiles(fds []int, reclaim *memfile.Reclaimer) *callFiles {
 	if len(fds) == 0 {
 		return nil
 	}
-	return &callFiles{fds: fds, maps: make([][]byte, len(fds)), ids: make([]uint64, len(fds)), refs: 1}
+	return &callFiles{fds: fds, maps: make([][]byte, len(fds)), ids: make([]uint64, len(fds)), refs: 1, reclaim: reclaim}
 }
 
 // view is size bytes at off of descriptor idx, as a Shared tensor's.
@@ -124,12 +131,24 @@ func (f *callFiles) releaseWhenUnused() {
 	}
 	f.mu.Lock()
 	a := f.anchor.Value()
+	var n int64
+	for _, m := range f.maps {
+		n += int64(len(m))
+	}
 	f.mu.Unlock()
 	if a == nil {
 		f.release()
 		return
 	}
-	runtime.AddCleanup(a, func(f *callFiles) { f.release() }, f)
+	if f.reclaim == nil {
+		runtime.AddCleanup(a, func(f *callFiles) { f.release() }, f)
+		return
+	}
+	runtime.AddCleanup(a, func(f *callFiles) {
+		f.reclaim.Done(n)
+		f.release()
+	}, f)
+	f.reclaim.Wait(n)
 }
 
 // release drops one reference (the call's, once it ended, or a Hold's);

@@ -31,7 +31,7 @@ func memFile(t *testing.T, data []byte, seals int) int {
 
 func TestCallFilesViewAndRelease(t *testing.T) {
 	fd := memFile(t, []byte("0123456789"), requiredSeals)
-	f := newCallFiles([]int{fd})
+	f := newCallFiles([]int{fd}, nil)
 	s, err := f.view(0, 2, 5)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestCallFilesViewAndRelease(t *testing.T) {
 
 func TestCallFilesRefuseUnsealed(t *testing.T) {
 	fd := memFile(t, []byte("0123456789"), unix.F_SEAL_SHRINK)
-	f := newCallFiles([]int{fd})
+	f := newCallFiles([]int{fd}, nil)
 	defer f.release()
 	if _, err := f.view(0, 0, 4); err == nil || !strings.Contains(err.Error(), "sealed") {
 		t.Fatalf("unsealed file: %v", err)
@@ -68,7 +68,7 @@ func TestCallFilesRefuseUnsealed(t *testing.T) {
 
 func TestCallFilesReleaseAfterTheRequestIsUnreachable(t *testing.T) {
 	fd := memFile(t, []byte("0123456789"), requiredSeals)
-	f := newCallFiles([]int{fd})
+	f := newCallFiles([]int{fd}, nil)
 	s, err := f.view(0, 0, 4)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/inference"
+	"github.com/vigilhq/vigil/internal/memfile"
 )
 
 // Log keys used by the client.
@@ -66,6 +67,9 @@ type Client struct {
 	// (shm.go); 0 when the data connection cannot pass descriptors.
 	shmThreshold atomic.Int64
 	arenas       arenas
+	// reclaim bounds the bytes of BLS call files waiting for the garbage
+	// collector (callfiles.go).
+	reclaim *memfile.Reclaimer
 
 	seq     atomic.Uint32
 	dropped atomic.Int64 // see DroppedResponses
@@ -163,6 +167,7 @@ func NewClient(data, control io.ReadWriteCloser, log *slog.Logger, opts ...Optio
 
 		cancels:    make(chan cancelFrame, cancelQueue),
 		cancelDone: make(chan struct{}),
+		reclaim:    memfile.NewReclaimer(memfile.DefaultMaxIdle),
 	}
 	if _, ok := data.(*net.UnixConn); ok {
 		c.shmThreshold.Store(DefaultShmThreshold)

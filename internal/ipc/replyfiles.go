@@ -52,7 +52,7 @@ func (r *replyFiles) view(resp int, idx uint32, off, size uint64) (*tensor.Share
 	}
 	f := r.files[idx]
 	if f == nil {
-		f = newCallFiles([]int{r.fds[idx]})
+		f = newCallFiles([]int{r.fds[idx]}, nil)
 		r.files[idx], r.owner[idx] = f, resp
 	} else if r.owner[idx] != resp {
 		return nil, fmt.Errorf("descriptor %d holds outputs of responses %d and %d; each response has a file of its own", idx, r.owner[idx], resp)

@@ -140,7 +140,7 @@ func TestReplyViewOfASealedInputFile(t *testing.T) {
 	data := bytes.Repeat([]byte("x"), 64)
 	copy(data[16:], "payload!")
 	fd := memFile(t, data, requiredSeals)
-	f := newCallFiles([]int{fd})
+	f := newCallFiles([]int{fd}, nil)
 	defer f.release()
 	in, err := f.view(0, 16, 8)
 	if err != nil {

@@ -16,8 +16,9 @@
 // sit in a queue: its file goes back only once no tensor that views it is
 // reachable any more, so that no batch can take a Hold on a file another
 // request is writing. Such files wait for the garbage collector, whose
-// pacing does not see them: while more than the idle bound of them wait,
-// the pool takes no new body (Accepting), and bodies go to Go memory.
+// pacing does not see them: past the idle bound of them, a collection is
+// run (Reclaimer), and while more wait the pool takes no new body
+// (Accepting), so bodies go to Go memory.
 package memfile
 
 import (
@@ -53,9 +54,11 @@ type Pool struct {
 	mu        sync.Mutex
 	idle      []*File
 	idleBytes int64
-	open      int   // files made and not yet closed, in use or idle
-	waiting   int64 // bytes of files waiting for their views to go (ReleaseWhenUnused)
+	open      int // files made and not yet closed, in use or idle
 	closed    bool
+	// reclaim counts the bytes of files waiting for their views to go
+	// (ReleaseWhenUnused), and collects when too many wait.
+	reclaim *Reclaimer
 }
 
 // Accepting reports whether the pool takes new bodies: not while more
@@ -63,7 +66,7 @@ type Pool struct {
 func (p *Pool) Accepting() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.closed && p.waiting <= p.maxIdle
+	return !p.closed && p.reclaim.Waiting() <= p.maxIdle
 }
 
 // NewPool returns a pool that keeps at most maxIdle bytes of idle files
@@ -72,7 +75,7 @@ func NewPool(maxIdle int64) *Pool {
 	if maxIdle <= 0 {
 		maxIdle = DefaultMaxIdle
 	}
-	return &Pool{maxIdle: maxIdle}
+	return &Pool{maxIdle: maxIdle, reclaim: NewReclaimer(maxIdle)}
 }
 
 // File is one memory file: read-write in the server, passed to stubs as a
@@ -250,15 +253,11 @@ func (f *File) ReleaseWhenUnused() {
 		return
 	}
 	n := int64(len(f.mem))
-	f.pool.mu.Lock()
-	f.pool.waiting += n
-	f.pool.mu.Unlock()
 	runtime.AddCleanup(a, func(f *File) {
-		f.pool.mu.Lock()
-		f.pool.waiting -= n
-		f.pool.mu.Unlock()
+		f.pool.reclaim.Done(n)
 		f.unref()
 	}, f)
+	f.pool.reclaim.Wait(n)
 }
 
 func (f *File) unref() {
@@ -319,5 +318,5 @@ type Stats struct {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Open: p.open, Idle: len(p.idle), IdleBytes: p.idleBytes, WaitingBytes: p.waiting}
+	return Stats{Open: p.open, Idle: len(p.idle), IdleBytes: p.idleBytes, WaitingBytes: p.reclaim.Waiting()}
 }

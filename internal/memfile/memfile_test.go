@@ -187,3 +187,44 @@ func TestShareInputsMarksLargeNumericTensorsInTheFile(t *testing.T) {
 		t.Error("Contains")
 	}
 }
+
+// Past the idle bound of files waiting for the collector, the pool runs a
+// collection itself: unreachable files come back without anyone else
+// allocating.
+func TestWaitingFilesAreReclaimed(t *testing.T) {
+	p := NewPool(minFile)
+	defer p.Close()
+	for range 3 {
+		f := get(t, p, 1)
+		_ = f.Share(0, 8) // a view nobody keeps
+		f.ReleaseWhenUnused()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Stats().WaitingBytes > minFile {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting files were not reclaimed: %+v", p.Stats())
+		}
+		time.Sleep(time.Millisecond) // the cleanups run on a goroutine of the runtime's
+	}
+}
+
+func TestReclaimerCollectsOnlyPastItsLimit(t *testing.T) {
+	r := NewReclaimer(100)
+	r.Wait(60)
+	if r.last.Load() != 0 {
+		t.Fatal("collected below the limit")
+	}
+	r.Wait(60)
+	first := r.last.Load()
+	if first == 0 {
+		t.Fatal("did not collect past the limit")
+	}
+	r.Wait(1) // within reclaimInterval of the last: no second collection
+	if r.last.Load() != first {
+		t.Fatal("collected twice within the interval")
+	}
+	r.Done(121)
+	if r.Waiting() != 0 {
+		t.Fatalf("waiting %d", r.Waiting())
+	}
+}

@@ -226,6 +226,41 @@ def test_caller_killed_before_its_large_outputs_come_leaves_no_descriptor(server
         p.close()
 
 
+def call_files(srv):
+    """The BLS callers' input files the server holds open."""
+    d = f"/proc/{srv.proc.pid}/fd"
+    n = 0
+    for fd in os.listdir(d):
+        try:
+            n += os.readlink(f"{d}/{fd}").startswith("/memfd:vigil-bls ")
+        except OSError:
+            pass
+    return n
+
+
+def test_failing_large_calls_do_not_pile_up_files(server):
+    # A call that fails (add_sub refuses 1 Mi-element inputs) lets its input
+    # file go once nothing views it; a stream of them must not pile up
+    # files between garbage collections (8 MiB each here; the server
+    # collects once more than 128 MiB wait).
+    p = Proto("http", server)
+    try:
+        n = 1 << 20
+        a = np.arange(n, dtype=np.float32)
+        b = np.full(n, 0.5, dtype=np.float32)
+        most = 0
+        for i in range(200):
+            r = p.infer("bls_call_wide", inputs(p, a, b, "add_sub"))
+            assert "expected [4]" in str(r.as_numpy("ERROR")[0]), r.as_numpy("ERROR")
+            if i % 5 == 0:
+                most = max(most, call_files(server))
+        assert most <= 40, f"{most} call files open at once"
+        r = p.infer("bls_call_wide", inputs(p, a, b, "add_sub_wide"))
+        assert r.as_numpy("ERROR") is None and np.array_equal(r.as_numpy("OUTPUT0"), a + b)
+    finally:
+        p.close()
+
+
 def test_small_bls_inputs_stay_in_the_frame(proto):
     # Below the memory file threshold the inputs travel in band, so
     # add_sub_mapped finds them outside any memory file.
