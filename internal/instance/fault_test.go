@@ -99,6 +99,48 @@ func TestWedgedBatchIsAnsweredWithinTheHeartbeatBound(t *testing.T) {
 	}
 }
 
+// The requests of a stub that died are answered only once the health
+// engine was told and has published it: a client told "died" finds
+// readiness saying so too.
+func TestDeathIsPublishedBeforeItsRequestsAreAnswered(t *testing.T) {
+	ev := newSink()
+	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
+	in, init := servingSlow(t, ev, q, health.DefaultPolicy())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.Submit(ctx(t), echoRequest(30), 1) // execute sleeps 30 s
+		errc <- err
+	}()
+	waitHeld(t, in)
+	if err := syscall.Kill(init.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(testTimeout):
+		t.Fatal("the dead stub's request was never answered")
+	}
+	if !strings.Contains(err.Error(), "died while executing") {
+		t.Fatalf("answer = %v", err)
+	}
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	exited := -1
+	for i, e := range ev.events {
+		if e.Kind == health.InstanceExited && e.PID == init.PID {
+			exited = i
+		}
+	}
+	synced := false
+	for _, n := range ev.syncedAt {
+		synced = synced || (exited >= 0 && n > exited)
+	}
+	if !synced {
+		t.Fatalf("the request was answered before the exit (event %d) was synced (syncs after %v events)", exited, ev.syncedAt)
+	}
+}
+
 // A stub stopped inside initialize is caught by its heartbeat: initialize
 // fails as a hang instead of running forever.
 func TestHangInsideInitializeIsDetected(t *testing.T) {

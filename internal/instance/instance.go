@@ -474,29 +474,54 @@ func (i *Instance) initFailure(g *generation, initCtx context.Context, err error
 	return fmt.Sprintf("initialize failed: %v", err), health.CauseUnspecified
 }
 
-// reap turns the end of a generation's process into an event.
+// reap turns the end of a generation's process into an event, then ends
+// the requests the process held. The event comes first, and the requests
+// wait (a bounded time) for the engine to publish it: a client told that
+// the instance died finds readiness saying so too, never a ready model.
 func (i *Instance) reap(g *generation) {
 	defer i.wg.Done()
 	<-g.proc.done
 	g.cancel()
 	desc, code, sig := g.proc.exitDescription()
-	i.endHeld(g, desc)
-	i.generationEnded(g, desc)
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	g.exited = true
 	i.refreshLocked()
-	if g.proc.wasIntended() || !g.initialized {
+	report := !g.proc.wasIntended() && g.initialized
+	i.mu.Unlock()
+	if report {
+		// The engine words the exit from ExitCode and Signal; Reason adds
+		// the stub's last line of output, which often names the cause.
+		var reason string
+		if tail := lastLine(g.proc.out.Tail(2048)); tail != "" && code > 0 {
+			reason = tail
+		}
+		i.log.Warn("stub exited", "pid", g.proc.pid, "exit", desc)
+		i.post(health.Event{Kind: health.InstanceExited, ExitCode: code, Signal: sig, Reason: reason, PID: g.proc.pid})
+		i.syncHealth()
+	}
+	i.endHeld(g, desc)
+	i.generationEnded(g, desc)
+}
+
+// syncer is the part of an event sink (the health engine) that waits until
+// its snapshot shows every event posted so far.
+type syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// exitSyncLimit bounds how long the requests of a dead process wait for
+// the engine to publish its exit (a stalled engine is the watchdog's
+// business, not theirs).
+const exitSyncLimit = 250 * time.Millisecond
+
+func (i *Instance) syncHealth() {
+	s, ok := i.cfg.Events.(syncer)
+	if !ok {
 		return
 	}
-	// The engine words the exit from ExitCode and Signal; Reason adds the
-	// stub's last line of output, which often names the cause.
-	var reason string
-	if tail := lastLine(g.proc.out.Tail(2048)); tail != "" && code > 0 {
-		reason = tail
-	}
-	i.log.Warn("stub exited", "pid", g.proc.pid, "exit", desc)
-	i.post(health.Event{Kind: health.InstanceExited, ExitCode: code, Signal: sig, Reason: reason, PID: g.proc.pid})
+	ctx, cancel := context.WithTimeout(context.Background(), exitSyncLimit)
+	defer cancel()
+	_ = s.Sync(ctx)
 }
 
 // generationEnded tells a GenerationObserver source that g's process is

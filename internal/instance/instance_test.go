@@ -24,11 +24,21 @@ import (
 
 const testTimeout = 20 * time.Second
 
-// sink records events and lets tests wait for one.
+// sink records events and lets tests wait for one. Like the health
+// engine, it can be synced: syncedAt records how many events had been
+// posted at each Sync.
 type sink struct {
-	mu     sync.Mutex
-	events []health.Event
-	added  chan struct{}
+	mu       sync.Mutex
+	events   []health.Event
+	syncedAt []int
+	added    chan struct{}
+}
+
+func (s *sink) Sync(context.Context) error {
+	s.mu.Lock()
+	s.syncedAt = append(s.syncedAt, len(s.events))
+	s.mu.Unlock()
+	return nil
 }
 
 func newSink() *sink { return &sink{added: make(chan struct{}, 1000)} }
