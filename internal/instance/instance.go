@@ -483,10 +483,14 @@ func (i *Instance) reap(g *generation) {
 	<-g.proc.done
 	g.cancel()
 	desc, code, sig := g.proc.exitDescription()
+	// How the process ended, read before the engine hears of it: its
+	// answer (a restart) marks the old process as stopped by vigil.
+	intended := g.proc.wasIntended()
 	i.mu.Lock()
 	g.exited = true
 	i.refreshLocked()
-	report := !g.proc.wasIntended() && g.initialized
+	report := !intended && g.initialized
+	why := g.stopReason
 	i.mu.Unlock()
 	if report {
 		// The engine words the exit from ExitCode and Signal; Reason adds
@@ -499,8 +503,8 @@ func (i *Instance) reap(g *generation) {
 		i.post(health.Event{Kind: health.InstanceExited, ExitCode: code, Signal: sig, Reason: reason, PID: g.proc.pid})
 		i.syncHealth()
 	}
-	i.endHeld(g, desc)
-	i.generationEnded(g, desc)
+	i.endHeld(g, desc, intended, why)
+	i.generationEnded(g, desc, intended)
 }
 
 // syncer is the part of an event sink (the health engine) that waits until
@@ -526,7 +530,7 @@ func (i *Instance) syncHealth() {
 
 // generationEnded tells a GenerationObserver source that g's process is
 // gone, when g had initialized (only then could it hold work).
-func (i *Instance) generationEnded(g *generation, desc string) {
+func (i *Instance) generationEnded(g *generation, desc string, intended bool) {
 	o, ok := i.cfg.Queue.(GenerationObserver)
 	if !ok {
 		return
@@ -538,7 +542,7 @@ func (i *Instance) generationEnded(g *generation, desc string) {
 		return
 	}
 	how := "died (" + desc + ")"
-	if g.proc.wasIntended() {
+	if intended {
 		how = "was stopped by vigil (" + desc + ")"
 	}
 	o.GenerationEnded(how)
@@ -756,18 +760,14 @@ func (s *batchSink) Response(index int, r ipc.Result, final bool) {
 	s.tasks[index].Deliver(rep)
 }
 
-// endHeld ends every request the generation's process held: it has exited.
-// A stream's message says so: "instance repeat_0 died while streaming:
-// killed by signal SIGKILL".
-func (i *Instance) endHeld(g *generation, desc string) {
+// endHeld ends every request the generation's process held: it has exited,
+// stopped by vigil (intended, why) or not. A stream's message says so:
+// "instance repeat_0 died while streaming: killed by signal SIGKILL".
+func (i *Instance) endHeld(g *generation, desc string, intended bool, why string) {
 	if g.held.Len() == 0 {
 		return
 	}
 	model, name := i.cfg.Key.Model, i.cfg.Key.Instance
-	intended := g.proc.wasIntended()
-	i.mu.Lock()
-	why := g.stopReason
-	i.mu.Unlock()
 	if why == "" {
 		why = "stopped"
 	}
