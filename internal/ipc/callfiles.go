@@ -51,7 +51,7 @@ type callFiles struct {
 	// anchor is what every Shared view holds on to (its Hold): reachable
 	// exactly while a view is. Weak, so that the files never keep it alive.
 	anchor weak.Pointer[filesAnchor]
-	// reclaim, when set, counts the files' bytes while they wait for the
+	// reclaim, if not nil, counts the files' bytes while they wait for the
 	// garbage collector (releaseWhenUnused) and collects when too many
 	// wait (memfile.Reclaimer).
 	reclaim *memfile.Reclaimer
@@ -138,10 +138,6 @@ func (f *callFiles) releaseWhenUnused() {
 	f.mu.Unlock()
 	if a == nil {
 		f.release()
-		return
-	}
-	if f.reclaim == nil {
-		runtime.AddCleanup(a, func(f *callFiles) { f.release() }, f)
 		return
 	}
 	runtime.AddCleanup(a, func(f *callFiles) {

@@ -206,8 +206,11 @@ func (f *File) Contains(b []byte) bool {
 
 // ShareInputs marks the numeric tensors of at least threshold bytes whose
 // Data lies in the file as Shared views of it, so that they reach a stub as
-// the file's descriptor.
+// the file's descriptor. A nil file shares nothing.
 func (f *File) ShareInputs(ts []tensor.Tensor, threshold int) {
+	if f == nil {
+		return
+	}
 	lo := uintptr(unsafe.Pointer(unsafe.SliceData(f.mem)))
 	for i := range ts {
 		t := &ts[i]
@@ -240,6 +243,18 @@ func (f *File) keep() {
 // Release ends the owner's reference once its request was answered:
 // nothing will take a Hold on the file any more.
 func (f *File) Release() { f.unref() }
+
+// End ends the owner's reference (nil-safe): Release if its request was
+// answered, ReleaseWhenUnused if it failed, as it may still be queued.
+func (f *File) End(answered bool) {
+	switch {
+	case f == nil:
+	case answered:
+		f.Release()
+	default:
+		f.ReleaseWhenUnused()
+	}
+}
 
 // ReleaseWhenUnused ends the owner's reference once no view of the file is
 // reachable (at once when none is): for a request that ended with an error

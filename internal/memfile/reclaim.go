@@ -12,8 +12,9 @@ import (
 // sees the Go heap, not these files, so a stream of failing requests with
 // large tensors would pile them up between collections (gigabytes, with a
 // few megabytes of heap). Past its limit, Wait runs a collection, at most
-// one per reclaimInterval, after which their cleanups run. Its zero value
-// is not usable; use NewReclaimer. It is safe for concurrent use.
+// one per reclaimInterval, after which their cleanups run. Use
+// NewReclaimer; a nil Reclaimer counts nothing and never collects. It is
+// safe for concurrent use.
 type Reclaimer struct {
 	limit   int64
 	waiting atomic.Int64
@@ -31,7 +32,7 @@ func NewReclaimer(limit int64) *Reclaimer { return &Reclaimer{limit: limit} }
 // Wait counts n bytes that wait for the collector, from a goroutine that
 // may block for one collection, and runs one if too many wait.
 func (r *Reclaimer) Wait(n int64) {
-	if r.waiting.Add(n) <= r.limit {
+	if r == nil || r.waiting.Add(n) <= r.limit {
 		return
 	}
 	now := time.Now().UnixNano()
@@ -43,7 +44,11 @@ func (r *Reclaimer) Wait(n int64) {
 }
 
 // Done uncounts n bytes whose files went (from their cleanup).
-func (r *Reclaimer) Done(n int64) { r.waiting.Add(-n) }
+func (r *Reclaimer) Done(n int64) {
+	if r != nil {
+		r.waiting.Add(-n)
+	}
+}
 
 // Waiting is the bytes counted now.
 func (r *Reclaimer) Waiting() int64 { return r.waiting.Load() }

@@ -2,7 +2,6 @@ package grpc
 
 import (
 	"fmt"
-	"sync"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -26,8 +25,9 @@ type tensorCodec struct {
 	// files, when set, receives large ModelInferRequests (files.go).
 	files *memfile.Pool
 	// requests and responses hold the memory file of a message in
-	// flight, by a weak pointer to the message.
-	requests, responses sync.Map
+	// flight (files.go).
+	requests  fileTable[pb.ModelInferRequest]
+	responses fileTable[pb.ModelInferResponse]
 }
 
 func newTensorCodec(files *memfile.Pool) *tensorCodec {
@@ -52,7 +52,7 @@ func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return c.fallback.Marshal(v)
 	}
-	if file := c.takeResponseFile(m); file != nil {
+	if file := c.responses.take(m); file != nil {
 		// The owner's reference goes here; outputs in the file hold it
 		// until the transport has written them.
 		defer file.Release()
@@ -103,7 +103,7 @@ func (c *tensorCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			f.Release()
 			return err
 		}
-		c.adoptRequestFile(m, f)
+		c.requests.put(m, f, (*memfile.File).ReleaseWhenUnused) // no handler took it
 		return nil
 	}
 	// One contiguous copy of the message, which the raw contents then

@@ -2,6 +2,7 @@ package grpc
 
 import (
 	"runtime"
+	"sync"
 	"weak"
 
 	"google.golang.org/grpc/mem"
@@ -38,44 +39,42 @@ func (c *tensorCodec) fileFor(data mem.BufferSlice) *memfile.File {
 	return f
 }
 
-func (c *tensorCodec) adoptRequestFile(m *pb.ModelInferRequest, f *memfile.File) {
+// fileTable holds the memory files of messages in flight, by a weak
+// pointer to the message, so that the table never keeps a message alive.
+type fileTable[T any] struct{ files sync.Map }
+
+// put files f under m. If nobody takes it before m is unreachable, lost
+// gets it.
+func (t *fileTable[T]) put(m *T, f *memfile.File, lost func(*memfile.File)) {
 	key := weak.Make(m)
-	c.requests.Store(key, f)
-	runtime.AddCleanup(m, func(key weak.Pointer[pb.ModelInferRequest]) {
-		if f, ok := c.requests.LoadAndDelete(key); ok {
-			f.(*memfile.File).ReleaseWhenUnused()
+	t.files.Store(key, f)
+	runtime.AddCleanup(m, func(key weak.Pointer[T]) {
+		if f, ok := t.files.LoadAndDelete(key); ok {
+			lost(f.(*memfile.File))
 		}
 	}, key)
+}
+
+// take returns m's file and forgets it, or nil.
+func (t *fileTable[T]) take(m *T) *memfile.File {
+	f, ok := t.files.LoadAndDelete(weak.Make(m))
+	if !ok {
+		return nil
+	}
+	return f.(*memfile.File)
 }
 
 // requestFile takes the file m's raw contents are in, or nil. The caller
-// owns it: Release once the request was answered, ReleaseWhenUnused if it
-// failed (it may still be queued).
+// owns it until File.End, unless it hands it on with passResponseFile.
 func (c *tensorCodec) requestFile(m *pb.ModelInferRequest) *memfile.File {
-	f, ok := c.requests.LoadAndDelete(weak.Make(m))
-	if !ok {
-		return nil
-	}
-	return f.(*memfile.File)
+	return c.requests.take(m)
 }
 
-// passResponseFile hands the ownership of f to m's Marshal.
+// passResponseFile hands the ownership of f (nil: none) to m's Marshal.
 func (c *tensorCodec) passResponseFile(m *pb.ModelInferResponse, f *memfile.File) {
-	key := weak.Make(m)
-	c.responses.Store(key, f)
-	runtime.AddCleanup(m, func(key weak.Pointer[pb.ModelInferResponse]) {
-		if f, ok := c.responses.LoadAndDelete(key); ok {
-			f.(*memfile.File).Release() // answered, never sent
-		}
-	}, key)
-}
-
-func (c *tensorCodec) takeResponseFile(m *pb.ModelInferResponse) *memfile.File {
-	f, ok := c.responses.LoadAndDelete(weak.Make(m))
-	if !ok {
-		return nil
+	if f != nil {
+		c.responses.put(m, f, (*memfile.File).Release) // answered, never sent
 	}
-	return f.(*memfile.File)
 }
 
 // outputBuffer is a raw output handed to the transport: one in file f
@@ -93,16 +92,3 @@ type heldPool struct{ release func() }
 
 func (p heldPool) Get(int) *[]byte { panic("memory file outputs are not pooled") }
 func (p heldPool) Put(*[]byte)     { p.release() }
-
-// endFile ends a request's ownership of its file (nil-safe): back for
-// reuse if the request was answered; once nothing views it if it failed,
-// as it may still be queued.
-func endFile(f *memfile.File, answered bool) {
-	switch {
-	case f == nil:
-	case answered:
-		f.Release()
-	default:
-		f.ReleaseWhenUnused()
-	}
-}

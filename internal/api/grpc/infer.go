@@ -27,15 +27,13 @@ func (svc *inferenceService) ModelInfer(ctx context.Context, in *pb.ModelInferRe
 	file := svc.s.codec.requestFile(in) // files.go
 	req, err := requestFromProto(in)
 	if err != nil {
-		endFile(file, false)
+		file.End(false)
 		return nil, toStatus(err)
 	}
-	if file != nil {
-		file.ShareInputs(req.Inputs, sharedmemory.ShareThreshold)
-	}
+	file.ShareInputs(req.Inputs, sharedmemory.ShareThreshold)
 	resp, err := svc.s.models.Infer(ctx, req)
 	if err != nil {
-		endFile(file, false)
+		file.End(false)
 		svc.s.log.Debug("grpc infer failed", logKeyModel, req.Model, logKeyErr, err)
 		if errors.Is(err, model.ErrDecoupled) {
 			// Triton's wording first, then what to do instead.
@@ -44,9 +42,7 @@ func (svc *inferenceService) ModelInfer(ctx context.Context, in *pb.ModelInferRe
 		return nil, toStatus(err)
 	}
 	out := responseToProto(req, resp)
-	if file != nil {
-		svc.s.codec.passResponseFile(out, file)
-	}
+	svc.s.codec.passResponseFile(out, file)
 	return out, nil
 }
 
@@ -153,15 +149,13 @@ func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInf
 	// file, if any, is free once the request ended.
 	file := svc.s.codec.requestFile(in)
 	answered := false
-	defer func() { endFile(file, answered) }()
+	defer func() { file.End(answered) }()
 	req, err := requestFromProto(in)
 	if err != nil {
 		_ = sendErr(err, true)
 		return
 	}
-	if file != nil {
-		file.ShareInputs(req.Inputs, sharedmemory.ShareThreshold)
-	}
+	file.ShareInputs(req.Inputs, sharedmemory.ShareThreshold)
 	emptyFinal, err := takeEmptyFinal(req)
 	if err != nil {
 		_ = sendErr(err, true)

@@ -259,11 +259,13 @@ func checkUTF8(b []byte, what string) error {
 // made sends this body and every later one to Go memory.
 func (s *server) readInferBody(r *http.Request) (body []byte, l *lease, file *memfile.File, err error) {
 	if hlen, ok := s.fileBody(r); ok {
-		f, err := s.files.Get(bodyFileSize(r, hlen))
+		f, err := s.files.Get(int(bodyPad(hlen) + r.ContentLength))
 		if err == nil {
 			l = s.newLease(r)
-			body, file, err = s.bodyFile(r, l, f, hlen)
-			return body, l, file, err
+			if body, err = s.bodyFile(r, l, f, hlen); err != nil {
+				return nil, l, nil, err
+			}
+			return body, l, f, nil
 		}
 		if !s.filesFailed.Swap(true) {
 			s.log.Warn("no memory file for large request bodies; reading them into memory", "err", err)
@@ -296,25 +298,26 @@ func (s *server) fileBody(r *http.Request) (headerLen int64, ok bool) {
 }
 
 // bodyFile reads a body that fileBody accepted into f, a memory file of
-// the server's pool big enough for bodyFileSize bytes, placed so that the binary data after the JSON header of
-// headerLen bytes starts 64-byte aligned (numpy's aligned loops, and the
-// alignment of the stub's arenas). The buffer is reserved from l as
-// readBody's is: the first chunk, then the rest once it is full. The
-// caller owns the file (memfile.File.Release) unless err is set.
-func (s *server) bodyFile(r *http.Request, l *lease, f *memfile.File, headerLen int64) ([]byte, *memfile.File, error) {
+// the server's pool with room for bodyPad(headerLen) bytes and the body,
+// placed after that padding so that the binary data after the JSON header
+// of headerLen bytes starts 64-byte aligned (numpy's aligned loops, and
+// the alignment of the stub's arenas). The buffer is reserved from l as
+// readBody's is: the first chunk, then the rest once it is full. On an
+// error f is released.
+func (s *server) bodyFile(r *http.Request, l *lease, f *memfile.File, headerLen int64) ([]byte, error) {
 	size := r.ContentLength
-	pad := (64 - headerLen%64) % 64
+	pad := bodyPad(headerLen)
 	first := min(size, firstChunk)
 	if !l.grow(first) {
 		f.Release()
-		return nil, nil, errBudget()
+		return nil, errBudget()
 	}
 	body := f.Bytes()[pad : pad+size : pad+size]
 	n, err := io.ReadFull(r.Body, body[:first])
 	if err == nil && size > first {
 		if !l.grow(size - first) {
 			f.Release()
-			return nil, nil, errBudget()
+			return nil, errBudget()
 		}
 		var m int
 		m, err = io.ReadFull(r.Body, body[first:])
@@ -323,15 +326,13 @@ func (s *server) bodyFile(r *http.Request, l *lease, f *memfile.File, headerLen 
 	if err != nil {
 		f.Release()
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, nil, apierr.New(apierr.InvalidArgument, "cannot read request body of %d bytes: only %d arrived", size, n)
+			return nil, apierr.New(apierr.InvalidArgument, "cannot read request body of %d bytes: only %d arrived", size, n)
 		}
-		return nil, nil, bodyReadError(err, size)
+		return nil, bodyReadError(err, size)
 	}
-	return body, f, nil
+	return body, nil
 }
 
-// bodyFileSize is the room bodyFile needs: the body, after padding that
-// aligns its binary data.
-func bodyFileSize(r *http.Request, headerLen int64) int {
-	return int((64-headerLen%64)%64 + r.ContentLength)
-}
+// bodyPad is the padding before a body in its memory file that makes the
+// binary data after its JSON header of headerLen bytes 64-byte aligned.
+func bodyPad(headerLen int64) int64 { return (64 - headerLen%64) % 64 }

@@ -31,12 +31,8 @@ func (s *server) infer(w http.ResponseWriter, r *http.Request) {
 	answered := false
 	if file != nil {
 		defer func() {
-			if answered {
-				file.Release()
-				return
-			}
-			body, req = nil, nil // so that its views may become unreachable
-			file.ReleaseWhenUnused()
+			body, req = nil, nil // so that a failed request's views may become unreachable
+			file.End(answered)
 		}()
 	}
 	if err != nil {
