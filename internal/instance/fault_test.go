@@ -19,6 +19,19 @@ func newSlow(t *testing.T, ev *sink, q *scheduler.Queue, policy health.Policy, i
 	return newTestInstance(t, ev, q, policy, "slow", `{"name":"slow","parameters":{"init_sleep":{"string_value":"`+initSleep+`"}}}`)
 }
 
+// submitHeld submits a request whose execute sleeps 30 s and returns once
+// the stub holds it; its result comes on the channel.
+func submitHeld(t *testing.T, q *scheduler.Queue, in *Instance) <-chan error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.Submit(ctx(t), echoRequest(30), 1)
+		errc <- err
+	}()
+	waitHeld(t, in)
+	return errc
+}
+
 func fastHeartbeat() health.Policy {
 	p := health.DefaultPolicy()
 	p.HeartbeatPeriod, p.HeartbeatTimeout = 50*time.Millisecond, 300*time.Millisecond
@@ -64,13 +77,7 @@ func TestWedgedBatchIsAnsweredWithinTheHeartbeatBound(t *testing.T) {
 	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
 	p := fastHeartbeat()
 	in, init := servingSlow(t, ev, q, p)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := q.Submit(ctx(t), echoRequest(30), 1) // execute sleeps 30 s
-		errc <- err
-	}()
-	// Wait for the batch to be on the stub, then stop the stub.
-	waitHeld(t, in)
+	errc := submitHeld(t, q, in) // execute sleeps 30 s
 	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +113,7 @@ func TestDeathIsPublishedBeforeItsRequestsAreAnswered(t *testing.T) {
 	ev := newSink()
 	q := scheduler.NewQueue("slow", scheduler.Batching{}, &scheduler.Stats{})
 	in, init := servingSlow(t, ev, q, health.DefaultPolicy())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := q.Submit(ctx(t), echoRequest(30), 1) // execute sleeps 30 s
-		errc <- err
-	}()
-	waitHeld(t, in)
+	errc := submitHeld(t, q, in) // execute sleeps 30 s
 	if err := syscall.Kill(init.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -210,12 +212,7 @@ func TestStoppedStubHoldingABatchIsAHangWithinTheTimeout(t *testing.T) {
 	p := health.DefaultPolicy()
 	p.HeartbeatPeriod, p.HeartbeatTimeout = 5*time.Second, 300*time.Millisecond
 	in, init := servingSlow(t, ev, q, p)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := q.Submit(ctx(t), echoRequest(30), 1)
-		errc <- err
-	}()
-	waitHeld(t, in)
+	errc := submitHeld(t, q, in) // execute sleeps 30 s
 	if err := syscall.Kill(init.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from vigil_testlib import Proto, VigilServer, as_bytes_array, error_of, wait_until
+from vigil_testlib import Proto, VigilServer, as_bytes_array, error_of, memfd_inodes, wait_until
 
 BLS_MODELS = Path(__file__).resolve().parent / "models" / "bls"
 # Models the repository shares with examples/models, copied in rather than kept twice.
@@ -114,14 +114,7 @@ def server_fds(srv):
 
 def server_out_files(srv):
     """The callee stubs' output files the server holds open."""
-    d = f"/proc/{srv.proc.pid}/fd"
-    n = 0
-    for fd in os.listdir(d):
-        try:
-            n += os.readlink(f"{d}/{fd}").startswith("/memfd:vigil-bls-out")
-        except OSError:
-            pass
-    return n
+    return len(memfd_inodes(srv, "vigil-bls-out"))
 
 
 def test_large_tensors_cross_a_bls_call(proto, server):
@@ -226,18 +219,6 @@ def test_caller_killed_before_its_large_outputs_come_leaves_no_descriptor(server
         p.close()
 
 
-def call_files(srv):
-    """The BLS callers' input files the server holds open."""
-    d = f"/proc/{srv.proc.pid}/fd"
-    n = 0
-    for fd in os.listdir(d):
-        try:
-            n += os.readlink(f"{d}/{fd}").startswith("/memfd:vigil-bls ")
-        except OSError:
-            pass
-    return n
-
-
 def test_failing_large_calls_do_not_pile_up_files(server):
     # A call that fails (add_sub refuses 1 Mi-element inputs) lets its input
     # file go once nothing views it; a stream of them must not pile up
@@ -253,7 +234,7 @@ def test_failing_large_calls_do_not_pile_up_files(server):
             r = p.infer("bls_call_wide", inputs(p, a, b, "add_sub"))
             assert "expected [4]" in str(r.as_numpy("ERROR")[0]), r.as_numpy("ERROR")
             if i % 5 == 0:
-                most = max(most, call_files(server))
+                most = max(most, len(memfd_inodes(server, "vigil-bls")))
         assert most <= 40, f"{most} call files open at once"
         r = p.infer("bls_call_wide", inputs(p, a, b, "add_sub_wide"))
         assert r.as_numpy("ERROR") is None and np.array_equal(r.as_numpy("OUTPUT0"), a + b)

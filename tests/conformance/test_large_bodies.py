@@ -13,15 +13,14 @@ import json
 import os
 import signal
 import socket
-import time
+import threading
 
 import numpy as np
 import pytest
-import tritonclient.grpc as tgrpc
-import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
-from vigil_testlib import CALL_TIMEOUT_S, VigilServer, copy_example_models, http_request
+from vigil_testlib import (CALL_TIMEOUT_S, Proto, VigilServer, copy_example_models, http_request, memfd_inodes,
+                           stub_pids, wait_until)
 
 PROBE_CONFIG = '''
 name: "body_probe"
@@ -99,70 +98,22 @@ def body_server(tmp_path_factory):
     assert srv.returncode == 0, srv.log_tail()
 
 
-def connect(srv, kind):
-    if kind == "http":
-        return thttp.InferenceServerClient(srv.http_addr, network_timeout=CALL_TIMEOUT_S)
-    return tgrpc.InferenceServerClient(srv.grpc_addr)
-
-
 @pytest.fixture(params=["http", "grpc"])
-def client(request, body_server):
-    c = connect(body_server, request.param)
-    yield c
-    c.close()
+def proto(request, body_server):
+    p = Proto(request.param, body_server)
+    yield p
+    p.close()
 
 
-@pytest.fixture
-def http_client(body_server):
-    c = connect(body_server, "http")
-    yield c
-    c.close()
-
-
-def infer(c, x, mode="echo", model="body_probe"):
-    m = thttp if isinstance(c, thttp.InferenceServerClient) else tgrpc
-    inp = m.InferInput("IN", list(x.shape), "FP32")
-    if m is thttp:
-        inp.set_data_from_numpy(x, binary_data=True)
-        out = m.InferRequestedOutput("OUT", binary_data=True)
-    else:
-        inp.set_data_from_numpy(x)
-        out = m.InferRequestedOutput("OUT")
-    kw = {"client_timeout": CALL_TIMEOUT_S} if m is tgrpc else {}
-    return c.infer(model, [inp], outputs=[out], parameters={"mode": mode}, **kw).as_numpy("OUT")
-
-
-def body_fds(srv):
-    """The server's descriptors of body files."""
-    pid = srv.proc.pid
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:vigil-body"):
-                out.append(fd)
-        except FileNotFoundError:
-            pass
-    return out
+def infer(p, x, mode="echo"):
+    return p.infer("body_probe", [p.input("IN", x)], outputs=[p.output("OUT")],
+                   parameters={"mode": mode}).as_numpy("OUT")
 
 
 def body_files(srv):
-    """The inodes of the body files the server holds."""
-    pid = srv.proc.pid
-    inodes = set()
-    for fd in body_fds(srv):
-        try:
-            inodes.add(os.stat(f"/proc/{pid}/fd/{fd}").st_ino)
-        except FileNotFoundError:
-            pass
-    return inodes
-
-
-def stub_pids(srv):
-    pids = []
-    for task in os.listdir(f"/proc/{srv.proc.pid}/task"):
-        with open(f"/proc/{srv.proc.pid}/task/{task}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-    return pids
+    """The inodes of the body files the server holds (a read-write and a
+    read-only descriptor each)."""
+    return set(memfd_inodes(srv, "vigil-body").values())
 
 
 def body_mappings(srv):
@@ -179,63 +130,53 @@ def body_mappings(srv):
     return found
 
 
-def body_mapped_by_stubs(srv):
-    return list(body_mappings(srv))
-
-
-def wait_for(what, cond, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def test_large_input_is_the_body_files_pages_and_comes_back_from_them(body_server, client):
+def test_large_input_is_the_body_files_pages_and_comes_back_from_them(body_server, proto):
     for i in range(5):
         x = np.random.default_rng(i).random(N, dtype=np.float32)
-        np.testing.assert_array_equal(infer(client, x), x)
+        np.testing.assert_array_equal(infer(proto, x), x)
     # One file, reused: its read-write and read-only descriptors.
-    assert len(body_fds(body_server)) == 2, body_fds(body_server)
+    fds = memfd_inodes(body_server, "vigil-body")
+    assert len(fds) == 2 and len(set(fds.values())) == 1, fds
     # The stub's private mapping ends with the batch.
-    assert not body_mapped_by_stubs(body_server)
+    assert not body_mappings(body_server)
 
 
-def test_a_model_writes_its_input_in_place(body_server, client):
+def test_a_model_writes_its_input_in_place(proto):
     """Writable, as in Triton; the written view is the model's, not the file's."""
     x = np.arange(N, dtype=np.float32)
-    np.testing.assert_array_equal(infer(client, x.copy(), "double"), 2 * x)
+    np.testing.assert_array_equal(infer(proto, x.copy(), "double"), 2 * x)
     y = np.arange(N, dtype=np.float32)[::-1].copy()
-    np.testing.assert_array_equal(infer(client, y), y)
+    np.testing.assert_array_equal(infer(proto, y), y)
 
 
-def test_an_input_the_model_keeps_is_never_overwritten(body_server, client):
+def test_an_input_the_model_keeps_is_never_overwritten(body_server, proto):
     x = np.ones(N, dtype=np.float32)
-    np.testing.assert_array_equal(infer(client, x), x)
+    np.testing.assert_array_equal(infer(proto, x), x)
     pooled = body_files(body_server)
     assert len(pooled) == 1, pooled  # the idle file the next body goes into
     kept = np.full(N, 7, dtype=np.float32)
-    np.testing.assert_array_equal(infer(client, kept, "keep"), kept)
+    np.testing.assert_array_equal(infer(proto, kept, "keep"), kept)
     # The server let that file go: the stub's mapping keeps it alive.
     assert not body_files(body_server) & pooled, (pooled, body_files(body_server))
     for i in range(5):
         x = np.full(N, i, dtype=np.float32)
-        np.testing.assert_array_equal(infer(client, x), x)
+        np.testing.assert_array_equal(infer(proto, x), x)
     # The kept array still reads the first request's bytes.
-    np.testing.assert_array_equal(infer(client, np.zeros(N, np.float32), "kept"), kept)
+    np.testing.assert_array_equal(infer(proto, np.zeros(N, np.float32), "kept"), kept)
 
 
-def test_many_large_bodies_keep_descriptors_flat(body_server, client):
+def test_many_large_bodies_keep_descriptors_flat(body_server, proto):
     x = np.random.default_rng(9).random(N // 4, dtype=np.float32)  # 1 MiB
     for _ in range(5):
-        infer(client, x)
-    start = len(body_fds(body_server))
+        infer(proto, x)
+    start = memfd_inodes(body_server, "vigil-body")
     for i in range(200):
-        np.testing.assert_array_equal(infer(client, x), x)
-    assert len(body_fds(body_server)) <= start, (start, body_fds(body_server))
+        np.testing.assert_array_equal(infer(proto, x), x)
+    now = memfd_inodes(body_server, "vigil-body")
+    assert len(now) <= len(start), (start, now)
 
 
-def test_a_short_large_body_is_400_and_loses_nothing(body_server, http_client):
+def test_a_short_large_body_is_400_and_loses_nothing(body_server):
     """A client that announces a large binary body and sends less."""
     header = json.dumps({"inputs": [{"name": "IN", "datatype": "FP32", "shape": [N],
                                      "parameters": {"binary_data_size": 4 * N}}]}).encode()
@@ -253,18 +194,21 @@ def test_a_short_large_body_is_400_and_loses_nothing(body_server, http_client):
     assert b" 400 " in status, reply[:300]
     assert b"only %d arrived" % (len(header) + (300 << 10)) in reply, reply[:400]
     x = np.ones(N, np.float32)
-    np.testing.assert_array_equal(infer(http_client, x), x)
+    p = Proto("http", body_server)
+    try:
+        np.testing.assert_array_equal(infer(p, x), x)
+    finally:
+        p.close()
 
 
-def test_a_stub_killed_mid_request_leaks_nothing(body_server, client):
+def test_a_stub_killed_mid_request_leaks_nothing(body_server, proto):
     x = np.arange(N, dtype=np.float32)
-    infer(client, x)
-    import threading
+    infer(proto, x)
     result = {}
 
     def call():
         # A client of its own: tritonclient's HTTP client stays on its thread.
-        c = connect(body_server, "http" if isinstance(client, thttp.InferenceServerClient) else "grpc")
+        c = Proto(proto.name, body_server)
         try:
             result["out"] = infer(c, x, "sleep")
         except InferenceServerException as e:
@@ -278,7 +222,7 @@ def test_a_stub_killed_mid_request_leaks_nothing(body_server, client):
     mapped = body_mappings(body_server).get(pid, 0)  # an earlier test's kept array, perhaps
     t = threading.Thread(target=call)
     t.start()
-    wait_for("the stub to map the body", lambda: body_mappings(body_server).get(pid, 0) > mapped)
+    wait_until(lambda: body_mappings(body_server).get(pid, 0) > mapped, timeout=15, what="the stub to map the body")
     os.kill(pid, signal.SIGKILL)
     t.join(CALL_TIMEOUT_S)
     assert "err" in result, result
@@ -286,15 +230,16 @@ def test_a_stub_killed_mid_request_leaks_nothing(body_server, client):
 
     def served():
         try:
-            return np.array_equal(infer(client, x), x)
+            return np.array_equal(infer(proto, x), x)
         except InferenceServerException:
             return False  # restarting
-    wait_for("the restarted stub to serve", served, timeout=30)
-    assert not body_mapped_by_stubs(body_server)
+    wait_until(served, timeout=30, what="the restarted stub to serve")
+    assert not body_mappings(body_server)
     # Requests refused while it restarted leave their files to the garbage
     # collector (bounded); served ones reuse the pool: no growth from here.
-    settled = len(body_fds(body_server))
+    settled = memfd_inodes(body_server, "vigil-body")
     for _ in range(50):
-        np.testing.assert_array_equal(infer(client, x), x)
-    assert len(body_fds(body_server)) <= settled, (settled, body_fds(body_server))
-    assert client.is_server_ready()
+        np.testing.assert_array_equal(infer(proto, x), x)
+    now = memfd_inodes(body_server, "vigil-body")
+    assert len(now) <= len(settled), (settled, now)
+    assert proto.client.is_server_ready()

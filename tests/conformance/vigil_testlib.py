@@ -374,6 +374,30 @@ def wait_until(pred, timeout: float = 10.0, interval: float = 0.05, what: str = 
         time.sleep(interval)
 
 
+def stub_pids(srv: VigilServer) -> list[int]:
+    """The pids of the server's children (its model stubs)."""
+    pids = []
+    for task in os.listdir(f"/proc/{srv.proc.pid}/task"):
+        with open(f"/proc/{srv.proc.pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def memfd_inodes(srv: VigilServer, name: str) -> dict[str, int]:
+    """The server's descriptors of memory files named name (memfd_create's
+    name: vigil-body, vigil-bls, vigil-bls-out), by descriptor: the file's
+    inode."""
+    d = f"/proc/{srv.proc.pid}/fd"
+    found = {}
+    for fd in os.listdir(d):
+        try:
+            if os.readlink(f"{d}/{fd}").startswith(f"/memfd:{name} "):
+                found[fd] = os.stat(f"{d}/{fd}").st_ino
+        except OSError:
+            pass  # closed meanwhile
+    return found
+
+
 def as_bytes_array(arr) -> list[bytes]:
     """BYTES outputs arrive as bytes (binary) or str (JSON); compare as bytes."""
     return [x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in np.asarray(arr).ravel()]
