@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigilhq/vigil/internal/memfile"
 )
 
 // An arena is a memory file that both sides map and that is reused from
@@ -39,24 +41,11 @@ func newArena(need int) (*arena, error) {
 	for size < need {
 		size *= 2
 	}
-	fd, err := unix.MemfdCreate("vigil-arena", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, fmt.Errorf("memfd_create: %w", err)
-	}
-	if err := unix.Ftruncate(fd, int64(size)); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("sizing a %d-byte arena: %w", size, err)
-	}
 	// Sealed at its size: nobody (the stub, or a model in it) can shrink
 	// it under the server's mapping, which would turn a copy into SIGBUS.
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("sealing the arena: %w", err)
-	}
-	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	fd, mem, err := memfile.Create("vigil-arena", size)
 	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("mapping a %d-byte arena: %w", size, err)
+		return nil, fmt.Errorf("arena: %w", err)
 	}
 	return &arena{fd: fd, mem: mem}, nil
 }

@@ -145,21 +145,14 @@ func newFile(size int) (*File, error) {
 	for n < size {
 		n *= 2
 	}
-	fd, err := unix.MemfdCreate("vigil-body", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	fd, mem, err := Create("vigil-body", n)
 	if err != nil {
-		return nil, fmt.Errorf("memfd_create: %w", err)
+		return nil, err
 	}
 	fail := func(what string, err error) (*File, error) {
+		_ = unix.Munmap(mem)
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s a %d-byte memory file: %w", what, n, err)
-	}
-	if err := unix.Ftruncate(fd, int64(n)); err != nil {
-		return fail("sizing", err)
-	}
-	// Sealed at its size: a stub cannot shrink it under the server's
-	// mapping, so the server reads views of it without a fault's risk.
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
-		return fail("sealing", err)
 	}
 	ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -170,12 +163,33 @@ func newFile(size int) (*File, error) {
 		unix.Close(ro)
 		return fail("stat of", err)
 	}
-	mem, err := unix.Mmap(fd, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	return &File{fd: fd, ro: ro, mem: mem, id: IDBit | st.Ino, refs: 1}, nil
+}
+
+// Create makes a memory file (memfd) of size bytes named name, sealed at
+// its size — another process given it can neither shrink it under this
+// one's mapping, which would turn a read into SIGBUS, nor grow it — and
+// maps it read-write.
+func Create(name string, size int) (fd int, mem []byte, err error) {
+	fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
-		unix.Close(ro)
+		return -1, nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	fail := func(what string, err error) (int, []byte, error) {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("%s a %d-byte memory file: %w", what, size, err)
+	}
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		return fail("sizing", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		return fail("sealing", err)
+	}
+	mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
 		return fail("mapping", err)
 	}
-	return &File{fd: fd, ro: ro, mem: mem, id: IDBit | st.Ino, refs: 1}, nil
+	return fd, mem, nil
 }
 
 // Bytes is the whole file, writable (its owner fills it).
