@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -258,23 +259,36 @@ type sample struct {
 	rps       float64
 	lat       dist
 	cpuPerInf time.Duration // server + stubs CPU time / requests served
+	serverCPU time.Duration // of which the server process's own
 	probe     dist          // readiness probe latency during the step (c=16 only)
+	idleProbe dist          // an idle process's, probed beside the same load
 	bytesPerS float64       // for the large-tensor steps
 	hasProbe  bool
 	served    int
 }
 
 // loadStep runs f from c workers for d and measures the server's CPU time
-// over it, and readiness from another process when probe is set.
-func loadStep(ctx context.Context, p *peer, c int, d time.Duration, f call, probe bool) (sample, error) {
-	var stopProbe func() (dist, error)
-	if probe {
+// over it. When idleReady is set, it also probes readiness from another
+// process, both the server's and, at the same time, that of a process that
+// serves nothing (idleReady): the least any probe could see beside this
+// load, since the prober and the server wait for the same two cores.
+func loadStep(ctx context.Context, p *peer, c int, d time.Duration, f call, idleReady string) (sample, error) {
+	var stopProbe, stopIdle func() (dist, error)
+	if idleReady != "" {
 		var err error
 		if stopProbe, err = externalProbe(ctx, p.ready, 5*time.Millisecond); err != nil {
 			return sample{}, err
 		}
+		if stopIdle, err = externalProbe(ctx, idleReady, 5*time.Millisecond); err != nil {
+			_, _ = stopProbe()
+			return sample{}, err
+		}
 	}
 	cpu0, err := treeCPU(p.pid)
+	if err != nil {
+		return sample{}, err
+	}
+	own0, err := processCPU(p.pid)
 	if err != nil {
 		return sample{}, err
 	}
@@ -283,16 +297,22 @@ func loadStep(ctx context.Context, p *peer, c int, d time.Duration, f call, prob
 	if err != nil {
 		return sample{}, err
 	}
+	own1, err := processCPU(p.pid)
+	if err != nil {
+		return sample{}, err
+	}
 	s := sample{rps: rps, lat: lat, served: lat.n}
 	if lat.n > 0 {
 		s.cpuPerInf = (cpu1 - cpu0) / time.Duration(lat.n)
+		s.serverCPU = (own1 - own0) / time.Duration(lat.n)
 	}
 	if stopProbe != nil {
 		pd, perr := stopProbe()
-		if perr != nil {
-			return s, fmt.Errorf("%s: probe: %w", p.name, perr)
+		id, ierr := stopIdle()
+		if err := errors.Join(perr, ierr); err != nil {
+			return s, fmt.Errorf("%s: probe: %w", p.name, err)
 		}
-		s.probe, s.hasProbe = pd, true
+		s.probe, s.idleProbe, s.hasProbe = pd, id, true
 	}
 	if lerr != nil {
 		return s, fmt.Errorf("%s: %w", p.name, lerr)
@@ -411,6 +431,14 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	defer fl.stop()
+	// A second floor server takes no load: only the probes beside each
+	// server's c=16 steps.
+	idle, err := startFloorServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer idle.stop()
+	idleReady := idle.http + "/v2/health/ready"
 
 	triton, err := newPeer("triton", tr.http, tr.grpc, tr.pid(), true)
 	if err != nil {
@@ -471,7 +499,11 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 					if proto == "gRPC" {
 						f = p.grpcInfer("simple", nil)
 					}
-					s, err := loadStep(ctx, p, c, o.stepDuration, f, c == 16)
+					probe := ""
+					if c == 16 {
+						probe = idleReady
+					}
+					s, err := loadStep(ctx, p, c, o.stepDuration, f, probe)
 					if err != nil {
 						return fmt.Errorf("round %d %s: %w", round+1, step, err)
 					}
@@ -489,7 +521,7 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 				if proto == "gRPC" {
 					f = p.grpcInfer("simple_dyn", batches[p.name])
 				}
-				s, err := loadStep(ctx, p, 16, o.stepDuration, f, false)
+				s, err := loadStep(ctx, p, 16, o.stepDuration, f, "")
 				if err != nil {
 					return fmt.Errorf("round %d %s: %w", round+1, step, err)
 				}
@@ -530,6 +562,7 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 	fmt.Fprintln(w)
 	tr.stop()
 	fl.stop()
+	idle.stop()
 
 	if o.flatRequests > 0 {
 		if err := measureFlat(ctx, vigil, vs.cmd.Process.Pid, o.flatRequests, w); err != nil {
@@ -565,7 +598,7 @@ func probeNote(s sample) string {
 	if !s.hasProbe {
 		return ""
 	}
-	return fmt.Sprintf("  ready p99 %s", us(s.probe.p99))
+	return fmt.Sprintf("  ready p99 %s (idle process %s)", us(s.probe.p99), us(s.idleProbe.p99))
 }
 
 // measureFlat sends n large identity requests and reports the server's and
@@ -646,6 +679,7 @@ func printPeerSummary(w io.Writer, res *peerResults, other, title string, target
 		show   func(float64) string
 		target string
 		ok     func(float64) bool
+		note   func(v, t []sample) string // more words after the verdict
 	}
 	rate := func(s sample) float64 { return s.rps }
 	showRate := func(v float64) string { return fmt.Sprintf("%.0f/s", v) }
@@ -654,27 +688,40 @@ func printPeerSummary(w io.Writer, res *peerResults, other, title string, target
 	for _, proto := range []string{"HTTP", "gRPC"} {
 		for _, c := range []int{1, 8, 16} {
 			step := fmt.Sprintf("%s c=%d", proto, c)
-			figs = append(figs, fig{step + " throughput", step, rate, showRate, "≥ 1.3×", func(r float64) bool { return r >= 1.3 }})
+			figs = append(figs, fig{step + " throughput", step, rate, showRate, "≥ 1.3×", func(r float64) bool { return r >= 1.3 }, nil})
 		}
 		step := proto + " c=1"
 		figs = append(figs, fig{step + " p50 latency", step, func(s sample) float64 { return float64(s.lat.p50) }, showDur,
-			"≤ 0.8×", func(r float64) bool { return r <= 0.8 }})
+			"≤ 0.8×", func(r float64) bool { return r <= 0.8 }, nil})
 		for _, c := range []int{1, 8, 16} {
 			step := fmt.Sprintf("%s c=%d", proto, c)
 			figs = append(figs, fig{step + " CPU per inference", step, func(s sample) float64 { return float64(s.cpuPerInf) }, showDur,
-				"≤ 0.7×", func(r float64) bool { return r <= 0.7 }})
+				"≤ 0.7×", func(r float64) bool { return r <= 0.7 }, nil})
+		}
+		// Where each one's CPU goes: the server process, and its stubs.
+		for _, c := range []int{1, 8, 16} {
+			step := fmt.Sprintf("%s c=%d", proto, c)
+			figs = append(figs,
+				fig{step + "   of it server", step, func(s sample) float64 { return float64(s.serverCPU) }, showDur, "", nil, nil},
+				fig{step + "   of it stubs", step, func(s sample) float64 { return float64(s.cpuPerInf - s.serverCPU) }, showDur, "", nil, nil})
 		}
 		step = proto + " c=16"
 		figs = append(figs, fig{"ready p99 while " + step, step, func(s sample) float64 { return float64(s.probe.p99) }, showDur,
-			"≤ 0.5×", func(r float64) bool { return r <= 0.5 }})
+			"≤ 0.5×", func(r float64) bool { return r <= 0.5 }, idleNote})
+		figs = append(figs, fig{"  ÷ idle process's p99 beside it", step, func(s sample) float64 {
+			if s.idleProbe.p99 <= 0 {
+				return 0
+			}
+			return float64(s.probe.p99) / float64(s.idleProbe.p99)
+		}, func(v float64) string { return fmt.Sprintf("%.2f×", v) }, "", nil, nil})
 		step = proto + " c=16 dynamic batching"
-		figs = append(figs, fig{step + " throughput", step, rate, showRate, "", nil})
-		figs = append(figs, fig{step + " CPU/inf", step, func(s sample) float64 { return float64(s.cpuPerInf) }, showDur, "", nil})
+		figs = append(figs, fig{step + " throughput", step, rate, showRate, "", nil, nil})
+		figs = append(figs, fig{step + " CPU/inf", step, func(s sample) float64 { return float64(s.cpuPerInf) }, showDur, "", nil, nil})
 	}
 	for _, proto := range []string{"HTTP binary", "gRPC"} {
 		step := "16 MiB FP32 identity, " + proto
 		figs = append(figs, fig{"16 MiB identity " + proto + " GB/s", step, func(s sample) float64 { return s.bytesPerS },
-			func(v float64) string { return fmt.Sprintf("%.2f GB/s", v/1e9) }, "≥ 1.5× and ≥ 1 GB/s", func(r float64) bool { return r >= 1.5 }})
+			func(v float64) string { return fmt.Sprintf("%.2f GB/s", v/1e9) }, "≥ 1.5× and ≥ 1 GB/s", func(r float64) bool { return r >= 1.5 }, nil})
 	}
 	for _, f := range figs {
 		per := res.samples[f.step]
@@ -690,7 +737,9 @@ func printPeerSummary(w io.Writer, res *peerResults, other, title string, target
 			vs, ts = append(vs, f.get(v[i])), append(ts, f.get(t[i]))
 		}
 		for _, s := range per["floor"] {
-			fs = append(fs, f.get(s))
+			if fv := f.get(s); fv > 0 { // the floor server has no stubs
+				fs = append(fs, fv)
+			}
 		}
 		if len(ratios) == 0 {
 			continue
@@ -704,6 +753,9 @@ func printPeerSummary(w io.Writer, res *peerResults, other, title string, target
 			}
 			verdict = target(ok, "%s", f.target)
 		}
+		if f.note != nil {
+			verdict += f.note(v, t)
+		}
 		floorCol := "-"
 		if len(fs) > 0 {
 			floorCol = f.show(median(fs))
@@ -713,6 +765,22 @@ func printPeerSummary(w io.Writer, res *peerResults, other, title string, target
 			f.show(median(vs)), f.show(median(ts)), floorCol, verdict)
 	}
 	fmt.Fprintln(w)
+}
+
+// idleNote says what the readiness target asks for next to what an idle
+// process answered beside the other server's load: a probe of a server
+// that did nothing but answer it would score about that ratio.
+func idleNote(_, t []sample) string {
+	var ratios []float64
+	for _, s := range t {
+		if s.probe.p99 > 0 && s.idleProbe.p99 > 0 {
+			ratios = append(ratios, float64(s.idleProbe.p99)/float64(s.probe.p99))
+		}
+	}
+	if len(ratios) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (an idle process beside the same load: %.2f×)", median(ratios))
 }
 
 func median(v []float64) float64 {
