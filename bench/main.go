@@ -52,6 +52,8 @@ type options struct {
 	extra    string
 	// transferOnly measures only the large-tensor transfer figures.
 	transferOnly bool
+	// transferCalls is how many round trips each transfer figure times.
+	transferCalls int
 	// sequencesOnly measures only the sequence batching figures.
 	sequencesOnly bool
 	// callsOnly measures only the BLS hop and ensemble figures.
@@ -76,6 +78,7 @@ func main() {
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs for the detection and recovery figures")
 	flag.IntVar(&o.samples, "samples", 3000, "requests for each latency figure")
 	flag.BoolVar(&o.transferOnly, "transfer-only", false, "measure only the 16 MiB transfer figures (HTTP binary, gRPC, shared memory)")
+	flag.IntVar(&o.transferCalls, "transfer-calls", 20, "round trips timed for each 16 MiB transfer figure (CPU per call is counted in 10 ms ticks: more calls, finer figures)")
 	flag.BoolVar(&o.callsOnly, "calls-only", false, "measure only the figures of models that call models (one BLS hop, a 3-step ensemble) and the IPC round trips beside them")
 	flag.BoolVar(&o.sequencesOnly, "sequences-only", false, "measure only the sequence figures (16 interleaved sequences under direct and oldest, and the same requests without sequences)")
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
@@ -165,7 +168,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			}
 			fmt.Fprintf(w, "vigil-base: %s, same serve args\n\n", o.vigilBaseline)
 		}
-		if err := measureTransfer(ctx, srv, base, r); err != nil {
+		if err := measureTransfer(ctx, srv, base, o.transferCalls, r); err != nil {
 			return fmt.Errorf("transfer: %w", err)
 		}
 		r.print()
@@ -202,7 +205,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := measureSequences(ctx, srv, o, r); err != nil {
 		return fmt.Errorf("sequences: %w", err)
 	}
-	if err := measureTransfer(ctx, srv, nil, r); err != nil {
+	if err := measureTransfer(ctx, srv, nil, o.transferCalls, r); err != nil {
 		return fmt.Errorf("transfer: %w", err)
 	}
 	if err := measureCalls(ctx, srv, o, r, ipc); err != nil {

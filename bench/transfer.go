@@ -28,10 +28,6 @@ const (
 	transferFloats = transferBytes / 4
 )
 
-// transferRounds is how many round trips each transfer figure times (after
-// two untimed ones); interleaved like the other figures.
-const transferRounds = 20
-
 // measureTransfer times the 16 MiB FP32 identity round trip three ways in
 // one interleaved run — HTTP with the binary tensor extension, gRPC with
 // raw contents, and system shared memory (the input read from a region and
@@ -40,8 +36,12 @@ const transferRounds = 20
 // the CPU time the server and its stubs spent per round trip (/proc). With
 // a baseline server (base non-nil) both servers take every call in the
 // same rounds, in alternating order, and the baseline's rows say how the
-// server compares. Each call checks the bytes it got back.
-func measureTransfer(ctx context.Context, srv, base *vigilServer, r *report) error {
+// server compares. Each figure times rounds round trips (after two untimed
+// ones). Each call checks the bytes it got back.
+func measureTransfer(ctx context.Context, srv, base *vigilServer, rounds int, r *report) error {
+	if rounds < 1 {
+		return fmt.Errorf("-transfer-calls %d: at least 1", rounds)
+	}
 	input := make([]byte, transferBytes)
 	for i := range transferFloats {
 		binary.LittleEndian.PutUint32(input[4*i:], math.Float32bits(float32(i%1000)*0.5))
@@ -67,7 +67,7 @@ func measureTransfer(ctx context.Context, srv, base *vigilServer, r *report) err
 	}
 
 	const warmup = 2
-	for round := range transferRounds + warmup {
+	for round := range rounds + warmup {
 		for k := range targets {
 			// Alternate which server goes first (the second reads faster).
 			t := targets[(k+round)%len(targets)]
@@ -91,7 +91,7 @@ func measureTransfer(ctx context.Context, srv, base *vigilServer, r *report) err
 		base := summarize(t.ds[0]).p50
 		for i, name := range names {
 			d := summarize(t.ds[i])
-			extra := fmt.Sprintf("%.2f GB/s (in+out at p50), CPU %s per call", gbps(d.p50), us(t.cpu[i]/transferRounds))
+			extra := fmt.Sprintf("%.2f GB/s (in+out at p50), CPU %s per call", gbps(d.p50), us(t.cpu[i]/time.Duration(rounds)))
 			if i > 0 {
 				extra += fmt.Sprintf(", %.2f× HTTP binary's", gbps(d.p50)/gbps(base))
 			}
