@@ -679,7 +679,7 @@ func printPeerSummary(w io.Writer, res *peerResults, other, title string, target
 		show   func(float64) string
 		target string
 		ok     func(float64) bool
-		note   func(v, t []sample) string // more words after the verdict
+		note   func(v, t []sample) string // more words after the verdict, with targets
 	}
 	rate := func(s sample) float64 { return s.rps }
 	showRate := func(v float64) string { return fmt.Sprintf("%.0f/s", v) }
@@ -753,7 +753,7 @@ func printPeerSummary(w io.Writer, res *peerResults, other, title string, target
 			}
 			verdict = target(ok, "%s", f.target)
 		}
-		if f.note != nil {
+		if f.note != nil && targets {
 			verdict += f.note(v, t)
 		}
 		floorCol := "-"
