@@ -240,6 +240,20 @@ func (f *File) ShareInputs(ts []tensor.Tensor, threshold int) {
 // (once): for bytes of it handed to a writer that outlives its request.
 func (f *File) Hold() (release func()) { return f.hold() }
 
+// Ref takes another owner's reference to the file, ended like the first by
+// Release, and returns f: for each of several messages that may carry
+// views of it (the responses of one streamed request). A nil file gives
+// nil.
+func (f *File) Ref() *File {
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+	return f
+}
+
 func (f *File) hold() func() {
 	f.mu.Lock()
 	f.refs++

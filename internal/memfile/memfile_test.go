@@ -84,6 +84,27 @@ func TestHeldFileWaitsForItsHolds(t *testing.T) {
 	}
 }
 
+// Each reference Ref takes is ended by a Release of its own.
+func TestRefsAreReleasedOneByOne(t *testing.T) {
+	p := NewPool(0)
+	defer p.Close()
+	f := get(t, p, 1<<20)
+	if (*File)(nil).Ref() != nil {
+		t.Fatal("a nil file's Ref is not nil")
+	}
+	if f.Ref() != f {
+		t.Fatal("Ref does not return its file")
+	}
+	f.Release()
+	if s := p.Stats(); s.Idle != 0 {
+		t.Fatalf("the file went back with a reference left: %+v", s)
+	}
+	f.Release()
+	if s := p.Stats(); s.Idle != 1 {
+		t.Fatalf("after the last release: %+v", s)
+	}
+}
+
 func TestKeptFileIsClosedNotReused(t *testing.T) {
 	p := NewPool(0)
 	defer p.Close()

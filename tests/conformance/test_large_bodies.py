@@ -11,12 +11,14 @@ clients."""
 
 import json
 import os
+import queue
 import signal
 import socket
 import threading
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 from vigil_testlib import (CALL_TIMEOUT_S, Proto, VigilServer, copy_example_models, http_request, memfd_inodes,
@@ -174,6 +176,45 @@ def test_many_large_bodies_keep_descriptors_flat(body_server, proto):
         np.testing.assert_array_equal(infer(proto, x), x)
     now = memfd_inodes(body_server, "vigil-body")
     assert len(now) <= len(start), (start, now)
+
+
+def test_streamed_large_responses_come_back_whole(body_server):
+    """ModelStreamInfer: each request's input is in a body file (the model
+    checks), its response goes out from the same pages while the stream
+    runs on, and a file is reused by a later request only after the
+    response in it was written: eight requests in flight, each sent as one
+    comes back, 4 MiB each way."""
+    window, total = 8, 60
+    c = body_server.grpc_client()
+    got = queue.Queue()
+    xs = {f"s{i}": np.arange(N, dtype=np.float32) * (i + 1) for i in range(total)}
+    pending = iter(xs.items())
+
+    def send_next():
+        rid, x = next(pending)
+        inp = tgrpc.InferInput("IN", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        c.async_stream_infer("body_probe", [inp], request_id=rid, outputs=[tgrpc.InferRequestedOutput("OUT")])
+
+    start = memfd_inodes(body_server, "vigil-body")
+    try:
+        c.start_stream(callback=lambda result, error: got.put((result, error)))
+        for _ in range(window):
+            send_next()
+        for k in range(total):
+            result, error = got.get(timeout=CALL_TIMEOUT_S)
+            assert error is None, error
+            if k + window < total:
+                send_next()
+            rid = result.get_response().id
+            np.testing.assert_array_equal(result.as_numpy("OUT"), xs[rid], err_msg=rid)
+    finally:
+        c.stop_stream()
+        c.close()
+    # A file for each request in flight at most; each response's hold let go.
+    now = memfd_inodes(body_server, "vigil-body")
+    assert len(now) <= len(start) + 2 * (window + 2), (start, now)
+    assert not body_mappings(body_server)
 
 
 def test_a_short_large_body_is_400_and_loses_nothing(body_server):

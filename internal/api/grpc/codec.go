@@ -41,6 +41,7 @@ func (c *tensorCodec) Name() string { return "proto" }
 const (
 	fieldRawInputContents  = 7 // ModelInferRequest
 	fieldRawOutputContents = 6 // ModelInferResponse
+	fieldInferResponse     = 2 // ModelStreamInferResponse
 )
 
 // rawThreshold is the raw content size from which the codec avoids the
@@ -48,10 +49,18 @@ const (
 const rawThreshold = 64 << 10
 
 func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
-	m, ok := v.(*pb.ModelInferResponse)
-	if !ok {
-		return c.fallback.Marshal(v)
+	switch m := v.(type) {
+	case *pb.ModelInferResponse:
+		return c.marshalWithFile(m)
+	case *pb.ModelStreamInferResponse:
+		return c.marshalStreamResponse(m)
 	}
+	return c.fallback.Marshal(v)
+}
+
+// marshalWithFile is Marshal of a ModelInferResponse with the memory file
+// handed on with it (passResponseFile), if any.
+func (c *tensorCodec) marshalWithFile(m *pb.ModelInferResponse) (mem.BufferSlice, error) {
 	if file := c.responses.take(m); file != nil {
 		// The owner's reference goes here; outputs in the file hold it
 		// until the transport has written them.
@@ -59,6 +68,33 @@ func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return c.marshalInferResponse(m, file)
 	}
 	return c.marshalInferResponse(m, nil)
+}
+
+// marshalStreamResponse is Marshal of a ModelStreamInferResponse: its
+// infer_response is marshalled as a ModelInferResponse of its own, large
+// raw outputs uncopied, after the rest of the message.
+func (c *tensorCodec) marshalStreamResponse(m *pb.ModelStreamInferResponse) (mem.BufferSlice, error) {
+	inner := m.GetInferResponse()
+	if rawBytes(inner.GetRawOutputContents()) < rawThreshold {
+		if file := c.responses.take(inner); file != nil {
+			defer file.Release() // after the copy below
+		}
+		return c.fallback.Marshal(m)
+	}
+	body, err := c.marshalWithFile(inner)
+	if err != nil {
+		return nil, err
+	}
+	m.InferResponse = nil
+	head, err := proto.MarshalOptions{}.Marshal(m)
+	m.InferResponse = inner
+	if err != nil {
+		body.Free()
+		return nil, err
+	}
+	head = protowire.AppendTag(head, fieldInferResponse, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(body.Len()))
+	return append(mem.BufferSlice{mem.SliceBuffer(head)}, body...), nil
 }
 
 // marshalInferResponse is Marshal of a ModelInferResponse; outputs in file

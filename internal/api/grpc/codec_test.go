@@ -133,6 +133,82 @@ func TestTensorCodecMemoryFiles(t *testing.T) {
 	}
 }
 
+// A streamed response's large outputs go to the transport uncopied, those
+// in the request's memory file holding it; the bytes are the protobuf
+// encoding of the same message.
+func TestTensorCodecStreamResponses(t *testing.T) {
+	pool := memfile.NewPool(0)
+	defer pool.Close()
+	c := newTensorCodec(pool)
+	f, err := pool.Get(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := f.Bytes()[64 : 64+512<<10]
+	for i := range view {
+		view[i] = byte(i * 7)
+	}
+	inner := &pb.ModelInferResponse{ModelName: "identity", Id: "s1",
+		Outputs:           []*pb.ModelInferResponse_InferOutputTensor{{Name: "O", Datatype: "UINT8", Shape: []int64{int64(len(view))}}},
+		Parameters:        map[string]*pb.InferParameter{paramFinalResponse: boolParam(true)},
+		RawOutputContents: [][]byte{{1, 2}, view}}
+	m := &pb.ModelStreamInferResponse{InferResponse: inner}
+	want, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.passResponseFile(inner, f.Ref()) // the response's reference
+	f.Release()                        // the request ended
+	out, err := c.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliased := false
+	for _, b := range out {
+		if unsafe.SliceData(b.ReadOnlyData()) == unsafe.SliceData(view) {
+			aliased = true
+		}
+	}
+	if !aliased {
+		t.Error("the large raw output was copied into the marshalled message")
+	}
+	var back pb.ModelStreamInferResponse
+	if err := proto.Unmarshal(out.Materialize(), &back); err != nil || !proto.Equal(&back, m) {
+		t.Fatalf("marshalled stream response reads back as %v (%v)", &back, err)
+	}
+	if got := out.Len(); got != len(want) {
+		t.Errorf("marshalled %d bytes, protobuf %d", got, len(want))
+	}
+	if m.InferResponse != inner {
+		t.Error("Marshal changed the message")
+	}
+	if st := pool.Stats(); st.Idle != 0 {
+		t.Fatalf("the file went back while the transport holds its output: %+v", st)
+	}
+	out.Free()
+	if st := pool.Stats(); st.Idle != 1 {
+		t.Fatalf("after the transport freed the output: %+v", st)
+	}
+
+	// Small outputs are copied, and the file goes back at Marshal; an
+	// error response has no infer_response to look into.
+	g, err := pool.Get(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := &pb.ModelInferResponse{ModelName: "identity", RawOutputContents: [][]byte{{1, 2, 3}}}
+	c.passResponseFile(small, g)
+	if _, err := c.Marshal(&pb.ModelStreamInferResponse{InferResponse: small}); err != nil {
+		t.Fatal(err)
+	}
+	if st := pool.Stats(); st.Idle != 1 || st.Open != 1 {
+		t.Fatalf("a small streamed response kept its file: %+v", st)
+	}
+	if _, err := c.Marshal(&pb.ModelStreamInferResponse{ErrorMessage: "failed"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A message whose handler never took its file gives it back once the
 // message is unreachable.
 func TestTensorCodecUntakenFileGoesBack(t *testing.T) {

@@ -145,8 +145,9 @@ func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInf
 		svc.s.log.Debug("grpc stream infer failed", logKeyModel, in.GetModelName(), logKeyErr, err)
 		return send(&pb.ModelStreamInferResponse{ErrorMessage: err.Error(), InferResponse: header(final)})
 	}
-	// The responses are encoded (copied) as they are sent: the request's
-	// file, if any, is free once the request ended.
+	// Each response that carries outputs in the request's file, if any,
+	// takes a reference of its own (passResponseFile), released once the
+	// transport has written those outputs; the request's ends with it.
 	file := svc.s.codec.requestFile(in)
 	answered := false
 	defer func() { file.End(answered) }()
@@ -175,6 +176,7 @@ func (svc *inferenceService) streamInferOne(ctx context.Context, in *pb.ModelInf
 				out.Parameters = make(map[string]*pb.InferParameter, 1)
 			}
 			out.Parameters[paramFinalResponse] = boolParam(rep.Final)
+			svc.s.codec.passResponseFile(out, file.Ref())
 			err = send(&pb.ModelStreamInferResponse{InferResponse: out})
 		case rep.Final && emptyFinal:
 			err = send(&pb.ModelStreamInferResponse{InferResponse: header(true)})
