@@ -22,7 +22,9 @@ import (
 // the handler takes it (requestFile) and owns it while the request runs;
 // ModelInfer hands it on with the response (passResponseFile), whose
 // Marshal lets the owner's reference go once every output in the file
-// holds one of its own until the transport has written it. A message that
+// holds one of its own until the transport has written it; a streamed
+// request hands each of its responses a reference of its own (File.Ref)
+// and ends the owner's when the request ends. A message that
 // is never taken (a handler that did not run) gives its file back once the
 // message is unreachable.
 
