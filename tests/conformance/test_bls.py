@@ -72,6 +72,12 @@ def pair():
     return np.random.rand(4).astype(np.float32), np.random.rand(4).astype(np.float32)
 
 
+def wide_pair(n=1 << 20):
+    """Two FP32 inputs of n elements (4 MiB each by default): large enough
+    for the calls' memory files."""
+    return np.arange(n, dtype=np.float32), np.full(n, 0.5, dtype=np.float32)
+
+
 def inputs(p, a, b, model_name=None, timeout_us=None):
     out = []
     if model_name is not None:
@@ -200,9 +206,7 @@ def test_caller_killed_before_its_large_outputs_come_leaves_no_descriptor(server
     # its memory file with it.
     p = Proto("http", server)
     try:
-        n = 1 << 20
-        a = np.arange(n, dtype=np.float32)
-        b = np.full(n, 0.5, dtype=np.float32)
+        a, b = wide_pair()
         r = p.infer("bls_call_mapped", inputs(p, a, b, "slow_wide"))  # warm
         assert r.as_numpy("ERROR") is None, r.as_numpy("ERROR")
         before = server_fds(server)
@@ -226,9 +230,7 @@ def test_failing_large_calls_do_not_pile_up_files(server):
     # collects once more than 128 MiB wait).
     p = Proto("http", server)
     try:
-        n = 1 << 20
-        a = np.arange(n, dtype=np.float32)
-        b = np.full(n, 0.5, dtype=np.float32)
+        a, b = wide_pair()
         most = 0
         for i in range(200):
             r = p.infer("bls_call_wide", inputs(p, a, b, "add_sub"))

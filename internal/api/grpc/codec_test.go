@@ -53,13 +53,7 @@ func TestTensorCodecRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	aliased := false
-	for _, b := range out {
-		if unsafe.SliceData(b.ReadOnlyData()) == unsafe.SliceData(big) {
-			aliased = true
-		}
-	}
-	if !aliased {
+	if !aliases(out, big) {
 		t.Error("the large raw output was copied into the marshalled message")
 	}
 	var back pb.ModelInferResponse
@@ -69,6 +63,17 @@ func TestTensorCodecRoundTrips(t *testing.T) {
 	if len(resp.RawOutputContents) != 2 {
 		t.Error("Marshal changed the response")
 	}
+}
+
+// aliases reports whether one of out's buffers starts at b's first byte:
+// b went to the transport uncopied.
+func aliases(out mem.BufferSlice, b []byte) bool {
+	for _, buf := range out {
+		if unsafe.SliceData(buf.ReadOnlyData()) == unsafe.SliceData(b) {
+			return true
+		}
+	}
+	return false
 }
 
 // A large ModelInferRequest goes into a memory file of the pool: the
@@ -163,13 +168,7 @@ func TestTensorCodecStreamResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	aliased := false
-	for _, b := range out {
-		if unsafe.SliceData(b.ReadOnlyData()) == unsafe.SliceData(view) {
-			aliased = true
-		}
-	}
-	if !aliased {
+	if !aliases(out, view) {
 		t.Error("the large raw output was copied into the marshalled message")
 	}
 	var back pb.ModelStreamInferResponse
