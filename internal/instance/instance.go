@@ -95,6 +95,10 @@ type generation struct {
 	pingNow chan struct{}
 	// held is every request handed to this process and not ended.
 	held *scheduler.Holder
+	// ended is closed once the reaper has ended the requests the process
+	// held; exit is how it ended, set before.
+	ended chan struct{}
+	exit  exitNote
 
 	// Guarded by Instance.mu.
 	stopReason  string // why the server ended the process, for the requests it held
@@ -339,7 +343,7 @@ func (i *Instance) launch(ctx context.Context) error {
 	}
 	gctx, gcancel := context.WithCancel(i.ctx)
 	i.mu.Lock()
-	g = &generation{proc: p, ctx: gctx, cancel: gcancel, pingNow: make(chan struct{}, 1), held: scheduler.NewHolder()}
+	g = &generation{proc: p, ctx: gctx, cancel: gcancel, pingNow: make(chan struct{}, 1), held: scheduler.NewHolder(), ended: make(chan struct{})}
 	i.mu.Unlock()
 	i.wg.Add(1)
 	go i.reap(g)
@@ -503,8 +507,17 @@ func (i *Instance) reap(g *generation) {
 		i.post(health.Event{Kind: health.InstanceExited, ExitCode: code, Signal: sig, Reason: reason, PID: g.proc.pid})
 		i.syncHealth()
 	}
-	i.endHeld(g, desc, intended, why)
+	g.exit = exitNote{desc: desc, intended: intended, why: why}
+	i.endHeld(g, g.exit)
+	close(g.ended)
 	i.generationEnded(g, desc, intended)
+}
+
+// exitNote is how a generation's process ended, for the requests it held.
+type exitNote struct {
+	desc     string // "killed by signal SIGKILL"
+	intended bool   // stopped by vigil
+	why      string // what vigil stopped it for
 }
 
 // syncer is the part of an event sink (the health engine) that waits until
@@ -594,8 +607,87 @@ func (i *Instance) work() {
 			}
 			continue
 		}
-		i.execute(g, batch)
+		i.pipeline(g, session, batch)
 	}
+}
+
+// queued is the part of a Source that lets a busy instance send queued
+// work behind its batch in flight (scheduler.Queue).
+type queued interface {
+	TakeQueued(accept func(*scheduler.Task) bool) []*scheduler.Task
+	Requeue(batch []*scheduler.Task)
+}
+
+// pipeline executes batch and, while the queue has work for this
+// instance and no worker is idle, sends the next batch before the one in
+// flight is answered, so that the stub begins it without waiting for the
+// server (ipc/pipeline.go). One batch waits behind the running one at
+// most. It is held, and its execute_timeout_seconds counts, from when it
+// begins; until then it is the queue's: a batch behind one that was not
+// answered (it timed out, its stub hung or died) goes back to the queue
+// unless the stub had begun it.
+func (i *Instance) pipeline(g *generation, session context.Context, batch []*scheduler.Task) {
+	q, ok := i.cfg.Queue.(queued)
+	if !ok || i.cfg.Decoupled {
+		i.execute(g, batch)
+		return
+	}
+	f := i.send(g, batch, nil)
+	var began time.Time
+	for f != nil {
+		var next *flight
+		if session.Err() == nil {
+			if nb := q.TakeQueued(pipelinable); nb != nil {
+				next = i.send(g, nb, f)
+			}
+		}
+		i.finish(g, f, began)
+		if next == nil {
+			return
+		}
+		began = time.Now()
+		if !next.b.Begun() && !i.takeBack(g, q, next, began) {
+			return
+		}
+		i.begin(g, next)
+		f = next
+	}
+}
+
+// takeBack settles a batch sent behind one that was not answered: it goes
+// back to the queue (false) unless the stub has begun it (true: it is
+// waited for as usual). The stub's control thread answers the withdrawal
+// while execute runs; a stub that answers nothing is being restarted (a
+// hang, or its exit), and once its connection has ended Begun is final.
+func (i *Instance) takeBack(g *generation, q queued, f *flight, began time.Time) bool {
+	withdrawn, err := f.b.Withdraw(g.ctx)
+	switch {
+	case withdrawn:
+		f.done()
+		q.Requeue(f.tasks)
+		return false
+	case err == nil:
+		return true
+	}
+	<-g.proc.done
+	results, err := f.b.Wait(context.Background(), began)
+	if err != nil && !f.b.Begun() {
+		f.done()
+		q.Requeue(f.tasks)
+		return false
+	}
+	i.begin(g, f)
+	i.answer(g, f, results, err, context.Background(), 0)
+	return false
+}
+
+// pipelinable says whether a task may wait behind a batch in flight: not
+// a BLS call or an ensemble's step. A call waiting behind another batch
+// keeps its caller's instance busy, and the batch ahead may itself wait
+// for that caller's model: queued, the call goes to whichever instance
+// frees first.
+func pipelinable(t *scheduler.Task) bool {
+	return len(t.Req.Callers) == 0
 }
 
 // recordTiming gives the batch's compute phases to its tasks and to the
@@ -616,12 +708,27 @@ func (i *Instance) recordTiming(batch []*scheduler.Task, tm scheduler.Timing) {
 // their response senders stay held after execute returns, while the
 // worker takes the next batch.
 func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
+	if f := i.send(g, batch, nil); f != nil {
+		i.finish(g, f, time.Time{})
+	}
+}
+
+// flight is a batch sent to the stub and not yet answered.
+type flight struct {
+	tasks   []*scheduler.Task
+	b       *ipc.Batch
+	ctx     context.Context // the scope of its BLS calls
+	abort   context.CancelCauseFunc
+	release func()
+}
+
+// send hands a batch to the stub; nil when it could not go (its tasks
+// have ended, or gone back to the queue). A batch sent behind prev, in
+// flight, is not held until it begins (pipeline).
+func (i *Instance) send(g *generation, batch []*scheduler.Task, prev *flight) *flight {
 	reqs := make([]*inference.Request, len(batch))
 	for k, t := range batch {
 		reqs[k] = t.Req
-	}
-	if i.cfg.Stats != nil {
-		i.cfg.Stats.RecordExecution()
 	}
 	model := i.cfg.Key.Model
 	b, err := g.proc.client.NewBatch(reqs, &batchSink{tasks: batch, model: model})
@@ -629,22 +736,59 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		for _, t := range batch {
 			t.Finish(nil, apierr.Unavailablef("model %s: instance %s cannot take the request: %v", model, i.cfg.Key.Instance, err))
 		}
-		return
+		return nil
+	}
+	// The batch's BLS calls inherit its clients and its chain of callers.
+	scope, release := scopeFor(i.cfg.Key.Model, batch)
+	ctx, abort := context.WithCancelCause(context.WithValue(context.Background(), scopeKey{}, scope))
+	f := &flight{tasks: batch, b: b, ctx: ctx, abort: abort, release: release}
+	if prev == nil {
+		i.begin(g, f)
+		if err := b.Send(ctx); err != nil {
+			i.answer(g, f, nil, err, ctx, 0)
+			return nil
+		}
+		return f
 	}
 	for k, t := range batch {
+		t.SetCancel(func() { _ = b.Cancel(k) })
+	}
+	if err := b.SendAfter(ctx, prev.b); err != nil {
+		// Nothing the stub could run went out.
+		f.done()
+		i.cfg.Queue.(queued).Requeue(batch)
+		return nil
+	}
+	return f
+}
+
+// begin counts a flight as an execution and makes the generation hold its
+// tasks: from here on the process's end, or its hang, ends them.
+func (i *Instance) begin(g *generation, f *flight) {
+	if i.cfg.Stats != nil {
+		i.cfg.Stats.RecordExecution()
+	}
+	for k, t := range f.tasks {
 		if !g.held.Hold(t) {
 			continue // its client has gone already
 		}
-		t.SetCancel(func() { _ = b.Cancel(k) })
+		t.SetCancel(func() { _ = f.b.Cancel(k) })
 		if i.cfg.Decoupled {
 			t.Watch()
 		}
 	}
-	// The batch's BLS calls inherit its clients and its chain of callers.
-	scope, release := scopeFor(i.cfg.Key.Model, batch)
-	defer release()
-	ctx, abort := context.WithCancelCause(context.WithValue(context.Background(), scopeKey{}, scope))
-	defer abort(nil)
+}
+
+// done lets go of what a flight holds once it is over.
+func (f *flight) done() {
+	f.abort(nil)
+	f.release()
+}
+
+// finish waits for a flight's reply and answers its requests. started is
+// when the stub began it, if after it was sent.
+func (i *Instance) finish(g *generation, f *flight, started time.Time) {
+	ctx := f.ctx
 	limit := i.cfg.Policy.ExecuteTimeout
 	if limit > 0 && !i.cfg.Decoupled {
 		// A decoupled execute may stream for as long as it makes
@@ -654,16 +798,24 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		defer cancel()
 	}
 	i.mu.Lock()
-	g.abortBatch = abort
+	g.abortBatch = f.abort
 	hungAlready := g.hung
 	i.mu.Unlock()
 	if hungAlready {
-		abort(&hangError{reason: "the instance's heartbeat had already failed"})
+		f.abort(&hangError{reason: "the instance's heartbeat had already failed"})
 	}
-	results, err := b.Execute(ctx)
+	results, err := f.b.Wait(ctx, started)
 	i.mu.Lock()
 	g.abortBatch = nil
 	i.mu.Unlock()
+	i.answer(g, f, results, err, ctx, limit)
+}
+
+// answer ends a flight: it delivers the results of its reply, or the error
+// that ended it.
+func (i *Instance) answer(g *generation, f *flight, results []ipc.Result, err error, ctx context.Context, limit time.Duration) {
+	defer f.done()
+	batch, b, model := f.tasks, f.b, i.cfg.Key.Model
 	if hang := hangCause(ctx, err); hang != nil {
 		// The heartbeat failed while this batch ran: hangUp has answered
 		// what the process held and told the engine; this batch may have
@@ -714,8 +866,11 @@ func (i *Instance) execute(g *generation, batch []*scheduler.Task) {
 		}
 		i.post(health.Event{Kind: health.ExecuteResult, TimedOut: true, Cause: health.CauseHang, Reason: fmt.Sprintf("execute ran past %s", limit), PID: g.proc.pid})
 	case errors.Is(err, ipc.ErrClosed):
-		// The reaper ends every request the process held, naming the exit.
-		<-g.proc.done
+		// The reaper ends every request the process held, naming the exit;
+		// a batch behind the last one answered may have been held after
+		// that (pipeline), and ends the same way here.
+		<-g.ended
+		i.endHeld(g, g.exit)
 	default:
 		logRaised(i.log, "execute", g.proc.pid, err, "request_id", requestIDs(batch))
 		for _, t := range batch {
@@ -763,10 +918,11 @@ func (s *batchSink) Response(index int, r ipc.Result, final bool) {
 // endHeld ends every request the generation's process held: it has exited,
 // stopped by vigil (intended, why) or not. A stream's message says so:
 // "instance repeat_0 died while streaming: killed by signal SIGKILL".
-func (i *Instance) endHeld(g *generation, desc string, intended bool, why string) {
+func (i *Instance) endHeld(g *generation, e exitNote) {
 	if g.held.Len() == 0 {
 		return
 	}
+	desc, intended, why := e.desc, e.intended, e.why
 	model, name := i.cfg.Key.Model, i.cfg.Key.Instance
 	if why == "" {
 		why = "stopped"

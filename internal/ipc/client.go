@@ -85,6 +85,9 @@ type Client struct {
 	// flight, by the stub's seq.
 	parents map[uint32]context.Context
 	calls   map[uint32]*Call
+	// behind maps an EXECUTE in flight to the batch sent behind it
+	// (pipeline.go).
+	behind map[uint32]*Batch
 	// regionHolds are the client shared memory Holds of batches sent and
 	// not yet answered, by seq (regions.go).
 	regionHolds map[uint32]*regionTable
@@ -138,7 +141,7 @@ func newLink(rw io.ReadWriteCloser) *link {
 
 // linkFor routes a message kind to its connection.
 func (c *Client) linkFor(k kind) *link {
-	if k == kindPing || k == kindHealth || k == kindCancel {
+	if k == kindPing || k == kindHealth || k == kindCancel || k == kindWithdraw {
 		return c.control
 	}
 	return c.data
@@ -352,9 +355,24 @@ func (c *Client) roundTrip(ctx context.Context, k kind, bufs [][]byte, bodyLen i
 // request flags, and descriptors sent along with the frame (shm.go); the
 // caller keeps, and closes, its own copies of them.
 func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (frame, error) {
+	ch, err := c.send(ctx, k, seq, flags, bufs, bodyLen, fds)
+	if err != nil {
+		return frame{}, err
+	}
+	if k == kindExecute {
+		defer c.forgetParent(seq)
+	}
+	return c.await(ctx, k, seq, ch)
+}
+
+// send writes a request frame and registers its caller: the reply comes on
+// the returned channel, which await reads. An EXECUTE's ctx is the parent
+// of the calls the stub makes under it until await returns. When send
+// fails, nothing waits for a reply.
+func (c *Client) send(ctx context.Context, k kind, seq uint32, flags uint8, bufs [][]byte, bodyLen int, fds []int) (chan frame, error) {
 	if err := ctx.Err(); err != nil {
 		c.replyIn(seq, true) // nothing sent: no reply will come
-		return frame{}, err
+		return nil, err
 	}
 	// Buffered so that the reader never blocks on a caller that gave up.
 	ch := make(chan frame, 1)
@@ -362,12 +380,11 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	if c.cause != nil {
 		c.mu.Unlock()
 		c.replyIn(seq, true)
-		return frame{}, c.Err()
+		return nil, c.Err()
 	}
 	c.pending[seq] = ch
 	if k == kindExecute {
 		c.parents[seq] = ctx
-		defer c.forgetParent(seq)
 	}
 	c.mu.Unlock()
 
@@ -375,11 +392,20 @@ func (c *Client) roundTripSeq(ctx context.Context, k kind, seq uint32, flags uin
 	putFDCount(bufs[0], len(fds))
 	if err := c.write(ctx, k, bufs, fds); err != nil {
 		c.forget(seq)
+		if k == kindExecute {
+			c.forgetParent(seq)
+		}
 		// Nothing went out, or the connection is being shut down: either
 		// way no reply will come.
 		c.replyIn(seq, true)
-		return frame{}, err
+		return nil, err
 	}
+	return ch, nil
+}
+
+// await waits for the reply to the frame send wrote, until ctx ends or the
+// connection does.
+func (c *Client) await(ctx context.Context, k kind, seq uint32, ch chan frame) (frame, error) {
 	select {
 	case f := <-ch:
 		return f, nil
@@ -581,6 +607,9 @@ func (c *Client) readLoop(l *link) {
 			continue
 		}
 		c.mu.Lock()
+		if f.kind == kindExecute {
+			c.answeredLocked(f.seq)
+		}
 		ch, ok := c.pending[f.seq]
 		if ok {
 			delete(c.pending, f.seq)

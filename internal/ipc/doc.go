@@ -31,7 +31,8 @@
 //	0      4    body length in bytes (not counting the header)
 //	4      1    kind: 1 INIT, 2 EXECUTE, 3 PING, 4 HEALTH, 5 FINALIZE,
 //	            6 RESPONSE (stub → server), 7 CANCEL (server → stub),
-//	            8 BLS_INFER, 9 BLS_RESPONSE, 10 BLS_CANCEL, 11 MODEL_CONTROL
+//	            8 BLS_INFER, 9 BLS_RESPONSE, 10 BLS_CANCEL, 11 MODEL_CONTROL,
+//	            12 LOG, 13 METRIC (stub → server), 14 WITHDRAW (server → stub)
 //	5      1    flags: 0x01 reply, 0x02 error (only with reply), 0x04,
 //	            0x08 and 0x10 see "Large tensors"
 //	6      2    number of file descriptors sent with the frame (SCM_RIGHTS,
@@ -258,6 +259,10 @@
 // request's index, sent by any thread of the stub, until each request's
 // FINAL. A default-mode model's request that used its response sender has
 // status 2 too. CANCEL, on the control socket, marks a request cancelled.
+//
+// The server may write an EXECUTE while the one before it runs; the stub
+// begins it once it has answered the one before. WITHDRAW takes such a
+// batch back before it begins: see pipeline.go.
 //
 // Coroutine initialize, execute, hooks and finalize run on one asyncio event
 // loop thread in the stub; a decoupled model's coroutine execute is not

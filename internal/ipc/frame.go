@@ -55,6 +55,8 @@ func (k kind) String() string {
 		return "metric"
 	case kindResponse:
 		return "response"
+	case kindWithdraw:
+		return "withdraw"
 	case kindCancel:
 		return "cancel"
 	case kindBLSInfer:

@@ -64,6 +64,9 @@ type Batch struct {
 	fds   []int
 	// timing is written by NewBatch and Execute, read after Execute.
 	timing Timing
+	sent   time.Time
+	reply  chan frame // set by Send
+	begun  bool       // guarded by Client.mu; see Begun
 }
 
 // NewBatch encodes reqs and registers the batch. With a nil sink, requests
@@ -131,20 +134,55 @@ func (c *Client) NewBatch(reqs []*inference.Request, sink Sink) (*Batch, error) 
 // an error for the whole batch no request's responses reach the Sink any
 // more, except for the connection-loss call described at Sink.
 func (b *Batch) Execute(ctx context.Context) ([]Result, error) {
+	if err := b.Send(ctx); err != nil {
+		return nil, err
+	}
+	return b.Wait(ctx, time.Time{})
+}
+
+// Send writes the batch to the stub, which runs it once it has answered
+// the batches sent before it: its data socket is read in order, one batch
+// at a time. ctx bounds the write and is the parent of the BLS calls the
+// batch's requests make, until Wait returns. A failed Send needs no Wait.
+func (b *Batch) Send(ctx context.Context) error {
 	c := b.c
-	sent := time.Now()
+	b.sent = time.Now()
 	c.holdUntilReply(b.seq, b.lease.regions)
-	f, err := c.roundTripSeq(ctx, kindExecute, b.seq, b.flags, b.bufs, b.n, b.fds)
-	received := time.Now()
-	b.timing.Infer = received.Sub(sent)
+	ch, err := c.send(ctx, kindExecute, b.seq, b.flags, b.bufs, b.n, b.fds)
 	if err != nil {
-		// The stub may still be reading the inputs or writing outputs:
-		// the client regions stay held until its late reply (or the
-		// connection's end).
-		c.arenas.abandon(b.lease)
-		// On a timeout the route stays: the caller treats the instance as
-		// hung, and the connection's end closes the route.
-		return nil, fmt.Errorf("execute: %w", err)
+		return b.failed(err)
+	}
+	b.reply = ch
+	return nil
+}
+
+// failed ends a batch whose EXECUTE got no reply.
+func (b *Batch) failed(err error) error {
+	// The stub may still be reading the inputs or writing outputs:
+	// the client regions stay held until its late reply (or the
+	// connection's end).
+	b.c.arenas.abandon(b.lease)
+	// On a timeout the route stays: the caller treats the instance as
+	// hung, and the connection's end closes the route.
+	return fmt.Errorf("execute: %w", err)
+}
+
+// Wait waits for the reply to the batch Send wrote, until ctx ends.
+// started is when the stub began the batch, if later than the send (the
+// reply to the batch before it came then): the timing's Infer phase counts
+// from there.
+func (b *Batch) Wait(ctx context.Context, started time.Time) ([]Result, error) {
+	c := b.c
+	f, err := c.await(ctx, kindExecute, b.seq, b.reply)
+	c.forgetParent(b.seq)
+	received := time.Now()
+	from := b.sent
+	if started.After(from) {
+		from = started
+	}
+	b.timing.Infer = received.Sub(from)
+	if err != nil {
+		return nil, b.failed(err)
 	}
 	// The stub's own memory files holding outputs are the responses' from
 	// here on (replyfiles.go); other descriptors are closed.

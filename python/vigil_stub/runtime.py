@@ -102,6 +102,12 @@ class Stub:
         self._demux = Demux(conn)
         self._calls = None  # calls.Calls, once numpy is importable
         self._flags = 0  # of the frame being handled
+        # The server may send an EXECUTE while the one before it runs, and
+        # take it back (WITHDRAW) before it begins: the control thread and
+        # the main thread agree on which under this lock.
+        self._begin_lock = threading.Lock()
+        self._begun = None  # seq of the EXECUTE running or last run
+        self._withdrawn = set()
 
     # --- reader -----------------------------------------------------------
 
@@ -124,6 +130,8 @@ class Stub:
             if frame is None:
                 return 0
             kind, flags, seq, body = frame
+            if kind == wire.KIND_EXECUTE and not self._begin(seq, body):
+                continue
             self._flags = flags
             handler = handlers.get(kind)
             try:
@@ -136,6 +144,29 @@ class Stub:
                 self._fail(kind, seq, ModelFailure("stub", "vigil_stub failed: %s: %s" % (type(e).__name__, e), e))
             if kind == wire.KIND_FINALIZE:
                 return 0
+
+    def _begin(self, seq, body):
+        """Mark EXECUTE seq begun; False when the server withdrew it (its
+        descriptors are closed, and it gets no reply)."""
+        with self._begin_lock:
+            if seq not in self._withdrawn:
+                self._begun = seq
+                return True
+            self._withdrawn.discard(seq)
+        if type(body) is not bytearray:
+            for fd in body.fds + ([body.out_region] if body.out_region is not None else []):
+                os.close(fd)
+        return False
+
+    def _withdraw(self, seq, body):
+        """Answer WITHDRAW: 1 when the EXECUTE named has not begun (it never
+        will), 0 when it has."""
+        target = wire.U32.unpack_from(body, 0)[0]
+        with self._begin_lock:
+            withdrawn = self._begun != target
+            if withdrawn:
+                self._withdrawn.add(target)
+        self._control.send(wire.KIND_WITHDRAW, FLAG_REPLY, seq, (b"\x01" if withdrawn else b"\x00",))
 
     def _control_loop(self):
         """Answer PING and HEALTH on the control socket. Its end of stream
@@ -165,6 +196,8 @@ class Stub:
                     codec.prune_regions()
             elif kind == wire.KIND_HEALTH:
                 self._request_health(seq)
+            elif kind == wire.KIND_WITHDRAW and len(body) >= 4:
+                self._withdraw(seq, body)
             elif kind == wire.KIND_CANCEL:
                 if len(body) >= 4:
                     self._batches.cancel(seq, wire.U32.unpack_from(body, 0)[0])

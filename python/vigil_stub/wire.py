@@ -30,6 +30,7 @@ KIND_LOG = 12
 KIND_METRIC = 13
 KIND_RESPONSE = 6  # stub -> server: one response sent through a response sender
 KIND_CANCEL = 7  # server -> stub (control socket): a request's client has gone
+KIND_WITHDRAW = 14  # server -> stub (control socket): do not run an EXECUTE not begun
 # Frames the stub starts (calls.py): a BLS request, the server's responses
 # to it, its cancellation, and model control.
 KIND_BLS_INFER = 8
