@@ -732,6 +732,10 @@ func (i *Instance) send(g *generation, batch []*scheduler.Task, prev *flight) *f
 	}
 	model := i.cfg.Key.Model
 	b, err := g.proc.client.NewBatch(reqs, &batchSink{tasks: batch, model: model})
+	if err != nil && prev != nil && errors.Is(err, ipc.ErrClosed) {
+		i.cfg.Queue.(queued).Requeue(batch) // the process is gone; nothing went out
+		return nil
+	}
 	if err != nil {
 		for _, t := range batch {
 			t.Finish(nil, apierr.Unavailablef("model %s: instance %s cannot take the request: %v", model, i.cfg.Key.Instance, err))
