@@ -336,13 +336,22 @@ func (e *Engine) iterate() {
 	acts = append(acts, e.core.tick(now)...)
 	// Record first, publish next, act last: whoever sees a state in the
 	// Snapshot finds its log line and counters already written, and a slow
-	// Actuator never delays what the probes see.
+	// Actuator (a restart) never delays what the probes see. Putting an
+	// instance into traffic is the exception: it comes before the
+	// snapshot that reports it, so that a model read ready takes requests.
 	e.record(acts)
-	if len(batch) > 0 || len(acts) > 0 {
-		e.snap.Store(e.core.snapshot(now))
+	snap := e.snap.Load()
+	changed := len(batch) > 0 || len(acts) > 0
+	if changed {
+		snap = e.core.snapshot(now)
+	}
+	// Into traffic before the snapshot that says so is seen (Actuator).
+	e.actuate(acts, snap, true)
+	if changed {
+		e.snap.Store(snap)
 		e.notify()
 	}
-	e.actuate(acts)
+	e.actuate(acts, snap, false)
 	// After acting: when Sync returns, the snapshot shows the events and
 	// the Actuator has been told (a loaded model is routable, not only
 	// reported ready).
@@ -397,19 +406,44 @@ func (e *Engine) record(acts []action) {
 	}
 }
 
-// actuate carries out the Actuator calls, in order. No engine lock is
-// held, so the Actuator may Post back into the engine and read Snapshot.
-func (e *Engine) actuate(acts []action) {
-	for _, a := range acts {
+// actuate carries out the Actuator calls, in order: with into, only
+// those that put an instance into traffic; without, the rest. No engine
+// lock is held, so the Actuator may Post back into the engine and read
+// Snapshot. snap is the snapshot the calls come from.
+func (e *Engine) actuate(acts []action, snap *Snapshot, into bool) {
+	for k, a := range acts {
+		if (a.kind == actSetRoutable && a.routable) != into || superseded(acts, k) {
+			continue
+		}
 		switch a.kind {
 		case actSetRoutable:
-			e.act.SetRoutable(a.key, a.routable)
+			serving := 0
+			if mh, ok := snap.Model(a.key.Model, a.key.Version); ok {
+				serving = mh.Routable()
+			}
+			e.act.SetRoutable(a.key, a.routable, serving)
 		case actRestart:
 			e.act.Restart(a.key, a.reason)
 		case actFail:
 			e.act.Fail(a.key, a.reason)
 		}
 	}
+}
+
+// superseded reports whether acts[k] puts an instance in or out of
+// traffic and a later action of the same turn does so again: only the
+// last counts, as the two phases of actuate would otherwise run them out
+// of order.
+func superseded(acts []action, k int) bool {
+	if acts[k].kind != actSetRoutable {
+		return false
+	}
+	for _, b := range acts[k+1:] {
+		if b.kind == actSetRoutable && b.key == acts[k].key {
+			return true
+		}
+	}
+	return false
 }
 
 // arm sets the loop's timer to the core's next deadline.
@@ -510,6 +544,6 @@ func (e *Engine) logModelTransition(a action) {
 // nopActuator is the Actuator of an engine configured without one.
 type nopActuator struct{}
 
-func (nopActuator) SetRoutable(InstanceKey, bool) {}
+func (nopActuator) SetRoutable(InstanceKey, bool, int) {}
 func (nopActuator) Restart(InstanceKey, string)   {}
 func (nopActuator) Fail(InstanceKey, string)      {}

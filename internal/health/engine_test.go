@@ -31,6 +31,8 @@ type recorder struct {
 	calls     []string
 	ch        chan string
 	onRestart func(k InstanceKey, reason string)
+	// onRoutable, when set, sees every SetRoutable call as it is made.
+	onRoutable func(k InstanceKey, on bool, serving int)
 }
 
 func newRecorder() *recorder { return &recorder{ch: make(chan string, 1000)} }
@@ -42,7 +44,10 @@ func (r *recorder) record(c string) {
 	r.ch <- c
 }
 
-func (r *recorder) SetRoutable(k InstanceKey, on bool) {
+func (r *recorder) SetRoutable(k InstanceKey, on bool, serving int) {
+	if r.onRoutable != nil {
+		r.onRoutable(k, on, serving)
+	}
 	if on {
 		r.record("routable " + k.Instance)
 	} else {
@@ -191,6 +196,38 @@ func TestEnginePostUpdatesSnapshot(t *testing.T) {
 	s = waitFor(t, f.e, "restarting", instanceIs("m_0", StateRestarting))
 	if ready, _ := s.Ready(); ready {
 		t.Fatal("server ready with its only model's instance gone")
+	}
+}
+
+// An instance goes into traffic before the snapshot that reports it
+// routable is published, and out of it after the one that reports it not:
+// a client that reads a model ready finds its queue taking requests.
+func TestEngineRoutesBeforeReportingReady(t *testing.T) {
+	f := newEngine(t, nil)
+	type call struct {
+		on                 bool
+		serving, published int
+	}
+	var mu sync.Mutex
+	var calls []call
+	f.act.onRoutable = func(_ InstanceKey, on bool, serving int) {
+		published := 0
+		if m, ok := f.e.Snapshot().Model(testModel, testVersion); ok {
+			published = m.Routable()
+		}
+		mu.Lock()
+		calls = append(calls, call{on, serving, published})
+		mu.Unlock()
+	}
+	f.e.Start(context.Background())
+	f.bringUp(t, testPolicy(nil))
+	f.e.Post(exited(1))
+	f.act.expect(t, "unroutable m_0")
+	mu.Lock()
+	defer mu.Unlock()
+	want := []call{{on: true, serving: 1, published: 0}, {on: false, serving: 0, published: 0}}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("SetRoutable calls (with the routable count published at each) = %+v, want %+v", calls, want)
 	}
 }
 

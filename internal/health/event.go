@@ -152,8 +152,13 @@ type Dependency struct {
 // it; every method must return quickly and never call back into the engine
 // synchronously.
 type Actuator interface {
-	// SetRoutable puts the instance in or out of traffic.
-	SetRoutable(k InstanceKey, routable bool)
+	// SetRoutable puts the instance in or out of traffic; serving is how
+	// many instances of its model version are routable in the snapshot
+	// that made the change (ModelHealth.Routable). Into traffic comes
+	// before that snapshot is published, out of it after: whoever reads a
+	// model ready finds its queue taking requests, and one that no longer
+	// is was already reported not ready.
+	SetRoutable(k InstanceKey, routable bool, serving int)
 	// Restart stops the instance's process, if any, and starts a new one.
 	Restart(k InstanceKey, reason string)
 	// Fail stops the instance: restarts are exhausted. The engine retries

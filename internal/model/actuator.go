@@ -21,21 +21,16 @@ func (m *Manager) instanceFor(k health.InstanceKey) (*version, int) {
 }
 
 // SetRoutable puts an instance in or out of traffic and tells its queue how
-// many instances can serve. The engine calls it after publishing the
-// snapshot that made the change, so the count is the snapshot's
-// (health.ModelHealth.Routable, from the one rule InstanceState.Routable):
-// the manager keeps no copy of its own.
-func (m *Manager) SetRoutable(k health.InstanceKey, routable bool) {
+// many instances can serve: serving, the count in the snapshot that made
+// the change (health.ModelHealth.Routable, from the one rule
+// InstanceState.Routable). The manager keeps no copy of its own.
+func (m *Manager) SetRoutable(k health.InstanceKey, routable bool, serving int) {
 	v, i := m.instanceFor(k)
 	if v == nil {
 		return
 	}
 	v.instances[i].SetRoutable(routable)
-	n := 0
-	if mh, ok := m.cfg.Health.Snapshot().Model(k.Model, k.Version); ok {
-		n = mh.Routable()
-	}
-	v.queue.SetRoutable(n)
+	v.queue.SetRoutable(serving)
 }
 
 // Restart restarts an instance. The health engine owns the decision, so it
