@@ -545,5 +545,5 @@ func (e *Engine) logModelTransition(a action) {
 type nopActuator struct{}
 
 func (nopActuator) SetRoutable(InstanceKey, bool, int) {}
-func (nopActuator) Restart(InstanceKey, string)   {}
-func (nopActuator) Fail(InstanceKey, string)      {}
+func (nopActuator) Restart(InstanceKey, string)        {}
+func (nopActuator) Fail(InstanceKey, string)           {}
