@@ -22,6 +22,30 @@ func blockingBatch(t *testing.T, s *stub, id, started, release string) *ipc.Batc
 	return b
 }
 
+// sentBehind starts the blocking model and sends a, then b behind it;
+// each writes the file of its name in dir when it begins and returns once
+// its release file exists ("" returns at once).
+func sentBehind(t *testing.T, releaseA, releaseB string) (s *stub, dir string, a, b *ipc.Batch) {
+	t.Helper()
+	s, _ = startModel(t, "blocking")
+	dir = t.TempDir()
+	rel := func(name string) string {
+		if name == "" {
+			return ""
+		}
+		return filepath.Join(dir, name)
+	}
+	a = blockingBatch(t, s, "a", filepath.Join(dir, "a"), rel(releaseA))
+	b = blockingBatch(t, s, "b", filepath.Join(dir, "b"), rel(releaseB))
+	if err := a.Send(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SendAfter(ctxT(t), a); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir, a, b
+}
+
 func touch(t *testing.T, path string) {
 	t.Helper()
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
@@ -33,17 +57,8 @@ func touch(t *testing.T, path string) {
 // and its reply comes as any other.
 func TestBatchSentBehindBeginsWhenTheOneAheadIsAnswered(t *testing.T) {
 	t.Parallel()
-	s, _ := startModel(t, "blocking")
-	dir := t.TempDir()
+	_, dir, a, b := sentBehind(t, "release", "release")
 	release := filepath.Join(dir, "release")
-	a := blockingBatch(t, s, "a", filepath.Join(dir, "a"), release)
-	b := blockingBatch(t, s, "b", filepath.Join(dir, "b"), release)
-	if err := a.Send(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SendAfter(ctxT(t), a); err != nil {
-		t.Fatal(err)
-	}
 	waitFile(t, filepath.Join(dir, "a"))
 	if b.Begun() {
 		t.Fatal("Begun before the batch ahead was answered")
@@ -66,17 +81,8 @@ func TestBatchSentBehindBeginsWhenTheOneAheadIsAnswered(t *testing.T) {
 // and leaves the connection as it was.
 func TestWithdrawnBatchNeverRuns(t *testing.T) {
 	t.Parallel()
-	s, _ := startModel(t, "blocking")
-	dir := t.TempDir()
+	s, dir, a, b := sentBehind(t, "release", "release")
 	release := filepath.Join(dir, "release")
-	a := blockingBatch(t, s, "a", filepath.Join(dir, "a"), release)
-	b := blockingBatch(t, s, "b", filepath.Join(dir, "b"), release)
-	if err := a.Send(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SendAfter(ctxT(t), a); err != nil {
-		t.Fatal(err)
-	}
 	waitFile(t, filepath.Join(dir, "a"))
 	withdrawn, err := b.Withdraw(ctxT(t)) // answered while a runs
 	if err != nil || !withdrawn {
@@ -99,16 +105,7 @@ func TestWithdrawnBatchNeverRuns(t *testing.T) {
 // Withdrawing a batch that has begun fails, and its reply still comes.
 func TestBegunBatchCannotBeWithdrawn(t *testing.T) {
 	t.Parallel()
-	s, _ := startModel(t, "blocking")
-	dir := t.TempDir()
-	a := blockingBatch(t, s, "a", filepath.Join(dir, "a"), "")
-	b := blockingBatch(t, s, "b", filepath.Join(dir, "b"), filepath.Join(dir, "release"))
-	if err := a.Send(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SendAfter(ctxT(t), a); err != nil {
-		t.Fatal(err)
-	}
+	_, dir, a, b := sentBehind(t, "", "release")
 	waitFile(t, filepath.Join(dir, "b"))
 	withdrawn, err := b.Withdraw(ctxT(t))
 	if err != nil || withdrawn {
@@ -127,17 +124,7 @@ func TestBegunBatchCannotBeWithdrawn(t *testing.T) {
 // begun, and says so once the connection has ended.
 func TestBatchBehindADeadStubHasNotBegun(t *testing.T) {
 	t.Parallel()
-	s, _ := startModel(t, "blocking")
-	dir := t.TempDir()
-	never := filepath.Join(dir, "never")
-	a := blockingBatch(t, s, "a", filepath.Join(dir, "a"), never)
-	b := blockingBatch(t, s, "b", filepath.Join(dir, "b"), never)
-	if err := a.Send(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SendAfter(ctxT(t), a); err != nil {
-		t.Fatal(err)
-	}
+	s, dir, a, b := sentBehind(t, "never", "never")
 	waitFile(t, filepath.Join(dir, "a"))
 	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
