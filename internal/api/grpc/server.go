@@ -97,6 +97,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// The transport's flow-control window and its read and write buffer
+// sizes per connection (NewServer).
+const (
+	grpcWindow = 16 << 20
+	grpcBuffer = 256 << 10
+)
+
 // Log keys.
 const (
 	logKeyModel   = "model"
@@ -165,6 +172,14 @@ func NewServer(m Models, h Health, cfg Config) *Server {
 		// Large raw tensor contents are neither copied out of requests nor
 		// into responses (codec.go).
 		gogrpc.ForceServerCodecV2(s.codec),
+		// A large tensor crosses without waiting for window updates
+		// (grpc-go otherwise starts at 64 KiB and grows the window by BDP
+		// pings), in 256 KiB reads and writes instead of 32 KiB; what it
+		// gains and costs is in docs/architecture.md.
+		gogrpc.InitialWindowSize(grpcWindow),
+		gogrpc.InitialConnWindowSize(grpcWindow),
+		gogrpc.ReadBufferSize(grpcBuffer),
+		gogrpc.WriteBufferSize(grpcBuffer),
 	}
 	if cfg.MaxRecvBytes > 0 {
 		opts = append(opts, gogrpc.MaxRecvMsgSize(cfg.MaxRecvBytes))
