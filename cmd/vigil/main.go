@@ -37,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return probe.Run(ctx, args[1:], stdout, stderr)
+	case "probe-responder":
+		return responderMain(args[1:], stderr)
 	case "manifests":
 		return manifest.Run(context.Background(), args[1:], stdout, stderr)
 	case "version", "--version":

@@ -54,6 +54,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.HTTPPort, "http-port", 8000, "HTTP port (0 picks a free port)")
 	fs.IntVar(&cfg.GRPCPort, "grpc-port", 8001, "gRPC port (0 picks a free port)")
 	fs.IntVar(&cfg.HealthPort, "health-port", -1, "also serve health and metrics on this port (-1 = off, 0 picks a free port)")
+	fs.IntVar(&cfg.ProbePort, "probe-port", -1, "also serve the health routes on this port, from a child process that does nothing else, so that probes are answered at once under full load (-1 = off, 0 picks a free port)")
 	fs.StringVar(&cfg.Python, "python", "python3", "Python interpreter for model stubs (resolved once to an absolute path)")
 	fs.IntVar(&cfg.StubNice, "stub-nice", 5, "added to each model stub's nice value (0-19), so that under CPU contention the server's probes and request handling run before model code")
 	fs.StringVar(&mode, "model-control-mode", "none", "model control mode: none, explicit or poll")
@@ -96,6 +97,7 @@ func serveMain(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = logger
+	cfg.LogFormat = logFormat
 	cfg.Version = version
 	if cfg.ModelRepository == "" {
 		fmt.Fprintln(stderr, "vigil serve: --model-repository is required")

@@ -2,6 +2,7 @@ package health
 
 import (
 	"fmt"
+	"time"
 )
 
 // Probe names one of the server's three probes.
@@ -39,9 +40,19 @@ func (s *Snapshot) Checks(p Probe) []NamedCheck {
 // liveness and readiness.
 func (s *Snapshot) serverChecks() []NamedCheck {
 	return []NamedCheck{
-		{Name: "ping", OK: true},
+		s.pingCheck(),
 		{Name: "watchdog", OK: !s.WatchdogStalled, Reason: reasonIf(s.WatchdogStalled, "the health engine's event loop stalled")},
 	}
+}
+
+// pingCheck is the server process answering: always so when the server
+// itself answers; the probe responder fails it once the server has been
+// silent past the watchdog's bound.
+func (s *Snapshot) pingCheck() NamedCheck {
+	if s.Silent == 0 {
+		return NamedCheck{Name: "ping", OK: true}
+	}
+	return NamedCheck{Name: "ping", Reason: fmt.Sprintf("the server process has reported no health for %s", s.Silent.Round(time.Millisecond))}
 }
 
 // liveChecks: the server's own checks and, with --escalate-failed-models,

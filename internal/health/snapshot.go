@@ -54,6 +54,10 @@ type Snapshot struct {
 	WatchdogStalled bool
 	// Escalate lets FAILED instances fail liveness.
 	Escalate bool
+	// Silent is set by the probe responder (--probe-port): how long the
+	// server process has sent it no snapshot, once that is past the
+	// watchdog's bound; it fails the ping check. Zero in the server.
+	Silent time.Duration
 }
 
 // ModelHealth is one model version's health.

@@ -28,6 +28,7 @@ import (
 	"github.com/vigilhq/vigil/internal/instance"
 	"github.com/vigilhq/vigil/internal/memfile"
 	"github.com/vigilhq/vigil/internal/model"
+	"github.com/vigilhq/vigil/internal/responder"
 	"github.com/vigilhq/vigil/internal/sharedmemory"
 	"github.com/vigilhq/vigil/internal/status"
 	"github.com/vigilhq/vigil/internal/tritonmetrics"
@@ -47,7 +48,12 @@ type Config struct {
 	// HealthPort, when not negative, serves health and metrics on a
 	// listener of their own (0 picks a free port).
 	HealthPort int
-	Python     string
+	// ProbePort, when not negative, serves the health routes from a child
+	// process of their own (internal/responder; 0 picks a free port).
+	ProbePort int
+	// LogFormat is the text or json of the logs, for that child.
+	LogFormat string
+	Python    string
 	// StubNice is added to each stub's nice value (see python.Args).
 	StubNice        int
 	ControlMode     model.ControlMode
@@ -119,10 +125,21 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("cannot listen for health: %w", err)
 		}
 	}
+	var probeLis net.Listener
+	if cfg.ProbePort >= 0 {
+		if probeLis, err = listen(cfg.Host, cfg.ProbePort); err != nil {
+			for _, l := range []net.Listener{httpLis, grpcLis, healthLis} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("cannot listen for probes: %w", err)
+		}
+	}
 	var metricsLis net.Listener
 	if cfg.MetricsPort >= 0 && cfg.Metrics {
 		if metricsLis, err = listen(cfg.Host, cfg.MetricsPort); err != nil {
-			for _, l := range []net.Listener{httpLis, grpcLis, healthLis} {
+			for _, l := range []net.Listener{httpLis, grpcLis, healthLis, probeLis} {
 				if l != nil {
 					l.Close()
 				}
@@ -136,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if serving {
 			return
 		}
-		for _, l := range []net.Listener{httpLis, grpcLis, healthLis, metricsLis} {
+		for _, l := range []net.Listener{httpLis, grpcLis, healthLis, probeLis, metricsLis} {
 			if l != nil {
 				l.Close()
 			}
@@ -317,6 +334,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if metricsSrv != nil {
 		serve("metrics", metricsLis, func() error { return metricsSrv.Serve(metricsLis) })
 	}
+	var probes *responder.Responder
+	if probeLis != nil {
+		if probes, err = startResponder(cfg, engine, probeLis); err != nil {
+			return err
+		}
+		log.Info("listening", "protocol", "probes", "addr", probeLis.Addr().String())
+		defer func() {
+			probes.Close() // last with metrics: the shutdown can be watched
+			probeLis.Close()
+		}()
+	}
 
 	loadCtx, stopLoading := context.WithCancel(ctx)
 	defer stopLoading()
@@ -482,6 +510,26 @@ func (s servedModels) InferStream(ctx context.Context, req *inference.Request, e
 			}
 		}
 		return emit(rep)
+	})
+}
+
+// startResponder starts the child that answers probes on lis. It fails
+// ping once the server has sent no snapshot for as long as the engine's
+// watchdog takes to call its own loop stalled.
+func startResponder(cfg Config, engine *health.Engine, lis net.Listener) (*responder.Responder, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("probe responder: %w", err)
+	}
+	staleAfter := health.WatchdogMissedIntervals * cfg.WatchdogInterval
+	if staleAfter <= 0 {
+		staleAfter = health.WatchdogMissedIntervals * time.Second
+	}
+	return responder.Start(responder.Config{
+		Exe: exe, Listener: lis.(*net.TCPListener), Source: engine,
+		StaleAfter: staleAfter, Beat: staleAfter / 10,
+		HideReasons: cfg.HideReasons, LogFormat: cfg.LogFormat,
+		Logger: cfg.Logger.With("component", "responder"),
 	})
 }
 

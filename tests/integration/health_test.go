@@ -3,6 +3,7 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,4 +222,102 @@ func TestHealthPortServesProbesAndMetricsOnly(t *testing.T) {
 	if r := h.post("/v2/models/echo/infer", echoBody(1)); r.Status != 404 {
 		t.Errorf("inference on the health port: %d, want 404", r.Status)
 	}
+}
+
+// listening returns the address the server logged for protocol.
+func (s *server) listening(protocol string) string {
+	s.t.Helper()
+	var addr string
+	eventually(s.t, 5*time.Second, protocol+" listener logged", func() bool {
+		s.logMu.Lock()
+		defer s.logMu.Unlock()
+		for _, r := range s.logs {
+			if r["msg"] == "listening" && r["protocol"] == protocol {
+				addr, _ = r["addr"].(string)
+			}
+		}
+		return addr != ""
+	})
+	return addr
+}
+
+// responderPID is the pid of the server's probe responder child, or 0.
+func (s *server) responderPID() int {
+	s.t.Helper()
+	entries, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, e := range entries {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(s.cmd.Process.Pid) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
+		cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(e), "cmdline"))
+		if strings.Contains(string(cmdline), "probe-responder") {
+			return pid
+		}
+	}
+	return 0
+}
+
+// The probe port answers from a child process: the server's own answers,
+// word for word; the truth when the server itself stops answering; and a
+// child that dies is replaced on the same port.
+func TestProbePortAnswersFromAChildProcess(t *testing.T) {
+	s := start(t, copyModels(t, "echo"), "--probe-port", "0", "--watchdog-interval", "200ms")
+	s.waitReady(30 * time.Second)
+	p := &server{t: t, HTTP: "http://" + s.listening("probes")}
+	for _, path := range []string{"/readyz?verbose", "/livez?verbose", "/startupz", "/v2/health/ready",
+		"/v2/models/echo/ready", "/v2/models/nope/ready"} {
+		eventually(t, 5*time.Second, path+" as the server answers it", func() bool {
+			want, got := s.get(path), p.get(path)
+			return got.Status == want.Status && string(got.Body) == string(want.Body)
+		})
+	}
+	// The JSON detail is the snapshot's; only the serving process knows
+	// the requests an instance holds right now.
+	if r := p.get("/readyz?format=json"); r.Status != 200 || !strings.Contains(string(r.Body), `"name":"echo_0","state":"READY"`) ||
+		strings.Contains(string(r.Body), "requests_in_flight") {
+		t.Errorf("/readyz?format=json on the probe port: %d %s", r.Status, r.Body)
+	}
+	if r := p.post("/v2/models/echo/infer", echoBody(1)); r.Status != 404 {
+		t.Errorf("inference on the probe port: %d, want 404", r.Status)
+	}
+
+	// Stopped, the server answers nothing; the probe port says why, once
+	// the watchdog's bound (3 × 200 ms) has passed without a snapshot.
+	pid := s.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 10*time.Second, "the probe port fails liveness", func() bool {
+		r := p.get("/livez?verbose")
+		return r.Status == 503 && strings.Contains(string(r.Body), "[-]ping failed: the server process has reported no health for")
+	})
+	t.Logf("liveness failed on the probe port %s after SIGSTOP (bound 600 ms)", took)
+	if r := p.get("/readyz"); r.Status != 503 {
+		t.Errorf("/readyz while the server is stopped: %d, want 503", r.Status)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "live again after SIGCONT", func() bool {
+		r := p.get("/livez")
+		return r.Status == 200 && string(r.Body) == "ok"
+	})
+
+	child := s.responderPID()
+	if child == 0 {
+		t.Fatal("no probe-responder child of the server")
+	}
+	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "another child answers on the same port", func() bool {
+		next := s.responderPID()
+		return next != 0 && next != child && p.get("/readyz").Status == 200
+	})
 }
