@@ -406,13 +406,20 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	defer tr.stop()
-	vs, err := startServer(o.vigil, repo, python, strings.Fields(o.extra)...)
+	// vigil is probed where a deployment would point its kubelet: the
+	// probe port (--probe-port), whose answers come from a process that
+	// does nothing else. The baseline, which may predate the flag, is
+	// probed on its serving port.
+	vs, err := startServer(o.vigil, repo, python, append(strings.Fields(o.extra), "--probe-port", "0")...)
 	if err != nil {
 		return err
 	}
 	defer vs.stop()
 	if err := vs.waitReady(120 * time.Second); err != nil {
 		return err
+	}
+	if vs.probes == "" {
+		return fmt.Errorf("vigil logged no probes listener")
 	}
 	var base *vigilServer
 	if o.vigilBaseline != "" {
@@ -448,6 +455,8 @@ func runPeers(ctx context.Context, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	vigil.ready = vs.probes + "/v2/health/ready"
+	fmt.Fprintf(w, "vigil's readiness is probed on its --probe-port: %s\n", vigil.ready)
 	fpeer, err := newPeer("floor", fl.http, fl.grpc, fl.pid, false)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -15,6 +16,7 @@ import (
 type vigilServer struct {
 	cmd        *exec.Cmd
 	http, grpc string
+	probes     string // base URL of --probe-port, when it was given
 	exited     chan struct{}
 }
 
@@ -22,6 +24,7 @@ func startServer(bin, repo, python string, extra ...string) (*vigilServer, error
 	args := append([]string{"serve", "--model-repository", repo, "--host", "127.0.0.1",
 		"--http-port", "0", "--grpc-port", "0", "--log-format", "json",
 		"--python", python, "--drain-delay", "0s"}, extra...)
+	wantProbes := slices.Contains(extra, "--probe-port")
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -45,8 +48,10 @@ func startServer(bin, repo, python string, extra ...string) (*vigilServer, error
 				s.http = "http://" + rec.Addr
 			case "grpc":
 				s.grpc = rec.Addr
+			case "probes":
+				s.probes = "http://" + rec.Addr
 			}
-			if s.http != "" && s.grpc != "" && addrs != nil {
+			if s.http != "" && s.grpc != "" && (s.probes != "" || !wantProbes) && addrs != nil {
 				close(addrs)
 				addrs = nil
 			}
