@@ -24,14 +24,14 @@ type ChildConfig struct {
 // Serve is the child: it answers probes on lis from the snapshots read
 // from r until r ends (the server is gone: nil) or lis fails.
 func Serve(r io.Reader, lis net.Listener, cfg ChildConfig) error {
-	last := NewLast(cfg.StaleAfter, cfg.Now)
+	src := newLast(cfg.StaleAfter, cfg.Now)
 	srv := &http.Server{
-		Handler:           rest.NewHealthHandler(last, rest.Config{HideReasons: cfg.HideReasons}),
+		Handler:           rest.NewHealthHandler(src, rest.Config{HideReasons: cfg.HideReasons}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	followed := make(chan error, 1)
 	go func() {
-		followed <- last.Follow(r)
+		followed <- src.Follow(r)
 		srv.Close()
 	}()
 	err := srv.Serve(lis)
@@ -41,11 +41,11 @@ func Serve(r io.Reader, lis net.Listener, cfg ChildConfig) error {
 	return err
 }
 
-// Last is the last snapshot received, as a rest.HealthSource.
-type Last struct {
+// last is the last snapshot received, as a rest.HealthSource.
+type last struct {
 	staleAfter time.Duration
 	now        func() time.Time
-	last       atomic.Pointer[received]
+	latest     atomic.Pointer[received]
 }
 
 type received struct {
@@ -53,17 +53,17 @@ type received struct {
 	at   time.Time
 }
 
-// NewLast returns a Last with nothing received yet.
-func NewLast(staleAfter time.Duration, now func() time.Time) *Last {
+// newLast returns a last with nothing received yet.
+func newLast(staleAfter time.Duration, now func() time.Time) *last {
 	if now == nil {
 		now = time.Now
 	}
-	return &Last{staleAfter: staleAfter, now: now}
+	return &last{staleAfter: staleAfter, now: now}
 }
 
 // Follow stores each snapshot read from r until r ends: nil at its end,
 // else the error that ended it.
-func (l *Last) Follow(r io.Reader) error {
+func (l *last) Follow(r io.Reader) error {
 	dec := json.NewDecoder(r)
 	for {
 		var s health.Snapshot
@@ -73,15 +73,15 @@ func (l *Last) Follow(r io.Reader) error {
 			}
 			return err
 		}
-		l.last.Store(&received{snap: &s, at: l.now()})
+		l.latest.Store(&received{snap: &s, at: l.now()})
 	}
 }
 
 // Snapshot is the last snapshot received; once none has come for longer
 // than staleAfter, a copy of it whose ping check fails (Silent). Before
 // the first, an empty snapshot: live, not yet started.
-func (l *Last) Snapshot() *health.Snapshot {
-	r := l.last.Load()
+func (l *last) Snapshot() *health.Snapshot {
+	r := l.latest.Load()
 	if r == nil {
 		return &health.Snapshot{}
 	}

@@ -163,23 +163,23 @@ func (r *Responder) runChild(ctx context.Context) error {
 	go func() { exited <- cmd.Wait() }()
 	published := make(chan error, 1)
 	go func() { published <- Publish(ctx, conn, r.cfg.Source, r.cfg.Beat) }()
+	// Whichever ends first, the child is stopped and both goroutines are
+	// waited for (a result taken here goes back for that).
+	var why error
 	select {
 	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		err = <-exited
-		conn.Close()
-		<-published
-		return nil
-	case err = <-exited:
-		conn.Close()
-		<-published
-		return fmt.Errorf("probe responder (pid %d): %w", cmd.Process.Pid, err)
-	case perr := <-published:
-		_ = cmd.Process.Kill()
-		<-exited
-		conn.Close()
-		return fmt.Errorf("sending health to the probe responder: %w", perr)
+	case err := <-exited:
+		exited <- err
+		why = fmt.Errorf("probe responder (pid %d) exited: %w", cmd.Process.Pid, err)
+	case err := <-published:
+		published <- err
+		why = fmt.Errorf("sending health to the probe responder: %v", err)
 	}
+	_ = cmd.Process.Kill() // nothing if it has exited
+	<-exited
+	conn.Close() // ends a Publish blocked on a write
+	<-published
+	return why
 }
 
 // Publish writes src's snapshot to w, one JSON document per line, now,

@@ -69,7 +69,7 @@ func TestSnapshotCrossesTheStreamWhole(t *testing.T) {
 	if err := json.NewEncoder(&buf).Encode(&want); err != nil {
 		t.Fatal(err)
 	}
-	last := NewLast(time.Hour, nil)
+	last := newLast(time.Hour, nil)
 	if err := last.Follow(&buf); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestSnapshotCrossesTheStreamWhole(t *testing.T) {
 
 func TestLastFailsPingOnceTheServerIsSilent(t *testing.T) {
 	now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
-	last := NewLast(3*time.Second, func() time.Time { return now })
+	last := newLast(3*time.Second, func() time.Time { return now })
 	if s := last.Snapshot(); s.Started || s.Silent != 0 {
 		t.Fatalf("before any snapshot: %+v, want an empty one (live, not started)", s)
 	}
@@ -105,7 +105,7 @@ func TestLastFailsPingOnceTheServerIsSilent(t *testing.T) {
 }
 
 func TestFollowEndsWithTheStream(t *testing.T) {
-	last := NewLast(time.Second, nil)
+	last := newLast(time.Second, nil)
 	if err := last.Follow(strings.NewReader("")); err != nil {
 		t.Errorf("Follow at a clean end: %v, want nil", err)
 	}

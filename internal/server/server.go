@@ -312,6 +312,20 @@ func Run(ctx context.Context, cfg Config) error {
 		metricsSrv = &http.Server{Handler: rest.NewMetricsHandler(metrics), ReadHeaderTimeout: 5 * time.Second}
 	}
 
+	if probeLis != nil {
+		// Started before anything serves, so that a failure here leaves
+		// the listeners to the deferred close above.
+		probes, err := startResponder(cfg, engine, probeLis)
+		if err != nil {
+			return err
+		}
+		log.Info("listening", "protocol", "probes", "addr", probeLis.Addr().String())
+		defer func() {
+			probes.Close() // last with metrics: the shutdown can be watched
+			probeLis.Close()
+		}()
+	}
+
 	startup := mgr.PlanStartup(ctx)
 
 	serving = true
@@ -333,17 +347,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if metricsSrv != nil {
 		serve("metrics", metricsLis, func() error { return metricsSrv.Serve(metricsLis) })
-	}
-	var probes *responder.Responder
-	if probeLis != nil {
-		if probes, err = startResponder(cfg, engine, probeLis); err != nil {
-			return err
-		}
-		log.Info("listening", "protocol", "probes", "addr", probeLis.Addr().String())
-		defer func() {
-			probes.Close() // last with metrics: the shutdown can be watched
-			probeLis.Close()
-		}()
 	}
 
 	loadCtx, stopLoading := context.WithCancel(ctx)

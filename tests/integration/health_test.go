@@ -196,18 +196,7 @@ func TestOneDeadInstanceOfTwoIsDegradedButReady(t *testing.T) {
 func TestHealthPortServesProbesAndMetricsOnly(t *testing.T) {
 	s := start(t, copyModels(t, "echo"), "--health-port", "0")
 	s.waitReady(30 * time.Second)
-	var addr string
-	eventually(t, 5*time.Second, "health listener logged", func() bool {
-		s.logMu.Lock()
-		defer s.logMu.Unlock()
-		for _, r := range s.logs {
-			if r["msg"] == "listening" && r["protocol"] == "health" {
-				addr, _ = r["addr"].(string)
-			}
-		}
-		return addr != ""
-	})
-	h := &server{t: t, HTTP: "http://" + addr}
+	h := &server{t: t, HTTP: "http://" + s.listening("health")}
 	if r := h.get("/readyz"); r.Status != 200 || string(r.Body) != "ok" {
 		t.Errorf("/readyz on the health port: %d %s", r.Status, r.Body)
 	}
