@@ -22,6 +22,9 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		reexecWithSysmonSetting(os.Stderr) // sysmon.go
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -94,10 +94,19 @@ func copyModels(t *testing.T, names ...string) string {
 // start runs vigil on repo with extra flags and waits until it listens.
 func start(t *testing.T, repo string, flags ...string) *server {
 	t.Helper()
+	return startEnv(t, repo, nil, flags...)
+}
+
+// startEnv is start with variables added to the server's environment.
+func startEnv(t *testing.T, repo string, env []string, flags ...string) *server {
+	t.Helper()
 	args := append([]string{"serve", "--model-repository", repo, "--host", "127.0.0.1",
 		"--http-port", "0", "--grpc-port", "0", "--log-format", "json", "--python", python,
 		"--drain-delay", "0s"}, flags...)
 	cmd := exec.Command(vigilBin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

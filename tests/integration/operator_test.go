@@ -255,3 +255,36 @@ func TestNumpyInstalledLaterLoadsWithoutRestart(t *testing.T) {
 	}
 	s.waitReady(30 * time.Second)
 }
+
+// environ returns the value of name in the environment pid started with.
+func environ(t *testing.T, pid int, name string) (string, bool) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// vigil serve runs with GODEBUG's schedtrace set, so that the runtime's
+// monitor thread does not park and wake for every request
+// (cmd/vigil/sysmon.go), keeping the other settings of GODEBUG; a GODEBUG
+// that names schedtrace is left as it is.
+func TestServeRunsWithSchedtrace(t *testing.T) {
+	repo := copyModels(t, "echo")
+	s := startEnv(t, repo, []string{"GODEBUG=madvdontneed=1"})
+	s.waitReady(60 * time.Second)
+	if v, _ := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "madvdontneed=1,schedtrace=2147483647" {
+		t.Errorf("server GODEBUG = %q, want madvdontneed=1,schedtrace=2147483647", v)
+	}
+	s = startEnv(t, repo, []string{"GODEBUG=schedtrace=0"})
+	s.waitReady(60 * time.Second)
+	if v, _ := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "schedtrace=0" {
+		t.Errorf("server GODEBUG = %q, want schedtrace=0 as given", v)
+	}
+}
