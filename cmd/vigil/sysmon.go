@@ -44,14 +44,19 @@ func godebugWithSysmon(godebug string) (string, bool) {
 // schedtrace yet: the runtime reads GODEBUG's scheduler settings only at
 // start. It returns only when it does not re-execute, or exec failed (said
 // on stderr; the server then runs with the runtime's default). The process
-// keeps its PID.
+// keeps its PID and its name.
 func reexecWithSysmonSetting(stderr io.Writer) {
 	godebug, changed := godebugWithSysmon(os.Getenv("GODEBUG"))
 	if !changed {
 		return
 	}
 	env := append(withoutVar(os.Environ(), "GODEBUG"), "GODEBUG="+godebug)
-	err := syscall.Exec("/proc/self/exe", os.Args, env)
+	// The binary's own path, not /proc/self/exe: the kernel names the
+	// process after the file executed (ps, top, /proc/<pid>/comm).
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(exe, os.Args, env)
+	}
 	fmt.Fprintf(stderr, "vigil: cannot re-execute with GODEBUG=%s (%v); serving with the Go runtime's default\n", godebug, err)
 }
 

@@ -282,6 +282,10 @@ func TestServeRunsWithSchedtrace(t *testing.T) {
 	if v, _ := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "madvdontneed=1,schedtrace=2147483647" {
 		t.Errorf("server GODEBUG = %q, want madvdontneed=1,schedtrace=2147483647", v)
 	}
+	// The process re-executed keeps its name for ps and top.
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", s.cmd.Process.Pid)); strings.TrimSpace(string(comm)) != filepath.Base(vigilBin) {
+		t.Errorf("server process name %q, want %q", strings.TrimSpace(string(comm)), filepath.Base(vigilBin))
+	}
 	s = startEnv(t, repo, []string{"GODEBUG=schedtrace=0"})
 	s.waitReady(60 * time.Second)
 	if v, _ := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "schedtrace=0" {
