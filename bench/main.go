@@ -84,7 +84,7 @@ func main() {
 	flag.StringVar(&o.extra, "serve-args", "", "more `vigil serve` arguments, space-separated (e.g. \"--stub-nice 0\")")
 	flag.BoolVar(&o.peers, "peers", false, "compare vigil with Triton and the floor server instead (make bench-peers)")
 	flag.StringVar(&o.tritonVenv, "triton-venv", "bin/triton-venv", "with -peers: virtual environment holding nvidia-pytriton")
-	flag.StringVar(&o.vigilBaseline, "vigil-baseline", "", "with -peers, -calls-only or -transfer-only: another vigil binary run in the same rounds as vigil-base, for before/after ratios")
+	flag.StringVar(&o.vigilBaseline, "vigil-baseline", "", "with -peers, -calls-only or -transfer-only: another vigil binary run in the same rounds as vigil-base, for before/after ratios; a command split at spaces, so that \"env GODEBUG=schedtrace=0 bin/vigil\" runs a binary with settings of its own")
 	flag.IntVar(&o.rounds, "rounds", 3, "with -peers: interleaved rounds")
 	flag.DurationVar(&o.stepDuration, "step", 3*time.Second, "with -peers: length of each load step")
 	flag.IntVar(&o.largeSamples, "large-samples", 10, "with -peers: 16 MiB round trips per server, protocol and round")

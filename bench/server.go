@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -20,12 +21,21 @@ type vigilServer struct {
 	exited     chan struct{}
 }
 
+// startServer starts `vigil serve` on repo and waits until it listens. bin
+// is a command split at spaces: a binary, or one run through env(1) with
+// settings of its own, e.g. "env GODEBUG=schedtrace=0 bin/vigil" (env
+// execs the binary, so the process whose CPU time is read stays the same).
 func startServer(bin, repo, python string, extra ...string) (*vigilServer, error) {
-	args := append([]string{"serve", "--model-repository", repo, "--host", "127.0.0.1",
+	command := strings.Fields(bin)
+	if len(command) == 0 {
+		return nil, fmt.Errorf("no vigil binary given")
+	}
+	args := append(command[1:], "serve", "--model-repository", repo, "--host", "127.0.0.1",
 		"--http-port", "0", "--grpc-port", "0", "--log-format", "json",
-		"--python", python, "--drain-delay", "0s"}, extra...)
+		"--python", python, "--drain-delay", "0s")
+	args = append(args, extra...)
 	wantProbes := slices.Contains(extra, "--probe-port")
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(command[0], args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
