@@ -30,10 +30,9 @@ func startServer(bin, repo, python string, extra ...string) (*vigilServer, error
 	if len(command) == 0 {
 		return nil, fmt.Errorf("no vigil binary given")
 	}
-	args := append(command[1:], "serve", "--model-repository", repo, "--host", "127.0.0.1",
+	args := slices.Concat(command[1:], []string{"serve", "--model-repository", repo, "--host", "127.0.0.1",
 		"--http-port", "0", "--grpc-port", "0", "--log-format", "json",
-		"--python", python, "--drain-delay", "0s")
-	args = append(args, extra...)
+		"--python", python, "--drain-delay", "0s"}, extra)
 	wantProbes := slices.Contains(extra, "--probe-port")
 	cmd := exec.Command(command[0], args...)
 	stderr, err := cmd.StderrPipe()

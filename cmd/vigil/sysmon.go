@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -60,13 +61,8 @@ func reexecWithSysmonSetting(stderr io.Writer) {
 	fmt.Fprintf(stderr, "vigil: cannot re-execute with GODEBUG=%s (%v); serving with the Go runtime's default\n", godebug, err)
 }
 
-// withoutVar returns env without the entries of the variable name.
+// withoutVar returns a copy of env without the entries of the variable
+// name (syscall.Exec, unlike os/exec, passes duplicates on).
 func withoutVar(env []string, name string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, name+"=") {
-			out = append(out, kv)
-		}
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
 }

@@ -256,8 +256,9 @@ func TestNumpyInstalledLaterLoadsWithoutRestart(t *testing.T) {
 	s.waitReady(30 * time.Second)
 }
 
-// environ returns the value of name in the environment pid started with.
-func environ(t *testing.T, pid int, name string) (string, bool) {
+// environ returns the value of name in the environment pid started with
+// ("" when it has none).
+func environ(t *testing.T, pid int, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
@@ -265,10 +266,10 @@ func environ(t *testing.T, pid int, name string) (string, bool) {
 	}
 	for _, kv := range strings.Split(string(b), "\x00") {
 		if v, ok := strings.CutPrefix(kv, name+"="); ok {
-			return v, true
+			return v
 		}
 	}
-	return "", false
+	return ""
 }
 
 // vigil serve runs with GODEBUG's schedtrace set, so that the runtime's
@@ -279,7 +280,7 @@ func TestServeRunsWithSchedtrace(t *testing.T) {
 	repo := copyModels(t, "echo")
 	s := startEnv(t, repo, []string{"GODEBUG=madvdontneed=1"})
 	s.waitReady(60 * time.Second)
-	if v, _ := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "madvdontneed=1,schedtrace=2147483647" {
+	if v := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "madvdontneed=1,schedtrace=2147483647" {
 		t.Errorf("server GODEBUG = %q, want madvdontneed=1,schedtrace=2147483647", v)
 	}
 	// The process re-executed keeps its name for ps and top.
@@ -288,7 +289,7 @@ func TestServeRunsWithSchedtrace(t *testing.T) {
 	}
 	s = startEnv(t, repo, []string{"GODEBUG=schedtrace=0"})
 	s.waitReady(60 * time.Second)
-	if v, _ := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "schedtrace=0" {
+	if v := environ(t, s.cmd.Process.Pid, "GODEBUG"); v != "schedtrace=0" {
 		t.Errorf("server GODEBUG = %q, want schedtrace=0 as given", v)
 	}
 }
