@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/vigilhq/vigil/internal/inferencepb"
 	stubpy "github.com/vigilhq/vigil/python"
@@ -136,8 +135,7 @@ type peer struct {
 }
 
 func newPeer(name, httpURL, grpcAddr string, pid int, models bool) (*peer, error) {
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
+	conn, err := dialInference(grpcAddr)
 	if err != nil {
 		return nil, err
 	}

@@ -15,9 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/vigilhq/vigil/internal/inferencepb"
 )
 
@@ -139,8 +136,7 @@ func transferCalls(srv *vigilServer, input []byte, tag string) ([]call, func(), 
 		return sameTensor("HTTP binary", body[n:], input)
 	}
 
-	conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	conn, err := dialInference(srv.grpc)
 	if err != nil {
 		return nil, nil, err
 	}

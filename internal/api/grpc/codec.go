@@ -10,16 +10,16 @@ import (
 
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/memfile"
+	"github.com/vigilhq/vigil/internal/rawcontents"
 )
 
 // tensorCodec is the server's protobuf codec, made for large tensors: the
 // raw_input_contents of a ModelInferRequest alias the received message
 // instead of being copied out of it by proto.Unmarshal, and the
 // raw_output_contents of a ModelInferResponse are handed to the transport
-// as they are instead of being copied into one marshalled buffer. Every
-// other message, and the rest of these two, go through the protobuf
-// library; the bytes on the wire are a valid encoding of the same message
-// (the raw contents come last, which protobuf allows for any field order).
+// as they are instead of being copied into one marshalled buffer (package
+// rawcontents). Every other message, and the rest of these two, go through
+// the protobuf library.
 type tensorCodec struct {
 	fallback encoding.CodecV2
 	// files, when set, receives large ModelInferRequests (files.go).
@@ -37,12 +37,9 @@ func newTensorCodec(files *memfile.Pool) *tensorCodec {
 // Name is the content subtype the codec serves: protobuf's.
 func (c *tensorCodec) Name() string { return "proto" }
 
-// Field numbers in grpc_service.proto.
-const (
-	fieldRawInputContents  = 7 // ModelInferRequest
-	fieldRawOutputContents = 6 // ModelInferResponse
-	fieldInferResponse     = 2 // ModelStreamInferResponse
-)
+// fieldInferResponse is ModelStreamInferResponse.infer_response's number
+// in grpc_service.proto.
+const fieldInferResponse = 2
 
 // rawThreshold is the raw content size from which the codec avoids the
 // copy; smaller messages gain nothing from it.
@@ -75,7 +72,7 @@ func (c *tensorCodec) marshalWithFile(m *pb.ModelInferResponse) (mem.BufferSlice
 // raw outputs uncopied, after the rest of the message.
 func (c *tensorCodec) marshalStreamResponse(m *pb.ModelStreamInferResponse) (mem.BufferSlice, error) {
 	inner := m.GetInferResponse()
-	if rawBytes(inner.GetRawOutputContents()) < rawThreshold {
+	if rawcontents.Len(inner.GetRawOutputContents()) < rawThreshold {
 		if file := c.responses.take(inner); file != nil {
 			defer file.Release() // after the copy below
 		}
@@ -100,7 +97,7 @@ func (c *tensorCodec) marshalStreamResponse(m *pb.ModelStreamInferResponse) (mem
 // marshalInferResponse is Marshal of a ModelInferResponse; outputs in file
 // (nil: none) hold it until the transport frees them.
 func (c *tensorCodec) marshalInferResponse(m *pb.ModelInferResponse, file *memfile.File) (mem.BufferSlice, error) {
-	if rawBytes(m.RawOutputContents) < rawThreshold {
+	if rawcontents.Len(m.RawOutputContents) < rawThreshold {
 		return c.fallback.Marshal(m)
 	}
 	raw := m.RawOutputContents
@@ -110,21 +107,8 @@ func (c *tensorCodec) marshalInferResponse(m *pb.ModelInferResponse, file *memfi
 	if err != nil {
 		return nil, err
 	}
-	out := make(mem.BufferSlice, 0, 1+2*len(raw))
-	for _, r := range raw {
-		head = protowire.AppendTag(head, fieldRawOutputContents, protowire.BytesType)
-		head = protowire.AppendVarint(head, uint64(len(r)))
-		if len(r) < rawThreshold {
-			head = append(head, r...)
-			continue
-		}
-		out = append(out, mem.SliceBuffer(head), outputBuffer(r, file))
-		head = nil
-	}
-	if len(head) > 0 {
-		out = append(out, mem.SliceBuffer(head))
-	}
-	return out, nil
+	return rawcontents.Join(head, rawcontents.OutputField, raw, rawThreshold,
+		func(r []byte) mem.Buffer { return outputBuffer(r, file) }), nil
 }
 
 func (c *tensorCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -150,40 +134,13 @@ func (c *tensorCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // unmarshalInferRequest decodes buf into m, the raw contents aliasing buf.
 func unmarshalInferRequest(buf []byte, m *pb.ModelInferRequest) error {
-	rest := make([]byte, 0, 1024)
-	var raw [][]byte
-	for b := buf; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("ModelInferRequest: %w", protowire.ParseError(n))
-		}
-		if num == fieldRawInputContents && typ == protowire.BytesType {
-			val, m := protowire.ConsumeBytes(b[n:])
-			if m < 0 {
-				return fmt.Errorf("ModelInferRequest raw_input_contents: %w", protowire.ParseError(m))
-			}
-			raw = append(raw, val[:len(val):len(val)])
-			b = b[n+m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return fmt.Errorf("ModelInferRequest: %w", protowire.ParseError(m))
-		}
-		rest = append(rest, b[:n+m]...)
-		b = b[n+m:]
+	rest, raw, err := rawcontents.Split(buf, rawcontents.InputField)
+	if err != nil {
+		return fmt.Errorf("ModelInferRequest: %w", err)
 	}
 	if err := proto.Unmarshal(rest, m); err != nil {
 		return err
 	}
 	m.RawInputContents = raw
 	return nil
-}
-
-func rawBytes(raw [][]byte) int {
-	n := 0
-	for _, r := range raw {
-		n += len(r)
-	}
-	return n
 }
