@@ -14,10 +14,9 @@ import (
 // clientCodec is the benchmark's gRPC codec, the same for every server: a
 // ModelInferRequest's raw inputs go to the transport uncopied and a
 // ModelInferResponse's raw outputs alias the received message (package
-// rawcontents), as a client written for large tensors does (Triton's C++
-// client sends from the caller's buffers). With the standard codec the
-// client's own copies of a 16 MiB tensor took ~15 ms of CPU per round
-// trip on this 2-core machine, more than either server, and the large
+// rawcontents). With the standard codec the client's own copies of a
+// 16 MiB tensor took 13–16 ms of CPU per round trip on this 2-core
+// machine, more than vigil's server and stub together, and the large
 // tensor figure measured the client. Other messages use protobuf's codec.
 type clientCodec struct{ fallback encoding.CodecV2 }
 
