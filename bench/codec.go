@@ -24,12 +24,9 @@ func newClientCodec() clientCodec { return clientCodec{encoding.GetCodecV2("prot
 
 func (clientCodec) Name() string { return "proto" }
 
-// largeRaw is the size from which a raw input goes uncopied.
-const largeRaw = 64 << 10
-
 func (c clientCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(*inferencepb.ModelInferRequest)
-	if !ok || rawcontents.Len(m.RawInputContents) < largeRaw {
+	if !ok || rawcontents.Len(m.RawInputContents) < rawcontents.MinUncopied {
 		return c.fallback.Marshal(v)
 	}
 	// A shallow copy without the raw inputs: the caller's message may be
@@ -39,12 +36,12 @@ func (c clientCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rawcontents.Join(head, rawcontents.InputField, m.RawInputContents, largeRaw, nil), nil
+	return rawcontents.Join(head, rawcontents.InputField, m.RawInputContents, nil), nil
 }
 
 func (c clientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(*inferencepb.ModelInferResponse)
-	if !ok || data.Len() < largeRaw {
+	if !ok || data.Len() < rawcontents.MinUncopied {
 		return c.fallback.Unmarshal(data, v)
 	}
 	rest, raw, err := rawcontents.Split(data.Materialize(), rawcontents.OutputField)

@@ -29,6 +29,10 @@ const (
 	OutputField protowire.Number = 6 // ModelInferResponse.raw_output_contents
 )
 
+// MinUncopied is the size from which Join hands a value to the transport
+// uncopied; below it a copy costs less than a buffer of its own.
+const MinUncopied = 64 << 10
+
 // Split parses buf, the encoding of a message, into the encoding of its
 // fields other than field (rest, a copy) and the values of field, a
 // repeated bytes field, in order (raw, aliasing buf, each capped at its
@@ -61,10 +65,10 @@ func Split(buf []byte, field protowire.Number) (rest []byte, raw [][]byte, err e
 
 // Join returns the encoding of a message whose other fields are encoded in
 // head (which Join may append to) and whose repeated bytes field holds
-// raw. A value of at least large bytes is not copied: buffer(r) goes into
-// the slice in its place (mem.SliceBuffer when buffer is nil); smaller
-// ones are copied after their tags.
-func Join(head []byte, field protowire.Number, raw [][]byte, large int, buffer func([]byte) mem.Buffer) mem.BufferSlice {
+// raw. A value of MinUncopied bytes or more is not copied: buffer(r) goes
+// into the slice in its place (mem.SliceBuffer when buffer is nil);
+// smaller ones are copied after their tags.
+func Join(head []byte, field protowire.Number, raw [][]byte, buffer func([]byte) mem.Buffer) mem.BufferSlice {
 	if buffer == nil {
 		buffer = func(r []byte) mem.Buffer { return mem.SliceBuffer(r) }
 	}
@@ -72,7 +76,7 @@ func Join(head []byte, field protowire.Number, raw [][]byte, large int, buffer f
 	for _, r := range raw {
 		head = protowire.AppendTag(head, field, protowire.BytesType)
 		head = protowire.AppendVarint(head, uint64(len(r)))
-		if len(r) < large {
+		if len(r) < MinUncopied {
 			head = append(head, r...)
 			continue
 		}

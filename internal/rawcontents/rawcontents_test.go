@@ -13,7 +13,7 @@ import (
 )
 
 func TestJoinThenSplitIsTheSameMessage(t *testing.T) {
-	big := bytes.Repeat([]byte{1, 2, 3, 4}, 1<<14)
+	big := bytes.Repeat([]byte{1, 2, 3, 4}, MinUncopied/4)
 	req := &pb.ModelInferRequest{ModelName: "identity", Id: "r1",
 		Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: "A", Datatype: "FP32", Shape: []int64{int64(len(big) / 4)}},
 			{Name: "B", Datatype: "UINT8", Shape: []int64{3}}, {Name: "C", Datatype: "UINT8", Shape: []int64{0}}},
@@ -23,7 +23,7 @@ func TestJoinThenSplitIsTheSameMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var handed [][]byte
-	wire := Join(head, InputField, req.RawInputContents, 1024, func(r []byte) mem.Buffer {
+	wire := Join(head, InputField, req.RawInputContents, func(r []byte) mem.Buffer {
 		handed = append(handed, r)
 		return mem.SliceBuffer(r)
 	})

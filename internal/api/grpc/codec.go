@@ -43,7 +43,7 @@ const fieldInferResponse = 2
 
 // rawThreshold is the raw content size from which the codec avoids the
 // copy; smaller messages gain nothing from it.
-const rawThreshold = 64 << 10
+const rawThreshold = rawcontents.MinUncopied
 
 func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
@@ -107,7 +107,7 @@ func (c *tensorCodec) marshalInferResponse(m *pb.ModelInferResponse, file *memfi
 	if err != nil {
 		return nil, err
 	}
-	return rawcontents.Join(head, rawcontents.OutputField, raw, rawThreshold,
+	return rawcontents.Join(head, rawcontents.OutputField, raw,
 		func(r []byte) mem.Buffer { return outputBuffer(r, file) }), nil
 }
 
