@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/modelconfig"
+	"github.com/vigilhq/vigil/internal/procs"
 	"github.com/vigilhq/vigil/internal/server"
 	"github.com/vigilhq/vigil/internal/tritonmetrics"
 )
@@ -48,6 +49,7 @@ func serveMain(args []string, stderr io.Writer) int {
 		metricsSet   listFlag
 		logFormat    string
 		logLevel     string
+		adaptive     bool
 	)
 	fs.StringVar(&cfg.ModelRepository, "model-repository", "", "model repository directory (required)")
 	fs.StringVar(&cfg.Host, "host", "0.0.0.0", "address to listen on")
@@ -84,6 +86,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&cfg.EnvCacheDir, "execution-env-cache", "", "directory where models' EXECUTION_ENV_PATH tarballs are unpacked, one per content; kept across restarts (default: a temporary directory removed at exit)")
 	fs.BoolVar(&cfg.DisableAutoComplete, "disable-auto-complete-config", false, "never run models' auto_complete_config; every model then needs a config.pbtxt")
+	fs.BoolVar(&adaptive, "adaptive-procs", true, "size the Go runtime's parallelism (GOMAXPROCS) to the CPU the server keeps busy: one P while it uses less than 3/4 of a core, more as load needs them, up to the runtime's default; off when GOMAXPROCS is set")
 	fs.IntVar(&cfg.LogVerbose, "log-verbose", 0, "Triton's verbose level: at 1 or more the models' pb_utils.Logger.log_verbose records are written")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -155,11 +158,38 @@ func serveMain(args []string, stderr io.Writer) int {
 			os.Exit(1)
 		}
 	}()
+	if stop := startGovernor(ctx, adaptive, logger); stop != nil {
+		defer stop()
+	}
 	if err := server.Run(ctx, cfg); err != nil {
 		logger.Error("vigil serve failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// startGovernor runs a procs.Governor until ctx ends, unless adaptive is
+// off or the environment sets GOMAXPROCS, which then holds. The returned
+// function stops it and waits for it; nil when none runs.
+func startGovernor(ctx context.Context, adaptive bool, log *slog.Logger) func() {
+	if !adaptive {
+		return nil
+	}
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		log.Info("GOMAXPROCS is set: the Go runtime's parallelism stays as set", "gomaxprocs", v)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	g := procs.New(procs.GoRuntime{}, procs.ProcessCPU, time.Now, log.With("component", "procs"))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
