@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync"
@@ -196,32 +197,49 @@ func startProcess(rt Runtime, log *slog.Logger, wg *sync.WaitGroup, onPause func
 }
 
 // reap waits for the process to end, reporting every stop and continue on
-// the way: one wait4 with WUNTRACED|WCONTINUED per state change, so that a
-// stop is an event as an exit is.
+// the way, so that a stop is an event as an exit is. It waits for SIGCHLD
+// and then asks wait4 without blocking (WNOHANG, WUNTRACED, WCONTINUED)
+// until the process has no state change left to report, rather than
+// blocking in wait4: a goroutine blocked in a system call keeps its P
+// until the runtime's monitor takes it back, up to 10 ms on an idle server,
+// and with one P (internal/procs) the stop's report would wait that long
+// behind the reaper's next wait4. SIGCHLD comes for any child and
+// coalesces; every reaper then asks once for its own process.
 func (p *process) reap(onPause func(Pause)) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGCHLD)
+	defer signal.Stop(sigs)
 	for {
-		var ws syscall.WaitStatus
-		_, err := syscall.Wait4(p.pid, &ws, syscall.WUNTRACED|syscall.WCONTINUED, nil)
-		if errors.Is(err, syscall.EINTR) {
-			continue
-		}
-		if err != nil {
-			p.waitErr = err
-			return
-		}
-		switch {
-		case ws.Stopped():
-			if onPause != nil {
-				onPause(Pause{Stopped: true, Signal: signalName(ws.StopSignal())})
+		// Asked once before the first signal: a change before Notify sent
+		// none to sigs.
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(p.pid, &ws, syscall.WNOHANG|syscall.WUNTRACED|syscall.WCONTINUED, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
 			}
-		case ws.Continued():
-			if onPause != nil {
-				onPause(Pause{})
+			if err != nil {
+				p.waitErr = err
+				return
 			}
-		case ws.Exited() || ws.Signaled():
-			p.status = ws
-			return
+			if pid == 0 {
+				break // no change left
+			}
+			switch {
+			case ws.Stopped():
+				if onPause != nil {
+					onPause(Pause{Stopped: true, Signal: signalName(ws.StopSignal())})
+				}
+			case ws.Continued():
+				if onPause != nil {
+					onPause(Pause{})
+				}
+			case ws.Exited() || ws.Signaled():
+				p.status = ws
+				return
+			}
 		}
+		<-sigs
 	}
 }
 
