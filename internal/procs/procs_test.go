@@ -43,6 +43,18 @@ func (m *machine) window(cores float64) int {
 	return m.g.Step()
 }
 
+// idle runs Hold windows of light use, after which the governor must have
+// lowered the count to one P.
+func (m *machine) idle(t *testing.T) {
+	t.Helper()
+	for range Hold {
+		m.window(0.1)
+	}
+	if m.rt.procs != 1 {
+		t.Fatalf("after %d idle windows: %d Ps, want 1", Hold, m.rt.procs)
+	}
+}
+
 func TestWant(t *testing.T) {
 	for _, c := range []struct {
 		cores float64
@@ -99,12 +111,7 @@ func TestBusyWindowRestartsTheHold(t *testing.T) {
 
 func TestRaisesAtOnceThroughTheDefault(t *testing.T) {
 	m := newMachine(4)
-	for range Hold {
-		m.window(0.1)
-	}
-	if m.rt.procs != 1 {
-		t.Fatalf("idle: %d Ps, want 1", m.rt.procs)
-	}
+	m.idle(t)
 	if n := m.window(0.9); n != 2 {
 		t.Fatalf("0.9 cores on 1 P: %d Ps, want 2", n)
 	}
@@ -137,12 +144,7 @@ func TestFollowsARaisedDefault(t *testing.T) {
 	m := newMachine(2)
 	m.rt.procs, m.rt.def = 6, 6 // the runtime followed a larger quota
 	m.window(5)
-	for range Hold {
-		m.window(0.1)
-	}
-	if m.rt.procs != 1 {
-		t.Fatalf("%d Ps, want 1", m.rt.procs)
-	}
+	m.idle(t)
 	if n := m.window(5); n != 6 {
 		t.Fatalf("5 cores: %d Ps, want the new default 6", n)
 	}
@@ -150,9 +152,7 @@ func TestFollowsARaisedDefault(t *testing.T) {
 
 func TestSteadyLoadChangesNothing(t *testing.T) {
 	m := newMachine(2)
-	for range Hold {
-		m.window(0.1)
-	}
+	m.idle(t)
 	for i := range 5 * Hold {
 		if n := m.window(0.6); n != 1 {
 			t.Fatalf("window %d at 0.6 cores: %d Ps, want 1", i, n)
