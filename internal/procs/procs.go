@@ -64,7 +64,8 @@ type Governor struct {
 	now func() time.Time
 	log *slog.Logger
 
-	max     int // the runtime's default P count, as last seen
+	max     int  // the runtime's default P count, as last seen
+	atMax   bool // the runtime owns the count: it is at its default
 	lastCPU time.Duration
 	lastAt  time.Time
 	low     int // windows in a row that wanted fewer Ps than the current count
@@ -78,7 +79,7 @@ func New(rt Runtime, cpu func() time.Duration, now func() time.Time, log *slog.L
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Governor{rt: rt, cpu: cpu, now: now, log: log, max: max(rt.Procs(), 1), lastCPU: cpu(), lastAt: now()}
+	return &Governor{rt: rt, cpu: cpu, now: now, log: log, max: max(rt.Procs(), 1), atMax: true, lastCPU: cpu(), lastAt: now()}
 }
 
 // Want is the P count under which cores used over a window keep at most
@@ -97,8 +98,8 @@ func (g *Governor) Step() int {
 	used := cpu - g.lastCPU
 	g.lastAt, g.lastCPU = now, cpu
 	cur := g.rt.Procs()
-	if cur >= g.max {
-		g.max = cur // at the default, or the runtime raised it (quota)
+	if g.atMax {
+		g.max = cur // the runtime follows the CPU quota, up or down
 	}
 	if elapsed <= 0 {
 		return cur
@@ -123,12 +124,17 @@ func (g *Governor) Step() int {
 	return cur
 }
 
-// set changes the P count to n, through the runtime's default at the top.
+// set changes the P count to n. A raise asks the runtime for its default
+// first, since the CPU quota may have changed while the governor held the
+// count, and leaves the count to the runtime when n reaches it.
 func (g *Governor) set(n int, cores float64) int {
-	if n >= g.max {
-		n = g.rt.SetDefault()
-		g.max = n
-	} else {
+	raise := n > g.rt.Procs()
+	if raise {
+		g.max = g.rt.SetDefault()
+		n = min(n, g.max)
+	}
+	g.atMax = raise && n == g.max
+	if !g.atMax {
 		g.rt.SetProcs(n)
 	}
 	g.log.Debug("parallelism changed", LogKeyProcs, n, LogKeyCores, math.Round(cores*100)/100)

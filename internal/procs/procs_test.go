@@ -8,17 +8,28 @@ import (
 
 // fakeRuntime records what the governor set.
 type fakeRuntime struct {
-	procs    int
-	def      int // what SetDefault restores
-	defaults int // SetDefault calls
+	procs int
+	def   int  // what SetDefault restores
+	owned bool // the count is the runtime's default, which follows def
 }
 
-func (r *fakeRuntime) Procs() int     { return r.procs }
-func (r *fakeRuntime) SetProcs(n int) { r.procs = n }
+func (r *fakeRuntime) Procs() int { return r.procs }
+func (r *fakeRuntime) SetProcs(n int) {
+	r.procs = n
+	r.owned = false
+}
 func (r *fakeRuntime) SetDefault() int {
-	r.defaults++
-	r.procs = r.def
+	r.procs, r.owned = r.def, true
 	return r.def
+}
+
+// quota changes the CPU quota: the default becomes def, and the count
+// with it while the runtime owns it.
+func (r *fakeRuntime) quota(def int) {
+	r.def = def
+	if r.owned {
+		r.procs = def
+	}
 }
 
 // machine is a governor over a fake runtime and a fake clock, driven one
@@ -31,7 +42,7 @@ type machine struct {
 }
 
 func newMachine(def int) *machine {
-	m := &machine{rt: &fakeRuntime{procs: def, def: def}, at: time.Unix(1000, 0)}
+	m := &machine{rt: &fakeRuntime{procs: def, def: def, owned: true}, at: time.Unix(1000, 0)}
 	m.g = New(m.rt, func() time.Duration { return m.cpu }, func() time.Time { return m.at }, nil)
 	return m
 }
@@ -112,17 +123,17 @@ func TestBusyWindowRestartsTheHold(t *testing.T) {
 func TestRaisesAtOnceThroughTheDefault(t *testing.T) {
 	m := newMachine(4)
 	m.idle(t)
-	if n := m.window(0.9); n != 2 {
-		t.Fatalf("0.9 cores on 1 P: %d Ps, want 2", n)
+	if n := m.window(0.9); n != 2 || m.rt.procs != 2 {
+		t.Fatalf("0.9 cores on 1 P: %d Ps (runtime %d), want 2", n, m.rt.procs)
 	}
-	if m.rt.defaults != 0 {
-		t.Fatalf("SetDefault called below the top")
+	if m.rt.owned {
+		t.Fatal("below the top the runtime owns the count")
 	}
-	if n := m.window(2.9); n != 4 {
-		t.Fatalf("2.9 cores on 2 Ps: %d Ps, want 4", n)
+	if n := m.window(2.9); n != 4 || m.rt.procs != 4 {
+		t.Fatalf("2.9 cores on 2 Ps: %d Ps (runtime %d), want 4", n, m.rt.procs)
 	}
-	if m.rt.defaults != 1 {
-		t.Fatalf("the top was reached with %d SetDefault calls, want 1: the runtime must own the default", m.rt.defaults)
+	if !m.rt.owned {
+		t.Fatal("at the top the count was set, not handed back to the runtime's default")
 	}
 }
 
@@ -140,13 +151,22 @@ func TestLowersToTheMostAnyHeldWindowWanted(t *testing.T) {
 	}
 }
 
-func TestFollowsARaisedDefault(t *testing.T) {
+func TestFollowsTheQuota(t *testing.T) {
 	m := newMachine(2)
-	m.rt.procs, m.rt.def = 6, 6 // the runtime followed a larger quota
+	m.rt.quota(6) // at the default: the runtime follows a larger quota
 	m.window(5)
 	m.idle(t)
 	if n := m.window(5); n != 6 {
 		t.Fatalf("5 cores: %d Ps, want the new default 6", n)
+	}
+	m.rt.quota(3) // the runtime lowers the count itself
+	if n := m.window(5); n != 3 || m.rt.procs != 3 || !m.rt.owned {
+		t.Fatalf("5 cores under a quota of 3: %d Ps (runtime %d, owned %v), want the runtime's 3", n, m.rt.procs, m.rt.owned)
+	}
+	m.idle(t)
+	m.rt.quota(2) // while the governor holds the count at 1
+	if n := m.window(5); n != 2 || m.rt.procs != 2 || !m.rt.owned {
+		t.Fatalf("5 cores after the quota fell to 2 while held: %d Ps (runtime %d, owned %v), want the new default 2", n, m.rt.procs, m.rt.owned)
 	}
 }
 
@@ -163,8 +183,8 @@ func TestSteadyLoadChangesNothing(t *testing.T) {
 			t.Fatalf("window %d at 1.4 cores: %d Ps, want 2", i, n)
 		}
 	}
-	if m.rt.defaults != 1 {
-		t.Fatalf("%d SetDefault calls, want 1", m.rt.defaults)
+	if !m.rt.owned {
+		t.Fatal("at the top the runtime does not own the count")
 	}
 }
 
