@@ -19,9 +19,11 @@ func responderMain(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg responder.ChildConfig
 	var logFormat string
+	var rtPriority int
 	fs.DurationVar(&cfg.StaleAfter, "stale-after", 0, "fail the ping check once no snapshot has come for this long")
 	fs.BoolVar(&cfg.HideReasons, "health-hide-reasons", false, "withhold failure reasons")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.IntVar(&rtPriority, "rt-priority", 0, "run every thread under SCHED_FIFO at this priority (0 = the normal scheduler)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -32,6 +34,12 @@ func responderMain(args []string, stderr io.Writer) int {
 	if err != nil || cfg.StaleAfter <= 0 {
 		fmt.Fprintln(stderr, "vigil probe-responder: is started by vigil serve --probe-port, with --stale-after")
 		return 2
+	}
+	if rtPriority != 0 {
+		if err := responder.SetRealtime(rtPriority); err != nil {
+			logger.Error("probe responder: cannot run under SCHED_FIFO", "err", err)
+			return 1
+		}
 	}
 	lis, err := net.FileListener(os.NewFile(4, "probe-listener"))
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/vigilhq/vigil/internal/model"
 	"github.com/vigilhq/vigil/internal/modelconfig"
 	"github.com/vigilhq/vigil/internal/procs"
+	"github.com/vigilhq/vigil/internal/responder"
 	"github.com/vigilhq/vigil/internal/server"
 	"github.com/vigilhq/vigil/internal/tritonmetrics"
 )
@@ -56,6 +57,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.HTTPPort, "http-port", 8000, "HTTP port (0 picks a free port)")
 	fs.IntVar(&cfg.GRPCPort, "grpc-port", 8001, "gRPC port (0 picks a free port)")
 	fs.IntVar(&cfg.HealthPort, "health-port", -1, "also serve health and metrics on this port (-1 = off, 0 picks a free port)")
+	fs.IntVar(&cfg.ProbeRTPriority, "probe-rt-priority", 0, "run the --probe-port process under SCHED_FIFO at this priority (1-99), so that a probe is answered the moment it arrives; needs CAP_SYS_NICE (0 = the normal scheduler)")
 	fs.IntVar(&cfg.ProbePort, "probe-port", -1, "also serve the health routes on this port, from a child process that does nothing else, so that probes are answered at once under full load (-1 = off, 0 picks a free port)")
 	fs.StringVar(&cfg.Python, "python", "python3", "Python interpreter for model stubs (resolved once to an absolute path)")
 	fs.IntVar(&cfg.StubNice, "stub-nice", 5, "added to each model stub's nice value (0-19), so that under CPU contention the server's probes and request handling run before model code")
@@ -122,6 +124,16 @@ func serveMain(args []string, stderr io.Writer) int {
 		// the stubs' is always allowed.
 		fmt.Fprintf(stderr, "vigil serve: --stub-nice must be between 0 and 19, not %d\n", cfg.StubNice)
 		return 2
+	}
+	if cfg.ProbeRTPriority != 0 {
+		if cfg.ProbePort < 0 {
+			fmt.Fprintln(stderr, "vigil serve: --probe-rt-priority needs --probe-port")
+			return 2
+		}
+		if cfg.ProbeRTPriority < 1 || cfg.ProbeRTPriority > responder.MaxRTPriority {
+			fmt.Fprintf(stderr, "vigil serve: --probe-rt-priority must be between 1 and %d (or 0, off), not %d\n", responder.MaxRTPriority, cfg.ProbeRTPriority)
+			return 2
+		}
 	}
 	if len(loadModels) > 0 && cfg.ControlMode != model.ModeExplicit {
 		fmt.Fprintln(stderr, "vigil serve: --load-model needs --model-control-mode explicit")

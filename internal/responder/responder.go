@@ -28,6 +28,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -59,7 +60,10 @@ type Config struct {
 	// LogFormat is the child's --log-format; its logs go to the server's
 	// standard error.
 	LogFormat string
-	Logger    *slog.Logger
+	// RTPriority, from 1 to MaxRTPriority, runs the child under SCHED_FIFO
+	// at that priority (realtime.go); 0 leaves it to the normal scheduler.
+	RTPriority int
+	Logger     *slog.Logger
 }
 
 // Log keys.
@@ -85,6 +89,11 @@ type Responder struct {
 func Start(cfg Config) (*Responder, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RTPriority != 0 {
+		if err := CheckRealtime(cfg.RTPriority); err != nil {
+			return nil, fmt.Errorf("probe responder: %w", err)
+		}
 	}
 	lis, err := cfg.Listener.File() // a duplicate the child inherits
 	if err != nil {
@@ -138,6 +147,9 @@ func (r *Responder) runChild(ctx context.Context) error {
 	args := []string{"probe-responder", "--stale-after", r.cfg.StaleAfter.String(), "--log-format", r.cfg.LogFormat}
 	if r.cfg.HideReasons {
 		args = append(args, "--health-hide-reasons")
+	}
+	if r.cfg.RTPriority != 0 {
+		args = append(args, "--rt-priority", strconv.Itoa(r.cfg.RTPriority))
 	}
 	cmd := exec.Command(r.cfg.Exe, args...)
 	cmd.ExtraFiles = []*os.File{theirs, r.lis} // fds 3 and 4

@@ -51,6 +51,9 @@ type Config struct {
 	// ProbePort, when not negative, serves the health routes from a child
 	// process of their own (internal/responder; 0 picks a free port).
 	ProbePort int
+	// ProbeRTPriority runs that child under SCHED_FIFO at this priority
+	// (--probe-rt-priority); 0 is the normal scheduler.
+	ProbeRTPriority int
 	// LogFormat is the text or json of the logs, for that child.
 	LogFormat string
 	Python    string
@@ -528,12 +531,17 @@ func startResponder(cfg Config, engine *health.Engine, lis net.Listener) (*respo
 	if staleAfter <= 0 {
 		staleAfter = health.WatchdogMissedIntervals * time.Second
 	}
-	return responder.Start(responder.Config{
+	r, err := responder.Start(responder.Config{
 		Exe: exe, Listener: lis.(*net.TCPListener), Source: engine,
 		StaleAfter: staleAfter, Beat: staleAfter / 10,
 		HideReasons: cfg.HideReasons, LogFormat: cfg.LogFormat,
-		Logger: cfg.Logger.With("component", "responder"),
+		RTPriority: cfg.ProbeRTPriority,
+		Logger:     cfg.Logger.With("component", "responder"),
 	})
+	if err != nil && cfg.ProbeRTPriority != 0 {
+		return nil, fmt.Errorf("--probe-rt-priority %d: %w", cfg.ProbeRTPriority, err)
+	}
+	return r, err
 }
 
 func listen(host string, port int) (net.Listener, error) {

@@ -1,13 +1,17 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigilhq/vigil/internal/responder"
 )
 
 // instanceField reads one field of a model's first instance from the
@@ -309,4 +313,52 @@ func TestProbePortAnswersFromAChildProcess(t *testing.T) {
 		next := s.responderPID()
 		return next != 0 && next != child && p.get("/readyz").Status == 200
 	})
+}
+
+// --probe-rt-priority runs every thread of the probe port's process, and
+// none of the server's, under SCHED_FIFO; where that is not allowed the
+// server refuses to start and says why.
+func TestProbePortRealtime(t *testing.T) {
+	repo := copyModels(t, "echo")
+	if err := responder.CheckRealtime(1); err != nil {
+		cmd := exec.Command(vigilBin, "serve", "--model-repository", repo, "--host", "127.0.0.1",
+			"--http-port", "0", "--grpc-port", "0", "--python", python, "--probe-port", "0", "--probe-rt-priority", "1")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--probe-rt-priority 1:") || !strings.Contains(string(out), "CAP_SYS_NICE") {
+			t.Fatalf("without the right to SCHED_FIFO: %v\n%s", err, out)
+		}
+		return
+	}
+	s := start(t, repo, "--probe-port", "0", "--probe-rt-priority", "1")
+	s.waitReady(30 * time.Second)
+	p := &server{t: t, HTTP: "http://" + s.listening("probes")}
+	eventually(t, 5*time.Second, "the probe port answers", func() bool { return p.get("/readyz").Status == 200 })
+	policies := func(pid int) (fifo, other int) {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		for _, st := range tasks {
+			b, err := os.ReadFile(st)
+			if err != nil {
+				continue
+			}
+			// Fields after the command: 40 rt_priority and 41 policy of
+			// proc(5) are the 38th and 39th.
+			f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+			if len(f) > 38 && f[38] == "1" && f[37] == "1" {
+				fifo++
+			} else {
+				other++
+			}
+		}
+		return fifo, other
+	}
+	child := s.responderPID()
+	if child == 0 {
+		t.Fatal("no probe-responder child of the server")
+	}
+	if fifo, other := policies(child); fifo == 0 || other != 0 {
+		t.Errorf("probe responder: %d threads under SCHED_FIFO 1, %d not", fifo, other)
+	}
+	if fifo, _ := policies(s.cmd.Process.Pid); fifo != 0 {
+		t.Errorf("the server has %d threads under SCHED_FIFO", fifo)
+	}
 }
