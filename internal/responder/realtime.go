@@ -38,7 +38,7 @@ func CheckRealtime(prio int) error {
 		errc <- unix.SchedSetAttr(0, &a, 0)
 	}()
 	if err := <-errc; err != nil {
-		return fmt.Errorf("cannot run under SCHED_FIFO at priority %d (it needs CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least %d): %w", prio, prio, err)
+		return fmt.Errorf("cannot run under SCHED_FIFO at priority %d (it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least %d, and on a kernel with realtime group scheduling a realtime budget for the process's cgroup): %w", prio, prio, err)
 	}
 	return nil
 }
