@@ -24,8 +24,9 @@ func fifo(prio int) unix.SchedAttr {
 
 // CheckRealtime reports whether this process may run threads under
 // SCHED_FIFO at prio (it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least
-// prio). It tries on a thread of its own that ends with the check, so that
-// no thread of the caller keeps the policy.
+// prio). It tries on a thread of its own, which it puts back under its
+// former policy and which ends with the check, so that no thread of the
+// caller keeps the policy.
 func CheckRealtime(prio int) error {
 	if prio < 1 || prio > MaxRTPriority {
 		return fmt.Errorf("SCHED_FIFO priority %d is not between 1 and %d", prio, MaxRTPriority)
@@ -34,8 +35,17 @@ func CheckRealtime(prio int) error {
 	go func() {
 		// Never unlocked: the runtime ends the thread with the goroutine.
 		runtime.LockOSThread()
+		was, err := unix.SchedGetAttr(0, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
 		a := fifo(prio)
-		errc <- unix.SchedSetAttr(0, &a, 0)
+		if err := unix.SchedSetAttr(0, &a, 0); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.SchedSetAttr(0, was, 0)
 	}()
 	if err := <-errc; err != nil {
 		return fmt.Errorf("cannot run under SCHED_FIFO at priority %d (it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least %d, and on a kernel with realtime group scheduling a realtime budget for the process's cgroup): %w", prio, prio, err)
