@@ -134,6 +134,10 @@ func serveMain(args []string, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vigil serve: --probe-rt-priority must be between 1 and %d (or 0, off), not %d\n", responder.MaxRTPriority, cfg.ProbeRTPriority)
 			return 2
 		}
+		if err := responder.CheckRealtime(cfg.ProbeRTPriority); err != nil {
+			fmt.Fprintf(stderr, "vigil serve: --probe-rt-priority %d: %v\n", cfg.ProbeRTPriority, err)
+			return 2
+		}
 	}
 	if len(loadModels) > 0 && cfg.ControlMode != model.ModeExplicit {
 		fmt.Fprintln(stderr, "vigil serve: --load-model needs --model-control-mode explicit")

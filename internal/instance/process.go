@@ -209,37 +209,36 @@ func (p *process) reap(onPause func(Pause)) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGCHLD)
 	defer signal.Stop(sigs)
-	for {
-		// Asked once before the first signal: a change before Notify sent
-		// none to sigs.
-		for {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(p.pid, &ws, syscall.WNOHANG|syscall.WUNTRACED|syscall.WCONTINUED, nil)
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if err != nil {
-				p.waitErr = err
-				return
-			}
-			if pid == 0 {
-				break // no change left
-			}
-			switch {
-			case ws.Stopped():
-				if onPause != nil {
-					onPause(Pause{Stopped: true, Signal: signalName(ws.StopSignal())})
-				}
-			case ws.Continued():
-				if onPause != nil {
-					onPause(Pause{})
-				}
-			case ws.Exited() || ws.Signaled():
-				p.status = ws
-				return
-			}
-		}
+	// Asked once before the first signal: a change before Notify sent
+	// none to sigs.
+	for !p.reportChanges(onPause) {
 		<-sigs
+	}
+}
+
+// reportChanges reports the process's state changes that wait4 has for it
+// now, and whether it has ended (reaped, or wait4 failed).
+func (p *process) reportChanges(onPause func(Pause)) (ended bool) {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(p.pid, &ws, syscall.WNOHANG|syscall.WUNTRACED|syscall.WCONTINUED, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			p.waitErr = err
+			return true
+		case pid == 0:
+			return false // no change left
+		case ws.Exited() || ws.Signaled():
+			p.status = ws
+			return true
+		case onPause == nil:
+		case ws.Stopped():
+			onPause(Pause{Stopped: true, Signal: signalName(ws.StopSignal())})
+		case ws.Continued():
+			onPause(Pause{})
+		}
 	}
 }
 

@@ -106,29 +106,28 @@ func (g *Governor) Step() int {
 	}
 	cores := float64(used) / float64(elapsed)
 	want := Want(cores, g.max)
-	switch {
-	case want > cur:
+	if want >= cur {
 		g.low, g.peak = 0, 0
-		return g.set(want, cores)
-	case want < cur:
-		g.low++
-		g.peak = max(g.peak, want)
-		if g.low >= Hold {
-			n := g.peak
-			g.low, g.peak = 0, 0
-			return g.set(n, cores)
+		if want > cur {
+			return g.set(want, cur, cores)
 		}
-	default:
-		g.low, g.peak = 0, 0
+		return cur
 	}
-	return cur
+	g.low++
+	g.peak = max(g.peak, want)
+	if g.low < Hold {
+		return cur
+	}
+	n := g.peak
+	g.low, g.peak = 0, 0
+	return g.set(n, cur, cores)
 }
 
-// set changes the P count to n. A raise asks the runtime for its default
-// first, since the CPU quota may have changed while the governor held the
-// count, and leaves the count to the runtime when n reaches it.
-func (g *Governor) set(n int, cores float64) int {
-	raise := n > g.rt.Procs()
+// set changes the P count from cur to n. A raise asks the runtime for its
+// default first, since the CPU quota may have changed while the governor
+// held the count, and leaves the count to the runtime when n reaches it.
+func (g *Governor) set(n, cur int, cores float64) int {
+	raise := n > cur
 	if raise {
 		g.max = g.rt.SetDefault()
 		n = min(n, g.max)

@@ -63,13 +63,11 @@ func TestSetRealtimeEveryThread(t *testing.T) {
 	}
 }
 
-func realtimeChildMain() int {
-	// More threads than the runtime starts on its own: goroutines locked to
-	// threads of their own, parked until the end.
-	hold := make(chan struct{})
-	defer close(hold)
+// lockThreads starts n goroutines, each locked to a thread of its own and
+// parked until hold is closed, and returns once all of them run.
+func lockThreads(n int, hold <-chan struct{}) {
 	ready := make(chan struct{})
-	for range 4 {
+	for range n {
 		go func() {
 			runtime.LockOSThread()
 			ready <- struct{}{}
@@ -77,19 +75,18 @@ func realtimeChildMain() int {
 		}()
 		<-ready
 	}
+}
+
+func realtimeChildMain() int {
+	// More threads than the runtime starts on its own.
+	hold := make(chan struct{})
+	defer close(hold)
+	lockThreads(4, hold)
 	if err := SetRealtime(1); err != nil {
 		fmt.Println("SetRealtime:", err)
 		return 1
 	}
-	// A thread started now inherits the policy.
-	for range 2 {
-		go func() {
-			runtime.LockOSThread()
-			ready <- struct{}{}
-			<-hold
-		}()
-		<-ready
-	}
+	lockThreads(2, hold) // threads started now inherit the policy
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		fmt.Println(err)

@@ -62,6 +62,8 @@ type Config struct {
 	LogFormat string
 	// RTPriority, from 1 to MaxRTPriority, runs the child under SCHED_FIFO
 	// at that priority (realtime.go); 0 leaves it to the normal scheduler.
+	// The caller checks with CheckRealtime that the process may: a child
+	// that cannot exits, and is started again with backoff.
 	RTPriority int
 	Logger     *slog.Logger
 }
@@ -89,11 +91,6 @@ type Responder struct {
 func Start(cfg Config) (*Responder, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.RTPriority != 0 {
-		if err := CheckRealtime(cfg.RTPriority); err != nil {
-			return nil, fmt.Errorf("probe responder: %w", err)
-		}
 	}
 	lis, err := cfg.Listener.File() // a duplicate the child inherits
 	if err != nil {

@@ -531,17 +531,13 @@ func startResponder(cfg Config, engine *health.Engine, lis net.Listener) (*respo
 	if staleAfter <= 0 {
 		staleAfter = health.WatchdogMissedIntervals * time.Second
 	}
-	r, err := responder.Start(responder.Config{
+	return responder.Start(responder.Config{
 		Exe: exe, Listener: lis.(*net.TCPListener), Source: engine,
 		StaleAfter: staleAfter, Beat: staleAfter / 10,
 		HideReasons: cfg.HideReasons, LogFormat: cfg.LogFormat,
 		RTPriority: cfg.ProbeRTPriority,
 		Logger:     cfg.Logger.With("component", "responder"),
 	})
-	if err != nil && cfg.ProbeRTPriority != 0 {
-		return nil, fmt.Errorf("--probe-rt-priority %d: %w", cfg.ProbeRTPriority, err)
-	}
-	return r, err
 }
 
 func listen(host string, port int) (net.Listener, error) {

@@ -41,10 +41,6 @@ func (c *tensorCodec) Name() string { return "proto" }
 // in grpc_service.proto.
 const fieldInferResponse = 2
 
-// rawThreshold is the raw content size from which the codec avoids the
-// copy; smaller messages gain nothing from it.
-const rawThreshold = rawcontents.MinUncopied
-
 func (c *tensorCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *pb.ModelInferResponse:
@@ -72,7 +68,7 @@ func (c *tensorCodec) marshalWithFile(m *pb.ModelInferResponse) (mem.BufferSlice
 // raw outputs uncopied, after the rest of the message.
 func (c *tensorCodec) marshalStreamResponse(m *pb.ModelStreamInferResponse) (mem.BufferSlice, error) {
 	inner := m.GetInferResponse()
-	if rawcontents.Len(inner.GetRawOutputContents()) < rawThreshold {
+	if rawcontents.Len(inner.GetRawOutputContents()) < rawcontents.MinUncopied {
 		if file := c.responses.take(inner); file != nil {
 			defer file.Release() // after the copy below
 		}
@@ -97,7 +93,7 @@ func (c *tensorCodec) marshalStreamResponse(m *pb.ModelStreamInferResponse) (mem
 // marshalInferResponse is Marshal of a ModelInferResponse; outputs in file
 // (nil: none) hold it until the transport frees them.
 func (c *tensorCodec) marshalInferResponse(m *pb.ModelInferResponse, file *memfile.File) (mem.BufferSlice, error) {
-	if rawcontents.Len(m.RawOutputContents) < rawThreshold {
+	if rawcontents.Len(m.RawOutputContents) < rawcontents.MinUncopied {
 		return c.fallback.Marshal(m)
 	}
 	raw := m.RawOutputContents
@@ -113,7 +109,7 @@ func (c *tensorCodec) marshalInferResponse(m *pb.ModelInferResponse, file *memfi
 
 func (c *tensorCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(*pb.ModelInferRequest)
-	if !ok || data.Len() < rawThreshold {
+	if !ok || data.Len() < rawcontents.MinUncopied {
 		return c.fallback.Unmarshal(data, v)
 	}
 	if f := c.fileFor(data); f != nil {

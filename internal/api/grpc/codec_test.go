@@ -12,11 +12,12 @@ import (
 
 	pb "github.com/vigilhq/vigil/internal/inferencepb"
 	"github.com/vigilhq/vigil/internal/memfile"
+	"github.com/vigilhq/vigil/internal/rawcontents"
 )
 
 func TestTensorCodecRoundTrips(t *testing.T) {
 	c := newTensorCodec(nil)
-	big := bytes.Repeat([]byte{1, 2, 3, 4}, rawThreshold)
+	big := bytes.Repeat([]byte{1, 2, 3, 4}, rawcontents.MinUncopied)
 	req := &pb.ModelInferRequest{
 		ModelName: "identity", Id: "r1",
 		Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: "A", Datatype: "FP32", Shape: []int64{int64(len(big) / 4)}},
